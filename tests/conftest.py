@@ -1,0 +1,92 @@
+"""Shared fixtures: fixture plugin distributions installed by pip into a private folder, and a
+helper that runs the real `vlm` command against them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+REPO = HERE.parent
+FIXTURE_PLUGINS = HERE / "fixtures" / "plugins"
+VLM = [sys.executable, "-m", "vlm_core.cli.__main__"]
+
+
+def pip_install_target(sources: Sequence[Path], target: Path) -> None:
+    """A real `pip install` of local distributions into ``target`` (put it on PYTHONPATH)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            *map(str, sources),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture plugins (one healthy, four broken in different ways), pip-installed."""
+    target = tmp_path_factory.mktemp("fixture-site")
+    pip_install_target(sorted(FIXTURE_PLUGINS.iterdir()), target)
+    return target
+
+
+class Vlm:
+    """Runs `vlm` in a subprocess with its own VLM_HOME and extra sys.path entries."""
+
+    def __init__(self, home: Path, paths: Sequence[Path]) -> None:
+        self.home = home
+        self.paths = list(paths)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VLM_")}
+        env["VLM_HOME"] = str(self.home)
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in self.paths)
+        env.update(extra)
+        return env
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*VLM, *args], capture_output=True, text=True, env=self.env(**env), timeout=300
+        )
+
+
+@pytest.fixture
+def vlm(tmp_path: Path, fixture_site: Path) -> Vlm:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Vlm(home, [fixture_site])
+
+
+@pytest.fixture
+def vlm_bare(tmp_path: Path) -> Vlm:
+    """`vlm` without the fixture plugins."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return Vlm(home, [])
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]

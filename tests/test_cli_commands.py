@@ -1,0 +1,112 @@
+"""The rest of the command tree: tasks, info, run, runs, doctor, --help, --version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+
+def test_tasks_and_info(vlm):
+    tasks = json.loads(vlm("tasks", "--json").stdout)
+    assert [t["id"] for t in tasks] == ["exits.boom", "good.invert"]
+    info = json.loads(vlm("info", "good.invert", "--json").stdout)
+    params = {p["name"]: p for p in info["parameters"]}
+    assert params["gain"]["type"] == "float"
+    assert params["gain"]["bounds"] == {"ge": 0.0, "le": 4.0}
+    assert params["gain"]["default"] == 1.0
+    assert params["mode"]["choices"] == ["rgb", "gray"]
+    assert info["samples"][0]["name"] == "square"
+    text = vlm("info", "good.invert")
+    assert text.returncode == 0 and "ge 0.0, le 4.0" in text.stdout
+
+
+def test_run_folder_writes_outputs_provenance_and_run_store(vlm, tmp_path):
+    sample = vlm.paths[0] / "vlm_fixture_good" / "square.png"
+    folder = tmp_path / "in"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(sample, folder / "a.png")
+    shutil.copy(sample, folder / "nested" / "b.png")
+    (folder / "notes.txt").write_text("not an image")  # skipped: wrong kind for this task
+    out = tmp_path / "out"
+    proc = vlm(
+        "run",
+        "good.invert",
+        str(folder),
+        "-p",
+        "mode=gray",
+        "--out",
+        str(out),
+        "--json",
+        "--batch-size",
+        "2",
+        "--seed",
+        "7",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert len(data["results"]) == 2
+    result = json.loads((out / "a" / "result.json").read_text())
+    prov = result["provenance"]
+    assert prov["task"] == "good.invert" and prov["plugin"] == "good"
+    assert prov["plugin_version"] == "1.2.3" and prov["core_version"]
+    assert prov["params"] == {"gain": 1.0, "steps": 1, "mode": "gray"}
+    assert prov["seed"] == 7 and prov["device"] == "cpu" and prov["dtype"] == "float32"
+    assert len(prov["inputs"][0]["sha256"]) == 64 and prov["inputs"][0]["format"] == "png"
+    assert set(prov["timings_ms"]) == {"load", "run"}
+    assert (out / "a" / "inverted.png").is_file() and (out / "b" / "stats.json").is_file()
+    assert json.loads((out / "run.json").read_text())["run_id"] == data["run_id"]
+    show = json.loads(vlm("runs", "show", data["run_id"][:8], "--json").stdout)
+    assert show["status"] == "ok" and show["task"] == "good.invert"
+    assert len(show["inputs"]) == 2 and show["params"]["mode"] == "gray"
+    assert show["provenance"]["seed"] == 7
+    assert any(f.endswith("inverted.png") for f in show["outputs"])
+    listed = json.loads(vlm("runs", "list", "--json").stdout)
+    assert listed[0]["id"] == data["run_id"]
+
+
+def test_run_twice_into_the_same_folder_replaces_items(vlm, tmp_path):
+    sample = vlm.paths[0] / "vlm_fixture_good" / "square.png"
+    out = tmp_path / "out"
+    for gain in ("1", "0"):
+        assert (
+            vlm(
+                "run", "good.invert", str(sample), "-p", f"gain={gain}", "--out", str(out)
+            ).returncode
+            == 0
+        )
+    stats = json.loads((out / "square" / "stats.json").read_text())
+    assert stats["values"]["mean"] == 0.0
+
+
+def test_unknown_device_is_a_usage_error(vlm, tmp_path):
+    sample = vlm.paths[0] / "vlm_fixture_good" / "square.png"
+    proc = vlm("run", "good.invert", str(sample), "--device", "tpu")
+    assert proc.returncode == 2 and "device" in proc.stderr
+
+
+def test_doctor_reports_versions_devices_plugins(vlm):
+    data = json.loads(vlm("doctor", "--json").stdout)
+    assert data["core_version"] and data["python"]
+    assert data["devices"]["default"] in ("cpu", "cuda", "mps")
+    names = {p["name"]: p["status"] for p in data["plugins"]}
+    assert names["good"] == "healthy" and names["broken_hook"] == "failed"
+    assert "offline" in data["offline"]
+    human = vlm("doctor")
+    assert human.returncode == 0 and "broken_hook" in human.stdout
+
+
+def test_help_and_version(vlm_bare):
+    help_ = vlm_bare("--help")
+    assert help_.returncode == 0
+    for command in ("plugins", "tasks", "info", "run", "runs", "doctor", "dashboard"):
+        assert command in help_.stdout
+    assert vlm_bare("--version").stdout.startswith("vlm, version ")
+    assert vlm_bare("nonsense").returncode == 2
+
+
+def test_core_works_with_zero_plugins(vlm_bare):
+    assert json.loads(vlm_bare("plugins", "list", "--json").stdout) == []
+    assert json.loads(vlm_bare("tasks", "--json").stdout) == []
+    proc = vlm_bare("run", "x.y")
+    assert proc.returncode == 2 and "no tasks are installed" in proc.stderr
+    assert vlm_bare("doctor").returncode == 0

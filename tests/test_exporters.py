@@ -1,0 +1,208 @@
+"""Exporters: every output type to its standard files, provenance beside every result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from vlm_core.export import ExportOptions, export_results
+from vlm_core.types import (
+    Boxes,
+    Caption,
+    Embeddings,
+    Image,
+    ImageSet,
+    InputRecord,
+    Mask,
+    Metrics,
+    Provenance,
+    Reply,
+    Result,
+    Text,
+    Video,
+    Volume,
+)
+
+
+def provenance(path: str = "in.png") -> Provenance:
+    return Provenance(
+        run_id="r1",
+        task="t.x",
+        plugin="t",
+        plugin_version="1",
+        core_version="0",
+        weights_sha256={},
+        device="cpu",
+        dtype="float32",
+        seed=0,
+        params={"a": 1},
+        inputs=(InputRecord(path, "0" * 64, "png", "image"),),
+        timings_ms={"run": 1.0},
+        started_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def result(outputs, source=None) -> Result:
+    return Result("t.x", outputs, provenance(), source)
+
+
+@pytest.fixture
+def photo() -> Image:
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[10:30, 20:40] = 200
+    return Image(pixels=pixels, name="photo", source=Path("/data/photo.png"))
+
+
+def boxes(n: int = 2, size=(40, 60)) -> Boxes:
+    xyxy = np.array([[20, 10, 40, 30], [0, 0, 6, 4]], np.float32)[:n]
+    return Boxes(
+        xyxy=xyxy,
+        labels=("car", "pedestrian")[:n],
+        scores=np.array([0.9, 0.4])[:n],
+        image_size=size,
+        class_names=("car", "truck", "pedestrian"),
+    )
+
+
+def test_every_result_gets_result_json_with_provenance(tmp_path, photo):
+    files = export_results([result({"stats": Metrics({"f1": 0.5})}, photo)], tmp_path)
+    summary = json.loads((tmp_path / "photo" / "result.json").read_text())
+    assert summary["provenance"]["run_id"] == "r1" and summary["provenance"]["params"] == {"a": 1}
+    assert summary["outputs"]["stats"]["values"] == {"f1": 0.5}
+    assert tmp_path / "photo" / "result.json" in files and (tmp_path / "run.json").is_file()
+
+
+def test_images_png_and_jpeg(tmp_path, photo):
+    export_results([result({"out": photo}, photo)], tmp_path / "png")
+    back = np.asarray(PILImage.open(tmp_path / "png" / "photo" / "out.png"))
+    np.testing.assert_array_equal(back, photo.pixels)
+    export_results(
+        [result({"out": photo}, photo)], tmp_path / "jpg", ExportOptions(image_format="jpeg")
+    )
+    assert PILImage.open(tmp_path / "jpg" / "photo" / "out.jpg").format == "JPEG"
+    deep = Image(pixels=np.full((4, 4), 40000, np.uint16))
+    export_results(
+        [result({"deep": deep}, photo)], tmp_path / "16", ExportOptions(image_format="jpeg")
+    )
+    assert np.asarray(PILImage.open(tmp_path / "16" / "photo" / "deep.png")).max() == 40000
+
+
+def test_boxes_coco_yolo_and_overlay(tmp_path, photo):
+    other = Image(pixels=np.zeros((40, 60, 3), np.uint8), name="second")
+    export_results([result({"det": boxes()}, photo), result({"det": boxes(1)}, other)], tmp_path)
+    coco = json.loads((tmp_path / "det.coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["car", "truck", "pedestrian"]
+    assert len(coco["images"]) == 2 and coco["images"][0]["width"] == 60
+    first = coco["annotations"][0]
+    assert first["bbox"] == [20.0, 10.0, 20.0, 20.0] and first["category_id"] == 1
+    assert first["score"] == pytest.approx(0.9) and first["area"] == 400.0
+    yolo = (tmp_path / "photo" / "det.yolo.txt").read_text().splitlines()
+    cls, cx, _cy, _w, h, _score = yolo[1].split()
+    assert cls == "2" and float(cx) == pytest.approx(3 / 60) and float(h) == pytest.approx(4 / 40)
+    assert (tmp_path / "det.classes.txt").read_text().split() == ["car", "truck", "pedestrian"]
+    overlay = np.asarray(PILImage.open(tmp_path / "photo" / "det_overlay.png"))
+    assert overlay.shape == (40, 60, 3) and (overlay != photo.pixels).any()
+
+
+def test_track_ids_are_exported(tmp_path, photo):
+    b = boxes()
+    tracked = Boxes(b.xyxy, b.labels, b.scores, b.image_size, track_ids=np.array([7, 9]))
+    export_results([result({"det": tracked}, photo)], tmp_path)
+    anns = json.loads((tmp_path / "det.coco.json").read_text())["annotations"]
+    assert [a["track_id"] for a in anns] == [7, 9]
+
+
+def test_2d_mask_png_and_overlay(tmp_path, photo):
+    labels = np.zeros((40, 60), np.uint8)
+    labels[10:30, 20:40] = 2
+    mask = Mask(labels, class_names=("background", "road", "car"))
+    export_results([result({"seg": mask}, photo)], tmp_path)
+    np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / "photo" / "seg.png")), labels)
+    overlay = np.asarray(PILImage.open(tmp_path / "photo" / "seg_overlay.png"))
+    assert (overlay[0, 0] == photo.pixels[0, 0]).all() and (
+        overlay[20, 30] != photo.pixels[20, 30]
+    ).any()
+    summary = json.loads((tmp_path / "photo" / "result.json").read_text())
+    assert summary["outputs"]["seg"]["counts"] == {"background": 2000, "car": 400}
+
+
+def test_volume_mask_nifti_keeps_the_input_affine(tmp_path):
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = (-100, 50, 12)
+    volume = Volume(
+        np.random.default_rng(0).random((8, 9, 5)).astype(np.float32), affine, name="ct"
+    )
+    labels = np.zeros((8, 9, 5), np.uint8)
+    labels[2:5, 3:6, 1:3] = 1
+    export_results([result({"lesion": Mask(labels), "vol": volume}, volume)], tmp_path)
+    saved = nib.load(tmp_path / "ct" / "lesion.nii.gz")
+    np.testing.assert_allclose(saved.affine, affine)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), labels)
+    np.testing.assert_allclose(nib.load(tmp_path / "ct" / "vol.nii.gz").affine, affine)
+    slices = sorted(p.name for p in (tmp_path / "ct" / "lesion_overlay").iterdir())
+    assert slices == ["slice_0001.png", "slice_0002.png"]
+
+
+def test_captions_and_replies_jsonl(tmp_path, photo):
+    other = Image(pixels=photo.pixels, name="other")
+    export_results(
+        [
+            result(
+                {
+                    "caption": Caption("a red mug", 0.8, {"mug": 0.9}),
+                    "reply": Reply("Sorry about the crack.", 0.7, evidence={"problem": "crack"}),
+                },
+                photo,
+            ),
+            result({"caption": Caption("a blue shoe")}, other),
+        ],
+        tmp_path,
+    )
+    lines = [json.loads(x) for x in (tmp_path / "caption.jsonl").read_text().splitlines()]
+    assert [x["text"] for x in lines] == ["a red mug", "a blue shoe"]
+    assert lines[0]["item"] == "photo" and lines[0]["tags"] == {"mug": 0.9}
+    reply = json.loads((tmp_path / "reply.jsonl").read_text())
+    assert reply["evidence"] == {"problem": "crack"} and reply["confidence"] == 0.7
+
+
+def test_image_set_video_text_embeddings(tmp_path):
+    tiles = ImageSet(
+        tuple(Image(np.full((4, 4, 3), i * 50, np.uint8)) for i in range(3)), ("a", "b", "c")
+    )
+    video = Video(np.zeros((2, 4, 4, 3), np.uint8), fps=10)
+    emb = Embeddings(np.eye(2, 5, dtype=np.float32), ("x", "y"), model="m")
+    export_results(
+        [result({"gallery": tiles, "clip": video, "note": Text("hi"), "emb": emb})], tmp_path
+    )
+    folder = tmp_path / "result"
+    assert sorted(p.name for p in (folder / "gallery").iterdir()) == [
+        "0000.png",
+        "0001.png",
+        "0002.png",
+    ]
+    assert len(list((folder / "clip").iterdir())) == 2
+    assert (folder / "note.txt").read_text() == "hi"
+    np.testing.assert_array_equal(np.load(folder / "emb.npy"), np.eye(2, 5))
+
+
+def test_item_names_are_unique(tmp_path, photo):
+    export_results(
+        [result({"m": Metrics({"a": 1})}, photo), result({"m": Metrics({"a": 2})}, photo)], tmp_path
+    )
+    assert (tmp_path / "photo").is_dir() and (tmp_path / "photo-2").is_dir()
+
+
+def test_types_reject_inconsistent_data():
+    with pytest.raises(ValueError, match="xyxy"):
+        Boxes(np.zeros((2, 3)), ("a", "b"), np.zeros(2), (4, 4))
+    with pytest.raises(ValueError, match="class names"):
+        Mask(np.full((2, 2), 3, np.uint8), ("bg", "a"))
+    with pytest.raises(ValueError, match="channels"):
+        Image(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="affine"):
+        Volume(np.zeros((2, 2, 2)), np.eye(3))

@@ -1,0 +1,140 @@
+"""Task specs and parameter models: the contract is enforced at registration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, Field
+
+from vlm_core import hookimpl
+from vlm_core.errors import ParameterError, PluginValidationError
+from vlm_core.kinds import Kind
+from vlm_core.params import parse_pairs, validate_params
+from vlm_core.tasks import TaskParams, TaskSpec, param_problems, validate_spec
+
+
+class Good(TaskParams):
+    size: int = Field(64, ge=8, le=4096, description="Input size in pixels.")
+    mode: Literal["fast", "best"] = Field("fast", description="Speed/quality trade-off.")
+    labels: list[str] = Field(default_factory=list, max_length=50, description="Class filter.")
+    flag: bool = Field(False, description="A switch.")
+
+
+def run(inputs, params, ctx):
+    return [{}]
+
+
+def spec(**kw) -> TaskSpec:
+    base = dict(
+        id="p.t",
+        title="T",
+        description="D",
+        domain="test",
+        run=run,
+        params=Good,
+        outputs=(Kind.METRICS,),
+    )
+    base.update(kw)
+    return TaskSpec(**base)
+
+
+def test_a_good_spec_has_no_problems():
+    assert validate_spec(spec(), "p") == []
+
+
+def test_parameter_rules():
+    class Bad(TaskParams):
+        a: int = Field(1, description="no bounds")
+        b: float = Field(0.5, ge=0, description="lower bound only")
+        c: str = Field("x", description="unbounded string")
+        d: int = Field(ge=0, le=1, description="no default")
+        e: int = Field(1, ge=0, le=3)
+
+    problems = "\n".join(param_problems(Bad))
+    assert "'a' needs both bounds" in problems and "'b' needs both bounds" in problems
+    assert "'c' needs max_length" in problems and "'d' has no default" in problems
+    assert "'e' has no description" in problems
+
+    class Loose(BaseModel):
+        a: int = Field(1, ge=0, le=2, description="ok")
+
+    assert "reject unknown keys" in param_problems(Loose)[0]
+
+
+@pytest.mark.parametrize(
+    "kw,expected",
+    [
+        ({"id": "Bad-Id"}, "not of the form"),
+        ({"id": "other.t"}, "must start with the plugin name 'p.'"),
+        ({"title": " "}, "empty title"),
+        ({"outputs": ()}, "no output kinds"),
+        ({"inputs": (Kind.BOXES,)}, "cannot be an input kind"),
+        ({"run": "not a path"}, "module:function"),
+        ({"memory_mb": 0}, "memory_mb"),
+    ],
+)
+def test_spec_problems(kw, expected):
+    assert expected in "\n".join(validate_spec(spec(**kw), "p"))
+
+
+def test_invalid_spec_marks_the_plugin_failed(vlm_registry):
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(spec(id="p.t", outputs=()))
+
+    reg = vlm_registry({"p": Plugin()})
+    assert reg.plugins["p"].status == "failed" and "no output kinds" in reg.plugins["p"].error
+
+
+def test_duplicate_task_ids_fail_the_second_plugin(vlm_registry):
+    class One:
+        @hookimpl
+        def register_tasks(self, register):
+            register(spec())
+
+    class Two:
+        @hookimpl
+        def register_tasks(self, register):
+            register(spec())
+            register(spec())
+
+    reg = vlm_registry({"p": One()})
+    assert reg.plugins["p"].status == "healthy"
+    reg = vlm_registry({"p": Two()})
+    assert "registered twice" in reg.plugins["p"].error
+
+
+def test_strict_mode_raises_validation_errors(vlm_registry, monkeypatch):
+    class Typo:
+        @hookimpl
+        def register_tsks(self, register):
+            pass
+
+    monkeypatch.setenv("VLM_STRICT_PLUGINS", "1")
+    expected = r"plugin 'typo'.*register_tsks.*register_tasks"
+    with pytest.raises(PluginValidationError, match=expected):
+        vlm_registry({"typo": Typo()})
+
+
+def test_params_from_strings():
+    s = spec()
+    params = validate_params(
+        s, parse_pairs(["size=128", "mode=best", 'labels=["car"]', "flag=true"])
+    )
+    assert (params.size, params.mode, params.labels, params.flag) == (128, "best", ["car"], True)
+    with pytest.raises(ParameterError, match=r"unknown parameter 'sise'.*did you mean 'size'"):
+        validate_params(s, {"sise": "1"})
+    with pytest.raises(ParameterError, match="greater than or equal to 8"):
+        validate_params(s, {"size": "2"})
+    with pytest.raises(ParameterError, match="expected KEY=VALUE"):
+        parse_pairs(["size"])
+    with pytest.raises(ParameterError, match="invalid JSON"):
+        parse_pairs(["labels=[car"])
+    with pytest.raises(ParameterError, match="given twice"):
+        parse_pairs(["size=1", "size=2"])
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Good(size=64, extra=1)

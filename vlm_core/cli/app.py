@@ -1,0 +1,299 @@
+"""The command tree. Heavy modules are imported inside the commands that use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vlm_core import __version__
+from vlm_core.cli.output import STATUS_STYLE, emit_json, table
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="vlm")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def cli(debug: bool) -> None:
+    """vlm: run, train and manage visual model tasks from installed plugins."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tasks_cmd(as_json: bool) -> None:
+    """List the tasks of every healthy plugin."""
+    from vlm_core.plugins import get_registry
+
+    specs = sorted(get_registry().tasks.values(), key=lambda s: s.id)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": s.id,
+                    "title": s.title,
+                    "domain": s.domain,
+                    "inputs": [str(k) for k in s.inputs],
+                    "outputs": [str(k) for k in s.outputs],
+                    "capabilities": sorted(str(c) for c in s.capabilities),
+                }
+                for s in specs
+            ]
+        )
+        return
+    if not specs:
+        click.echo("No tasks installed. See `vlm plugins list` and `vlm plugins install`.")
+        return
+    table(
+        None,
+        ["task", "title", "inputs", "outputs"],
+        [
+            (s.id, s.title, ", ".join(map(str, s.inputs)) or "-", ", ".join(map(str, s.outputs)))
+            for s in specs
+        ],
+    )
+
+
+@cli.command("info")
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info_cmd(task: str, as_json: bool) -> None:
+    """Show a task: description, inputs, outputs and parameters (types, bounds, defaults)."""
+    from vlm_core.plugins import get_registry
+    from vlm_core.tasks import describe_param
+
+    spec = get_registry().task(task)
+    params = [describe_param(n, f) for n, f in spec.params.model_fields.items()]
+    info: dict[str, Any] = {
+        "id": spec.id,
+        "title": spec.title,
+        "description": spec.description,
+        "domain": spec.domain,
+        "inputs": [str(k) for k in spec.inputs],
+        "outputs": [str(k) for k in spec.outputs],
+        "parameters": params,
+        "capabilities": sorted(str(c) for c in spec.capabilities),
+        "weights": [w.__dict__ for w in spec.weights],
+        "memory_mb": spec.memory_mb,
+        "samples": [
+            {"name": s.name, "files": [str(f) for f in s.files], "params": dict(s.params)}
+            for s in spec.samples
+        ],
+    }
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{spec.id}: {spec.title}\n\n{spec.description}\n")
+    click.echo(
+        f"domain: {spec.domain}   inputs: {', '.join(info['inputs']) or 'none'}   "
+        f"outputs: {', '.join(info['outputs'])}   memory: ~{spec.memory_mb} MB"
+    )
+    click.echo(f"capabilities: {', '.join(info['capabilities'])}")
+    if params:
+
+        def bounds(p: dict[str, Any]) -> str:
+            if p["choices"]:
+                return " | ".join(map(str, p["choices"]))
+            return ", ".join(f"{k} {v}" for k, v in p["bounds"].items())
+
+        table(
+            "parameters",
+            ["name", "type", "default", "bounds", "description"],
+            [
+                (p["name"], p["type"], repr(p["default"]), bounds(p), p["description"])
+                for p in params
+            ],
+        )
+    for s in info["samples"]:
+        click.echo(f"sample '{s['name']}': {' '.join(s['files']) or '(no files)'}")
+
+
+@cli.command("run")
+@click.argument("task")
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A task parameter; repeat for several. Lists and objects as JSON.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for outputs, exports and provenance (nothing is written without it).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Inputs per task call.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--image-format",
+    type=click.Choice(["png", "jpeg"]),
+    default="png",
+    show_default=True,
+    help="Format of exported 8-bit images (16-bit stays PNG).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def run_cmd(
+    task: str,
+    inputs: tuple[str, ...],
+    params: tuple[str, ...],
+    out: Path | None,
+    device: str,
+    batch_size: int,
+    seed: int,
+    image_format: str,
+    as_json: bool,
+) -> None:
+    """Run TASK on INPUTS (files, folders or globs)."""
+    import sys
+
+    from vlm_core.export import result_summary
+    from vlm_core.params import parse_pairs
+    from vlm_core.runner import RunRequest, run_task
+
+    request = RunRequest(
+        task=task,
+        inputs=inputs,
+        params=parse_pairs(params),
+        out_dir=out,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        image_format=image_format,
+    )
+    if as_json or not sys.stderr.isatty():
+        outcome = run_task(request)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            job = bar.add_task(task, total=1.0)
+            outcome = run_task(
+                request, progress=lambda f, m: bar.update(job, completed=f, description=m or task)
+            )
+    if as_json:
+        emit_json(
+            {
+                "run_id": outcome.run_id,
+                "out_dir": str(out) if out else None,
+                "results": [result_summary(r) for r in outcome.results],
+                "files": [str(f) for f in outcome.files],
+                "timings_ms": {k: round(v, 3) for k, v in outcome.timings_ms.items()},
+            }
+        )
+        return
+    for result in outcome.results:
+        summary = result_summary(result)
+        source = summary["input"] or task
+        parts = []
+        for name, o in summary["outputs"].items():
+            if "boxes" in o:
+                parts.append(f"{name}: {len(o['boxes'])} boxes")
+            elif "text" in o:
+                parts.append(f"{name}: {o['text']!r}")
+            elif "values" in o:
+                parts.append(
+                    f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in o["values"].items())
+                )
+            elif "counts" in o:
+                parts.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in o["counts"].items()))
+            else:
+                parts.append(f"{name}: {o['kind']}")
+        click.echo(f"{source}: " + "; ".join(parts))
+    where = f", outputs in {out}" if out else " (no --out: nothing written)"
+    click.echo(
+        f"run {outcome.run_id[:12]}: {len(outcome.results)} result(s) in "
+        f"{outcome.timings_ms['total_ms'] / 1000:.2f} s{where}"
+    )
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor_cmd(as_json: bool) -> None:
+    """Versions, devices, plugins and their health, weights present or missing, offline state."""
+    from vlm_core.doctor import report
+
+    data = report()
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"vlm-core {data['core_version']}  python {data['python']}  ({data['platform']})")
+    dev = data["devices"]
+    click.echo(
+        f"torch {dev['torch'] or 'not installed'}; default device {dev['default']}; "
+        f"cuda devices: {len(dev['cuda'])}; mps: {dev['mps']}"
+    )
+    click.echo(f"home: config {data['config_dir']}, data {data['data_dir']}")
+    click.echo(f"offline: {data['offline']['offline']} ({data['offline']['reason']})")
+    table(
+        "plugins",
+        ["plugin", "version", "status", "tasks", "error"],
+        [
+            (p["name"], p["version"], STATUS_STYLE[p["status"]], len(p["tasks"]), p["error"])
+            for p in data["plugins"]
+        ],
+    )
+    if data["weights"]:
+        table(
+            "weights",
+            ["task", "weights", "status", "where"],
+            [
+                (w["task"], w["name"], w["status"], w["path"] or w["source"])
+                for w in data["weights"]
+            ],
+        )
+
+
+@cli.command("dashboard", context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--host", default="localhost", show_default=True, help="Address to listen on.")
+@click.option(
+    "--headless/--browser", default=True, show_default=True, help="Do not open a browser window."
+)
+@click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
+def dashboard_cmd(port: int, host: str, headless: bool, streamlit_args: tuple[str, ...]) -> None:
+    """Start the Streamlit dashboard (extra arguments go to `streamlit run`)."""
+    import os
+    import subprocess
+    import sys
+
+    from vlm_core.tasks import package_file
+
+    app = package_file("vlm_dashboard", "app.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        str(headless).lower(),
+        "--server.enableXsrfProtection",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        *streamlit_args,
+    ]
+    click.echo(f"vlm dashboard on http://{host}:{port}", err=True)
+    raise SystemExit(subprocess.call(cmd, env=os.environ.copy()))
+
+
+from vlm_core.cli import plugins_cmd, runs_cmd  # noqa: E402  (commands register on `cli`)
+
+cli.add_command(plugins_cmd.plugins)
+cli.add_command(runs_cmd.runs)

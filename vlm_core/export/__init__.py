@@ -1,0 +1,16 @@
+"""Exporters: write every core output type to standard files, with provenance beside them.
+
+Layout under the output folder::
+
+    OUT/<item>/result.json        outputs summary + provenance, for every result
+    OUT/<item>/<name>.png|.jpg    images, masks, overlays (<name>_overlay.png)
+    OUT/<item>/<name>.nii.gz      volumes and volume masks (the input's affine kept)
+    OUT/<item>/<name>.yolo.txt    boxes in YOLO format (classes in OUT/<name>.classes.txt)
+    OUT/<name>.coco.json          boxes of every item in one COCO document
+    OUT/<name>.jsonl              captions and replies, one line per item
+    OUT/run.json                  the run: task, parameters, items and their files
+"""
+
+from vlm_core.export.writer import ExportOptions, export_results, result_summary
+
+__all__ = ["ExportOptions", "export_results", "result_summary"]

@@ -1,0 +1,108 @@
+"""PNG/JPEG writing and overlays of masks and boxes on images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from vlm_core.fileio import atomic_write_bytes
+from vlm_core.types import Boxes, Image
+
+#: A palette of distinct colours for labels 1..N (label 0, background, stays transparent).
+PALETTE = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (220, 190, 255),
+        (170, 110, 40),
+        (255, 250, 200),
+        (128, 0, 0),
+        (170, 255, 195),
+        (128, 128, 0),
+        (255, 215, 180),
+        (0, 0, 128),
+        (128, 128, 128),
+    ],
+    dtype=np.uint8,
+)
+
+
+def colour(index: int) -> tuple[int, int, int]:
+    r, g, b = PALETTE[index % len(PALETTE)]
+    return int(r), int(g), int(b)
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
+    """Encode (H, W[, C]) pixels as PNG (lossless, 8 or 16 bit) or JPEG (8-bit RGB)."""
+    from PIL import Image as PILImage
+
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if fmt == "jpeg":
+        if pixels.dtype != np.uint8:
+            raise ValueError("JPEG export needs 8-bit pixels")
+        im = PILImage.fromarray(pixels).convert("RGB")
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality)
+        return buf.getvalue()
+    if pixels.dtype == np.uint16 and pixels.ndim == 2:
+        im = PILImage.fromarray(pixels)
+    elif pixels.dtype != np.uint8:
+        im = PILImage.fromarray(Image(pixels=pixels).to_rgb_uint8())
+    else:
+        im = PILImage.fromarray(pixels)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_image(pixels: np.ndarray, path: Path, fmt: str = "png", quality: int = 95) -> Path:
+    atomic_write_bytes(path, encode_image(pixels, fmt, quality))
+    return path
+
+
+def mask_overlay(rgb: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Blend a colour per label over ``rgb`` (H, W, 3) uint8; background is left untouched."""
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {labels.shape} does not match image {rgb.shape[:2]}")
+    out = rgb.astype(np.float32)
+    top = max(int(labels.max(initial=0)), 1)
+    lut = np.vstack([np.zeros((1, 3), np.uint8), np.resize(PALETTE, (top, 3))])
+    colours = lut[labels.astype(np.int64)].astype(np.float32)
+    on = labels > 0
+    out[on] = (1 - opacity) * out[on] + opacity * colours[on]
+    return out.astype(np.uint8)
+
+
+def boxes_overlay(rgb: np.ndarray, boxes: Boxes) -> np.ndarray:
+    """Draw boxes with their label, score and track id on a copy of ``rgb``."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    im = PILImage.fromarray(rgb).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    names = boxes.all_class_names
+    width = max(1, round(min(im.size) / 300))
+    for i, (x1, y1, x2, y2) in enumerate(boxes.xyxy.tolist()):
+        label = boxes.labels[i]
+        c = colour(names.index(label))
+        draw.rectangle((x1, y1, x2, y2), outline=c, width=width)
+        text = f"{label} {float(boxes.scores[i]):.2f}"
+        if boxes.track_ids is not None:
+            text = f"#{int(boxes.track_ids[i])} {text}"
+        left, top, right, bottom = draw.textbbox((x1, y1), text)
+        ty = max(0.0, y1 - (bottom - top) - 2)
+        draw.rectangle((x1, ty, x1 + (right - left) + 4, ty + (bottom - top) + 2), fill=c)
+        draw.text((x1 + 2, ty), text, fill=(0, 0, 0))
+    return np.asarray(im)

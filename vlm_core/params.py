@@ -1,0 +1,54 @@
+"""Turn ``--param k=v`` strings (or a mapping from a form) into a validated parameter model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from vlm_core.errors import ParameterError, did_you_mean
+from vlm_core.tasks import TaskParams, TaskSpec
+
+
+def parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["a=1", "b=[1,2]"]`` → ``{"a": "1", "b": [1, 2]}``; JSON for lists and objects only,
+    everything else stays a string for pydantic to coerce against the field's type."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ParameterError(f"bad --param '{pair}': expected KEY=VALUE")
+        if key in out:
+            raise ParameterError(f"bad --param '{pair}': '{key}' is given twice")
+        if value.strip()[:1] in ("[", "{"):
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ParameterError(f"bad --param '{pair}': invalid JSON ({exc.msg})") from None
+        else:
+            out[key] = value
+    return out
+
+
+def validate_params(spec: TaskSpec, raw: Mapping[str, Any]) -> TaskParams:
+    """Validate ``raw`` against the task's parameter model; one-line error on the first problem."""
+    fields = spec.params.model_fields
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise ParameterError(
+                f"unknown parameter '{key}' for task '{spec.id}'{did_you_mean(key, fields)}"
+                f" (parameters: {known})"
+            )
+    try:
+        return spec.params.model_validate(dict(raw))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "parameters"
+        value = err.get("input")
+        raise ParameterError(
+            f"bad value {value!r} for parameter '{loc}' of task '{spec.id}': {err['msg']}"
+        ) from None

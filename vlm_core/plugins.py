@@ -1,0 +1,255 @@
+"""Plugin discovery, validation and isolation.
+
+Nothing happens at import time: :func:`load_registry` finds the entry points of the
+``vlm.plugins`` group, imports each plugin module, checks its hooks against the hookspecs and
+collects its tasks through the ``register`` callback. A plugin that fails at any step (even by
+raising ``SystemExit``) is recorded as failed with its reason, and the others keep working;
+with ``VLM_STRICT_PLUGINS=1`` the first failure raises :class:`~vlm_core.errors.PluginError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
+
+import pluggy
+
+from vlm_core import hookspecs
+from vlm_core.config import Settings, read_user_config, settings
+from vlm_core.errors import (
+    PluginError,
+    PluginValidationError,
+    UnknownPluginError,
+    UnknownTaskError,
+    describe_exception,
+    did_you_mean,
+)
+from vlm_core.tasks import TaskSpec, validate_spec
+
+log = logging.getLogger("vlm.plugins")
+
+Status = Literal["healthy", "failed", "disabled"]
+
+
+@dataclass
+class PluginRecord:
+    """What the host knows about one plugin."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    status: Status = "healthy"
+    error: str | None = None
+    stage: str | None = None  # where it failed: import, validate, register, run
+    tasks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "stage": self.stage,
+            "tasks": list(self.tasks),
+        }
+
+
+@dataclass
+class Registry:
+    """Loaded plugins and the tasks they registered."""
+
+    plugins: dict[str, PluginRecord]
+    tasks: dict[str, TaskSpec]
+    manager: pluggy.PluginManager
+
+    def task(self, task_id: str) -> TaskSpec:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            owner = self.plugins.get(task_id.split(".", 1)[0])
+            if owner is not None and owner.status != "healthy":
+                raise UnknownTaskError(
+                    f"task '{task_id}' is unavailable: plugin '{owner.name}' is {owner.status}"
+                    + (f" ({owner.error})" if owner.error else "")
+                ) from None
+            hint = did_you_mean(task_id, self.tasks) or (
+                "" if self.tasks else "; no tasks are installed (see `vlm plugins list`)"
+            )
+            raise UnknownTaskError(f"unknown task '{task_id}'{hint}") from None
+
+    def plugin(self, name: str) -> PluginRecord:
+        try:
+            return self.plugins[name]
+        except KeyError:
+            raise UnknownPluginError(
+                f"unknown plugin '{name}'{did_you_mean(name, self.plugins)}"
+            ) from None
+
+    def mark_failed(self, name: str, stage: str, reason: str) -> None:
+        """Disable a plugin for the rest of this process (its tasks disappear)."""
+        record = self.plugins[name]
+        record.status, record.stage, record.error = "failed", stage, reason
+        for task_id in record.tasks:
+            self.tasks.pop(task_id, None)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager that knows the ``vlm`` hookspecs and nothing else."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def hook_names(pm: pluggy.PluginManager) -> list[str]:
+    """Names of the hooks that have a spec."""
+    return sorted(name for name, caller in vars(pm.hook).items() if caller.spec is not None)
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hook implementations of ``plugin`` that match no hookspec (misspelled hook names)."""
+    known = hook_names(pm)
+    return [
+        f"unknown hook '{caller.name}'{did_you_mean(caller.name, known)}"
+        for caller in pm.get_hookcallers(plugin) or []
+        if caller.spec is None
+    ]
+
+
+def _collect_tasks(pm: pluggy.PluginManager, name: str, plugin: object) -> list[TaskSpec]:
+    """Call the plugin's own ``register_tasks`` and return what it registered."""
+    collected: list[TaskSpec] = []
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    caller = pm.subset_hook_caller("register_tasks", remove_plugins=others)
+    caller(register=collected.append)
+    return collected
+
+
+class _Loader:
+    def __init__(self, s: Settings) -> None:
+        self.settings = s
+        self.pm = get_plugin_manager()
+        self.records: dict[str, PluginRecord] = {}
+        self.tasks: dict[str, TaskSpec] = {}
+
+    def fail(self, record: PluginRecord, stage: str, reason: str, exc: type = PluginError) -> None:
+        record.status, record.stage, record.error = "failed", stage, reason
+        record.tasks = []
+        log.info("plugin '%s' failed at %s: %s", record.name, stage, reason)
+        if self.settings.strict_plugins:
+            raise exc(record.name, f"{stage}: {reason}")
+
+    def add(self, record: PluginRecord, load: Any) -> None:
+        """Import (``load()``), validate and register one plugin, isolating its failures."""
+        self.records[record.name] = record
+        try:
+            plugin = load()
+        except (KeyboardInterrupt, PluginError):
+            raise
+        except BaseException as exc:
+            return self.fail(record, "import", describe_exception(exc))
+        try:
+            self.pm.register(plugin, name=record.name)
+        except Exception as exc:  # pluggy's own validation of hook signatures
+            return self.fail(record, "validate", describe_exception(exc), PluginValidationError)
+        problems = _unknown_hooks(self.pm, plugin)
+        if problems:
+            self.pm.unregister(plugin)
+            return self.fail(record, "validate", "; ".join(problems), PluginValidationError)
+        try:
+            specs = _collect_tasks(self.pm, record.name, plugin)
+        except (KeyboardInterrupt, PluginError):
+            raise
+        except BaseException as exc:
+            self.pm.unregister(plugin)
+            return self.fail(record, "register", describe_exception(exc))
+        problems = []
+        for spec in specs:
+            if not isinstance(spec, TaskSpec):
+                problems.append(f"registered {type(spec).__name__}, not a TaskSpec")
+                continue
+            problems += validate_spec(spec, record.name)
+            if spec.id in self.tasks or [s.id for s in specs].count(spec.id) > 1:
+                problems.append(f"task id '{spec.id}' is registered twice")
+        if problems:
+            self.pm.unregister(plugin)
+            return self.fail(record, "validate", "; ".join(problems), PluginValidationError)
+        record.tasks = [spec.id for spec in specs]
+        self.tasks.update({spec.id: spec for spec in specs})
+        return None
+
+
+def _entry_points() -> list[EntryPoint]:
+    found = sorted(entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    unique: dict[str, EntryPoint] = {}
+    for ep in found:  # the same distribution seen twice on sys.path: keep the first
+        unique.setdefault(ep.name, ep)
+    return list(unique.values())
+
+
+def load_registry(
+    s: Settings | None = None,
+    *,
+    extra: Mapping[str, object] | None = None,
+    use_entry_points: bool = True,
+) -> Registry:
+    """Discover, import, validate and register plugins.
+
+    Args:
+        s: settings (read from the environment when omitted).
+        extra: in-process plugins by name, loaded as if they came from entry points (tests,
+            notebooks). They obey the allow-list and the user config like the others.
+        use_entry_points: set False to load only ``extra``.
+    """
+    s = s or settings()
+    config = read_user_config(s)
+    loader = _Loader(s)
+    candidates: list[tuple[PluginRecord, Any]] = []
+    if use_entry_points:
+        for ep in _entry_points():
+            dist = ep.dist
+            record = PluginRecord(
+                name=ep.name,
+                module=ep.value,
+                distribution=dist.metadata["Name"] if dist else None,
+                version=dist.version if dist else None,
+            )
+            candidates.append((record, ep.load))
+    for name, obj in (extra or {}).items():
+        module = getattr(obj, "__name__", type(obj).__name__)
+        candidates.append((PluginRecord(name=name, module=module), lambda obj=obj: obj))
+    for record, load in candidates:
+        if s.plugin_allow_list is not None and record.name not in s.plugin_allow_list:
+            continue
+        if record.name in config.disabled:
+            record.status, record.error = "disabled", "disabled by the user"
+            loader.records[record.name] = record
+            continue
+        if record.name in config.quarantined:
+            record.status, record.stage = "failed", "run"
+            record.error = config.quarantined[record.name]
+            loader.records[record.name] = record
+            if s.strict_plugins:
+                raise PluginError(record.name, f"run: {record.error}")
+            continue
+        loader.add(record, load)
+    return Registry(plugins=loader.records, tasks=loader.tasks, manager=loader.pm)
+
+
+_cached: Registry | None = None
+_lock = threading.Lock()
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry, loaded once on first use."""
+    global _cached
+    with _lock:
+        if _cached is None or reload:
+            _cached = load_registry()
+        return _cached

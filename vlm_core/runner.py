@@ -1,0 +1,321 @@
+"""Run a task: validate everything first, run in batches, isolate the plugin, export atomically.
+
+Order of work, so that a bad request writes nothing under the output folder:
+
+1. resolve the task and validate its parameters;
+2. probe every input from its header (format allow-list, size caps);
+3. record the run in the run store;
+4. load inputs and run the task batch by batch, wrapping each call so that a plugin that raises
+   (``SystemExit`` included) is reported against its name and quarantined;
+5. export into a staging folder beside ``--out`` and move it into place only on success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vlm_core import __version__
+from vlm_core.config import edit_user_config
+from vlm_core.errors import TaskRunError, UsageError, VLMError, describe_exception
+from vlm_core.io.load import Probe, collect_inputs, load_input
+from vlm_core.params import validate_params
+from vlm_core.plugins import Registry, get_registry
+from vlm_core.runstore import RunStore
+from vlm_core.tasks import RunContext, TaskParams, TaskSpec
+
+log = logging.getLogger("vlm.run")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class RunRequest:
+    """One `vlm run`: a task, its inputs (files, folders, globs) and parameters."""
+
+    task: str
+    inputs: Sequence[str | Path] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 1
+    seed: int = 0
+    image_format: str = "png"
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    results: list[Any]
+    files: list[Path]
+    out_dir: Path | None
+    timings_ms: dict[str, float]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and (when already imported) torch."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:
+    """The task's return value must be ``expected`` mappings of core outputs of declared kinds."""
+    from vlm_core import types
+
+    core_types = tuple(
+        getattr(types, n)
+        for n in (
+            "Image",
+            "Volume",
+            "Video",
+            "Text",
+            "Boxes",
+            "Mask",
+            "Caption",
+            "Reply",
+            "ImageSet",
+            "Embeddings",
+            "Metrics",
+        )
+    )
+    if not isinstance(produced, Sequence) or len(produced) != expected:
+        got = len(produced) if isinstance(produced, Sequence) else type(produced).__name__
+        raise TypeError(f"returned {got} results for {expected} inputs")
+    for item in produced:
+        if not isinstance(item, Mapping) or not item:
+            raise TypeError(f"returned {type(item).__name__}, not a mapping of outputs")
+        for name, out in item.items():
+            if not isinstance(out, core_types):
+                raise TypeError(f"output '{name}' is a {type(out).__name__}, not a core type")
+            if out.kind not in spec.outputs:
+                declared = ", ".join(str(k) for k in spec.outputs)
+                raise TypeError(
+                    f"output '{name}' is of kind '{out.kind}', not declared ({declared})"
+                )
+    return list(produced)
+
+
+def call_task(
+    registry: Registry,
+    spec: TaskSpec,
+    inputs: Sequence[Any],
+    params: TaskParams,
+    ctx: RunContext,
+    *,
+    isolate: bool = True,
+) -> list[Mapping[str, Any]]:
+    """Call the task's run function, isolating the host from whatever it raises.
+
+    Errors the task raises on purpose for bad input (:class:`~vlm_core.errors.UsageError`)
+    pass through. Anything else, ``SystemExit`` included, quarantines the plugin (persisted in
+    the user config until `vlm plugins enable`) and becomes a :class:`TaskRunError`.
+    With ``isolate=False`` (the conformance check) the plugin is not quarantined.
+    """
+    try:
+        run = spec.resolve_run()
+        produced = run(inputs, params, ctx)
+        return _check_outputs(spec, produced, max(len(inputs), 1))
+    except KeyboardInterrupt:
+        raise
+    except UsageError:
+        raise
+    except BaseException as exc:
+        reason = describe_exception(exc)
+        if isolate:
+            quarantine(registry, spec.plugin, f"run of '{spec.id}' raised {reason}")
+        raise TaskRunError(spec.plugin, spec.id, reason, quarantined=isolate) from exc
+
+
+def quarantine(registry: Registry, plugin: str, reason: str) -> None:
+    """Mark a plugin failed in this process and in the user config."""
+    log.info("plugin '%s' quarantined: %s", plugin, reason)
+    if plugin in registry.plugins:
+        registry.mark_failed(plugin, "run", reason)
+    with edit_user_config() as config:
+        config.quarantined[plugin] = reason
+
+
+def _plugin_version(registry: Registry, plugin: str) -> str | None:
+    record = registry.plugins.get(plugin)
+    return record.version if record else None
+
+
+def _staging_dir(out_dir: Path, run_id: str) -> Path:
+    return out_dir.parent / f".{out_dir.name}.vlm-staging-{run_id[:8]}"
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move the staged outputs into ``out_dir`` (created if missing), replacing same names."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    for entry in staging.iterdir():
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staging.rmdir()
+
+
+def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskParams, list[Probe]]:
+    """Everything that can be checked before running: task, parameters, inputs, output folder."""
+    spec = registry.task(request.task)
+    params = validate_params(spec, request.params)
+    if request.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if not spec.inputs and request.inputs:
+        raise UsageError(f"task '{spec.id}' takes no input files, got {len(request.inputs)}")
+    if spec.inputs and not request.inputs:
+        kinds = ", ".join(str(k) for k in spec.inputs)
+        raise UsageError(f"task '{spec.id}' needs at least one input ({kinds})")
+    probes = collect_inputs([str(p) for p in request.inputs], spec.inputs) if spec.inputs else []
+    if spec.max_inputs is not None and len(probes) > spec.max_inputs:
+        raise UsageError(
+            f"task '{spec.id}' takes at most {spec.max_inputs} inputs, got {len(probes)}"
+        )
+    if request.device.strip().lower() not in ("auto", "cpu", ""):
+        from vlm_core.devices import resolve_device
+
+        resolve_device(request.device)  # an explicit device must exist before anything runs
+    out = request.out_dir
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    return spec, params, probes
+
+
+def run_task(
+    request: RunRequest,
+    *,
+    registry: Registry | None = None,
+    store: RunStore | None = None,
+    progress: Progress | None = None,
+    isolate: bool = True,
+) -> RunOutcome:
+    """Run ``request`` end to end; see the module docstring for the order of work.
+
+    ``isolate=False`` reports a crashing plugin without quarantining it (conformance checks).
+    """
+    from vlm_core.types import InputRecord, Provenance, Result
+
+    registry = registry or get_registry()
+    store = store or RunStore.default()
+    run_id = uuid.uuid4().hex
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out_text = str(request.out_dir) if request.out_dir else None
+    try:
+        spec, params, probes = prepare(request, registry)
+    except VLMError as exc:
+        store.start(
+            run_id, request.task, dict(request.params), [str(p) for p in request.inputs], out_text
+        )
+        store.finish(run_id, "rejected", error=str(exc))
+        raise
+    param_values = params.model_dump(mode="json")
+    store.start(run_id, spec.id, param_values, [str(p.path) for p in probes], out_text)
+    staging: Path | None = None
+    try:
+        seed_everything(request.seed)
+        ctx = RunContext(
+            task=spec.id,
+            plugin=spec.plugin,
+            requested_device=request.device,
+            seed=request.seed,
+            batch_size=request.batch_size,
+            progress=progress,
+        )
+        timings = {"load_ms": 0.0, "run_ms": 0.0}
+        results: list[Result] = []
+        batches = [
+            probes[i : i + request.batch_size] for i in range(0, len(probes), request.batch_size)
+        ] or [[]]
+        for index, batch in enumerate(batches):
+            t0 = time.perf_counter()
+            inputs = [load_input(p) for p in batch]
+            records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p in batch]
+            t1 = time.perf_counter()
+            produced = call_task(registry, spec, inputs, params, ctx, isolate=isolate)
+            t2 = time.perf_counter()
+            timings["load_ms"] += (t1 - t0) * 1e3
+            timings["run_ms"] += (t2 - t1) * 1e3
+            share = max(len(batch), 1)
+            for i, outputs in enumerate(produced):
+                provenance = Provenance(
+                    run_id=run_id,
+                    task=spec.id,
+                    plugin=spec.plugin,
+                    plugin_version=_plugin_version(registry, spec.plugin),
+                    core_version=__version__,
+                    weights_sha256=dict(ctx.weights_sha256),
+                    device=ctx.device_used,
+                    dtype=ctx.dtype,
+                    seed=request.seed,
+                    params=param_values,
+                    inputs=(records[i],) if records else (),
+                    timings_ms={
+                        "load": round((t1 - t0) * 1e3 / share, 3),
+                        "run": round((t2 - t1) * 1e3 / share, 3),
+                    },
+                    started_at=started_at,
+                )
+                results.append(
+                    Result(spec.id, dict(outputs), provenance, inputs[i] if inputs else None)
+                )
+            if progress is not None:
+                progress(
+                    (index + 1) / len(batches), f"{len(results)} of {max(len(probes), 1)} done"
+                )
+        files: list[Path] = []
+        if request.out_dir is not None:
+            from vlm_core.export import ExportOptions, export_results
+
+            t3 = time.perf_counter()
+            out_dir = request.out_dir.resolve()
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging = _staging_dir(out_dir, run_id)
+            options = ExportOptions(
+                image_format="jpeg" if request.image_format in ("jpg", "jpeg") else "png"
+            )
+            staged = export_results(results, staging, options)
+            _publish(staging, out_dir)
+            staging = None
+            files = [out_dir / p.relative_to(_staging_dir(out_dir, run_id)) for p in staged]
+            timings["export_ms"] = (time.perf_counter() - t3) * 1e3
+        timings["total_ms"] = (time.perf_counter() - started) * 1e3
+        summary = {
+            "device": ctx.device_used,
+            "dtype": ctx.dtype,
+            "seed": request.seed,
+            "core_version": __version__,
+            "plugin_version": _plugin_version(registry, spec.plugin),
+            "weights_sha256": dict(ctx.weights_sha256),
+            "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+        }
+        store.finish(run_id, "ok", outputs=[str(f) for f in files], provenance=summary)
+        return RunOutcome(run_id, results, files, request.out_dir, timings)
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        store.finish(
+            run_id,
+            "failed",
+            error=describe_exception(exc) if not isinstance(exc, VLMError) else str(exc),
+        )
+        raise

@@ -1,0 +1,278 @@
+"""Task specs: what a plugin registers and what the CLI and the dashboard build forms from.
+
+This module is imported by plugin entry modules, so it must stay light: pydantic and the
+standard library only (no numpy, no torch).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import importlib.util
+import logging
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from vlm_core.kinds import INPUT_KINDS, Capability, Kind
+
+if TYPE_CHECKING:
+    from vlm_core.types import Input, Output
+
+TASK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+class TaskParams(BaseModel):
+    """Base class of every task's parameter model.
+
+    Unknown keys are rejected and values are validated on assignment. Every field must carry a
+    ``description``, a default and bounds (``ge``/``le`` for numbers, ``max_length`` or a
+    ``Literal`` for strings); :func:`validate_spec` checks this when a plugin registers.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A bundled sample input that the dashboard offers and the conformance check runs.
+
+    ``files`` are absolute paths (use :func:`package_file` to find files shipped in a package);
+    ``params`` are parameter overrides that make the sample meaningful.
+    """
+
+    name: str
+    files: tuple[Path, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """Weights a task needs: a name, the file name, its sha256 and where it can come from."""
+
+    name: str
+    filename: str
+    sha256: str | None = None
+    source: str | None = None  # "hf-hub:org/repo", a URL, or None for files shipped with the plugin
+    size_mb: float | None = None
+
+
+class RunFunction(typing.Protocol):
+    """``run(inputs, params, ctx) -> outputs``.
+
+    ``inputs`` holds one loaded item per input file; ``outputs`` must hold one mapping of output
+    name to core output object per input, in order. A task without inputs receives an empty
+    sequence and returns exactly one mapping.
+    """
+
+    def __call__(
+        self, inputs: Sequence[Input], params: Any, ctx: RunContext
+    ) -> Sequence[Mapping[str, Output]]: ...
+
+
+@dataclass
+class RunContext:
+    """What the core hands a running task besides its inputs and parameters.
+
+    ``device`` is resolved on first use (``auto``: cuda, then mps, then cpu), so tasks that never
+    touch a device never import torch; the provenance records the device a task actually used.
+    """
+
+    task: str
+    plugin: str
+    requested_device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    batch_size: int = 1
+    weights_sha256: dict[str, str] = field(default_factory=dict)
+    progress: Callable[[float, str], None] | None = None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("vlm.task"))
+    _device: str | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> str:
+        """The torch device string for this run (resolved, and torch imported, on first use)."""
+        if self._device is None:
+            from vlm_core.devices import resolve_device
+
+            self._device = resolve_device(self.requested_device)
+        return self._device
+
+    @property
+    def device_used(self) -> str:
+        """The device the task asked for, or ``cpu`` when it never asked."""
+        return self._device or "cpu"
+
+    def report(self, fraction: float, message: str = "") -> None:
+        """Report progress in ``[0, 1]`` to whoever is watching (CLI bar, dashboard)."""
+        if self.progress is not None:
+            self.progress(min(max(fraction, 0.0), 1.0), message)
+
+    def record_weights(self, name: str, sha256: str) -> None:
+        """Record the sha256 of weights the task loaded; it goes into the provenance."""
+        self.weights_sha256[name] = sha256
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the framework needs to list, document, validate and run a task."""
+
+    id: str  # "<plugin>.<task>"
+    title: str
+    description: str
+    domain: str
+    run: RunFunction | str  # a callable, or "module:function" imported on first run
+    params: type[TaskParams] = TaskParams
+    inputs: tuple[Kind, ...] = (Kind.IMAGE,)  # kinds accepted for each input file; () = none
+    outputs: tuple[Kind, ...] = ()
+    weights: tuple[WeightsRef, ...] = ()
+    samples: tuple[Sample, ...] = ()
+    memory_mb: int = 256  # rough peak device memory of one batch of one item
+    capabilities: frozenset[Capability] = frozenset({Capability.RUN})
+    max_inputs: int | None = None  # None: any number
+
+    @property
+    def plugin(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    def resolve_run(self) -> RunFunction:
+        """The run function, importing ``"module:function"`` on first use."""
+        if not isinstance(self.run, str):
+            return self.run
+        module_name, _, attr = self.run.partition(":")
+        module = importlib.import_module(module_name)
+        func: RunFunction = getattr(module, attr)
+        return func
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """Path of a file shipped inside ``package`` (without importing the package's code)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package '{package}' is not installed")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of specs and parameter models
+
+
+def _is_literal_or_enum(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_is_literal_or_enum(a) for a in args)
+    return isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+
+
+def _base_types(annotation: Any) -> set[Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        out: set[Any] = set()
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                out |= _base_types(arg)
+        return out
+    if origin is typing.Annotated:
+        return _base_types(typing.get_args(annotation)[0])
+    return {origin or annotation}
+
+
+def _bounds(metadata: Sequence[Any]) -> tuple[bool, bool, bool]:
+    """(has lower bound, has upper bound, has max length) from pydantic field metadata."""
+    lower = upper = length = False
+    for item in metadata:
+        lower |= getattr(item, "ge", None) is not None or getattr(item, "gt", None) is not None
+        upper |= getattr(item, "le", None) is not None or getattr(item, "lt", None) is not None
+        length |= getattr(item, "max_length", None) is not None
+    return lower, upper, length
+
+
+def param_problems(model: type[BaseModel]) -> list[str]:
+    """Problems with a parameter model; an empty list means it follows the contract."""
+    problems: list[str] = []
+    if model.model_config.get("extra") != "forbid":
+        problems.append("parameter model must reject unknown keys (subclass TaskParams)")
+    for name, info in model.model_fields.items():
+        where = f"parameter '{name}'"
+        if not (info.description or "").strip():
+            problems.append(f"{where} has no description")
+        if info.is_required():
+            problems.append(f"{where} has no default")
+        annotation = info.annotation
+        if _is_literal_or_enum(annotation):
+            continue
+        kinds = _base_types(annotation)
+        lower, upper, length = _bounds(info.metadata)
+        if kinds & {int, float} and not kinds & {bool} and not (lower and upper):
+            problems.append(f"{where} needs both bounds (ge/gt and le/lt)")
+        elif kinds & {str, list, tuple, dict, set, frozenset} and not length:
+            problems.append(f"{where} needs max_length (or a Literal of choices)")
+    return problems
+
+
+def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
+    """Problems with a task spec registered by ``plugin``; an empty list means valid."""
+    problems: list[str] = []
+    if not TASK_ID.match(spec.id):
+        problems.append(f"task id '{spec.id}' is not of the form '<plugin>.<task>' (lowercase)")
+    elif spec.plugin != plugin:
+        problems.append(f"task id '{spec.id}' must start with the plugin name '{plugin}.'")
+    for attr in ("title", "description", "domain"):
+        if not str(getattr(spec, attr) or "").strip():
+            problems.append(f"task '{spec.id}' has an empty {attr}")
+    if not (isinstance(spec.params, type) and issubclass(spec.params, TaskParams)):
+        problems.append(f"task '{spec.id}': params must be a subclass of vlm_core.tasks.TaskParams")
+    else:
+        problems += [f"task '{spec.id}': {p}" for p in param_problems(spec.params)]
+    for kind in spec.inputs:
+        if kind not in INPUT_KINDS:
+            problems.append(f"task '{spec.id}': '{kind}' cannot be an input kind")
+    if not spec.outputs:
+        problems.append(f"task '{spec.id}' declares no output kinds")
+    if isinstance(spec.run, str):
+        if not re.match(r"^[\w.]+:[\w]+$", spec.run):
+            problems.append(f"task '{spec.id}': run must be 'module:function', got '{spec.run}'")
+    elif not callable(spec.run):
+        problems.append(f"task '{spec.id}': run is neither callable nor 'module:function'")
+    if spec.memory_mb <= 0:
+        problems.append(f"task '{spec.id}': memory_mb must be positive")
+    if Capability.RUN not in spec.capabilities:
+        problems.append(f"task '{spec.id}': capabilities must include 'run'")
+    for sample in spec.samples:
+        missing = [str(f) for f in sample.files if not Path(f).is_file()]
+        if missing:
+            problems.append(f"task '{spec.id}': sample '{sample.name}' is missing {missing}")
+    return problems
+
+
+def describe_param(name: str, info: Any) -> dict[str, Any]:
+    """A JSON-friendly description of one parameter field (for `vlm info` and forms)."""
+    lower_upper: dict[str, Any] = {}
+    for item in info.metadata:
+        for key in ("ge", "gt", "le", "lt", "max_length", "min_length"):
+            value = getattr(item, key, None)
+            if value is not None:
+                lower_upper[key] = value
+    annotation = info.annotation
+    type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    choices = None
+    if typing.get_origin(annotation) is Literal:
+        choices = list(typing.get_args(annotation))
+    return {
+        "name": name,
+        "type": type_name,
+        "default": info.get_default(call_default_factory=True),
+        "description": info.description,
+        "bounds": lower_upper,
+        "choices": choices,
+    }

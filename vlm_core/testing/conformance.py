@@ -1,0 +1,193 @@
+"""The conformance check every plugin can run on itself (and CI runs on every built-in one).
+
+It checks that the plugin loads and registers, that every task spec is valid and every
+parameter documented, that importing the entry module pulls in no torch or model library, that
+every bundled sample runs and returns outputs of the declared kinds, and that edge-case and bad
+inputs end in a clean :class:`~vlm_core.errors.UsageError` or a result, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from vlm_core.errors import TaskRunError, UsageError, VLMError
+from vlm_core.kinds import Kind
+from vlm_core.plugins import Registry, get_registry
+from vlm_core.tasks import TaskSpec, param_problems, validate_spec
+
+HEAVY_MODULES = ("torch", "torchvision", "timm", "open_clip", "monai", "streamlit")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class ConformanceReport:
+    plugin: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks) and bool(self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
+
+    def add(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append(Check(name, ok, detail))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
+
+
+def heavy_imports_of(module: str) -> list[str]:
+    """Heavy modules that importing ``module`` (``pkg.mod`` or ``pkg.mod:attr``) pulls in,
+    measured in a fresh interpreter."""
+    name = module.split(":", 1)[0]
+    code = (
+        "import importlib, sys\n"
+        f"importlib.import_module({name!r})\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"importing {name} failed: {tail}")
+    return [m for m in proc.stdout.strip().split(",") if m]
+
+
+def _edge_inputs(kind: Kind, folder: Path) -> list[Path]:
+    """Valid but awkward inputs of ``kind`` that a task must handle or refuse cleanly."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    paths: list[Path] = []
+    if kind is Kind.IMAGE:
+        cases: dict[str, Any] = {
+            "tiny-1x1-gray.png": np.zeros((1, 1), np.uint8),
+            "rgba-3x5.png": np.full((3, 5, 4), 200, np.uint8),
+            "gray16-8x6.png": (np.arange(48, dtype=np.uint16).reshape(8, 6) * 1000),
+        }
+        for name, pixels in cases.items():
+            PILImage.fromarray(pixels).save(folder / name)
+            paths.append(folder / name)
+    elif kind is Kind.VOLUME:
+        import nibabel as nib
+
+        nib.save(
+            nib.Nifti1Image(np.zeros((2, 2, 1), np.float32), np.eye(4)), folder / "tiny.nii.gz"
+        )
+        paths.append(folder / "tiny.nii.gz")
+    elif kind is Kind.TEXT:
+        (folder / "short.txt").write_text("?", encoding="utf-8")
+        paths.append(folder / "short.txt")
+    return paths
+
+
+def _try_run(run: Callable[[], Any]) -> tuple[bool, str]:
+    try:
+        run()
+    except UsageError as exc:  # refused cleanly with a message: conformant
+        return True, f"refused: {exc}"
+    except TaskRunError as exc:
+        return False, exc.reason
+    except VLMError as exc:
+        return False, str(exc)
+    return True, "ran"
+
+
+def _check_task(
+    report: ConformanceReport, spec: TaskSpec, registry: Registry, run_samples: bool, work: Path
+) -> None:
+    from vlm_core.runner import RunRequest, run_task
+    from vlm_core.runstore import RunStore
+
+    problems = validate_spec(spec, report.plugin)
+    report.add(f"{spec.id}: spec valid", not problems, "; ".join(problems))
+    documented = param_problems(spec.params)
+    report.add(f"{spec.id}: parameters documented", not documented, "; ".join(documented))
+    if not run_samples:
+        return
+    store = RunStore(work / "runs.sqlite")
+
+    def run(files: list[Path], params: dict[str, Any], out: Path | None) -> Any:
+        return run_task(
+            RunRequest(spec.id, [str(f) for f in files], params, out_dir=out, device="cpu"),
+            registry=registry,
+            store=store,
+            isolate=False,
+        )
+
+    if not spec.samples:
+        report.add(f"{spec.id}: has bundled samples", False, "declare at least one Sample")
+    declared = {str(k) for k in spec.outputs}
+    for i, sample in enumerate(spec.samples):
+        out = work / f"sample-{spec.id}-{i}"
+        ok, detail = _try_run(partial(run, list(sample.files), dict(sample.params), out))
+        if ok and detail.startswith("refused"):
+            ok = False  # a bundled sample must run, not be refused
+        elif ok:
+            kinds = set()
+            for summary in out.glob("*/result.json"):
+                kinds |= {o["kind"] for o in json.loads(summary.read_text())["outputs"].values()}
+            if not kinds or not kinds <= declared:
+                ok, detail = False, f"wrote {sorted(kinds)}, declared {sorted(declared)}"
+            else:
+                detail = f"outputs {sorted(kinds)}"
+        report.add(f"{spec.id}: sample '{sample.name}' runs", ok, detail)
+    for kind in spec.inputs:
+        edge_dir = work / f"edge-{spec.id}-{kind}"
+        edge_dir.mkdir()
+        for path in _edge_inputs(kind, edge_dir):
+            ok, detail = _try_run(partial(run, [path], {}, None))
+            report.add(f"{spec.id}: edge input {path.name}", ok, detail)
+    if spec.inputs:
+        fake = work / f"not-an-image-{spec.id}.png"
+        fake.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+        ok, detail = _try_run(lambda: run([fake], {}, None))
+        report.add(f"{spec.id}: bad input refused", ok and detail.startswith("refused"), detail)
+
+
+def check_plugin(
+    name: str, *, registry: Registry | None = None, run_samples: bool = True
+) -> ConformanceReport:
+    """Run every conformance check on the installed plugin ``name``."""
+    registry = registry or get_registry()
+    report = ConformanceReport(plugin=name)
+    record = registry.plugin(name)
+    report.add(
+        "loads and registers",
+        record.status == "healthy",
+        f"{record.status}: {record.stage}: {record.error}" if record.error else record.status,
+    )
+    if record.status != "healthy":
+        return report
+    report.add("registers at least one task", bool(record.tasks), ", ".join(record.tasks))
+    try:
+        heavy = heavy_imports_of(record.module)
+        report.add(
+            "no heavy imports on import", not heavy, f"imports {', '.join(heavy)}" if heavy else ""
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        report.add("no heavy imports on import", False, str(exc))
+    with tempfile.TemporaryDirectory(prefix=f"vlm-conformance-{name}-") as tmp:
+        for task_id in record.tasks:
+            _check_task(report, registry.tasks[task_id], registry, run_samples, Path(tmp))
+    return report

@@ -1,0 +1,274 @@
+"""Core typed data: what tasks receive and return.
+
+Arrays are numpy arrays in the layouts stated on each class. Every output type has an exporter
+in :mod:`vlm_core.export` and a renderer in the dashboard, so plugins get both for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeAlias
+
+import numpy as np
+
+from vlm_core.kinds import Kind
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """A 2D image. ``pixels``: (H, W) or (H, W, C) with C in {1, 3, 4}; uint8, uint16 or float."""
+
+    kind: ClassVar[Kind] = Kind.IMAGE
+    pixels: np.ndarray
+    name: str = ""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        _check(p.ndim in (2, 3), f"image pixels must be (H, W) or (H, W, C), got shape {p.shape}")
+        _check(p.ndim == 2 or p.shape[2] in (1, 3, 4), f"image has {p.shape[-1]} channels")
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    def to_rgb_uint8(self) -> np.ndarray:
+        """(H, W, 3) uint8 for display and overlays; other dtypes are rescaled to their range."""
+        p = self.pixels
+        if p.dtype != np.uint8:
+            p = p.astype(np.float32)
+            lo, hi = (
+                (0.0, 1.0)
+                if p.max(initial=0) <= 1.0 and p.min(initial=0) >= 0
+                else (float(p.min(initial=0)), float(p.max(initial=1)))
+            )
+            p = np.clip((p - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
+        if p.ndim == 2:
+            p = p[:, :, None]
+        if p.shape[2] == 1:
+            p = np.repeat(p, 3, axis=2)
+        return np.ascontiguousarray(p[:, :, :3])
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D (or 3D + channels) volume in voxel order (i, j, k[, c]).
+
+    ``affine`` maps voxel indices to world millimetres (RAS+, as in NIfTI). ``spacing`` is the
+    voxel size in millimetres along i, j, k, derived from the affine.
+    """
+
+    kind: ClassVar[Kind] = Kind.VOLUME
+    array: np.ndarray
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    name: str = ""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.array.ndim in (3, 4), f"volume must be 3D or 4D, got shape {self.array.shape}")
+        _check(self.affine.shape == (4, 4), f"affine must be 4x4, got {self.affine.shape}")
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        s = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(s[0]), float(s[1]), float(s[2]))
+
+
+@dataclass(frozen=True, eq=False)
+class Video:
+    """Frames (T, H, W, 3) uint8 at ``fps`` frames per second."""
+
+    kind: ClassVar[Kind] = Kind.VIDEO
+    frames: np.ndarray
+    fps: float = 25.0
+    name: str = ""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.frames.ndim == 4, f"video frames must be (T, H, W, C), got {self.frames.shape}")
+        _check(self.fps > 0, f"fps must be positive, got {self.fps}")
+
+
+@dataclass(frozen=True)
+class Text:
+    """A piece of text (a customer's message, a prompt)."""
+
+    kind: ClassVar[Kind] = Kind.TEXT
+    text: str
+    name: str = ""
+    source: Path | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Boxes:
+    """Detections on one image or frame.
+
+    ``xyxy``: (N, 4) float pixel corners (x1, y1, x2, y2); ``labels``: N class names;
+    ``scores``: (N,) in [0, 1]; ``track_ids``: (N,) ints for tracked video, else None;
+    ``image_size``: (height, width) of the image the boxes refer to.
+    """
+
+    kind: ClassVar[Kind] = Kind.BOXES
+    xyxy: np.ndarray
+    labels: tuple[str, ...]
+    scores: np.ndarray
+    image_size: tuple[int, int]
+    track_ids: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()  # the full label set, for COCO categories / YOLO ids
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        _check(self.xyxy.shape == (n, 4), f"xyxy must be ({n}, 4), got {self.xyxy.shape}")
+        _check(self.scores.shape == (n,), f"scores must be ({n},), got {self.scores.shape}")
+        if self.track_ids is not None:
+            _check(self.track_ids.shape == (n,), f"track_ids must be ({n},)")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def all_class_names(self) -> tuple[str, ...]:
+        extra = sorted(set(self.labels) - set(self.class_names))
+        return tuple(self.class_names) + tuple(extra)
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """A label map: (H, W) for images or (i, j, k) for volumes; 0 is background.
+
+    ``class_names[v]`` names label value v. ``affine`` is set for volume masks (voxel → mm).
+    """
+
+    kind: ClassVar[Kind] = Kind.MASK
+    labels: np.ndarray
+    class_names: tuple[str, ...] = ("background", "foreground")
+    affine: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.labels.ndim in (2, 3), f"mask must be 2D or 3D, got {self.labels.shape}")
+        _check(
+            np.issubdtype(self.labels.dtype, np.integer) or self.labels.dtype == bool,
+            f"mask labels must be integers, got {self.labels.dtype}",
+        )
+        top = int(self.labels.max(initial=0))
+        _check(
+            top < len(self.class_names),
+            f"mask has label {top} but only {len(self.class_names)} class names",
+        )
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A caption for an image, with optional zero-shot tags (tag → probability)."""
+
+    kind: ClassVar[Kind] = Kind.CAPTION
+    text: str
+    score: float | None = None
+    tags: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply to a customer: the text, how sure the task is, and what it based it on."""
+
+    kind: ClassVar[Kind] = Kind.REPLY
+    text: str
+    confidence: float = 1.0
+    clarifying_question: bool = False
+    evidence: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A gallery of images with optional per-image labels."""
+
+    kind: ClassVar[Kind] = Kind.IMAGE_SET
+    images: tuple[Image, ...]
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(
+            not self.labels or len(self.labels) == len(self.images),
+            "image set labels must match the number of images",
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Vectors (N, D) float32 with their ids, from ``model``."""
+
+    kind: ClassVar[Kind] = Kind.EMBEDDINGS
+    vectors: np.ndarray
+    ids: tuple[str, ...]
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.vectors.ndim == 2 and self.vectors.shape[0] == len(self.ids),
+            f"vectors must be ({len(self.ids)}, D), got {self.vectors.shape}",
+        )
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Named scalar metrics, optionally per class (class → metric → value)."""
+
+    kind: ClassVar[Kind] = Kind.METRICS
+    values: Mapping[str, float]
+    per_class: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+Input: TypeAlias = Image | Volume | Video | Text
+Output: TypeAlias = (
+    Image | Volume | Video | Text | Boxes | Mask | Caption | Reply | ImageSet | Embeddings | Metrics
+)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """Where an input came from: its path, sha256 and detected format."""
+
+    path: str
+    sha256: str
+    format: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a result was made; written beside every output."""
+
+    run_id: str
+    task: str
+    plugin: str
+    plugin_version: str | None
+    core_version: str
+    weights_sha256: Mapping[str, str]
+    device: str
+    dtype: str
+    seed: int
+    params: Mapping[str, Any]
+    inputs: tuple[InputRecord, ...]
+    timings_ms: Mapping[str, float]
+    started_at: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outputs of a task for one input (or for a task without inputs), with provenance."""
+
+    task: str
+    outputs: Mapping[str, Output]
+    provenance: Provenance
+    input: Input | None = None
