@@ -80,6 +80,26 @@ def test_bad_request_is_one_line_exit_2_and_writes_nothing(case, vlm, bad_inputs
     assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
 
 
+def test_corrupt_pixel_data_fails_the_whole_run_and_writes_nothing(vlm, tmp_path):
+    """The header passes the probe, the data is cut: found at load time, still nothing written."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a_good.png", "b_cut.png"):
+        PILImage.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / name)
+    cut = folder / "b_cut.png"
+    cut.write_bytes(cut.read_bytes()[:2000])
+    out = tmp_path / "out"
+    proc = vlm("run", "good.invert", str(folder), "--out", str(out))
+    assert proc.returncode == 2
+    assert "b_cut.png: image data is truncated or corrupt" in one_line_error(proc)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "in"]  # no staging left
+
+
 def test_image_over_the_configured_cap_names_the_limit(vlm, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(png_claiming(5000, 5000))

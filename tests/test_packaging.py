@@ -22,7 +22,7 @@ def test_package_list_is_complete():
     found = {
         ".".join(p.parent.relative_to(REPO).parts)
         for p in (REPO / "vlm_core").rglob("__init__.py")
-        if "template" not in p.parts
+        if "plugin-template" not in p.parts
     }
     assert listed == found | {"vlm_dashboard"}
 
@@ -58,8 +58,8 @@ def test_wheel_contents(wheel):
         "vlm_dashboard/app.py",
         "vlm_dashboard/state.py",
         "vlm_core/py.typed",
-        "vlm_core/scaffold/template/vlm_{{name}}/plugin.py",
-        "vlm_core/scaffold/template/tests/test_{{name}}.py",
+        "vlm_core/scaffold/plugin-template/vlm_{{name}}/plugin.py",
+        "vlm_core/scaffold/plugin-template/tests/test_{{name}}.py",
     ):
         assert required in names, required
     assert not [n for n in names if n.startswith(("tests/", "plugins/", "docs/"))]

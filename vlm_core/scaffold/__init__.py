@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vlm_core.errors import UsageError
 
-TEMPLATE = Path(__file__).parent / "template"
+TEMPLATE = Path(__file__).parent / "plugin-template"
 TOKEN = "{{name}}"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 

@@ -5,6 +5,8 @@
                      loads plugins into an isolated registry
 ``vlm_conformance``  factory: ``vlm_conformance("name")`` runs the conformance check on an
                      installed plugin and fails the test with every problem listed
+
+It also registers the ``slow`` and ``gpu`` markers and skips ``gpu`` tests without CUDA.
 """
 
 from __future__ import annotations
@@ -53,3 +55,25 @@ def vlm_conformance(vlm_home: Path) -> Callable[..., object]:
         return report
 
     return check
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped when none is present)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests on machines without CUDA (torch is imported only if one is selected)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    from vlm_core.devices import torch_available
+
+    if torch_available():
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in gpu_items:
+        item.add_marker(skip)

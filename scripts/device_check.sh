@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU check, run on the lent GPU machine through the device tool (never in CI):
+#   carry .whl (wheels of what that machine lacks; see docs/benchmarks.md) and run
+#   bash scripts/device_check.sh
+# It runs the `gpu`-marked tests and `vlm doctor --json`, writing results under $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/vlm-device-out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1 VLM_HOME=/tmp/vlm-home
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
+python3 -m vlm_core.cli doctor --json > "$OUT/doctor.json"; echo "doctor rc=$?"
+# the vlm pytest plugin comes through its pytest11 entry point when vlm-core is installed
+plugin=$(python3 -c "import importlib.metadata as m; print('' if any(e.name == 'vlm' for e in m.entry_points(group='pytest11')) else '-p vlm_core.testing.pytest_plugin')")
+# only the files that hold gpu tests: the others may import what that machine lacks
+files=$(grep -l "mark.gpu" tests/test_*.py plugins/*/tests/test_*.py 2>/dev/null)
+python3 -m pytest $plugin -m gpu -q -rs --junitxml="$OUT/gpu-tests.xml" $files 2>&1 \
+    | tee "$OUT/gpu-tests.log"
+echo "pytest rc=${PIPESTATUS[0]}"
