@@ -77,24 +77,8 @@ def seed_everything(seed: int) -> None:
 
 def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:
     """The task's return value must be ``expected`` mappings of core outputs of declared kinds."""
-    from vlm_core import types
+    from vlm_core.types import OUTPUT_TYPES
 
-    core_types = tuple(
-        getattr(types, n)
-        for n in (
-            "Image",
-            "Volume",
-            "Video",
-            "Text",
-            "Boxes",
-            "Mask",
-            "Caption",
-            "Reply",
-            "ImageSet",
-            "Embeddings",
-            "Metrics",
-        )
-    )
     if not isinstance(produced, Sequence) or len(produced) != expected:
         got = len(produced) if isinstance(produced, Sequence) else type(produced).__name__
         raise TypeError(f"returned {got} results for {expected} inputs")
@@ -102,13 +86,12 @@ def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping
         if not isinstance(item, Mapping) or not item:
             raise TypeError(f"returned {type(item).__name__}, not a mapping of outputs")
         for name, out in item.items():
-            if not isinstance(out, core_types):
+            if not isinstance(out, OUTPUT_TYPES):
                 raise TypeError(f"output '{name}' is a {type(out).__name__}, not a core type")
-            if out.kind not in spec.outputs:
+            kind = out.kind
+            if kind not in spec.outputs:
                 declared = ", ".join(str(k) for k in spec.outputs)
-                raise TypeError(
-                    f"output '{name}' is of kind '{out.kind}', not declared ({declared})"
-                )
+                raise TypeError(f"output '{name}' is of kind '{kind}', not declared ({declared})")
     return list(produced)
 
 
@@ -200,6 +183,80 @@ def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskPara
     return spec, params, probes
 
 
+def _execute(
+    spec: TaskSpec,
+    params: TaskParams,
+    probes: list[Probe],
+    request: RunRequest,
+    registry: Registry,
+    base: dict[str, Any],
+    progress: Progress | None,
+    isolate: bool,
+) -> tuple[list[Any], RunContext, dict[str, float]]:
+    """Load inputs and call the task batch by batch; one Result per input with provenance."""
+    from vlm_core.types import InputRecord, Provenance, Result
+
+    seed_everything(request.seed)
+    ctx = RunContext(
+        task=spec.id,
+        plugin=spec.plugin,
+        requested_device=request.device,
+        seed=request.seed,
+        batch_size=request.batch_size,
+        progress=progress,
+    )
+    timings = {"load_ms": 0.0, "run_ms": 0.0}
+    results: list[Result] = []
+    size = request.batch_size
+    batches = [probes[i : i + size] for i in range(0, len(probes), size)] or [[]]
+    for index, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        inputs = [load_input(p) for p in batch]
+        records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p in batch]
+        t1 = time.perf_counter()
+        produced = call_task(registry, spec, inputs, params, ctx, isolate=isolate)
+        t2 = time.perf_counter()
+        timings["load_ms"] += (t1 - t0) * 1e3
+        timings["run_ms"] += (t2 - t1) * 1e3
+        share = max(len(batch), 1)
+        per_item = {
+            "load": round((t1 - t0) * 1e3 / share, 3),
+            "run": round((t2 - t1) * 1e3 / share, 3),
+        }
+        for i, outputs in enumerate(produced):
+            provenance = Provenance(
+                **base,
+                weights_sha256=dict(ctx.weights_sha256),
+                device=ctx.device_used,
+                dtype=ctx.dtype,
+                inputs=(records[i],) if records else (),
+                timings_ms=per_item,
+            )
+            source = inputs[i] if inputs else None
+            results.append(Result(spec.id, dict(outputs), provenance, source))
+        if progress is not None:
+            done = f"{len(results)} of {max(len(probes), 1)} done"
+            progress((index + 1) / len(batches), done)
+    return results, ctx, timings
+
+
+def _export(results: list[Any], out_dir: Path, run_id: str, image_format: str) -> list[Path]:
+    """Export into a staging folder beside ``out_dir``, then move it into place."""
+    from vlm_core.export import ExportOptions, export_results
+
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_dir(out_dir, run_id)
+    options = ExportOptions(image_format="jpeg" if image_format in ("jpg", "jpeg") else "png")
+    try:
+        staged = export_results(results, staging, options)
+        _publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out_dir / p.relative_to(staging) for p in staged]
+
+
 def run_task(
     request: RunRequest,
     *,
@@ -212,110 +269,52 @@ def run_task(
 
     ``isolate=False`` reports a crashing plugin without quarantining it (conformance checks).
     """
-    from vlm_core.types import InputRecord, Provenance, Result
-
     registry = registry or get_registry()
     store = store or RunStore.default()
     run_id = uuid.uuid4().hex
     started = time.perf_counter()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out_text = str(request.out_dir) if request.out_dir else None
     try:
         spec, params, probes = prepare(request, registry)
     except VLMError as exc:
-        store.start(
-            run_id, request.task, dict(request.params), [str(p) for p in request.inputs], out_text
-        )
+        inputs = [str(p) for p in request.inputs]
+        store.start(run_id, request.task, dict(request.params), inputs, out_text)
         store.finish(run_id, "rejected", error=str(exc))
         raise
     param_values = params.model_dump(mode="json")
     store.start(run_id, spec.id, param_values, [str(p.path) for p in probes], out_text)
-    staging: Path | None = None
+    base = {
+        "run_id": run_id,
+        "task": spec.id,
+        "plugin": spec.plugin,
+        "plugin_version": _plugin_version(registry, spec.plugin),
+        "core_version": __version__,
+        "seed": request.seed,
+        "params": param_values,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     try:
-        seed_everything(request.seed)
-        ctx = RunContext(
-            task=spec.id,
-            plugin=spec.plugin,
-            requested_device=request.device,
-            seed=request.seed,
-            batch_size=request.batch_size,
-            progress=progress,
+        results, ctx, timings = _execute(
+            spec, params, probes, request, registry, base, progress, isolate
         )
-        timings = {"load_ms": 0.0, "run_ms": 0.0}
-        results: list[Result] = []
-        batches = [
-            probes[i : i + request.batch_size] for i in range(0, len(probes), request.batch_size)
-        ] or [[]]
-        for index, batch in enumerate(batches):
-            t0 = time.perf_counter()
-            inputs = [load_input(p) for p in batch]
-            records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p in batch]
-            t1 = time.perf_counter()
-            produced = call_task(registry, spec, inputs, params, ctx, isolate=isolate)
-            t2 = time.perf_counter()
-            timings["load_ms"] += (t1 - t0) * 1e3
-            timings["run_ms"] += (t2 - t1) * 1e3
-            share = max(len(batch), 1)
-            for i, outputs in enumerate(produced):
-                provenance = Provenance(
-                    run_id=run_id,
-                    task=spec.id,
-                    plugin=spec.plugin,
-                    plugin_version=_plugin_version(registry, spec.plugin),
-                    core_version=__version__,
-                    weights_sha256=dict(ctx.weights_sha256),
-                    device=ctx.device_used,
-                    dtype=ctx.dtype,
-                    seed=request.seed,
-                    params=param_values,
-                    inputs=(records[i],) if records else (),
-                    timings_ms={
-                        "load": round((t1 - t0) * 1e3 / share, 3),
-                        "run": round((t2 - t1) * 1e3 / share, 3),
-                    },
-                    started_at=started_at,
-                )
-                results.append(
-                    Result(spec.id, dict(outputs), provenance, inputs[i] if inputs else None)
-                )
-            if progress is not None:
-                progress(
-                    (index + 1) / len(batches), f"{len(results)} of {max(len(probes), 1)} done"
-                )
         files: list[Path] = []
         if request.out_dir is not None:
-            from vlm_core.export import ExportOptions, export_results
-
-            t3 = time.perf_counter()
-            out_dir = request.out_dir.resolve()
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            staging = _staging_dir(out_dir, run_id)
-            options = ExportOptions(
-                image_format="jpeg" if request.image_format in ("jpg", "jpeg") else "png"
-            )
-            staged = export_results(results, staging, options)
-            _publish(staging, out_dir)
-            staging = None
-            files = [out_dir / p.relative_to(_staging_dir(out_dir, run_id)) for p in staged]
-            timings["export_ms"] = (time.perf_counter() - t3) * 1e3
+            t0 = time.perf_counter()
+            files = _export(results, request.out_dir, run_id, request.image_format)
+            timings["export_ms"] = (time.perf_counter() - t0) * 1e3
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
         summary = {
             "device": ctx.device_used,
             "dtype": ctx.dtype,
             "seed": request.seed,
             "core_version": __version__,
-            "plugin_version": _plugin_version(registry, spec.plugin),
+            "plugin_version": base["plugin_version"],
             "weights_sha256": dict(ctx.weights_sha256),
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
         store.finish(run_id, "ok", outputs=[str(f) for f in files], provenance=summary)
         return RunOutcome(run_id, results, files, request.out_dir, timings)
     except BaseException as exc:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        store.finish(
-            run_id,
-            "failed",
-            error=describe_exception(exc) if not isinstance(exc, VLMError) else str(exc),
-        )
+        error = str(exc) if isinstance(exc, VLMError) else describe_exception(exc)
+        store.finish(run_id, "failed", error=error)
         raise

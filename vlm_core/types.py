@@ -235,6 +235,12 @@ Output: TypeAlias = (
 )
 
 
+#: The classes an output may be an instance of (what tasks may return).
+OUTPUT_TYPES: tuple[type[Output], ...] = (
+    Image, Volume, Video, Text, Boxes, Mask, Caption, Reply, ImageSet, Embeddings, Metrics,
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class InputRecord:
     """Where an input came from: its path, sha256 and detected format."""
