@@ -37,7 +37,7 @@ def list_cmd(limit: int, task: str | None, as_json: bool) -> None:
                 r.id[:12],
                 r.task,
                 r.status,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
+                time.strftime("%m-%d %H:%M:%S", time.localtime(r.started_at)),
                 f"{r.duration_ms:.0f}" if r.duration_ms is not None else "-",
                 len(r.inputs),
                 r.error,
