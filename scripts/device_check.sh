@@ -2,7 +2,8 @@
 # The GPU check, run on the lent GPU machine through the device tool (never in CI):
 #   carry .whl (wheels of what that machine lacks; see docs/benchmarks.md) and run
 #   bash scripts/device_check.sh
-# It runs the `gpu`-marked tests and `vlm doctor --json`, writing results under $OUT.
+# It runs the `gpu`-marked tests, `vlm doctor --json` and benchmarks/gpu_suite.py, writing
+# results under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/vlm-device-out}
 mkdir -p "$OUT"
@@ -23,3 +24,9 @@ files=$(grep -l "mark.gpu" tests/test_*.py plugins/*/tests/test_*.py 2>/dev/null
 python3 -m pytest $plugin -m gpu -q -rs --junitxml="$OUT/gpu-tests.xml" $files 2>&1 \
     | tee "$OUT/gpu-tests.log"
 echo "pytest rc=${PIPESTATUS[0]}"
+python3 benchmarks/gpu_suite.py --out "$OUT" 2>&1 | tee "$OUT/gpu-suite.log"
+echo "suite rc=${PIPESTATUS[0]}"
+# the fast path again with max-autotune (GEMM autotuning; minutes of compiling), time-boxed
+timeout "${VLM_AUTOTUNE_TIMEOUT:-200}" python3 -m vlm_core.cli bench fastpath --device cuda \
+    --compile-mode max-autotune --json "$OUT/fastpath-max-autotune.json" 2>&1 | tail -5
+echo "max-autotune rc=${PIPESTATUS[0]}"

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +30,7 @@ from vlm_core.io.load import Probe, collect_inputs, load_input
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
+from vlm_core.runtime.seeding import seed_everything
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
 
 log = logging.getLogger("vlm.run")
@@ -60,19 +59,6 @@ class RunOutcome:
     files: list[Path]
     out_dir: Path | None
     timings_ms: dict[str, float]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and (when already imported) torch."""
-    random.seed(seed)
-    if "numpy" in sys.modules:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    if "torch" in sys.modules:
-        import torch
-
-        torch.manual_seed(seed)
 
 
 def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:

@@ -293,7 +293,9 @@ def dashboard_cmd(port: int, host: str, headless: bool, streamlit_args: tuple[st
     raise SystemExit(subprocess.call(cmd, env=os.environ.copy()))
 
 
-from vlm_core.cli import plugins_cmd, runs_cmd  # noqa: E402  (commands register on `cli`)
+from vlm_core.cli import bench_cmd, plugins_cmd, runs_cmd, weights_cmd  # noqa: E402
 
 cli.add_command(plugins_cmd.plugins)
 cli.add_command(runs_cmd.runs)
+cli.add_command(bench_cmd.bench)
+cli.add_command(weights_cmd.weights)

@@ -1,0 +1,44 @@
+"""Benchmark plumbing (the figures themselves come from `vlm bench`, never from tests)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from vlm_core.bench import suite
+from vlm_core.bench.backbones import bench_backbone
+from vlm_core.bench.executor import bench_executor, make_jpegs
+from vlm_core.cli.bench_cmd import bench
+
+
+def test_backbone_row_compares_engine_and_raw_on_the_same_batch():
+    row = bench_backbone("test_resnet", device="cpu", batch_size=2, rounds=2, warmup=1)
+    assert row["model"] == "test_resnet" and row["device"] == "cpu" and row["dtype"] == "float32"
+    assert row["engine_img_s"] > 0 and row["raw_img_s"] > 0
+    assert abs(row["ratio"] - row["engine_img_s"] / row["raw_img_s"]) < 0.01
+    assert row["gflops_per_img"] > 0
+
+
+def test_executor_row_counts_every_file(tmp_path):
+    make_jpegs(tmp_path / "f", 6, size=(48, 64))
+    row = bench_executor("test_resnet", tmp_path / "f", device="cpu", batch_size=2, workers=0,
+                         rounds=1)  # fmt: skip
+    assert row["files"] == 6 and row["errors"] == 0
+    assert row["end_to_end_img_s"] > 0 and row["model_only_img_s"] > 0
+    assert row["rss_mb_end"] >= row["rss_mb_first_quarter"] > 0
+
+
+def test_a_failing_suite_does_not_lose_the_others(monkeypatch, tmp_path):
+    def boom(device, quick):
+        raise RuntimeError("no such kernel")
+
+    monkeypatch.setitem(suite.RUNNERS, "backbone", boom)
+    monkeypatch.setitem(suite.RUNNERS, "cache", lambda d, q: [{"bench": "model_cache", "hits": 1}])
+    out = tmp_path / "rows.json"
+    result = CliRunner().invoke(bench, ["backbone", "cache", "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert rows[0]["error"] == "RuntimeError: no such kernel" and rows[0]["suite"] == "backbone"
+    assert rows[1]["hits"] == 1 and rows[1]["suite"] == "cache"
+    assert "backbone: RuntimeError: no such kernel" in result.output

@@ -1,0 +1,646 @@
+"""vlm_core.weights: references, safe loading, sha256, safe extraction, the store, resolution
+offline and without a network. No test touches the network: sockets are replaced per test."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from vlm_core.tasks import WeightsRef
+from vlm_core.weights import (
+    OFFLINE_FLAGS,
+    ChecksumError,
+    HubFile,
+    UrlFile,
+    WeightsError,
+    find_in_store,
+    import_file,
+    list_store,
+    load_state_dict,
+    locate,
+    locations,
+    normalize_sha256,
+    parse_ref,
+    resolve,
+    safe_extract,
+    sha256_of,
+    source_of,
+    store_dir,
+)
+from vlm_core.weights import download as download_mod
+from vlm_core.weights.refs import WeightsSource
+
+ZERO_SHA = "0" * 64
+
+
+def _no_network(*args: object, **kwargs: object) -> None:
+    raise OSError("network disabled in tests")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private VLM_HOME and caches, no offline flags, and no network at all."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("VLM_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    for name in (*OFFLINE_FLAGS, "HF_ENDPOINT", "VLM_PROBE_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+    return home
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    return {
+        "conv.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "bias": torch.ones(2),
+    }
+
+
+@pytest.fixture
+def st_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.safetensors"
+    save_file(_tensors(), str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# references
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "target", "path_in_repo", "revision"),
+    [
+        (
+            "https://host.org/w/resnet-1a2b.pth",
+            "url",
+            "https://host.org/w/resnet-1a2b.pth",
+            None,
+            None,
+        ),
+        ("hf-hub:timm/resnet18.a1_in1k", "hf-hub", "timm/resnet18.a1_in1k", None, None),
+        (
+            "hf-hub:org/repo/sub/w.safetensors@v1.0",
+            "hf-hub",
+            "org/repo",
+            "sub/w.safetensors",
+            "v1.0",
+        ),
+        ("hf-hub:org/repo/w.bin@refs/pr/3", "hf-hub", "org/repo", "w.bin", "refs/pr/3"),
+        ("timm:resnet18.a1_in1k", "timm", "resnet18.a1_in1k", None, None),
+        (
+            "open_clip:ViT-B-32/laion2b_s34b_b79k",
+            "open_clip",
+            "ViT-B-32/laion2b_s34b_b79k",
+            None,
+            None,
+        ),
+        (
+            "torchvision:ResNet18_Weights.DEFAULT",
+            "torchvision",
+            "ResNet18_Weights.DEFAULT",
+            None,
+            None,
+        ),
+        ("weights/model.safetensors", "path", "weights/model.safetensors", None, None),
+    ],
+)
+def test_parse_ref_forms(text, kind, target, path_in_repo, revision):
+    source = parse_ref(text)
+    assert (source.kind, source.target, source.path_in_repo, source.revision) == (
+        kind,
+        target,
+        path_in_repo,
+        revision,
+    )
+    assert parse_ref(source.text) == source
+
+
+def test_parse_ref_file_url_is_a_path_and_filename_is_known():
+    assert parse_ref("file:///data/w%20x.safetensors") == WeightsSource(
+        "path", "/data/w x.safetensors"
+    )
+    assert parse_ref("https://h.org/a/b/rn50-f37072fd.pth?dl=1").filename == "rn50-f37072fd.pth"
+    assert parse_ref("hf-hub:org/repo/sub/w.safetensors").filename == "w.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("timmm:resnet18", "did you mean 'timm'"),
+        ("hf-hub:just-a-name", "hf-hub:org/repo"),
+        ("hf-hub:org/repo/../secret", "'..' are not allowed"),
+        ("ftp://host/w.pth", "only http://, https:// and file://"),
+        ("https://host.org/", "does not end in a file name"),
+        ("open_clip:ViT-B-32", "open_clip:ARCH/tag"),
+        ("torchvision:resnet18", "torchvision:Enum.MEMBER"),
+        ("  ", "empty weights reference"),
+    ],
+)
+def test_parse_ref_rejects_malformed_references(text, expected):
+    with pytest.raises(WeightsError, match="plugin 'art'") as info:
+        parse_ref(text, plugin="art")
+    assert expected in str(info.value)
+
+
+def test_source_of_a_task_weights_ref():
+    shipped = WeightsRef(name="tiny", filename="/opt/plugin/tiny.safetensors")
+    assert source_of(shipped) == WeightsSource("path", "/opt/plugin/tiny.safetensors")
+    hub = WeightsRef(name="r18", filename="sub/model.safetensors", source="hf-hub:org/repo@v2")
+    assert source_of(hub) == WeightsSource("hf-hub", "org/repo", "sub/model.safetensors", "v2")
+    url = WeightsRef(name="u", filename="x.pth", source="https://h.org/x-00ff.pth")
+    assert source_of(url).kind == "url"
+
+
+def test_normalize_sha256():
+    digest = "AB" * 32
+    assert normalize_sha256(f"sha256:{digest}") == "ab" * 32
+    assert normalize_sha256(None) is None
+    with pytest.raises(WeightsError, match="not a sha256"):
+        normalize_sha256("abc123")
+
+
+def test_importing_the_package_and_its_cli_does_not_import_torch():
+    code = (
+        "import sys, vlm_core.weights, vlm_core.cli.weights_cmd; "
+        "heavy = [m for m in ('torch', 'timm', 'safetensors', 'torchvision') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# loading: safetensors first, pickles only through the weights-only unpickler
+
+
+def test_load_safetensors_and_verify_sha256(st_file):
+    digest = sha256_of(st_file)
+    state = load_state_dict(st_file, sha256=digest)
+    assert set(state) == {"conv.weight", "bias"}
+    assert torch.equal(state["conv.weight"], _tensors()["conv.weight"])
+
+
+def test_wrong_sha256_is_a_clear_error(st_file):
+    with pytest.raises(ChecksumError) as info:
+        load_state_dict(st_file, sha256=ZERO_SHA, plugin="medical")
+    message = str(info.value)
+    assert "plugin 'medical'" in message and "tiny.safetensors" in message
+    assert f"expected sha256 {ZERO_SHA}" in message
+    assert sha256_of(st_file) in message and info.value.found == sha256_of(st_file)
+
+
+def test_corrupt_safetensors_header_is_a_clear_error(st_file):
+    data = bytearray(st_file.read_bytes())
+    data[8:16] = b"{{{{{{{{"  # the JSON header right after its 8-byte length
+    st_file.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="is not a valid safetensors file") as info:
+        load_state_dict(st_file)
+    assert "tiny.safetensors" in str(info.value) and "corrupt" in str(info.value)
+    huge = st_file.with_name("huge.safetensors")
+    huge.write_bytes((2**60).to_bytes(8, "little") + b"{}")  # header length beyond the file
+    with pytest.raises(WeightsError, match="is not a valid safetensors file"):
+        load_state_dict(huge)
+
+
+class _WritesMarker:
+    """Unpickling this runs code that creates a file: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+@pytest.mark.parametrize("form", ["torch.save", "pickle-protocol-2", "pickle-protocol-5"])
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, form):
+    canary = tmp_path / "canary"
+    pickle.loads(pickle.dumps(_WritesMarker(canary)))  # the payload really runs when unpickled
+    assert canary.read_text() == "pwned"
+
+    marker = tmp_path / "marker"
+    path = tmp_path / ("evil.pt" if form == "torch.save" else "evil.bin")
+    if form == "torch.save":
+        torch.save({"weight": torch.ones(2), "evil": _WritesMarker(marker)}, path)
+    else:  # a plain pickle, as old `.bin` files are
+        payload = {"evil": _WritesMarker(marker), "bias": [1.0]}
+        path.write_bytes(pickle.dumps(payload, protocol=int(form[-1])))
+    with pytest.raises(WeightsError, match="refused to unpickle") as info:
+        load_state_dict(path, plugin="caption")
+    message = str(info.value)
+    assert "plugin 'caption'" in message and path.name in message
+    assert "never falls back to unsafe loading" in message
+    if form != "pickle-protocol-5":
+        assert "'exec'" in message  # names the global the file asked for
+    assert not marker.exists()
+
+
+def test_pickle_checkpoint_with_allow_listed_extras_is_unwrapped(tmp_path):
+    path = tmp_path / "train.ckpt"
+    state = {f"module.{k}": v for k, v in _tensors().items()}  # saved from DDP
+    torch.save(
+        {
+            "state_dict": state,
+            "args": argparse.Namespace(lr=0.1, epochs=3),
+            "best_acc": np.float64(0.75),
+            "epoch": np.int64(3),
+        },
+        path,
+    )
+    loaded = load_state_dict(path, sha256=sha256_of(path))
+    assert set(loaded) == {"conv.weight", "bias"}
+    assert torch.equal(loaded["bias"], torch.ones(2))
+    nested = tmp_path / "nested.pth"
+    torch.save({"model": {"state_dict": _tensors()}, "optimizer": {"lr": 0.1}}, nested)
+    assert set(load_state_dict(nested)) == {"conv.weight", "bias"}
+
+
+def test_checkpoint_without_tensors_or_of_unknown_format_is_refused(tmp_path):
+    path = tmp_path / "meta.pth"
+    torch.save({"model": "resnet50", "epoch": 3}, path)  # "model" holds no tensors: no unwrap
+    with pytest.raises(WeightsError, match="not tensors"):
+        load_state_dict(path)
+    other = tmp_path / "w.pkl"
+    other.write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(WeightsError, match=r"unsupported weights format '\.pkl'"):
+        load_state_dict(other)
+    truncated = tmp_path / "cut.pt"
+    torch.save(_tensors(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:64])
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        load_state_dict(truncated)
+    with pytest.raises(WeightsError, match="no such file"):
+        load_state_dict(tmp_path / "absent.safetensors")
+    scripted = tmp_path / "scripted.pt"
+    with warnings.catch_warnings():  # torch.jit.script is deprecated in recent torch
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(scripted))
+    with pytest.raises(WeightsError, match="it is a TorchScript archive"):
+        load_state_dict(scripted)
+
+
+# ---------------------------------------------------------------------------------------------
+# archives
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _tar(path: Path, members: list[tarfile.TarInfo], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tf:
+        for info in members:
+            data = b"x" * info.size if info.isreg() else None
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 1
+) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.size = size if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_zip_with_parent_member_is_refused_and_nothing_is_extracted(tmp_path):
+    archive = _zip(tmp_path / "w.zip", {"ok/model.safetensors": b"fine", "../evil.txt": b"bad"})
+    dest = tmp_path / "out" / "dest"
+    with pytest.raises(WeightsError, match=r"member '\.\./evil\.txt' has a '\.\.' path component"):
+        safe_extract(archive, dest)
+    assert _files_under(dest) == []
+    assert not (tmp_path / "out" / "evil.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("member", "problem"),
+    [
+        (_member("../../evil.txt"), "'..' path component"),
+        (_member("a/../../evil.txt"), "'..' path component"),
+        (_member("/etc/evil.txt"), "an absolute path"),
+        (_member("link", tarfile.SYMTYPE, "../../outside"), "outside the destination"),
+        (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "a symlink to the absolute path"),
+        (_member("hard", tarfile.LNKTYPE, "../outside"), "a hard link"),
+        (_member("dev", tarfile.CHRTYPE), "a device file"),
+        (_member("fifo", tarfile.FIFOTYPE), "a device file or FIFO"),
+    ],
+)
+def test_tar_with_unsafe_member_is_refused_and_nothing_is_extracted(tmp_path, member, problem):
+    archive = _tar(tmp_path / "w.tar.gz", [_member("good.safetensors"), member], mode="w:gz")
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match="refusing to extract") as info:
+        safe_extract(archive, dest)
+    assert problem in str(info.value) and "nothing was extracted" in str(info.value)
+    assert _files_under(dest) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_symlink_member_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "../../etc/passwd")
+    with pytest.raises(WeightsError, match="a symlink"):
+        safe_extract(archive, tmp_path / "dest")
+    assert _files_under(tmp_path / "dest") == []
+
+
+def test_safe_archives_are_extracted(tmp_path):
+    archive = _zip(
+        tmp_path / "w.zip", {"bundle/model.safetensors": b"abc", "bundle/cfg.json": b"{}"}
+    )
+    files = safe_extract(archive, tmp_path / "z")
+    assert [f.relative_to(tmp_path / "z").as_posix() for f in files] == [
+        "bundle/cfg.json",
+        "bundle/model.safetensors",
+    ]
+    assert (tmp_path / "z" / "bundle" / "model.safetensors").read_bytes() == b"abc"
+    members = [_member("m/w.bin", size=4), _member("m/alias", tarfile.SYMTYPE, "w.bin")]
+    tar = _tar(tmp_path / "w.tar", members)
+    extracted = safe_extract(tar, tmp_path / "t")
+    assert extracted == [tmp_path / "t" / "m" / "w.bin"]
+    assert (tmp_path / "t" / "m" / "alias").resolve() == (tmp_path / "t" / "m" / "w.bin").resolve()
+
+
+def test_archive_size_cap_and_unreadable_archives(tmp_path):
+    archive = _zip(tmp_path / "big.zip", {"a.bin": b"x" * 100})
+    with pytest.raises(WeightsError, match="total size of 100 bytes > 10"):
+        safe_extract(archive, tmp_path / "d", max_bytes=10)
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not an archive")
+    with pytest.raises(WeightsError, match=r"(cannot extract|neither a zip nor a tar)"):
+        safe_extract(junk, tmp_path / "d")
+    assert _files_under(tmp_path / "d") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+
+
+def test_import_file_into_the_store(st_file, isolated):
+    digest = sha256_of(st_file)
+    entry = import_file(st_file, sha256=digest.upper())
+    assert entry.path == isolated / "weights" / "sha256" / digest / "tiny.safetensors"
+    assert entry.path.read_bytes() == st_file.read_bytes()
+    assert not os.access(entry.path, os.W_OK) or os.geteuid() == 0  # read-only for users
+    assert not stat.S_IMODE(entry.path.stat().st_mode) & 0o222
+    assert import_file(st_file).path == entry.path  # importing again is a no-op
+    assert find_in_store(digest, "other.safetensors") == entry.path
+    assert [e.sha256 for e in list_store()] == [digest]
+
+
+def test_import_with_the_wrong_sha256_leaves_nothing(st_file):
+    with pytest.raises(ChecksumError, match="refusing to import"):
+        import_file(st_file, sha256=ZERO_SHA)
+    assert list_store() == []
+    assert [p for p in store_dir().rglob("*") if p.is_file()] == []
+    with pytest.raises(WeightsError, match="no such file"):
+        import_file(st_file.with_name("absent.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution
+
+
+def test_resolve_local_path_checks_it(st_file):
+    digest = sha256_of(st_file)
+    assert resolve(str(st_file)) == st_file
+    assert resolve(str(st_file), sha256=digest) == st_file
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        resolve(str(st_file), sha256=ZERO_SHA, plugin="art")
+    with pytest.raises(WeightsError, match="no such file") as info:
+        resolve(WeightsRef(name="x", filename=str(st_file.with_name("gone.safetensors"))))
+    assert "gone.safetensors" in str(info.value) and "no sha256 pinned" in str(info.value)
+    with pytest.raises(WeightsError, match="two different sha256"):
+        resolve(WeightsRef(name="x", filename=str(st_file), sha256=digest), sha256=ZERO_SHA)
+
+
+def test_resolve_consults_the_store_first(st_file, monkeypatch):
+    digest = sha256_of(st_file)
+    stored = import_file(st_file).path
+    monkeypatch.setenv("VLM_OFFLINE", "1")
+    ref = WeightsRef(
+        name="tiny", filename="tiny.safetensors", source="hf-hub:org/repo", sha256=digest
+    )
+    assert resolve(ref, plugin="driving") == stored
+    assert locate("hf-hub:org/repo/tiny.safetensors", sha256=digest) == stored
+
+
+def _assert_names_plugin_file_and_sha(message: str, plugin: str, filename: str, sha: str) -> None:
+    assert f"plugin '{plugin}'" in message
+    assert filename in message
+    assert f"expected sha256 {sha}" in message
+    assert "vlm weights import PATH" in message
+
+
+@pytest.mark.parametrize("flag", ["VLM_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_resolution_fails_fast_naming_plugin_file_and_sha(monkeypatch, flag):
+    monkeypatch.setenv(flag, "1")
+    sha = "ab" * 32
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        resolve("hf-hub:org/repo/model.safetensors", plugin="driving", sha256=sha)
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.0
+    message = str(info.value)
+    _assert_names_plugin_file_and_sha(message, "driving", "model.safetensors", sha)
+    assert f"{flag}=1" in message and f"unset {flag}" in message
+
+
+def test_without_network_resolution_fails_within_a_second(monkeypatch):
+    """A network that never answers (packets dropped) still gives an answer within a second."""
+    release = threading.Event()
+
+    def hang(*args: object, **kwargs: object) -> None:
+        release.wait(30)
+        raise OSError("released")
+
+    def must_not_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("no download may start without a network")
+
+    import huggingface_hub
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", must_not_download)
+    monkeypatch.setattr(download_mod.urllib.request, "urlopen", must_not_download)
+    sha = "cd" * 32
+    ref = WeightsRef(name="r18", filename="model.safetensors", source="hf-hub:timm/r18", sha256=sha)
+    start = time.monotonic()
+    try:
+        with pytest.raises(WeightsError) as info:
+            resolve(ref, plugin="medical")
+        elapsed = time.monotonic() - start
+    finally:
+        release.set()
+    assert elapsed < 1.0
+    message = str(info.value)
+    _assert_names_plugin_file_and_sha(message, "medical", "model.safetensors", sha)
+    assert "no network" in message
+
+
+def test_unresolvable_host_fails_fast_and_tries_every_location(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    with pytest.raises(WeightsError, match="no network") as info:
+        resolve("hf-hub:org/repo")
+    message = str(info.value)
+    assert "cannot reach hub.invalid:443" in message
+    assert "hf-hub:org/repo/model.safetensors" in message
+    assert "hf-hub:org/repo/pytorch_model.bin" in message
+
+
+def _fake_hf_cache(root: Path, repo: str, filename: str, data: bytes) -> Path:
+    commit = "1" * 40
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    path = folder / "snapshots" / commit / filename
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_offline_resolution_uses_the_hugging_face_cache(st_file, tmp_path, monkeypatch):
+    cached = _fake_hf_cache(
+        tmp_path / "hf-cache", "org/repo", "model.safetensors", st_file.read_bytes()
+    )
+    monkeypatch.setenv("VLM_OFFLINE", "1")
+    digest = sha256_of(st_file)
+    assert resolve("hf-hub:org/repo", sha256=digest) == cached  # default file name
+    assert resolve("hf-hub:org/repo/model.safetensors") == cached
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        resolve("hf-hub:org/repo/model.safetensors", sha256=ZERO_SHA)
+    assert load_state_dict(cached, sha256=digest).keys() == _tensors().keys()
+
+
+def test_offline_resolution_uses_the_torch_hub_cache(tmp_path, monkeypatch):
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "rn-00ff.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(_tensors(), cached)
+    monkeypatch.setenv("VLM_OFFLINE", "1")
+    assert resolve("https://host.org/models/rn-00ff.pth") == cached
+    with pytest.raises(WeightsError, match="downloads are off"):
+        resolve("https://host.org/models/other.pth")
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self) -> _FakeResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_url_download_is_verified_and_atomic(st_file, tmp_path, monkeypatch):
+    data = st_file.read_bytes()
+    monkeypatch.setattr(download_mod, "unreachable_reason", lambda url, timeout: None)
+    monkeypatch.setattr(
+        download_mod.urllib.request, "urlopen", lambda req, timeout: _FakeResponse(data)
+    )
+    checkpoints = tmp_path / "torch-home" / "hub" / "checkpoints"
+    with pytest.raises(ChecksumError, match="the download was discarded"):
+        resolve("https://host.org/w/tiny.safetensors", sha256=ZERO_SHA, plugin="art")
+    assert not checkpoints.exists() or list(checkpoints.iterdir()) == []
+    path = resolve("https://host.org/w/tiny.safetensors", sha256=sha256_of(st_file))
+    assert path == checkpoints / "tiny.safetensors" and path.read_bytes() == data
+    assert [p.name for p in checkpoints.iterdir()] == ["tiny.safetensors"]  # no .part left
+
+
+def test_hub_download_falls_back_from_safetensors_to_bin(tmp_path, monkeypatch):
+    from huggingface_hub import errors as hf_errors
+
+    requested: list[str] = []
+
+    def fake_download(repo_id: str, filename: str, **kwargs: object) -> str:
+        requested.append(filename)
+        if filename.endswith(".safetensors"):
+            http = sys.modules[hf_errors.Response.__module__.split(".")[0]]
+            request = http.Request("GET", f"https://huggingface.co/{repo_id}/{filename}")
+            response = hf_errors.Response(404, request=request)
+            raise hf_errors.RemoteEntryNotFoundError("404", response=response)
+        path = tmp_path / "dl" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(_tensors(), path)
+        return str(path)
+
+    import huggingface_hub
+
+    monkeypatch.setattr(download_mod, "unreachable_reason", lambda url, timeout: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    path = resolve("hf-hub:org/repo")
+    assert requested == ["model.safetensors", "pytorch_model.bin"]
+    assert path.name == "pytorch_model.bin"
+    assert set(load_state_dict(path)) == set(_tensors())
+
+
+def test_timm_reference_uses_timms_pretrained_config(tmp_path, monkeypatch):
+    found = locations(parse_ref("timm:resnet18.a1_in1k"))
+    assert found[:2] == [
+        HubFile("timm/resnet18.a1_in1k", "model.safetensors"),
+        HubFile("timm/resnet18.a1_in1k", "pytorch_model.bin"),
+    ]
+    assert isinstance(found[2], UrlFile) and found[2].url.endswith("resnet18_a1_0-d63eafa0.pth")
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18_a1_0-d63eafa0.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(_tensors(), cached)
+    monkeypatch.setenv("VLM_OFFLINE", "1")
+    assert resolve("timm:resnet18.a1_in1k") == cached  # timm's own URL cache counts
+    with pytest.raises(WeightsError, match=r"did you mean 'resnet18\.a1_in1k'"):
+        resolve("timm:resnet18.a1_in1kk", plugin="driving")
+
+
+def test_torchvision_reference_uses_the_weights_enum():
+    assert locations(parse_ref("torchvision:ResNet18_Weights.IMAGENET1K_V1")) == [
+        UrlFile("https://download.pytorch.org/models/resnet18-f37072fd.pth")
+    ]
+    with pytest.raises(WeightsError, match="torchvision has no weights"):
+        locations(parse_ref("torchvision:ResNet18_Weights.NOPE"))
+
+
+def test_open_clip_reference(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # not installed
+    with pytest.raises(WeightsError, match="needs open_clip, which is not installed") as info:
+        resolve("open_clip:ViT-B-32/openai", plugin="caption")
+    assert "pip install open_clip_torch" in str(info.value)
+
+    fake = type(sys)("open_clip")
+    cfgs = {("ViT-B-32", "openai"): {"hf_hub": "timm/vit_base_patch32_clip_224.openai/"}}
+    fake.get_pretrained_cfg = lambda arch, tag: cfgs.get((arch, tag), {})  # type: ignore[attr-defined]
+    fake.list_pretrained = lambda: list(cfgs)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "open_clip", fake)
+    assert locations(parse_ref("open_clip:ViT-B-32/openai")) == [
+        HubFile("timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors"),
+        HubFile("timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin"),
+    ]
+    with pytest.raises(WeightsError, match="did you mean 'ViT-B-32/openai'"):
+        locations(parse_ref("open_clip:ViT-B-32/openal"))

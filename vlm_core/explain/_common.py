@@ -1,0 +1,91 @@
+"""What the explanation methods share: eval mode with restore, and coarse map → heat map."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlm_core.errors import UsageError
+
+
+@dataclass(frozen=True, eq=False)
+class Saliency:
+    """One method's raw answer for one image.
+
+    ``coarse``: (h, w) float map on the model's own grid (patches or feature cells), not yet
+    normalised; ``logits``: (num_classes,) of the same forward pass; ``class_index``: the class
+    explained (Grad-CAM) or predicted (rollout); ``layers``: names of the hooked modules.
+    """
+
+    coarse: Tensor
+    logits: Tensor
+    class_index: int
+    layers: tuple[str, ...]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode; restore each module's own flag afterwards, even on error."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def logits_of(output: object) -> Tensor:
+    """The (num_classes,) logits of a classifier's output for one image."""
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        output = output[0]
+    if not isinstance(output, Tensor) or output.dim() != 2 or output.shape[0] != 1:
+        found = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise UsageError(
+            f"explanations need a classifier returning (1, num_classes) logits, got {found}; "
+            "create the model with its classification head (num_classes > 0)"
+        )
+    return output[0]
+
+
+def pick_class(logits: Tensor, class_index: int | None) -> int:
+    """``class_index`` checked against the logits, or the top-1 class when None."""
+    if class_index is None:
+        return int(logits.argmax())
+    if not 0 <= class_index < logits.shape[0]:
+        raise UsageError(
+            f"class_index {class_index} is outside the model's {logits.shape[0]} classes"
+        )
+    return class_index
+
+
+def to_heat(coarse: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Upsample a coarse (h, w) map bilinearly to ``size`` (H, W) and min-max scale to [0, 1].
+
+    Returns float32 (H, W). A constant map (no location preferred over another) comes back as
+    all zeros.
+    """
+    up = F.interpolate(
+        coarse.detach().double()[None, None], size=size, mode="bilinear", align_corners=False
+    )[0, 0]
+    low, high = up.min(), up.max()
+    span = float(high - low)
+    if not np.isfinite(span) or span <= 1e-12 * max(float(high.abs()), 1.0):
+        return np.zeros(size, dtype=np.float32)
+    heat = ((up - low) / span).clamp_(0.0, 1.0)
+    return heat.to(torch.float32).cpu().numpy()
+
+
+def input_size(pixels: Tensor) -> tuple[int, int]:
+    """(H, W) of a (1, C, H, W) model input, checked."""
+    if pixels.dim() != 4 or pixels.shape[0] != 1:
+        raise UsageError(
+            f"explanations take one preprocessed image (1, C, H, W), got {tuple(pixels.shape)}"
+        )
+    return int(pixels.shape[2]), int(pixels.shape[3])
