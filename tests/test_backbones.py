@@ -65,3 +65,19 @@ def test_cached_backbone_is_shared_and_prepared():
         assert not first.model.training
     finally:
         release_first(), release_second(), release_other()
+
+
+def test_every_backbone_can_explain_an_image():
+    from skimage.data import astronaut
+
+    from vlm_core.types import Image
+
+    photo = Image(pixels=astronaut()[::4, ::4].copy())
+    vit = create_backbone("test_vit", num_classes=10).explain(photo)
+    cnn = create_backbone("test_resnet", num_classes=10).explain(photo)
+    assert (vit.method, cnn.method) == ("rollout", "gradcam")
+    for result in (vit, cnn):
+        assert result.heat.shape == photo.pixels.shape[:2]
+        assert result.overlay.pixels.shape == photo.pixels.shape and result.heat.max() == 1.0
+    with pytest.raises(UsageError, match="features_only"):
+        create_backbone("test_resnet", features_only=True).explain(photo)

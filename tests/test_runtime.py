@@ -256,3 +256,22 @@ def test_device_decoding_matches_worker_decoding(jpeg_folder):
         ImagePipeline.unpack(in_worker.pack([in_worker.read(p) for p in jpeg_folder[:5]])), cpu
     )
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_workers_persist_across_calls_and_accept_generators(jpeg_folder):
+    with StreamingExecutor(MeanModel(), PIPE, policy_for("cpu"), batch_size=3,
+                           num_workers=2) as executor:  # fmt: skip
+        first = [r.item for r in executor.map(jpeg_folder)]
+        pool = executor._pool
+        second = [r.item for r in executor.map(p for p in reversed(jpeg_folder))]
+        assert executor._pool is pool  # the same worker processes served both calls
+    assert first == jpeg_folder and second == list(reversed(jpeg_folder))
+
+
+def test_stopping_early_leaves_the_executor_usable(jpeg_folder):
+    executor = StreamingExecutor(MeanModel(), PIPE, policy_for("cpu"), batch_size=2, num_workers=2)
+    for i, _ in enumerate(executor.map(jpeg_folder)):
+        if i == 2:
+            break
+    assert [r.item for r in executor.map(jpeg_folder[:5])] == jpeg_folder[:5]
+    executor.close()

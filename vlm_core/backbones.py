@@ -84,6 +84,19 @@ class Backbone:
     def __call__(self, x: torch.Tensor) -> Any:
         return self.model(x)
 
+    def explain(self, image: Any, **options: Any) -> Any:
+        """A heat-map overlay of what the model looks at in ``image`` (a core ``Image``):
+        attention rollout for ViT-family models, Grad-CAM for convnets (of the top class, or
+        ``class_index=``; with ``num_classes=0`` the "classes" are embedding channels). Returns
+        :class:`vlm_core.explain.ExplainResult`; ``options`` go to :func:`vlm_core.explain.explain`.
+        """
+        from vlm_core.explain import explain
+
+        if self.feature_info is not None:
+            raise UsageError("explain needs a classifier or embedding backbone, not features_only")
+        options.setdefault("data_config", self.preprocessing.as_timm_config())
+        return explain(self.model, image, **options)
+
 
 def _check_name(name: str) -> None:
     import timm

@@ -1,15 +1,19 @@
 """A streaming batch executor: any number of inputs in, results out, bounded memory.
 
-Inputs are read and decoded by DataLoader worker processes, batch by batch; each worker takes
-every ``num_workers``-th batch so results come back in input order. Batches travel in pinned
-memory and are copied to the device without blocking; at most ``num_workers * prefetch``
-batches are in flight, so host and device memory do not grow with the number of inputs.
+A feeder thread reads the inputs lazily (any iterable, generators included) and queues batch
+``c`` for worker ``c % W`` of a persistent DataLoader worker pool, started once per executor;
+workers read, check and decode their batches and the DataLoader collects them round-robin, so
+results come back in input order. Batches travel packed in pinned memory and are copied to the
+device without blocking; the queues and the DataLoader's prefetch bound the batches in flight,
+so host and device memory do not grow with the number of inputs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -42,28 +46,36 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-class _BatchSource(IterableDataset):
-    """Yields (items, payloads, errors) per batch; worker w reads batches w, w+W, w+2W, ..."""
+def _read_chunk(
+    chunk: list[Any], read: Callable[[Any], Payload]
+) -> tuple[list[Any], dict[str, Any], list[tuple[Any, str]]]:
+    """Read one batch of inputs: (usable items, their packed payloads, (item, error) pairs)."""
+    good, payloads, errors = [], [], []
+    for item in chunk:
+        try:
+            payloads.append(read(item))
+            good.append(item)
+        except InputError as exc:
+            errors.append((item, str(exc)))
+    return good, ImagePipeline.pack(payloads), errors
 
-    def __init__(self, items: Iterable[Any], batch_size: int, read: Callable[[Any], Payload]):
-        self.items = items
-        self.batch_size = batch_size
+
+class _QueueSource(IterableDataset):
+    """Worker ``w`` reads the batches queued for it until ``None`` ends one ``map`` call.
+
+    The main process queues batch ``c`` for worker ``c % W``; the DataLoader collects from the
+    workers in the same round-robin order, so batches come back in input order.
+    """
+
+    def __init__(self, queues: list[Any], read: Callable[[Any], Payload]) -> None:
+        self.queues = queues
         self.read = read
 
     def __iter__(self) -> Iterator[tuple[list[Any], dict[str, Any], list[tuple[Any, str]]]]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for index, chunk in enumerate(_batches(self.items, self.batch_size)):
-            if index % workers != worker:
-                continue
-            good, payloads, errors = [], [], []
-            for item in chunk:
-                try:
-                    payloads.append(self.read(item))
-                    good.append(item)
-                except InputError as exc:
-                    errors.append((item, str(exc)))
-            yield good, ImagePipeline.pack(payloads), errors
+        inbox = self.queues[info.id if info is not None else 0]
+        while (chunk := inbox.get()) is not None:
+            yield _read_chunk(chunk, self.read)
 
 
 def _split(output: Any, n: int) -> list[Any]:
@@ -89,6 +101,10 @@ def _to_host(output: Any) -> Any:
     if isinstance(output, (list, tuple)):
         return type(output)(_to_host(o) for o in output)
     return output
+
+
+def _identity(batch: Any) -> Any:
+    return batch
 
 
 def default_workers() -> int:
@@ -128,19 +144,76 @@ class StreamingExecutor:
         self.prefetch = prefetch
         self.oom_backoff = oom_backoff
         self.backoffs: list[tuple[int, int]] = []
+        self._pool: tuple[DataLoader, list[Any]] | None = None
 
-    def _loader(self, items: Iterable[Any]) -> DataLoader:
-        source = _BatchSource(items, self.batch_size, self.pipeline.read)
-        workers = self.num_workers
-        return DataLoader(
-            source,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=self.policy.device.type == "cuda",
-            prefetch_factor=self.prefetch if workers else None,
-            collate_fn=lambda batch: batch,
-            multiprocessing_context="fork" if workers and "fork" in _contexts() else None,
-        )
+    def _workers(self) -> tuple[DataLoader, list[Any]]:
+        """The persistent worker pool (started on first use, reused by every ``map``)."""
+        if self._pool is None:
+            import multiprocessing
+
+            context = multiprocessing.get_context("fork" if "fork" in _contexts() else None)
+            queues = [context.Queue(maxsize=self.prefetch + 1) for _ in range(self.num_workers)]
+            loader = DataLoader(
+                _QueueSource(queues, self.pipeline.read),
+                batch_size=None,
+                num_workers=self.num_workers,
+                pin_memory=self.policy.device.type == "cuda",
+                prefetch_factor=self.prefetch,
+                persistent_workers=True,
+                collate_fn=_identity,
+                multiprocessing_context=context,
+            )
+            self._pool = (loader, queues)
+        return self._pool
+
+    def _batches(self, items: Iterable[Any]) -> Iterator[Any]:
+        """(items, packed payloads, errors) per batch, in input order."""
+        if self.num_workers == 0:
+            for chunk in _batches(items, self.batch_size):
+                yield _read_chunk(chunk, self.pipeline.read)
+            return
+        loader, queues = self._workers()
+        stop = threading.Event()
+
+        def put(inbox: Any, value: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    inbox.put(value, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def feed() -> None:  # reads the (possibly endless) input lazily, a few batches ahead
+            try:
+                for index, chunk in enumerate(_batches(items, self.batch_size)):
+                    if not put(queues[index % len(queues)], chunk):
+                        return
+            finally:
+                for inbox in queues:
+                    put(inbox, None)
+
+        feeder = threading.Thread(target=feed, name="vlm-executor-feed", daemon=True)
+        feeder.start()
+        finished = False
+        try:
+            yield from loader
+            finished = True
+        finally:
+            stop.set()
+            feeder.join()
+            if not finished:  # workers may still hold this call's batches: start afresh
+                self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (they start again on the next ``map``)."""
+        self._pool = None  # the DataLoader's iterator shuts its workers down when collected
+
+    def __enter__(self) -> StreamingExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _prepare(self, payloads: Sequence[Payload]) -> torch.Tensor:
         batch = self.pipeline.to_device(list(payloads), self.policy.device)
@@ -187,7 +260,7 @@ class StreamingExecutor:
         overlap = self.policy.device.type == "cuda"
         side = torch.cuda.Stream(self.policy.device) if overlap else None
         pending: tuple[list[Any], list[Payload], Any] | None = None
-        for good, packed, errors in self._loader(items):
+        for good, packed, errors in self._batches(items):
             for item, error in errors:
                 yield ItemResult(item, error=error)
             payloads = ImagePipeline.unpack(packed)
