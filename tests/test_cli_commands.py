@@ -110,3 +110,29 @@ def test_core_works_with_zero_plugins(vlm_bare):
     proc = vlm_bare("run", "x.y")
     assert proc.returncode == 2 and "no tasks are installed" in proc.stderr
     assert vlm_bare("doctor").returncode == 0
+
+
+def test_doctor_reports_declared_weights_present_or_missing(vlm_registry, tmp_path):
+    from safetensors.numpy import save_file
+
+    from vlm_core import hookimpl
+    from vlm_core.doctor import weights_status
+    from vlm_core.kinds import Kind
+    from vlm_core.tasks import TaskSpec, WeightsRef
+
+    shipped = tmp_path / "head.safetensors"
+    save_file({"w": __import__("numpy").zeros(3, "float32")}, str(shipped))
+
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(TaskSpec(
+                id="w.t", title="T", description="D", domain="d", run=lambda i, p, c: [{}],
+                outputs=(Kind.METRICS,),
+                weights=(WeightsRef("head", str(shipped)),
+                         WeightsRef("gone", str(tmp_path / "missing.safetensors"))),
+            ))  # fmt: skip
+
+    rows = {r["name"]: r for r in weights_status(vlm_registry({"w": Plugin()}))}
+    assert rows["head"]["status"] == "present" and rows["head"]["path"] == str(shipped)
+    assert rows["gone"]["status"] == "missing" and rows["gone"]["path"] is None

@@ -9,6 +9,9 @@ Environment variables (all optional):
 ``VLM_MAX_IMAGE_PIXELS``   largest image accepted, in pixels, read from the header (100 M)
 ``VLM_MAX_VOLUME_VOXELS``  largest volume accepted, in voxels (1 G)
 ``VLM_MAX_INPUT_BYTES``    largest input file accepted, in bytes (4 GiB)
+``VLM_MODEL_CACHE_MB``     memory budget of the process-wide model cache (vlm_core.runtime)
+``VLM_OFFLINE``            ``1``: never download weights (vlm_core.weights)
+``VLM_PROBE_TIMEOUT``      seconds to find out whether a weights host answers (0.5)
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 from vlm_core import __version__
@@ -26,19 +25,26 @@ def offline_state() -> dict[str, Any]:
 
 
 def weights_status(registry: Any) -> list[dict[str, Any]]:
+    """Each task's weights: present on this machine (store, path or cache) or missing; never
+    touches the network."""
+    from vlm_core.weights import WeightsError, locate
+
     rows = []
     for spec in registry.tasks.values():
         for ref in spec.weights:
-            path = Path(ref.filename)
-            present = path.is_absolute() and path.is_file()
+            try:
+                path, problem = locate(ref, plugin=spec.plugin), None
+            except WeightsError as exc:
+                path, problem = None, str(exc)
             rows.append(
                 {
                     "task": spec.id,
                     "name": ref.name,
-                    "status": "present" if present else "missing",
-                    "path": str(path) if present else None,
+                    "status": "present" if path else "missing",
+                    "path": str(path) if path else None,
                     "source": ref.source,
                     "sha256": ref.sha256,
+                    "problem": problem,
                 }
             )
     return rows
