@@ -275,3 +275,19 @@ def test_stopping_early_leaves_the_executor_usable(jpeg_folder):
             break
     assert [r.item for r in executor.map(jpeg_folder[:5])] == jpeg_folder[:5]
     executor.close()
+
+
+def test_seeding_and_deterministic_mode():
+    from vlm_core.runtime import seed_everything, set_deterministic
+
+    seed_everything(3)
+    a = torch.randn(4)
+    seed_everything(3)
+    torch.testing.assert_close(a, torch.randn(4), rtol=0, atol=0)
+    try:
+        set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
