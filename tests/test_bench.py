@@ -42,3 +42,11 @@ def test_a_failing_suite_does_not_lose_the_others(monkeypatch, tmp_path):
     assert rows[0]["error"] == "RuntimeError: no such kernel" and rows[0]["suite"] == "backbone"
     assert rows[1]["hits"] == 1 and rows[1]["suite"] == "cache"
     assert "backbone: RuntimeError: no such kernel" in result.output
+
+
+def test_attention_rows_time_the_same_work_as_torch():
+    from vlm_core.bench.attention import bench_attention
+
+    rows = bench_attention(device="cpu", batch=1, length=16, dim=32, heads=4, rounds=2)
+    assert [r["model"].rsplit("=", 1)[1] for r in rows] == ["none", "causal", "padding"]
+    assert all(r["engine_ms"] > 0 and r["raw_ms"] > 0 and r["ratio"] > 0 for r in rows)

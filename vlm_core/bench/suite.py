@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger("vlm.bench")
 
-SUITES = ("backbone", "fastpath", "executor", "cache")
+SUITES = ("backbone", "fastpath", "executor", "cache", "attention")
 
 
 def _cuda(device: str) -> bool:
@@ -93,8 +93,18 @@ def cache(device: str, quick: bool) -> list[dict[str, Any]]:
     return [bench_cache(device=device, cycles=3 if quick else 10)]
 
 
+def attention(device: str, quick: bool) -> list[dict[str, Any]]:
+    from vlm_core.bench.attention import bench_attention
+
+    if _cuda(device):
+        return bench_attention(device=device, rounds=5 if quick else 20)
+    return bench_attention(device=device, batch=2, length=256, dim=256, heads=4,
+                           rounds=3 if quick else 10)  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[[str, bool], list[dict[str, Any]]]] = {
     "backbone": backbone, "fastpath": fastpath, "executor": executor, "cache": cache,
+    "attention": attention,
 }  # fmt: skip
 
 
