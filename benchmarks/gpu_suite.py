@@ -5,7 +5,7 @@
 Runs `vlm bench all` on CUDA: backbone engine vs raw timm (vit_base_patch16_224 and resnet50,
 bf16, batch 256), the fast path (bf16 weights, channels-last, torch.compile with CUDA graphs)
 vs raw eager timm with MFU against the measured matmul ceiling, the streaming executor over 500
-and 2,000 JPEGs (GPU decoding) vs model-only throughput, and the model cache cycling 5 models.
+and 2,000 JPEGs (GPU decoding) vs model-only throughput, the model cache cycling 5 models, and attention against nn.MultiheadAttention.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Folder for gpu_suite.json.")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--suites", default="backbone,fastpath,executor,cache")
+    parser.add_argument("--suites", default="backbone,fastpath,executor,cache,attention")
     args = parser.parse_args()
 
     import timm
