@@ -5,7 +5,8 @@
 Runs `vlm bench all` on CUDA: backbone engine vs raw timm (vit_base_patch16_224 and resnet50,
 bf16, batch 256), the fast path (bf16 weights, channels-last, torch.compile with CUDA graphs)
 vs raw eager timm with MFU against the measured matmul ceiling, the streaming executor over 500
-and 2,000 JPEGs (GPU decoding) vs model-only throughput, the model cache cycling 5 models, and attention against nn.MultiheadAttention.
+and 2,000 JPEGs (GPU decoding) vs model-only throughput, the model cache cycling 5 models,
+and attention against nn.MultiheadAttention.
 """
 
 from __future__ import annotations
