@@ -1,0 +1,365 @@
+"""One Streamlit renderer per core output type, so plugins write no UI code for standard types.
+
+Pages call :func:`render_result` (every output of a result, with its provenance) or
+:func:`render_output` (one output). Widget keys derive from the caller's ``key`` and the output
+name, so several results can share a page. What is shown is computed by the pure helpers in
+:mod:`vlm_dashboard.render_helpers`, re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from vlm_dashboard.render_helpers import (
+    AXES,
+    WINDOW_PRESETS,
+    as_closest_ras,
+    blend,
+    boxes_rows,
+    embedding_rows,
+    legend_rows,
+    mask_centre,
+    provenance_rows,
+    slice_2d,
+    slice_spacing,
+    stretch_to_spacing,
+    window_bounds,
+    window_slice,
+)
+
+from vlm_core.export.images import boxes_overlay, mask_overlay
+from vlm_core.types import (
+    Boxes,
+    Caption,
+    Embeddings,
+    Image,
+    ImageSet,
+    Input,
+    Mask,
+    Metrics,
+    Output,
+    Reply,
+    Result,
+    Text,
+    Video,
+    Volume,
+)
+
+__all__ = [
+    "AXES",
+    "WINDOW_PRESETS",
+    "legend_rows",
+    "render_output",
+    "render_result",
+    "window_bounds",
+    "window_slice",
+]
+
+log = logging.getLogger(__name__)
+
+GALLERY_COLUMNS = 4
+GALLERY_MAX = 60  # images shown in one gallery; the rest are counted in a caption
+
+
+def _k(key: str, name: str, part: str) -> str:
+    return f"{key}:{name}:{part}"
+
+
+def _opacity(key: str, name: str, default: float = 0.5) -> float:
+    return st.slider("Overlay opacity", 0.0, 1.0, default, 0.05, key=_k(key, name, "opacity"))
+
+
+def _image(source: Input | None, size: tuple[int, int]) -> Image | None:
+    """The source if it is an image of (height, width) ``size``."""
+    if isinstance(source, Image) and (source.height, source.width) == tuple(size):
+        return source
+    return None
+
+
+def _render_image(name: str, img: Image, source: Input | None, key: str, **_: Any) -> None:
+    base = _image(source, (img.height, img.width))
+    shape = f"{img.width}x{img.height} · {img.pixels.dtype}"
+    if base is None:
+        st.image(img.to_rgb_uint8(), caption=shape)
+        return
+    opacity = _opacity(key, name)
+    left, middle, right = st.columns(3)
+    left.image(base.to_rgb_uint8(), caption="input", width="stretch")
+    middle.image(img.to_rgb_uint8(), caption=f"{name} · {shape}", width="stretch")
+    mixed = blend(base.to_rgb_uint8(), img.to_rgb_uint8(), opacity)
+    right.image(mixed, caption=f"overlay at {opacity:.0%}", width="stretch")
+
+
+def _render_boxes(name: str, boxes: Boxes, source: Input | None, key: str, **_: Any) -> None:
+    base = _image(source, boxes.image_size)
+    if base is not None:
+        canvas = base.to_rgb_uint8()
+    else:  # boxes without their image: draw them on a grey canvas of the image's size
+        canvas = np.full((*boxes.image_size, 3), 48, dtype=np.uint8)
+    st.image(boxes_overlay(canvas, boxes), caption=f"{len(boxes)} boxes")
+    if len(boxes):
+        st.dataframe(pd.DataFrame(boxes_rows(boxes)), hide_index=True, key=_k(key, name, "table"))
+    else:
+        st.info("No detections.")
+
+
+def _legend(mask: Mask, key: str, name: str) -> None:
+    rows = pd.DataFrame(legend_rows(mask)).rename(
+        columns={"count": "voxels" if mask.labels.ndim == 3 else "pixels"}
+    )
+
+    def swatch(column: pd.Series) -> list[str]:
+        return [f"background-color: {c}; color: {c}" if c else "" for c in column]
+
+    st.dataframe(
+        rows.style.apply(swatch, subset=["colour"]),
+        hide_index=True,
+        key=_k(key, name, "legend"),
+    )
+
+
+def _render_mask(name: str, mask: Mask, source: Input | None, key: str, **_: Any) -> None:
+    if mask.labels.ndim == 3:
+        volume = source if isinstance(source, Volume) else None
+        if volume is not None and volume.array.shape[:3] != mask.labels.shape:
+            st.caption(f"The input volume {volume.array.shape[:3]} is not on the mask's grid.")
+            volume = None
+        _volume_viewer(name, volume, mask, key)
+    else:
+        base = _image(source, mask.labels.shape)
+        opacity = _opacity(key, name, 0.5 if base is not None else 1.0)
+        rgb = base.to_rgb_uint8() if base is not None else np.zeros((*mask.labels.shape, 3), "u1")
+        where = "over the input" if base is not None else "(no input image of its size)"
+        st.image(mask_overlay(rgb, mask.labels, opacity), caption=f"{name} {where}")
+    _legend(mask, key, name)
+
+
+def _volume_viewer(name: str, volume: Volume | None, mask: Mask | None, key: str) -> None:
+    """Three slice sliders (axial, coronal, sagittal) over a volume, a mask, or both."""
+    affine = np.eye(4)
+    if mask is not None and mask.affine is not None:
+        affine = mask.affine
+    elif volume is not None:
+        affine = volume.affine
+    image = labels = None
+    if volume is not None:
+        data = volume.array
+        if data.ndim == 4:
+            top = data.shape[3] - 1
+            channel = st.slider("Channel", 0, top, 0, key=_k(key, name, "channel")) if top else 0
+            data = data[..., channel]
+        image, spacing = as_closest_ras(data, affine)
+    if mask is not None:
+        labels, spacing = as_closest_ras(mask.labels, affine)
+    grid = image if image is not None else labels
+    assert grid is not None, "a volume viewer needs a volume or a mask"
+    centre = mask_centre(labels) if labels is not None else tuple(n // 2 for n in grid.shape)
+
+    preset, bounds = "", None
+    if image is not None:
+        presets = list(WINDOW_PRESETS)
+        preset = st.radio(
+            "Window", presets, index=len(presets) - 1, horizontal=True, key=_k(key, name, "window")
+        )
+        bounds = window_bounds(image, preset)
+        mm = " x ".join(f"{s:g}" for s in spacing)
+        st.caption(f"window {bounds[0]:g} … {bounds[1]:g} · voxels {mm} mm")
+    opacity = 0.0
+    if labels is not None:
+        opacity = _opacity(key, name, 0.4 if image is not None else 1.0)
+
+    for column, (plane, axis) in zip(st.columns(3), AXES.items(), strict=True):
+        with column:
+            n = grid.shape[axis]
+            index = 0
+            if n > 1:
+                label = f"{plane.capitalize()} slice"
+                index = st.slider(label, 0, n - 1, centre[axis], key=_k(key, name, plane))
+            if image is not None:
+                grey = window_slice(image, axis, index, preset, bounds=bounds)
+            else:
+                grey = np.zeros(slice_2d(grid, axis, index).shape, np.uint8)
+            rgb = np.repeat(grey[:, :, None], 3, axis=2)
+            if labels is not None:
+                rgb = mask_overlay(rgb, slice_2d(labels, axis, index), opacity)
+            st.image(
+                stretch_to_spacing(rgb, *slice_spacing(spacing, axis)),
+                caption=f"{plane} {index + 1} / {n}",
+                width="stretch",
+            )
+
+
+def _render_volume(name: str, volume: Volume, source: Input | None, key: str, **_: Any) -> None:
+    _volume_viewer(name, volume, None, key)
+
+
+def _render_video(name: str, video: Video, source: Input | None, key: str, **_: Any) -> None:
+    count = int(video.frames.shape[0])
+    t = 0
+    if count > 1:
+        t = st.slider("Frame", 0, count - 1, 0, key=_k(key, name, "frame"))
+    frame = Image(pixels=video.frames[t]).to_rgb_uint8()
+    st.image(frame, caption=f"frame {t + 1} / {count} · {t / video.fps:.2f} s at {video.fps:g} fps")
+
+
+def _render_text(name: str, text: Text, source: Input | None, key: str, **_: Any) -> None:
+    st.text_area(name, text.text, disabled=True, key=_k(key, name, "text"))
+
+
+def _render_caption(name: str, caption: Caption, source: Input | None, key: str, **_: Any) -> None:
+    if isinstance(source, Image):
+        left, right = st.columns([1, 2])
+        left.image(source.to_rgb_uint8(), caption="input", width="stretch")
+    else:
+        right = st.container()
+    with right:
+        st.markdown(caption.text)
+        if caption.score is not None:
+            st.caption(f"score {caption.score:.3f}")
+        if caption.tags:
+            tags = sorted(caption.tags.items(), key=lambda kv: -kv[1])
+            st.dataframe(
+                pd.DataFrame(tags, columns=["tag", "probability"]),
+                hide_index=True,
+                column_config={
+                    "probability": st.column_config.ProgressColumn(
+                        "probability", min_value=0.0, max_value=1.0, format="%.3f"
+                    )
+                },
+                key=_k(key, name, "tags"),
+            )
+
+
+def _render_reply(
+    name: str, reply: Reply, source: Input | None, key: str, message: str | None = None
+) -> None:
+    if message is None and isinstance(source, Text):
+        message = source.text
+    with st.chat_message("user"):
+        if isinstance(source, Image):
+            st.image(source.to_rgb_uint8(), width=320)
+        st.markdown(message or "*(no message)*")
+    with st.chat_message("assistant"):
+        if reply.clarifying_question:
+            st.caption("❓ Clarifying question: the task needs more information to answer.")
+        st.markdown(reply.text)
+        confidence = min(max(float(reply.confidence), 0.0), 1.0)
+        st.progress(confidence, text=f"confidence {confidence:.0%}")
+        if reply.evidence:
+            evidence = pd.DataFrame(list(reply.evidence.items()), columns=["evidence", "value"])
+            st.dataframe(evidence, hide_index=True, key=_k(key, name, "evidence"))
+
+
+def _render_image_set(
+    name: str, images: ImageSet, source: Input | None, key: str, **_: Any
+) -> None:
+    shown = images.images[:GALLERY_MAX]
+    labels = images.labels or tuple(f"#{i}" for i in range(len(images.images)))
+    for start in range(0, len(shown), GALLERY_COLUMNS):
+        row = range(start, min(start + GALLERY_COLUMNS, len(shown)))
+        for column, i in zip(st.columns(GALLERY_COLUMNS)[: len(row)], row, strict=True):
+            column.image(shown[i].to_rgb_uint8(), caption=labels[i], width="stretch")
+    if len(images.images) > GALLERY_MAX:
+        st.caption(f"showing {GALLERY_MAX} of {len(images.images)} images")
+
+
+def _render_embeddings(
+    name: str, emb: Embeddings, source: Input | None, key: str, **_: Any
+) -> None:
+    n, d = emb.vectors.shape
+    st.caption(f"{n} vectors x {d} dimensions" + (f" · {emb.model}" if emb.model else ""))
+    rows = embedding_rows(emb)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key=_k(key, name, "table"))
+    if n > len(rows):
+        st.caption(f"first {len(rows)} of {n} rows")
+
+
+def _render_metrics(name: str, metrics: Metrics, source: Input | None, key: str, **_: Any) -> None:
+    if metrics.values:
+        values = pd.DataFrame(list(metrics.values.items()), columns=["metric", "value"])
+        st.dataframe(values, hide_index=True, key=_k(key, name, "values"))
+    if metrics.per_class:
+        table = pd.DataFrame.from_dict(
+            {c: dict(v) for c, v in metrics.per_class.items()}, orient="index"
+        )
+        table.index.name = "class"
+        st.dataframe(table, key=_k(key, name, "per_class"))
+        metric = st.selectbox("Per-class metric", list(table.columns), key=_k(key, name, "plot"))
+        st.bar_chart(table[[metric]], horizontal=True)
+
+
+_RENDERERS: dict[type, Callable[..., None]] = {
+    Image: _render_image,
+    Boxes: _render_boxes,
+    Mask: _render_mask,
+    Volume: _render_volume,
+    Video: _render_video,
+    Text: _render_text,
+    Caption: _render_caption,
+    Reply: _render_reply,
+    ImageSet: _render_image_set,
+    Embeddings: _render_embeddings,
+    Metrics: _render_metrics,
+}
+
+
+def render_output(
+    name: str,
+    output: Output,
+    source: Input | None = None,
+    *,
+    key: str,
+    message: str | None = None,
+) -> None:
+    """Show one output, with ``source`` (the task's input) where it helps.
+
+    Args:
+        name: the output's name in its result; part of every widget key.
+        output: a core output; an unknown type is reported with ``st.warning``.
+        source: the input the output was made from: the image under boxes and masks, the
+            volume under a 3D mask, the customer's image or message beside a reply.
+        key: unique per call on a page; widget keys are ``f"{key}:{name}:{part}"``.
+        message: the customer's message for a reply whose source is an image.
+
+    A renderer that fails shows an error naming the output instead of breaking the page.
+    """
+    renderer = _RENDERERS.get(type(output))
+    if renderer is None:
+        st.warning(f"No renderer for output '{name}' of type {type(output).__name__}.")
+        return
+    try:
+        if isinstance(output, Reply):
+            renderer(name, output, source, key, message=message)
+        else:
+            renderer(name, output, source, key)
+    except Exception as exc:  # a bad output must not take the page down
+        log.exception("rendering output %r (%s) failed", name, type(output).__name__)
+        st.error(f"Could not show output '{name}' ({type(output).__name__}): {exc}")
+
+
+def _customer_message(result: Result) -> str | None:
+    """The message a reply answers when the input is an image: a text parameter of the run."""
+    for field in ("message", "question", "prompt", "text"):
+        value = result.provenance.params.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def render_result(result: Result, *, key: str) -> None:
+    """Every output of ``result`` under its name, then the provenance in a collapsed expander."""
+    message = _customer_message(result)
+    for name, output in result.outputs.items():
+        st.subheader(name)
+        render_output(name, output, result.input, key=key, message=message)
+    with st.expander("Provenance", expanded=False):
+        st.dataframe(
+            pd.DataFrame(provenance_rows(result.provenance)),
+            hide_index=True,
+            key=_k(key, "", "provenance"),
+        )
