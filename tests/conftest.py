@@ -39,6 +39,13 @@ def pip_install_target(sources: Sequence[Path], target: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamlit's AppTest replaces sys.modules["__main__"] and leaves it replaced, which breaks
+    later "spawn" subprocesses (tests/test_runstore.py); put it back after every test."""
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+
+
 @pytest.fixture(scope="session")
 def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture plugins (one healthy, four broken in different ways), pip-installed."""

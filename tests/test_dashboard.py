@@ -1,4 +1,5 @@
-"""The dashboard's first page lists plugins and tasks with their health."""
+"""The dashboard: its Home page lists plugins and tasks with their health; `vlm dashboard` serves
+it with XSRF protection, an upload limit and error details only in debug mode."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+from click.testing import CliRunner
 from conftest import REPO, Vlm
 from streamlit.testing.v1 import AppTest
 
@@ -17,12 +19,15 @@ APP = str(REPO / "dashboard" / "app.py")
 
 
 @pytest.fixture(autouse=True)
-def fresh_streamlit_caches():
+def fresh_streamlit_caches(monkeypatch):
     """The app caches the registry per server process; each test is a fresh 'server'."""
     import streamlit as st
 
     st.cache_resource.clear()
     st.cache_data.clear()
+    # AppTest executes the app as sys.modules["__main__"] and leaves it there, which breaks
+    # later tests that start processes with the "spawn" method (they re-import __main__)
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
 
 
 @pytest.fixture
@@ -94,3 +99,26 @@ def test_vlm_dashboard_serves_the_app(tmp_path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(20)
+
+
+def test_vlm_dashboard_passes_upload_limit_error_details_and_xsrf(monkeypatch):
+    import subprocess
+
+    from vlm_core.cli.app import cli
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.delenv("VLM_DEBUG", raising=False)
+    assert CliRunner().invoke(cli, ["dashboard", "--max-upload-mb", "5"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["--debug", "dashboard"]).exit_code == 0
+
+    def option(cmd: list[str], name: str) -> str:
+        return cmd[cmd.index(name) + 1]
+
+    (plain, _), (debug, debug_env) = calls
+    assert option(plain, "--server.maxUploadSize") == "5"
+    assert option(plain, "--client.showErrorDetails") == "none"
+    assert option(plain, "--server.enableXsrfProtection") == "true"
+    assert option(debug, "--server.maxUploadSize") == "200"
+    assert option(debug, "--client.showErrorDetails") == "full"
+    assert debug_env["VLM_DEBUG"] == "1"

@@ -24,7 +24,11 @@ def test_package_list_is_complete():
         for p in (REPO / "vlm_core").rglob("__init__.py")
         if "plugin-template" not in p.parts
     }
-    assert listed == found | {"vlm_dashboard"}
+    found |= {
+        ".".join(("vlm_dashboard", *p.parent.relative_to(REPO / "dashboard").parts))
+        for p in (REPO / "dashboard").rglob("__init__.py")
+    }
+    assert listed == found
 
 
 @pytest.fixture(scope="module")

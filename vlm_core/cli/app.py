@@ -261,15 +261,41 @@ def doctor_cmd(as_json: bool) -> None:
 @click.option(
     "--headless/--browser", default=True, show_default=True, help="Do not open a browser window."
 )
+@click.option(
+    "--max-upload-mb",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Largest file an operator may upload, in MB.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks in the browser (like VLM_DEBUG=1).")
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
-def dashboard_cmd(port: int, host: str, headless: bool, streamlit_args: tuple[str, ...]) -> None:
-    """Start the Streamlit dashboard (extra arguments go to `streamlit run`)."""
+@click.pass_context
+def dashboard_cmd(
+    ctx: click.Context,
+    port: int,
+    host: str,
+    headless: bool,
+    max_upload_mb: int,
+    debug: bool,
+    streamlit_args: tuple[str, ...],
+) -> None:
+    """Start the Streamlit dashboard (extra arguments go to `streamlit run`).
+
+    XSRF protection stays on. Error details (tracebacks) reach the browser only with
+    --debug (or `vlm --debug dashboard`, or VLM_DEBUG=1).
+    """
     import os
     import subprocess
     import sys
 
     from vlm_core.tasks import package_file
 
+    env = os.environ.copy()
+    env_debug = env.get("VLM_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    debug = debug or bool(ctx.find_root().params.get("debug")) or env_debug
+    if debug:
+        env["VLM_DEBUG"] = "1"
     app = package_file("vlm_dashboard", "app.py")
     cmd = [
         sys.executable,
@@ -285,12 +311,16 @@ def dashboard_cmd(port: int, host: str, headless: bool, streamlit_args: tuple[st
         str(headless).lower(),
         "--server.enableXsrfProtection",
         "true",
+        "--server.maxUploadSize",
+        str(max_upload_mb),
+        "--client.showErrorDetails",
+        "full" if debug else "none",
         "--browser.gatherUsageStats",
         "false",
         *streamlit_args,
     ]
     click.echo(f"vlm dashboard on http://{host}:{port}", err=True)
-    raise SystemExit(subprocess.call(cmd, env=os.environ.copy()))
+    raise SystemExit(subprocess.call(cmd, env=env))
 
 
 from vlm_core.cli import bench_cmd, plugins_cmd, runs_cmd, weights_cmd  # noqa: E402

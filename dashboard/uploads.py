@@ -1,0 +1,109 @@
+"""Uploaded files: size-limited, saved into the session's own temporary folder, and checked by
+content before anything decodes them.
+
+Each browser session gets one :class:`tempfile.TemporaryDirectory` kept in its session state;
+uploads and run outputs go there, and the folder is removed when the session ends (its state is
+dropped and the directory object finalised) or, at the latest, when the server exits.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import streamlit as st
+
+from vlm_core.config import settings
+from vlm_core.errors import InputError
+from vlm_core.io import probe_input
+from vlm_core.tasks import TaskSpec
+
+SESSION_DIR_KEY = "vlm.session_dir"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class Upload(Protocol):
+    """What Streamlit's ``UploadedFile`` offers that this module uses."""
+
+    name: str
+    size: int
+
+    def getvalue(self) -> bytes: ...
+
+
+def session_dir() -> Path:
+    """This session's private temporary folder (created on first use)."""
+    holder = st.session_state.get(SESSION_DIR_KEY)
+    if not isinstance(holder, tempfile.TemporaryDirectory):
+        holder = tempfile.TemporaryDirectory(prefix="vlm-dashboard-", ignore_cleanup_errors=True)
+        st.session_state[SESSION_DIR_KEY] = holder
+    return Path(holder.name)
+
+
+def upload_limit_bytes() -> int:
+    """The largest upload accepted: Streamlit's ``server.maxUploadSize`` (``vlm dashboard
+    --max-upload-mb``) or the core's ``VLM_MAX_INPUT_BYTES``, whichever is smaller."""
+    server_mb = int(st.get_option("server.maxUploadSize"))
+    return min(server_mb * 2**20, settings().max_input_bytes)
+
+
+def safe_name(name: str) -> str:
+    """A name that cannot leave its folder or confuse a shell (``../x y.png`` → ``x_y.png``)."""
+    base = _UNSAFE.sub("_", Path(name.replace("\\", "/")).name).strip("._")
+    return base[:120] or "upload"
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _unique(path: Path) -> Path:
+    """``path``, or ``name-2.ext``, ``name-3.ext``, … when it is taken."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def save_uploads(files: Sequence[Upload], spec: TaskSpec) -> list[Path]:
+    """Save ``files`` into a new folder of the session's temporary folder and probe each one.
+
+    Every file is refused before it is written when it is over :func:`upload_limit_bytes`, and
+    after it is written when its content is not an allowed format of a kind ``spec`` takes
+    (:func:`vlm_core.io.probe_input` reads the header only). Nothing is decoded here.
+
+    Raises:
+        InputError: naming the uploaded file and the problem; nothing of the batch is kept.
+    """
+    if not files:
+        raise InputError("no file uploaded: add at least one file, or pick a bundled sample")
+    limit = upload_limit_bytes()
+    for upload in files:
+        if upload.size > limit:
+            raise InputError(
+                f"{upload.name}: {_size_text(upload.size)}, over the upload limit of "
+                f"{_size_text(limit)} (vlm dashboard --max-upload-mb, VLM_MAX_INPUT_BYTES)"
+            )
+    folder = session_dir() / "uploads" / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True)
+    paths: list[Path] = []
+    try:
+        for upload in files:
+            path = _unique(folder / safe_name(upload.name))
+            path.write_bytes(upload.getvalue())
+            try:
+                probe_input(path, spec.inputs)
+            except InputError as exc:
+                raise InputError(str(exc).replace(str(path), upload.name)) from None
+            paths.append(path)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return paths

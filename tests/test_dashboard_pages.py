@@ -1,0 +1,450 @@
+"""The dashboard's pages driven through Streamlit's AppTest: run, history, plugins, system.
+
+The fixture plugins are on sys.path (one healthy, ``good.invert``; four broken ones). Tests
+that need parameters the widgets cannot bound add an in-process plugin, ``demo``.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+from pydantic import Field
+from streamlit.testing.v1 import AppTest
+
+from vlm_core import hookimpl
+from vlm_core.config import read_user_config
+from vlm_core.errors import UnknownTaskError
+from vlm_core.kinds import Kind
+from vlm_core.plugins import load_registry
+from vlm_core.runner import RunRequest
+from vlm_core.runstore import RunRecord, RunStore
+from vlm_core.tasks import TaskParams, TaskSpec
+
+APP = str(REPO / "dashboard" / "app.py")
+PAGES = ["pages/home.py", "pages/run.py", "pages/history.py", "pages/plugins.py", "pages/system.py"]
+SQUARE = REPO / "tests/fixtures/plugins/vlm-fixture-good/vlm_fixture_good/square.png"
+
+
+@pytest.fixture(autouse=True)
+def fresh_streamlit_caches(monkeypatch):
+    """Each test is a fresh 'server'. VLM_DEBUG=1 turns an unexpected error into at.exception."""
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    monkeypatch.setenv("VLM_DEBUG", "1")
+    # AppTest executes the app as sys.modules["__main__"] and leaves it there, which breaks
+    # later tests that start processes with the "spawn" method (they re-import __main__)
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def with_fixture_plugins(monkeypatch, fixture_site, vlm_home):
+    monkeypatch.syspath_prepend(str(fixture_site))
+    return vlm_home
+
+
+# An in-process plugin whose parameters can be wrong in ways a bounded widget cannot prevent:
+# an exclusive bound and a JSON list.
+
+
+class EchoParams(TaskParams):
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Strictly between 0 and 1.")
+    sizes: list[int] = Field([1, 2], max_length=4, description="Up to four sizes.")
+    label: str = Field("hello", max_length=8, description="A short label.")
+    loud: bool = Field(False, description="Shout the label.")
+    mode: Literal["a", "b"] = Field("a", description="A choice.")
+
+
+def _echo(inputs, params, ctx):
+    from vlm_core.types import Text
+
+    label = params.label.upper() if params.loud else params.label
+    return [{"echo": Text(f"{label} {params.threshold} {params.sizes} {params.mode}")}]
+
+
+demo = types.ModuleType("vlm_demo_plugin")
+
+
+@hookimpl
+def _register_tasks(register):
+    register(
+        TaskSpec(
+            id="demo.echo",
+            title="Echo",
+            description="Echoes its parameters.",
+            domain="test",
+            run=_echo,
+            params=EchoParams,
+            inputs=(),
+            outputs=(Kind.TEXT,),
+        )
+    )
+
+
+demo.register_tasks = _register_tasks  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def with_demo_plugin(with_fixture_plugins, monkeypatch):
+    from vlm_dashboard import serving
+
+    monkeypatch.setattr(serving, "load_registry", lambda: load_registry(extra={"demo": demo}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def healthy(at: AppTest) -> AppTest:
+    """The script raised nothing and showed no generic error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "Unexpected error" in e.value]
+    return at
+
+
+def errors(at: AppTest) -> str:
+    return " | ".join(e.value for e in at.error)
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    return healthy(at.switch_page(page).run())
+
+
+def run_page(task: str) -> AppTest:
+    at = open_page("pages/run.py")
+    return healthy(at.selectbox(key="run.task").set_value(task).run())
+
+
+def widget(at: AppTest, kind: str, name: str):
+    """The form widget of parameter ``name`` (form keys end with the parameter name)."""
+    (found,) = [w for w in getattr(at, kind) if (w.key or "").endswith(f".{name}")]
+    return found
+
+
+def click_run(at: AppTest) -> AppTest:
+    (button,) = [b for b in at.button if b.label == "Run"]
+    return button.click().run()
+
+
+def noise_png(size: int) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def zip_named_png() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("inside.txt", "not an image")
+    return buffer.getvalue()
+
+
+def runs(status: str | None = None) -> list[RunRecord]:
+    return [r for r in RunStore.default().list(limit=50) if status in (None, r.status)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every page renders
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_fixture_plugins(with_fixture_plugins, page):
+    at = open_page(page)
+    assert (
+        at.title[0].value
+        == {
+            "pages/home.py": "vlm",
+            "pages/run.py": "Run a task",
+            "pages/history.py": "History",
+            "pages/plugins.py": "Plugins",
+            "pages/system.py": "System",
+        }[page]
+    )
+
+
+def test_every_page_renders_with_zero_plugins(vlm_home, monkeypatch):
+    monkeypatch.setenv("VLM_PLUGINS", "")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    shown = {}
+    for page in PAGES:
+        healthy(at.switch_page(page).run())
+        shown[page] = " ".join(i.value for i in at.info)
+    assert "No task is available" in shown["pages/run.py"]
+    assert "No runs yet" in shown["pages/history.py"]
+    assert "No plugins are installed" in shown["pages/plugins.py"]
+
+
+def test_system_page_reports_devices_memory_cache_and_versions(with_fixture_plugins):
+    at = open_page("pages/system.py")
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Default device"] in ("cpu", "cuda", "mps")
+    from vlm_core.runtime.cache import model_cache
+
+    assert labels["Cached models"] == str(model_cache().stats().entries)  # the process-wide one
+    assert labels["Queued runs"] == "0"
+    versions = next(t.value for t in at.dataframe if "package" in t.value.columns)
+    assert {"python", "vlm-core", "torch", "streamlit", "timm"} <= set(versions["package"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Run
+
+
+def test_fixture_task_runs_from_its_bundled_sample_and_renders(with_fixture_plugins):
+    at = run_page("good.invert")
+    assert at.radio(key="run.source.good.invert").value == "sample"
+    widget(at, "number_input", "gain").set_value(2.0)
+    at = healthy(click_run(at))
+    assert "of good.invert: 1 result(s)" in at.success[0].value
+    assert len(at.image) >= 2  # the sample's preview and the rendered output
+    downloads = [d.label for d in at.get("download_button")]
+    assert "Download all outputs (.zip)" in downloads and "square/inverted.png" in downloads
+    (record,) = runs("ok")
+    assert record.task == "good.invert" and record.params["gain"] == 2.0
+    session = Path(at.session_state["vlm.session_dir"].name)
+    assert Path(record.out_dir).parent == session / "runs"
+    assert (Path(record.out_dir) / "square" / "inverted.png").is_file()
+
+
+def test_bad_upload_shows_an_error_and_the_next_run_works(with_fixture_plugins):
+    at = run_page("good.invert")
+    at = at.radio(key="run.source.good.invert").set_value("upload").run()
+    at.file_uploader[0].set_value(("photo.png", zip_named_png(), "image/png"))
+    at = healthy(click_run(at))
+    assert "photo.png: content is a ZIP file" in errors(at)
+    uploads = Path(at.session_state["vlm.session_dir"].name) / "uploads"
+    assert not [p for p in uploads.rglob("*") if p.is_file()]  # the refused batch is gone
+    assert not runs()
+
+    at.file_uploader[0].set_value(("../../my photo.png", SQUARE.read_bytes(), "image/png"))
+    at = healthy(click_run(at))
+    assert not at.error and "1 result(s)" in at.success[0].value
+    (saved,) = [p for p in uploads.rglob("*") if p.is_file()]
+    assert saved.name == "my_photo.png"
+    (record,) = runs("ok")
+    assert record.inputs == [str(saved)]
+
+    folder = uploads.parent
+    del at
+    gc.collect()
+    assert not folder.exists(), "the session's temporary folder outlived its session"
+
+
+def test_upload_over_the_size_limit_is_refused(with_fixture_plugins, monkeypatch):
+    monkeypatch.setenv("VLM_MAX_INPUT_BYTES", "2000")
+    at = run_page("good.invert")
+    at = at.radio(key="run.source.good.invert").set_value("upload").run()
+    at.file_uploader[0].set_value(("big.png", noise_png(64), "image/png"))
+    at = healthy(click_run(at))
+    assert "big.png" in errors(at) and "over the upload limit of 2,000 bytes" in errors(at)
+    assert not runs()
+
+
+def test_bad_parameters_show_errors_and_the_next_run_works(with_demo_plugin):
+    at = run_page("demo.echo")
+    widget(at, "number_input", "threshold").set_value(0.0)
+    at = healthy(click_run(at))
+    assert "bad value 0.0 for parameter 'threshold' of task 'demo.echo'" in errors(at)
+
+    widget(at, "number_input", "threshold").set_value(0.25)
+    widget(at, "text_input", "sizes").set_value("[1, 2")
+    at = healthy(click_run(at))
+    assert "parameter 'sizes'" in errors(at) and "not valid JSON" in errors(at)
+
+    widget(at, "text_input", "sizes").set_value('["big"]')
+    at = healthy(click_run(at))
+    assert "parameter 'sizes.0'" in errors(at)
+    assert not runs()  # refused in the form: nothing was queued
+
+    widget(at, "text_input", "sizes").set_value("[3]")
+    widget(at, "checkbox", "loud").check()
+    widget(at, "selectbox", "mode").set_value("b")
+    at = healthy(click_run(at))
+    assert not at.error
+    (record,) = runs("ok")
+    assert record.params == {
+        "threshold": 0.25,
+        "sizes": [3],
+        "label": "hello",
+        "loud": True,
+        "mode": "b",
+    }
+    assert any("HELLO 0.25 [3] b" in str(getattr(e, "value", "")) for e in at.main)
+
+
+def test_form_widgets_follow_the_parameter_model(with_demo_plugin):
+    at = run_page("demo.echo")
+    threshold = widget(at, "number_input", "threshold")
+    assert (threshold.min, threshold.max, threshold.value) == (0.0, 1.0, 0.5)
+    assert widget(at, "text_input", "label").max_chars == 8
+    assert widget(at, "text_input", "sizes").value == "[1, 2]"
+    assert widget(at, "checkbox", "loud").value is False
+    assert widget(at, "selectbox", "mode").options == ["a", "b"]
+    at = run_page("good.invert")
+    steps = widget(at, "number_input", "steps")
+    assert (steps.min, steps.max, steps.step) == (1, 10, 1)
+
+
+def test_crashing_plugin_shows_an_error_naming_it_and_the_app_stays_usable(
+    with_fixture_plugins,
+):
+    at = run_page("exits.boom")
+    at = healthy(click_run(at))
+    assert "Plugin 'exits' failed in task 'exits.boom': SystemExit(3)" in errors(at)
+    assert "exits" in read_user_config().quarantined
+
+    at = healthy(at.selectbox(key="run.task").set_value("good.invert").run())
+    assert "exits.boom" not in at.selectbox(key="run.task").options  # quarantined: gone
+    at = healthy(click_run(at))
+    assert "1 result(s)" in at.success[0].value
+
+    at = healthy(at.switch_page("pages/plugins.py").run())
+    assert "Plugin 'exits' failed at run" in errors(at)
+    at = healthy(at.button(key="plugins.enable.exits").click().run())
+    assert "Enabled plugin 'exits'" in at.success[0].value
+    assert "exits" not in read_user_config().quarantined
+    assert "Plugin 'exits'" not in errors(at)
+
+
+def test_unexpected_errors_show_no_traceback_unless_debugging(with_fixture_plugins, monkeypatch):
+    from vlm_dashboard import serving
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail of the server")
+
+    monkeypatch.setattr(serving, "run_task", broken)
+    monkeypatch.delenv("VLM_DEBUG")
+    at = click_run(run_page("good.invert"))
+    assert not at.exception
+    assert "Unexpected error while running good.invert (RuntimeError)" in errors(at)
+    assert "secret detail" not in errors(at)
+
+    monkeypatch.setenv("VLM_DEBUG", "1")
+    at = click_run(at)
+    assert "secret detail of the server" in at.exception[0].value
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+def test_history_opens_a_past_run_and_runs_it_again(with_fixture_plugins):
+    at = run_page("good.invert")
+    widget(at, "number_input", "gain").set_value(2.0)
+    widget(at, "number_input", "steps").set_value(3)
+    healthy(click_run(at))
+
+    at = healthy(at.switch_page("pages/history.py").run())
+    table = at.dataframe[0].value
+    assert list(table["task"]) == ["good.invert"] and list(table["status"]) == ["ok"]
+    assert json.loads(at.json[0].value) == {"gain": 2.0, "steps": 3, "mode": "rgb"}
+    assert at.image, "the exported image is shown from disk"
+    assert any("stats" in m.value for m in at.markdown)
+
+    (rerun,) = [b for b in at.button if b.label.startswith("Run again")]
+    at = healthy(rerun.click().run())
+    assert at.title[0].value == "Run a task"
+    assert at.radio(key="run.source.good.invert").value == "earlier"
+    assert widget(at, "number_input", "gain").value == 2.0
+    assert widget(at, "number_input", "steps").value == 3
+    # AppTest keeps requesting the page of its last switch_page(); follow the app's own switch
+    at = healthy(click_run(at.switch_page("pages/run.py")))
+    assert "1 result(s)" in at.success[0].value
+    first, second = runs("ok")
+    assert first.params == second.params and first.inputs == second.inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins
+
+
+def test_plugins_page_shows_failures_validates_and_switches_plugins(with_fixture_plugins):
+    at = open_page("pages/plugins.py")
+    text = errors(at)
+    for name in ("broken_hook", "broken_import", "misspelled"):
+        assert f"Plugin '{name}' failed" in text
+    assert "frobnicate" in text
+
+    at = healthy(at.button(key="plugins.validate.good").click().run())
+    assert any("Plugin 'good' passes all" in s.value for s in at.success)
+    at = healthy(at.button(key="plugins.validate.broken_hook").click().run())
+    assert "Plugin 'broken_hook' fails 1 check(s)" in errors(at)
+
+    at = healthy(at.button(key="plugins.disable.good").click().run())
+    assert "good" in read_user_config().disabled
+    assert any("Plugin 'good' is disabled" in w.value for w in at.warning)
+    at = healthy(at.switch_page("pages/run.py").run())
+    assert "good.invert" not in at.selectbox(key="run.task").options
+
+    at = healthy(at.switch_page("pages/plugins.py").run())
+    at = healthy(at.button(key="plugins.enable.good").click().run())
+    assert "good" not in read_user_config().disabled
+    assert not any("'good'" in w.value for w in at.warning)
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving: one device queue for every session
+
+
+def test_device_queue_runs_one_job_at_a_time_in_order():
+    from vlm_dashboard.serving import DeviceQueue
+
+    queue = DeviceQueue()
+    lock = threading.Lock()
+    state = {"active": 0, "peak": 0}
+    order: list[int] = []
+    gate = threading.Event()
+
+    def work(i: int):
+        def run(progress):
+            if i == 0:
+                gate.wait(5)
+            with lock:
+                state["active"] += 1
+                state["peak"] = max(state["peak"], state["active"])
+            progress(0.5, f"job {i}")
+            time.sleep(0.01)
+            with lock:
+                state["active"] -= 1
+                order.append(i)
+            return i * 10
+
+        return run
+
+    jobs = [queue.submit(work(i), f"job {i}") for i in range(5)]
+    assert [queue.ahead_of(job) for job in jobs] == [0, 1, 2, 3, 4]
+    assert queue.pending() == 5
+    gate.set()
+    assert [job.future.result(10) for job in jobs] == [0, 10, 20, 30, 40]
+    assert state["peak"] == 1 and order == [0, 1, 2, 3, 4]
+    assert queue.pending() == 0 and queue.completed == 5
+    assert jobs[-1].progress() == (0.5, "job 4")
+    queue.shutdown()
+
+
+def test_device_queue_run_raises_the_runs_error(vlm_home):
+    from vlm_dashboard.serving import DeviceQueue
+
+    queue = DeviceQueue()
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'nope\.task'"):
+        queue.run(RunRequest("nope.task"), load_registry(), timeout=30)
+    queue.shutdown()
