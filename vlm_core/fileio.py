@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -25,6 +26,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def copy_and_hash(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> str:
+    """Stream ``src`` into ``dst``, fsync ``dst`` and return the sha256 of what was copied."""
+    digest = hashlib.sha256()
+    while block := src.read(chunk):
+        digest.update(block)
+        dst.write(block)
+    dst.flush()
+    os.fsync(dst.fileno())
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

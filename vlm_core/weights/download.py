@@ -8,7 +8,6 @@ packets) gets an answer within a second instead of a TCP time-out minutes later.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vlm_core import __version__
+from vlm_core.fileio import copy_and_hash
 from vlm_core.weights.errors import ChecksumError, WeightsError
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ OFFLINE_FLAGS: tuple[str, ...] = ("VLM_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS
 #: Seconds a download may stall between two reads once the server answered.
 READ_TIMEOUT_S = 30.0
 _DEFAULT_PROBE_S = 0.5
-_CHUNK = 1 << 20
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -143,15 +142,11 @@ def download_url(
     tmp = Path(tmp_name)
     request = urllib.request.Request(url, headers={"User-Agent": f"vlm/{__version__}"})
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as response:
-                while block := response.read(_CHUNK):
-                    digest.update(block)
-                    out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        found = digest.hexdigest()
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as response,
+        ):
+            found = copy_and_hash(response, out)
         if sha256 is not None and found != sha256:
             raise ChecksumError(
                 f"downloaded {url} but its sha256 is {found}; the download was discarded",

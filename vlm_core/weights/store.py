@@ -8,7 +8,6 @@ unverified file. :func:`vlm_core.weights.resolve` looks here first whenever a sh
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -16,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlm_core.config import settings
+from vlm_core.fileio import copy_and_hash
 from vlm_core.weights.errors import ChecksumError, WeightsError
 from vlm_core.weights.refs import normalize_sha256
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,14 +94,8 @@ def import_file(path: Path, *, sha256: str | None = None, plugin: str = "core") 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=tmp_dir)
     tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
         with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-            while block := src.read(_CHUNK):
-                digest.update(block)
-                dst.write(block)
-            dst.flush()
-            os.fsync(dst.fileno())
-        found = digest.hexdigest()
+            found = copy_and_hash(src, dst)
         if expected is not None and found != expected:
             raise ChecksumError(
                 f"refusing to import {path}: its sha256 is {found}",
