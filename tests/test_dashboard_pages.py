@@ -225,6 +225,16 @@ def test_fixture_task_runs_from_its_bundled_sample_and_renders(with_fixture_plug
     assert (Path(record.out_dir) / "square" / "inverted.png").is_file()
 
 
+def test_a_result_is_not_shown_under_another_task(with_fixture_plugins):
+    """Found in the browser: after a run, switching task kept showing the old task's result."""
+    at = healthy(click_run(run_page("good.invert")))
+    assert "of good.invert" in at.success[0].value
+    at = healthy(at.selectbox(key="run.task").set_value("exits.boom").run())
+    assert not at.success
+    at = healthy(at.selectbox(key="run.task").set_value("good.invert").run())
+    assert "of good.invert" in at.success[0].value  # and it comes back with its task
+
+
 def test_bad_upload_shows_an_error_and_the_next_run_works(with_fixture_plugins):
     at = run_page("good.invert")
     at = at.radio(key="run.source.good.invert").set_value("upload").run()

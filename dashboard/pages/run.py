@@ -260,6 +260,8 @@ def main() -> None:
     if isinstance(job, Job):
         _follow(job)
     last = st.session_state.get(LAST_KEY)
+    if last and last["task"] != spec.id:
+        last = None  # the last run was of another task: do not show it under this one
     if last and "error" in last:
         show_error(last["error"], doing=f"running {last['task']}")
     elif last:

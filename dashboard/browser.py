@@ -1,0 +1,171 @@
+"""Drive the real dashboard in a headless browser (Playwright + Chromium): for the browser
+test and the dashboard benchmarks. Playwright is optional (``pip install vlm-core[browser]``)
+and imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+RESULT = re.compile(r"Run ([0-9a-f]{8}) of ([\w.]+): (\d+) result")
+
+
+def chromium_path() -> str:
+    """Chromium from the system (Debian's ``chromium`` package), or CHROMIUM_PATH."""
+    found = (
+        os.environ.get("CHROMIUM_PATH")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    if not found:
+        raise RuntimeError("no Chromium found: apt-get install chromium, or set CHROMIUM_PATH")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DashboardServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def dashboard_server(
+    env: Mapping[str, str] | None = None, timeout: float = 90
+) -> Iterator[DashboardServer]:
+    """Start `vlm dashboard` on a free port; wait until it answers; stop it afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_core.cli", "dashboard", "--port", str(port), "--host",
+         "127.0.0.1"],
+        env=dict(env or os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("the dashboard did not start") from None
+                time.sleep(0.3)
+        yield DashboardServer(url, proc)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+def wait_idle(page: Any, quiet_ms: int = 400, timeout_s: float = 60) -> None:
+    """Wait until the app has not been running a script for ``quiet_ms``."""
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        if page.get_by_test_id("stStatusWidget").count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif (time.time() - quiet_since) * 1000 >= quiet_ms:
+            return
+        page.wait_for_timeout(25)
+    raise TimeoutError(f"the dashboard kept running for {timeout_s} s")
+
+
+def open_run_page(page: Any, url: str) -> None:
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("link", name="Run").first.click()
+    page.get_by_test_id("stSelectbox").first.wait_for()
+    wait_idle(page)
+
+
+def choose_task(page: Any, task_id: str) -> None:
+    """Pick a task in the Run page's task box and wait for the page to redraw for it."""
+    box = page.get_by_test_id("stSelectbox").first
+    box.click()
+    page.get_by_role("option").filter(has_text=f"({task_id})").first.click()
+    wait_idle(page, quiet_ms=800)  # the rerun for the new task starts within a few ms
+
+
+def set_number(page: Any, label: str, value: float) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+@dataclass(frozen=True)
+class BrowserRun:
+    task: str
+    run_id: str
+    results: int
+    seconds: float  # from the click on Run to the result on screen
+
+
+def shown_run_id(page: Any) -> str | None:
+    """The run id of the result message on screen, if any."""
+    message = page.get_by_text(RESULT)
+    if not message.count():
+        return None
+    found = RESULT.search(message.first.inner_text())
+    return found.group(1) if found else None
+
+
+def _error_texts(page: Any) -> list[str]:
+    boxes = page.get_by_test_id("stAlertContentError")
+    return [boxes.nth(i).inner_text() for i in range(boxes.count())]
+
+
+def run_and_wait(page: Any, task_id: str, timeout_s: float = 120) -> BrowserRun:
+    """Click Run and wait for a new result message of this task; seconds from click to result.
+
+    An error box raises RuntimeError with its text: a new one at once; one already on screen
+    before the click (the page keeps showing it until the rerun replaces it) only when it is
+    still there once the app has been idle for 3 s.
+    """
+    previous = shown_run_id(page)
+    stale = set(_error_texts(page))
+    start = time.perf_counter()
+    page.get_by_role("button", name="Run", exact=True).first.click()
+    deadline = time.time() + timeout_s
+    idle_since: float | None = None
+    while time.time() < deadline:
+        message = page.get_by_text(RESULT)
+        if message.count():
+            found = RESULT.search(message.first.inner_text())
+            if found and found.group(1) != previous and found.group(2) == task_id:
+                seconds = time.perf_counter() - start
+                return BrowserRun(task_id, found.group(1), int(found.group(3)), seconds)
+        errors = _error_texts(page)
+        fresh = [e for e in errors if e not in stale]
+        running = page.get_by_test_id("stStatusWidget").count() > 0
+        idle_since = None if running else (idle_since or time.time())
+        if fresh or (errors and idle_since is not None and time.time() - idle_since > 3):
+            raise RuntimeError(f"{task_id}: {(fresh or errors)[0]}")
+        page.wait_for_timeout(25)
+    raise TimeoutError(f"{task_id}: no result within {timeout_s} s")
