@@ -136,3 +136,42 @@ def test_doctor_reports_declared_weights_present_or_missing(vlm_registry, tmp_pa
     rows = {r["name"]: r for r in weights_status(vlm_registry({"w": Plugin()}))}
     assert rows["head"]["status"] == "present" and rows["head"]["path"] == str(shipped)
     assert rows["gone"]["status"] == "missing" and rows["gone"]["path"] is None
+
+
+def test_runs_stream_results_to_disk_without_keeping_them(vlm_registry, tmp_path):
+    """keep_results=False (the CLI's mode): every result exported, only summaries kept."""
+    import shutil
+
+    from conftest import FIXTURE_PLUGINS
+
+    from vlm_core import hookimpl
+    from vlm_core.kinds import Kind
+    from vlm_core.runner import RunRequest, run_task
+    from vlm_core.runstore import RunStore
+    from vlm_core.tasks import TaskSpec
+    from vlm_core.types import Metrics
+
+    def run(inputs, params, ctx):
+        return [{"size": Metrics({"pixels": float(x.pixels.size)})} for x in inputs]
+
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(TaskSpec(id="s.size", title="Size", description="Pixel count.", domain="d",
+                              run=run, outputs=(Kind.METRICS,)))  # fmt: skip
+
+    sample = FIXTURE_PLUGINS / "vlm-fixture-good" / "vlm_fixture_good" / "square.png"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        shutil.copy(sample, folder / f"img{i}.png")
+    registry = vlm_registry({"s": Plugin()})
+    store = RunStore(tmp_path / "runs.sqlite")
+    for keep in (False, True):
+        out = tmp_path / f"out-{keep}"
+        request = RunRequest("s.size", [str(folder)], out_dir=out, batch_size=2)
+        outcome = run_task(request, registry=registry, store=store, keep_results=keep)
+        assert len(outcome.results) == (5 if keep else 0)
+        assert [s["outputs"]["size"]["values"]["pixels"] for s in outcome.summaries] == [4608.0] * 5
+        assert len(list(out.glob("*/result.json"))) == 5
+        assert json.loads((out / "run.json").read_text())["task"] == "s.size"

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,10 +55,11 @@ class RunRequest:
 @dataclass
 class RunOutcome:
     run_id: str
-    results: list[Any]
+    results: list[Any]  # the Result objects (empty when run with keep_results=False)
     files: list[Path]
     out_dir: Path | None
     timings_ms: dict[str, float]
+    summaries: list[dict[str, Any]] = field(default_factory=list)  # one JSON summary per result
 
 
 def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:
@@ -169,32 +170,33 @@ def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskPara
     return spec, params, probes
 
 
-def _execute(
+@dataclass
+class _Progress:
+    """What the batch loop leaves behind for the run's summary."""
+
+    ctx: RunContext
+    timings: dict[str, float] = field(default_factory=lambda: {"load_ms": 0.0, "run_ms": 0.0})
+
+
+def _results(
     spec: TaskSpec,
     params: TaskParams,
     probes: list[Probe],
     request: RunRequest,
     registry: Registry,
     base: dict[str, Any],
-    progress: Progress | None,
+    state: _Progress,
     isolate: bool,
-) -> tuple[list[Any], RunContext, dict[str, float]]:
-    """Load inputs and call the task batch by batch; one Result per input with provenance."""
+) -> Iterator[Any]:
+    """Load inputs and call the task batch by batch, yielding one Result per input (with its
+    provenance) as soon as its batch is done, so callers can export and drop it."""
     from vlm_core.types import InputRecord, Provenance, Result
 
-    seed_everything(request.seed)
-    ctx = RunContext(
-        task=spec.id,
-        plugin=spec.plugin,
-        requested_device=request.device,
-        seed=request.seed,
-        batch_size=request.batch_size,
-        progress=progress,
-    )
-    timings = {"load_ms": 0.0, "run_ms": 0.0}
-    results: list[Result] = []
+    ctx, timings = state.ctx, state.timings
+    progress = ctx.progress
     size = request.batch_size
     batches = [probes[i : i + size] for i in range(0, len(probes), size)] or [[]]
+    done = 0
     for index, batch in enumerate(batches):
         t0 = time.perf_counter()
         inputs = [load_input(p) for p in batch]
@@ -219,14 +221,13 @@ def _execute(
                 timings_ms=per_item,
             )
             source = inputs[i] if inputs else None
-            results.append(Result(spec.id, dict(outputs), provenance, source))
+            done += 1
+            yield Result(spec.id, dict(outputs), provenance, source)
         if progress is not None:
-            done = f"{len(results)} of {max(len(probes), 1)} done"
-            progress((index + 1) / len(batches), done)
-    return results, ctx, timings
+            progress((index + 1) / len(batches), f"{done} of {max(len(probes), 1)} done")
 
 
-def _export(results: list[Any], out_dir: Path, run_id: str, image_format: str) -> list[Path]:
+def _export(results: Iterable[Any], out_dir: Path, run_id: str, image_format: str) -> list[Path]:
     """Export into a staging folder beside ``out_dir``, then move it into place."""
     from vlm_core.export import ExportOptions, export_results
 
@@ -250,10 +251,14 @@ def run_task(
     store: RunStore | None = None,
     progress: Progress | None = None,
     isolate: bool = True,
+    keep_results: bool = True,
 ) -> RunOutcome:
     """Run ``request`` end to end; see the module docstring for the order of work.
 
-    ``isolate=False`` reports a crashing plugin without quarantining it (conformance checks).
+    Results are exported batch by batch as they are made. ``keep_results=False`` keeps only
+    their JSON summaries (``outcome.summaries``), so memory does not grow with the number of
+    inputs; the CLI runs that way. ``isolate=False`` reports a crashing plugin without
+    quarantining it (conformance checks).
     """
     registry = registry or get_registry()
     store = store or RunStore.default()
@@ -280,15 +285,38 @@ def run_task(
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        results, ctx, timings = _execute(
-            spec, params, probes, request, registry, base, progress, isolate
+        seed_everything(request.seed)
+        ctx = RunContext(
+            task=spec.id,
+            plugin=spec.plugin,
+            requested_device=request.device,
+            seed=request.seed,
+            batch_size=request.batch_size,
+            progress=progress,
         )
+        state = _Progress(ctx)
+        kept: list[Any] = []
+        summaries: list[dict[str, Any]] = []
+
+        from vlm_core.export.writer import result_summary
+
+        def tap() -> Iterator[Any]:
+            for result in _results(spec, params, probes, request, registry, base, state, isolate):
+                summaries.append(result_summary(result))
+                if keep_results:
+                    kept.append(result)
+                yield result
+
         files: list[Path] = []
         if request.out_dir is not None:
-            t0 = time.perf_counter()
-            files = _export(results, request.out_dir, run_id, request.image_format)
-            timings["export_ms"] = (time.perf_counter() - t0) * 1e3
+            files = _export(tap(), request.out_dir, run_id, request.image_format)
+        else:
+            for _ in tap():
+                pass
+        timings = state.timings
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
+        if request.out_dir is not None:
+            timings["export_ms"] = timings["total_ms"] - timings["load_ms"] - timings["run_ms"]
         summary = {
             "device": ctx.device_used,
             "dtype": ctx.dtype,
@@ -299,7 +327,7 @@ def run_task(
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
         store.finish(run_id, "ok", outputs=[str(f) for f in files], provenance=summary)
-        return RunOutcome(run_id, results, files, request.out_dir, timings)
+        return RunOutcome(run_id, kept, files, request.out_dir, timings, summaries)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, VLMError) else describe_exception(exc)
         store.finish(run_id, "failed", error=error)

@@ -158,7 +158,6 @@ def run_cmd(
     """Run TASK on INPUTS (files, folders or globs)."""
     import sys
 
-    from vlm_core.export import result_summary
     from vlm_core.params import parse_pairs
     from vlm_core.runner import RunRequest, run_task
 
@@ -172,29 +171,31 @@ def run_cmd(
         seed=seed,
         image_format=image_format,
     )
+    # results are exported as they come and only their summaries kept: memory stays flat
     if as_json or not sys.stderr.isatty():
-        outcome = run_task(request)
+        outcome = run_task(request, keep_results=False)
     else:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             job = bar.add_task(task, total=1.0)
             outcome = run_task(
-                request, progress=lambda f, m: bar.update(job, completed=f, description=m or task)
+                request,
+                progress=lambda f, m: bar.update(job, completed=f, description=m or task),
+                keep_results=False,
             )
     if as_json:
         emit_json(
             {
                 "run_id": outcome.run_id,
                 "out_dir": str(out) if out else None,
-                "results": [result_summary(r) for r in outcome.results],
+                "results": outcome.summaries,
                 "files": [str(f) for f in outcome.files],
                 "timings_ms": {k: round(v, 3) for k, v in outcome.timings_ms.items()},
             }
         )
         return
-    for result in outcome.results:
-        summary = result_summary(result)
+    for summary in outcome.summaries:
         source = summary["input"] or task
         parts = []
         for name, o in summary["outputs"].items():
@@ -213,7 +214,7 @@ def run_cmd(
         click.echo(f"{source}: " + "; ".join(parts))
     where = f", outputs in {out}" if out else " (no --out: nothing written)"
     click.echo(
-        f"run {outcome.run_id[:12]}: {len(outcome.results)} result(s) in "
+        f"run {outcome.run_id[:12]}: {len(outcome.summaries)} result(s) in "
         f"{outcome.timings_ms['total_ms'] / 1000:.2f} s{where}"
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -236,7 +236,7 @@ class _RunExport:
 
 
 def export_results(
-    results: Sequence[Result], out_dir: Path, options: ExportOptions | None = None
+    results: Iterable[Result], out_dir: Path, options: ExportOptions | None = None
 ) -> list[Path]:
     """Write every result's outputs and its ``result.json``, then the run-level files.
 
@@ -244,7 +244,9 @@ def export_results(
     """
     export = _RunExport(out_dir, options or ExportOptions())
     items = []
-    for result in results:
+    head: Result | None = None  # the first result, for the run-level record
+    for result in results:  # any iterable: results are written as they come
+        head = head or result
         folder = export.item_dir(result)
         first = len(export.files)
         for name, output in result.outputs.items():
@@ -254,9 +256,9 @@ def export_results(
         atomic_write_text(folder / "result.json", dumps(summary))
         export.files.append(folder / "result.json")
         items.append({"item": folder.name, "input": summary["input"], "files": summary["files"]})
-    run: dict[str, Any] = {"task": results[0].task if results else None, "items": items}
-    if results:
-        prov = results[0].provenance
+    run: dict[str, Any] = {"task": head.task if head else None, "items": items}
+    if head is not None:
+        prov = head.provenance
         run.update(run_id=prov.run_id, params=dict(prov.params), core_version=prov.core_version)
     export.finish(run)
     return export.files
