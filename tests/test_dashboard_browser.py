@@ -28,7 +28,9 @@ def browser_tools() -> None:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             pytest.fail("Chromium is missing; install it (apt-get install chromium)")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium", "fonts-noto-color-emoji"], check=True
+        )
     if importlib.util.find_spec("playwright") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "playwright"], check=True)
 
@@ -42,6 +44,7 @@ def test_every_task_with_a_sample_runs_in_the_browser(browser_tools, fixture_sit
         dashboard_server,
         open_run_page,
         run_and_wait,
+        wait_idle,
     )
 
     artefacts = Path(os.environ.get("VLM_TEST_ARTIFACTS", tmp_path / "screenshots"))
@@ -54,6 +57,7 @@ def test_every_task_with_a_sample_runs_in_the_browser(browser_tools, fixture_sit
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
         page.goto(server.url, wait_until="networkidle")
         page.get_by_text("2 / 5 healthy").wait_for()
+        wait_idle(page)
         page.screenshot(path=str(artefacts / "home.png"))
         open_run_page(page, server.url)
         for task in tasks:
