@@ -81,3 +81,24 @@ def test_every_backbone_can_explain_an_image():
         assert result.overlay.pixels.shape == photo.pixels.shape and result.heat.max() == 1.0
     with pytest.raises(UsageError, match="features_only"):
         create_backbone("test_resnet", features_only=True).explain(photo)
+
+
+def test_weights_from_a_local_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from vlm_core.fileio import sha256_file
+    from vlm_core.weights import WeightsError
+
+    source = create_backbone("test_resnet", num_classes=10)
+    path = tmp_path / "test_resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(path))
+    digest = sha256_file(path)
+    loaded = create_backbone("test_resnet", weights=str(path), num_classes=10, sha256=digest)
+    assert loaded.weights_sha256 == digest
+    for (name, a), (_, b) in zip(source.model.state_dict().items(),
+                                 loaded.model.state_dict().items(), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, msg=name)
+    features = create_backbone("test_resnet", weights=str(path), features_only=True)
+    assert features.weights_sha256 == digest  # timm adapts the checkpoint to the feature wrapper
+    with pytest.raises(WeightsError, match="sha256"):
+        create_backbone("test_resnet", weights=str(path), sha256="0" * 64)

@@ -109,11 +109,10 @@ def _check_name(name: str) -> None:
 
 def _state_dict_for(weights: str, plugin: str, sha256: str | None) -> tuple[dict[str, Any], str]:
     from vlm_core import weights as weights_engine
-    from vlm_core.fileio import sha256_file
 
     path = weights_engine.resolve(weights, plugin=plugin, sha256=sha256)
     state = weights_engine.load_state_dict(path, sha256=sha256, plugin=plugin)
-    return state, sha256 or sha256_file(path)
+    return state, sha256 or weights_engine.sha256_of(path)  # remembered from resolve()
 
 
 def create_backbone(
@@ -159,8 +158,18 @@ def create_backbone(
         model = timm.create_model(name, pretrained=False, **create)
     else:
         state, weights_sha = _state_dict_for(weights, plugin, sha256)
-        overlay = {"source": "timm", "state_dict": state, "file": None, "url": None,
+        overlay: dict[str, Any] = {"source": "timm", "state_dict": state, "file": None, "url": None,
                    "hf_hub_id": None}  # fmt: skip
+        # timm keeps a checkpoint's classifier only when its width matches the request: tell
+        # it this checkpoint's width (not the architecture's default tag's)
+        cfg = timm.models.get_pretrained_cfg(name)
+        head = (
+            state.get(f"{cfg.classifier}.weight")
+            if cfg and isinstance(cfg.classifier, str)
+            else None
+        )
+        if head is not None:
+            overlay["num_classes"] = int(head.shape[0])
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **create)
     config = timm.data.resolve_model_data_config(model)
     preprocessing = Preprocessing(

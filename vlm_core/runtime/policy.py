@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -47,9 +47,6 @@ class RuntimePolicy:
     @property
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
-
-    def with_(self, **changes: object) -> RuntimePolicy:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
