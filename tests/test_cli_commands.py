@@ -8,7 +8,7 @@ import shutil
 
 def test_tasks_and_info(vlm):
     tasks = json.loads(vlm("tasks", "--json").stdout)
-    assert [t["id"] for t in tasks] == ["exits.boom", "good.invert"]
+    assert [t["id"] for t in tasks] == ["exits.boom", "good.invert", "good.shapes"]
     info = json.loads(vlm("info", "good.invert", "--json").stdout)
     params = {p["name"]: p for p in info["parameters"]}
     assert params["gain"]["type"] == "float"

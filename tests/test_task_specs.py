@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from vlm_core import hookimpl
 from vlm_core.errors import ParameterError, PluginValidationError
-from vlm_core.kinds import Kind
+from vlm_core.kinds import Capability, Kind
 from vlm_core.params import parse_pairs, validate_params
 from vlm_core.tasks import TaskParams, TaskSpec, param_problems, validate_spec
 
@@ -72,6 +72,10 @@ def test_parameter_rules():
         ({"inputs": (Kind.BOXES,)}, "cannot be an input kind"),
         ({"run": "not a path"}, "module:function"),
         ({"memory_mb": 0}, "memory_mb"),
+        ({"train": "no path"}, "train must be 'module:function'"),
+        ({"capabilities": frozenset({Capability.RUN, Capability.TRAIN})}, "need a train builder"),
+        ({"train": "m:build"}, "needs the 'train' capability"),
+        ({"train": "m:build", "train_params": BaseModel}, "train_params must subclass"),
     ],
 )
 def test_spec_problems(kw, expected):
@@ -138,3 +142,16 @@ def test_params_from_strings():
 
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         Good(size=64, extra=1)
+
+
+def test_a_trainable_spec_is_valid_and_its_train_params_are_checked():
+    class TrainP(TaskParams):
+        epochs_hint: int = Field(1, ge=1, description="no upper bound")
+
+    can = frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL})
+    assert validate_spec(spec(train="m:build", capabilities=can), "p") == []
+    problems = validate_spec(spec(train="m:build", capabilities=can, train_params=TrainP), "p")
+    assert problems == [
+        "task 'p.t' (train): parameter 'epochs_hint' needs both bounds (ge/gt and le/lt)"
+    ]
+    assert spec(train="m:build", capabilities=can).training_params is Good

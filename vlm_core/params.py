@@ -33,9 +33,13 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def validate_params(spec: TaskSpec, raw: Mapping[str, Any]) -> TaskParams:
-    """Validate ``raw`` against the task's parameter model; one-line error on the first problem."""
-    fields = spec.params.model_fields
+def validate_params(
+    spec: TaskSpec, raw: Mapping[str, Any], model: type[TaskParams] | None = None
+) -> TaskParams:
+    """Validate ``raw`` against the task's parameter model (or ``model``, e.g. the training
+    parameters); one-line error on the first problem."""
+    model = model or spec.params
+    fields = model.model_fields
     for key in raw:
         if key not in fields:
             known = ", ".join(fields) or "none"
@@ -44,7 +48,7 @@ def validate_params(spec: TaskSpec, raw: Mapping[str, Any]) -> TaskParams:
                 f" (parameters: {known})"
             )
     try:
-        return spec.params.model_validate(dict(raw))
+        return model.model_validate(dict(raw))
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "parameters"

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from vlm_core.kinds import INPUT_KINDS, Capability, Kind
 
 if TYPE_CHECKING:
+    from vlm_core.training.setup import TrainSetup
     from vlm_core.types import Input, Output
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -75,6 +76,36 @@ class RunFunction(typing.Protocol):
     def __call__(
         self, inputs: Sequence[Input], params: Any, ctx: RunContext
     ) -> Sequence[Mapping[str, Output]]: ...
+
+
+class TrainFunction(typing.Protocol):
+    """``build(data, params, ctx) -> TrainSetup``: what a task hands the core's trainer.
+
+    ``data`` is the path given to ``vlm train --data`` / ``vlm eval --data``; ``params`` is the
+    validated training parameter model (``TaskSpec.train_params``, else ``TaskSpec.params``).
+    The same function serves training and evaluation (``ctx.purpose``), so both see the same
+    validation split and metrics.
+    """
+
+    def __call__(self, data: Path, params: Any, ctx: TrainContext) -> TrainSetup: ...
+
+
+@dataclass
+class TrainContext:
+    """What the core hands a task's training builder.
+
+    ``rank`` and ``world_size`` come from ``torchrun``; a builder that splits data itself must
+    split it the same way on every rank (seed it with ``seed``, not with the rank).
+    """
+
+    task: str
+    plugin: str
+    device: str
+    seed: int = 0
+    purpose: Literal["train", "eval"] = "train"
+    rank: int = 0
+    world_size: int = 1
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("vlm.train"))
 
 
 @dataclass
@@ -137,10 +168,30 @@ class TaskSpec:
     memory_mb: int = 256  # rough peak device memory of one batch of one item
     capabilities: frozenset[Capability] = frozenset({Capability.RUN})
     max_inputs: int | None = None  # None: any number
+    #: builds the model, data, loss and metrics for `vlm train`/`vlm eval`: a callable or
+    #: "module:function" (imported on first use); needs the "train" capability
+    train: TrainFunction | str | None = None
+    #: parameters of `vlm train --param` (None: the same model as ``params``)
+    train_params: type[TaskParams] | None = None
 
     @property
     def plugin(self) -> str:
         return self.id.split(".", 1)[0]
+
+    @property
+    def training_params(self) -> type[TaskParams]:
+        """The parameter model `vlm train` and `vlm eval` validate ``--param`` against."""
+        return self.train_params or self.params
+
+    def resolve_train(self) -> TrainFunction:
+        """The training builder, importing ``"module:function"`` on first use."""
+        if self.train is None:
+            raise ValueError(f"task '{self.id}' cannot train")
+        if not isinstance(self.train, str):
+            return self.train
+        module_name, _, attr = self.train.partition(":")
+        func: TrainFunction = getattr(importlib.import_module(module_name), attr)
+        return func
 
     def resolve_run(self) -> RunFunction:
         """The run function, importing ``"module:function"`` on first use."""
@@ -239,11 +290,27 @@ def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
             problems.append(f"task '{spec.id}': '{kind}' cannot be an input kind")
     if not spec.outputs:
         problems.append(f"task '{spec.id}' declares no output kinds")
-    if isinstance(spec.run, str):
-        if not re.match(r"^[\w.]+:[\w]+$", spec.run):
-            problems.append(f"task '{spec.id}': run must be 'module:function', got '{spec.run}'")
-    elif not callable(spec.run):
-        problems.append(f"task '{spec.id}': run is neither callable nor 'module:function'")
+    for attr in ("run", "train"):
+        value = getattr(spec, attr)
+        if isinstance(value, str):
+            if not re.match(r"^[\w.]+:[\w]+$", value):
+                problems.append(
+                    f"task '{spec.id}': {attr} must be 'module:function', got '{value}'"
+                )
+        elif value is not None and not callable(value):
+            problems.append(f"task '{spec.id}': {attr} is neither callable nor 'module:function'")
+    can_train = bool({Capability.TRAIN, Capability.EVAL} & set(spec.capabilities))
+    if can_train and spec.train is None:
+        problems.append(f"task '{spec.id}': capabilities 'train'/'eval' need a train builder")
+    if spec.train is not None and Capability.TRAIN not in spec.capabilities:
+        problems.append(f"task '{spec.id}': a train builder needs the 'train' capability")
+    if spec.train_params is not None:
+        if not (isinstance(spec.train_params, type) and issubclass(spec.train_params, TaskParams)):
+            problems.append(f"task '{spec.id}': train_params must subclass TaskParams")
+        else:
+            problems += [
+                f"task '{spec.id}' (train): {p}" for p in param_problems(spec.train_params)
+            ]
     if spec.memory_mb <= 0:
         problems.append(f"task '{spec.id}': memory_mb must be positive")
     if Capability.RUN not in spec.capabilities:

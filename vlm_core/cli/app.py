@@ -71,6 +71,11 @@ def info_cmd(task: str, as_json: bool) -> None:
 
     spec = get_registry().task(task)
     params = [describe_param(n, f) for n, f in spec.params.model_fields.items()]
+    train_params = (
+        [describe_param(n, f) for n, f in spec.training_params.model_fields.items()]
+        if spec.train is not None
+        else []
+    )
     info: dict[str, Any] = {
         "id": spec.id,
         "title": spec.title,
@@ -79,6 +84,7 @@ def info_cmd(task: str, as_json: bool) -> None:
         "inputs": [str(k) for k in spec.inputs],
         "outputs": [str(k) for k in spec.outputs],
         "parameters": params,
+        "train_parameters": train_params,
         "capabilities": sorted(str(c) for c in spec.capabilities),
         "weights": [w.__dict__ for w in spec.weights],
         "memory_mb": spec.memory_mb,
@@ -96,21 +102,22 @@ def info_cmd(task: str, as_json: bool) -> None:
         f"outputs: {', '.join(info['outputs'])}   memory: ~{spec.memory_mb} MB"
     )
     click.echo(f"capabilities: {', '.join(info['capabilities'])}")
-    if params:
 
-        def bounds(p: dict[str, Any]) -> str:
-            if p["choices"]:
-                return " | ".join(map(str, p["choices"]))
-            return ", ".join(f"{k} {v}" for k, v in p["bounds"].items())
+    def bounds(p: dict[str, Any]) -> str:
+        if p["choices"]:
+            return " | ".join(map(str, p["choices"]))
+        return ", ".join(f"{k} {v}" for k, v in p["bounds"].items())
 
-        table(
-            "parameters",
-            ["name", "type", "default", "bounds", "description"],
-            [
-                (p["name"], p["type"], repr(p["default"]), bounds(p), p["description"])
-                for p in params
-            ],
-        )
+    for title, rows in (("parameters", params), ("training parameters", train_params)):
+        if rows and (title == "parameters" or spec.train_params is not None):
+            table(
+                title,
+                ["name", "type", "default", "bounds", "description"],
+                [
+                    (p["name"], p["type"], repr(p["default"]), bounds(p), p["description"])
+                    for p in rows
+                ],
+            )
     for s in info["samples"]:
         click.echo(f"sample '{s['name']}': {' '.join(s['files']) or '(no files)'}")
 
@@ -324,9 +331,11 @@ def dashboard_cmd(
     raise SystemExit(subprocess.call(cmd, env=env))
 
 
-from vlm_core.cli import bench_cmd, plugins_cmd, runs_cmd, weights_cmd  # noqa: E402
+from vlm_core.cli import bench_cmd, plugins_cmd, runs_cmd, train_cmd, weights_cmd  # noqa: E402
 
 cli.add_command(plugins_cmd.plugins)
 cli.add_command(runs_cmd.runs)
 cli.add_command(bench_cmd.bench)
 cli.add_command(weights_cmd.weights)
+cli.add_command(train_cmd.train_cmd)
+cli.add_command(train_cmd.eval_cmd)

@@ -123,6 +123,12 @@ def _check_task(
     report.add(f"{spec.id}: spec valid", not problems, "; ".join(problems))
     documented = param_problems(spec.params)
     report.add(f"{spec.id}: parameters documented", not documented, "; ".join(documented))
+    if spec.train is not None:
+        try:
+            builder_ok, detail = callable(spec.resolve_train()), ""
+        except Exception as exc:  # reported, not raised
+            builder_ok, detail = False, f"{type(exc).__name__}: {exc}"
+        report.add(f"{spec.id}: train builder imports", builder_ok, detail)
     if not run_samples:
         return
     store = RunStore(work / "runs.sqlite")

@@ -27,6 +27,7 @@ from vlm_core.weights.errors import ChecksumError, WeightsError
 from vlm_core.weights.hashing import sha256_of
 from vlm_core.weights.refs import WeightsSource, normalize_sha256, parse_ref, source_of
 from vlm_core.weights.store import find_in_store
+from vlm_core.weights.trained import trained_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,13 @@ def _find_local(req: _Request) -> Path | None:
     if req.source.kind == "path":
         path = Path(req.source.target)
         if path.is_dir():
-            raise req.error(f"{path} is a folder, not a weights file", "name the file itself")
+            trained = trained_weights_file(path, plugin=req.plugin)
+            if trained is None:
+                raise req.error(
+                    f"{path} is a folder, not a weights file or a `vlm train` output folder",
+                    "name the file itself",
+                )
+            path = trained
         if path.is_file():
             if req.accept(path):
                 return path

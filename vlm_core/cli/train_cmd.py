@@ -1,0 +1,245 @@
+"""`vlm train` and `vlm eval`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vlm_core.cli.output import emit_json
+
+_PARAM_HELP = "A task parameter; repeat for several. Lists and objects as JSON."
+_SET_HELP = (
+    "A trainer setting (see docs/training.md), e.g. --set ema_decay=0.999; repeat for several."
+)
+
+
+def _settings(pairs: tuple[str, ...], **given: Any) -> dict[str, Any]:
+    from vlm_core.errors import ParameterError
+    from vlm_core.params import parse_pairs
+
+    values = parse_pairs(pairs)
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in values:
+            raise ParameterError(f"'{key}' is given both as an option and with --set")
+        values[key] = value
+    for key, value in list(values.items()):
+        if isinstance(value, str) and value.strip().lower() in ("none", "null", "off"):
+            values[key] = None
+    return values
+
+
+class _Progress:
+    """Rich progress on a terminal, one line per validation otherwise (rank 0 only)."""
+
+    def __init__(self, task: str, quiet: bool) -> None:
+        self.task, self.quiet = task, quiet
+        self.bar: Any = None
+        self.job: Any = None
+
+    def __enter__(self) -> _Progress:
+        if not self.quiet and sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=True,
+            )
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        values = dict(event.values)
+        if self.bar is not None:
+            if self.job is None:
+                self.job = self.bar.add_task(self.task, total=event.total_steps, info="")
+            info = "  ".join(f"{k}={v:.4g}" for k, v in values.items() if k in ("train_loss", "lr"))
+            self.bar.update(self.job, completed=event.step, info=info)
+        if event.kind == "validate":
+            shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
+            message = f"step {event.step}/{event.total_steps}: {shown}"
+            (self.bar.console.print if self.bar is not None else _err)(message)
+        elif event.kind == "nonfinite":
+            _err(f"warning: {event.message}")
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command("train")
+@click.argument("task")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The training data (a folder or file in the format the task documents).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the data.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for checkpoints, the metrics log and the report "
+    "(default: VLM data folder/train/TASK/TIME).",
+)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help=_PARAM_HELP)
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train_cmd(
+    task: str,
+    data: Path,
+    epochs: int | None,
+    steps: int | None,
+    out: Path | None,
+    resume: bool,
+    params: tuple[str, ...],
+    settings: tuple[str, ...],
+    batch_size: int | None,
+    lr: float | None,
+    device: str | None,
+    seed: int | None,
+    as_json: bool,
+) -> None:
+    """Train TASK on --data; the same command works under `torchrun --nproc-per-node N`.
+
+    The --out folder is usable at once: `vlm run TASK --param weights=OUT` takes its best
+    checkpoint, `vlm eval TASK --data ... --weights OUT` re-measures it.
+    """
+    from vlm_core.errors import UsageError, VLMError
+    from vlm_core.params import parse_pairs
+    from vlm_core.training.api import TrainRequest, train_task
+    from vlm_core.training.distributed import launched_by_torchrun
+
+    if epochs is not None and steps is not None:
+        raise UsageError("give --epochs or --steps, not both")
+    config = _settings(
+        settings,
+        epochs=epochs,
+        max_steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
+    main = int(os.environ.get("RANK", "0")) == 0
+    request = TrainRequest(
+        task=task,
+        data=data,
+        out=out,
+        params=parse_pairs(params),
+        config=config,
+        resume=resume,
+        command=["vlm", *sys.argv[1:]] if not launched_by_torchrun() else ["torchrun", *sys.argv],
+    )
+    trainers: list[Any] = []
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if signals or not trainers:
+            raise KeyboardInterrupt
+        signals.append(signum)
+        trainers[0].request_stop()
+        if main:
+            _err("stopping at the next step and saving a checkpoint (again to abort)")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _Progress(task, quiet=as_json or not main) as progress:
+            result = train_task(request, callbacks=[progress], on_trainer=trainers.append)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not main:
+        return
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        best = result.best
+        best_text = ""
+        if best:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(best["metrics"].items()))
+            best_text = f"; best at step {best['step']}: {shown}"
+        click.echo(
+            f"{result.status}: {result.step}/{result.total_steps} steps in {result.seconds:.1f} s "
+            f"({result.samples_per_s:.1f} samples/s){best_text}"
+        )
+        click.echo(f"checkpoints, metrics.jsonl, report.json and curves.png in {result.out}")
+    if result.status == "diverged":
+        raise VLMError(result.message)
+    if signals:
+        raise SystemExit(130)
+
+
+@click.command("eval")
+@click.argument("task")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Data to evaluate on.")
+@click.option(
+    "--weights",
+    default=None,
+    help="A `vlm train` output folder, a checkpoint folder, or any weights reference.",
+)
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help=_PARAM_HELP)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_cmd(
+    task: str,
+    data: Path,
+    weights: str | None,
+    params: tuple[str, ...],
+    device: str,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Measure TASK's validation metrics on --data, and compare them with the checkpoint's."""
+    from vlm_core.params import parse_pairs
+    from vlm_core.training.api import evaluate_task
+
+    result = evaluate_task(
+        task,
+        data,
+        weights=weights,
+        params=parse_pairs(params),
+        device=device,
+        batch_size=batch_size,
+    )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.metrics.items()))
+    click.echo(f"{task} on {result.samples} validation samples: {shown}")
+    if result.recorded:
+        recorded = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.recorded.items()))
+        click.echo(
+            f"recorded at step {result.step}: {recorded} (max difference {result.max_abs_diff:.3g})"
+        )

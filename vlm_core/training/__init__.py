@@ -1,0 +1,60 @@
+"""One trainer for every plugin's training (see :class:`~vlm_core.training.trainer.Trainer`).
+
+A task opts in with ``TaskSpec(train="my_plugin.train:build", capabilities={run, train, eval})``;
+``build(data, params, ctx)`` returns a :class:`TrainSetup` (model, data, loss, metrics) and the
+core does the rest: ``vlm train``, ``vlm eval``, ``torchrun``, checkpoints, resume, reports.
+
+Importing this package does not import torch; the names below load their module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vlm_core.training.api import EvalResult, TrainRequest, evaluate_task, train_task
+    from vlm_core.training.checkpoint import Checkpoint, CheckpointError, find_checkpoint
+    from vlm_core.training.config import TrainConfig
+    from vlm_core.training.loop import TrainError
+    from vlm_core.training.setup import TrainSetup
+    from vlm_core.training.trainer import Trainer, TrainEvent, TrainResult
+
+_EXPORTS = {
+    "EvalResult": "api",
+    "TrainRequest": "api",
+    "evaluate_task": "api",
+    "train_task": "api",
+    "Checkpoint": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "find_checkpoint": "checkpoint",
+    "TrainConfig": "config",
+    "TrainError": "loop",
+    "TrainSetup": "setup",
+    "TrainEvent": "trainer",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+}
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "EvalResult",
+    "TrainConfig",
+    "TrainError",
+    "TrainEvent",
+    "TrainRequest",
+    "TrainResult",
+    "TrainSetup",
+    "Trainer",
+    "evaluate_task",
+    "find_checkpoint",
+    "train_task",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vlm_core.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"vlm_core.training.{module}"), name)

@@ -1,0 +1,292 @@
+"""Train and evaluate an installed task: what ``vlm train``/``vlm eval`` and the dashboard call."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from vlm_core.errors import InputError, ParameterError, UsageError, VLMError
+from vlm_core.params import validate_params
+from vlm_core.plugins import Registry, get_registry
+from vlm_core.tasks import TaskParams, TaskSpec, TrainContext
+from vlm_core.training.config import TrainConfig
+from vlm_core.training.loop import TrainError
+from vlm_core.training.setup import TrainSetup
+from vlm_core.training.trainer import Callback, Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def trainable_spec(
+    task: str, registry: Registry | None = None, *, purpose: str = "train"
+) -> TaskSpec:
+    spec = (registry or get_registry()).task(task)
+    if spec.train is None:
+        can = ", ".join(sorted(map(str, spec.capabilities)))
+        raise UsageError(f"task '{task}' cannot {purpose} (it can: {can})")
+    return spec
+
+
+def make_config(values: Mapping[str, Any] | TrainConfig) -> TrainConfig:
+    """A :class:`TrainConfig` from a mapping, with a one-line error on the first bad value."""
+    if isinstance(values, TrainConfig):
+        return values
+    try:
+        return TrainConfig.model_validate(dict(values))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        extra = f" {err.get('input')!r}" if err["type"] != "extra_forbidden" else ""
+        raise ParameterError(f"bad training setting '{loc}'{extra}: {err['msg']}") from None
+
+
+def default_out(task: str) -> Path:
+    from vlm_core.config import settings
+
+    return settings().data_dir / "train" / task / time.strftime("%Y%m%d-%H%M%S")
+
+
+def build_setup(spec: TaskSpec, data: Path, params: TaskParams, ctx: TrainContext) -> TrainSetup:
+    """Call the task's training builder; its failures become one-line errors naming it."""
+    if not data.exists():
+        raise InputError(f"no such file or folder: {data}")
+    try:
+        setup = spec.resolve_train()(data, params, ctx)
+    except VLMError:
+        raise
+    except Exception as exc:
+        raise TrainError(
+            f"task '{spec.id}' could not set up {ctx.purpose} on {data}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(setup, TrainSetup):
+        raise TrainError(
+            f"task '{spec.id}': its train builder returned {type(setup).__name__}, "
+            "not a vlm_core.training.TrainSetup"
+        )
+    return setup
+
+
+@dataclass
+class TrainRequest:
+    """One training run of an installed task."""
+
+    task: str
+    data: Path
+    out: Path | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] | TrainConfig = field(default_factory=dict)
+    resume: bool = False
+    command: Sequence[str] | None = None
+
+
+def train_task(
+    request: TrainRequest,
+    *,
+    callbacks: Sequence[Callback] = (),
+    registry: Registry | None = None,
+    on_trainer: Any = None,
+) -> TrainResult:
+    """Validate the request, build the task's setup and train it (see :class:`Trainer`).
+
+    Works the same in one process and under ``torchrun`` (every rank calls it; rank 0 writes).
+    ``on_trainer(trainer)`` is called before training starts (to wire a stop button or a signal
+    handler to :meth:`Trainer.request_stop`).
+    """
+    import torch
+
+    from vlm_core.devices import resolve_device
+    from vlm_core.runtime.seeding import seed_everything
+    from vlm_core.training.data_hash import data_fingerprint
+    from vlm_core.training.distributed import close_world, init_world
+
+    registry = registry or get_registry()
+    spec = trainable_spec(request.task, registry)
+    params = validate_params(spec, request.params, spec.training_params)
+    config = make_config(request.config)
+    data = Path(request.data).expanduser()
+    if not data.exists():
+        raise InputError(f"no such file or folder: {data}")
+    device = resolve_device(config.device)
+    world = init_world(device)
+    try:
+        if world.distributed and device.startswith("cuda"):
+            device = f"cuda:{world.local_rank}"
+        out = Path(request.out).expanduser() if request.out else None
+        out = world.broadcast(str(out or default_out(spec.id)))
+        out = Path(out)
+        torch.manual_seed(config.seed)
+        seed_everything(config.seed)
+        ctx = TrainContext(
+            task=spec.id,
+            plugin=spec.plugin,
+            device=device,
+            seed=config.seed,
+            purpose="train",
+            rank=world.rank,
+            world_size=world.size,
+        )
+        setup = build_setup(spec, data, params, ctx)
+        fingerprint = world.broadcast(data_fingerprint(data) if world.is_main else None)
+        record = registry.plugins.get(spec.plugin)
+        sidecar = {
+            "task": spec.id,
+            "plugin": spec.plugin,
+            "plugin_version": record.version if record else None,
+            "params": params.model_dump(mode="json"),
+            "data": fingerprint,
+            "command": list(request.command) if request.command is not None else sys.argv,
+        }
+        trainer = Trainer(
+            setup,
+            config,
+            out,
+            world=world,
+            device=device,
+            sidecar=sidecar,
+            callbacks=callbacks,
+            resume=request.resume,
+        )
+        if on_trainer is not None:
+            on_trainer(trainer)
+        return trainer.fit()
+    finally:
+        close_world(world)
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation, with what the checkpoint recorded for comparison."""
+
+    task: str
+    metrics: dict[str, float]
+    weights: str | None
+    weights_sha256: str | None
+    recorded: dict[str, float] | None
+    step: int | None
+    samples: int
+
+    @property
+    def max_abs_diff(self) -> float | None:
+        """Largest difference to the recorded validation metrics (None when none recorded)."""
+        if not self.recorded:
+            return None
+        shared = [k for k in self.metrics if k in self.recorded]
+        if not shared:
+            return None
+        return max(abs(self.metrics[k] - self.recorded[k]) for k in shared)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "metrics": self.metrics,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "recorded": self.recorded,
+            "max_abs_diff": self.max_abs_diff,
+            "step": self.step,
+            "samples": self.samples,
+        }
+
+
+def evaluate_task(
+    task: str,
+    data: Path,
+    *,
+    weights: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    registry: Registry | None = None,
+) -> EvalResult:
+    """Validation metrics of ``weights`` (a training folder, checkpoint or file) on ``data``.
+
+    The task parameters and seed recorded with the weights are used unless ``params``
+    overrides them, so the task's builder makes the same validation split as in training.
+    """
+    import torch
+
+    from vlm_core.devices import resolve_device
+    from vlm_core.training.distributed import World
+    from vlm_core.training.loop import amp_dtype, dataset_len, val_loader, validate
+    from vlm_core.weights.trained import load_trained
+
+    registry = registry or get_registry()
+    spec = trainable_spec(task, registry, purpose="evaluate")
+    trained = load_trained(weights, plugin=spec.plugin, task=spec.id) if weights else None
+    sidecar = trained.sidecar if trained else {}
+    recorded_params = dict(sidecar.get("params") or {})
+    known = spec.training_params.model_fields
+    base = {k: v for k, v in recorded_params.items() if k in known}
+    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
+    seed = int(sidecar.get("seed", 0))
+    resolved = resolve_device(device)
+    torch.manual_seed(seed)
+    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="eval")
+    setup = build_setup(spec, Path(data).expanduser(), params_model, ctx)
+    if setup.val_data is None:
+        raise TrainError(f"task '{spec.id}' made no validation split of {data}")
+    samples = dataset_len(setup.val_data, "validation data")
+    model = setup.model
+    if trained is not None:
+        try:
+            model.load_state_dict(trained.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise TrainError(
+                f"{trained.path} does not fit task '{spec.id}' with these parameters: "
+                f"{first[1].strip() if len(first) > 1 else first[0]}"
+            ) from None
+    torch_device = torch.device(resolved)
+    model.to(torch_device)
+    precision = str((sidecar.get("config") or {}).get("precision", "auto"))
+    loader = val_loader(setup, World(), batch=batch_size, num_workers=num_workers,
+                        pin=torch_device.type == "cuda")  # fmt: skip
+    assert loader is not None
+    metrics = validate(
+        model,
+        setup,
+        loader,
+        device=torch_device,
+        dtype=amp_dtype(precision, torch_device),
+        world=World(),
+        task=spec.id,
+    )
+    recorded = sidecar.get("metrics")
+    recorded_vals = (
+        {k: float(v) for k, v in recorded.items() if k.startswith("val_") and v is not None}
+        if isinstance(recorded, dict)
+        else None
+    )
+    if recorded_vals is not None:
+        recorded_vals = {k: v for k, v in recorded_vals.items() if math.isfinite(v)}
+    return EvalResult(
+        task=spec.id,
+        metrics=metrics,
+        weights=str(trained.path) if trained else None,
+        weights_sha256=trained.sha256 if trained else None,
+        recorded=recorded_vals,
+        step=int(sidecar["step"]) if "step" in sidecar else None,
+        samples=samples,
+    )
+
+
+__all__ = [
+    "EvalResult",
+    "TrainRequest",
+    "build_setup",
+    "default_out",
+    "evaluate_task",
+    "make_config",
+    "train_task",
+    "trainable_spec",
+]
