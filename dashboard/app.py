@@ -23,6 +23,7 @@ navigation = st.navigation(
         st.Page(PAGES / "home.py", title="Home", icon="🏠", default=True),
         st.Page(PAGES / "run.py", title="Run", icon="▶️"),
         st.Page(PAGES / "history.py", title="History", icon="🕘"),
+        st.Page(PAGES / "train.py", title="Train", icon="📈"),
         st.Page(PAGES / "plugins.py", title="Plugins", icon="🧩"),
         st.Page(PAGES / "system.py", title="System", icon="🖥️"),
     ]

@@ -29,7 +29,7 @@ from pydantic.fields import FieldInfo
 
 from vlm_core.errors import ParameterError
 from vlm_core.params import validate_params
-from vlm_core.tasks import TaskSpec, describe_param
+from vlm_core.tasks import TaskParams, TaskSpec, describe_param
 
 LONG_TEXT = 200  # strings allowed to be longer than this get a text area
 
@@ -161,7 +161,11 @@ def field_widget(name: str, info: FieldInfo, value: Any, key: str) -> Any:
 
 
 def parameter_form(
-    spec: TaskSpec, *, key: str, initial: Mapping[str, Any] | None = None
+    spec: TaskSpec,
+    *,
+    key: str,
+    initial: Mapping[str, Any] | None = None,
+    model: type[TaskParams] | None = None,
 ) -> dict[str, Any]:
     """Draw one widget per parameter of ``spec`` (call it inside ``st.form``).
 
@@ -169,12 +173,13 @@ def parameter_form(
         spec: the task whose parameter model the form is built from.
         key: prefix of the widget keys; change it to start the widgets again from ``initial``.
         initial: starting values by parameter name (defaults for the others).
+        model: another parameter model of the task (its training parameters).
 
     Returns:
         The raw values by name, to be checked with :func:`validated_params` on submit.
     """
     initial = initial or {}
-    fields = spec.params.model_fields
+    fields = (model or spec.params).model_fields
     if not fields:
         st.caption("This task has no parameters.")
     values: dict[str, Any] = {}
@@ -200,10 +205,12 @@ def decode(spec: TaskSpec, raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validated_params(spec: TaskSpec, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+def validated_params(
+    spec: TaskSpec, raw: Mapping[str, Any], model: type[TaskParams] | None = None
+) -> dict[str, Any] | None:
     """Validate the form's values; the parameters as a dict, or ``None`` after an error box."""
     try:
-        params = validate_params(spec, decode(spec, raw))
+        params = validate_params(spec, decode(spec, raw), model)
     except ParameterError as exc:
         st.error(str(exc), icon="⚠️")
         return None

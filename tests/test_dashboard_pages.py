@@ -33,7 +33,14 @@ from vlm_core.runstore import RunRecord, RunStore
 from vlm_core.tasks import TaskParams, TaskSpec
 
 APP = str(REPO / "dashboard" / "app.py")
-PAGES = ["pages/home.py", "pages/run.py", "pages/history.py", "pages/plugins.py", "pages/system.py"]
+PAGES = [
+    "pages/home.py",
+    "pages/run.py",
+    "pages/history.py",
+    "pages/train.py",
+    "pages/plugins.py",
+    "pages/system.py",
+]
 SQUARE = REPO / "tests/fixtures/plugins/vlm-fixture-good/vlm_fixture_good/square.png"
 
 
@@ -175,6 +182,7 @@ def test_every_page_renders_with_fixture_plugins(with_fixture_plugins, page):
             "pages/home.py": "vlm",
             "pages/run.py": "Run a task",
             "pages/history.py": "History",
+            "pages/train.py": "Train",
             "pages/plugins.py": "Plugins",
             "pages/system.py": "System",
         }[page]
@@ -191,6 +199,7 @@ def test_every_page_renders_with_zero_plugins(vlm_home, monkeypatch):
     assert "No task is available" in shown["pages/run.py"]
     assert "No runs yet" in shown["pages/history.py"]
     assert "No plugins are installed" in shown["pages/plugins.py"]
+    assert "No installed task can train" in shown["pages/train.py"]
 
 
 def test_system_page_reports_devices_memory_cache_and_versions(with_fixture_plugins):
@@ -458,3 +467,84 @@ def test_device_queue_run_raises_the_runs_error(vlm_home):
     with pytest.raises(UnknownTaskError, match=r"unknown task 'nope\.task'"):
         queue.run(RunRequest("nope.task"), load_registry(), timeout=30)
     queue.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# Train
+
+
+@pytest.fixture
+def shapes_folder(tmp_path, fixture_site):
+    sys.path.insert(0, str(fixture_site))
+    from vlm_fixture_good.shapes import make_shapes
+
+    return make_shapes(tmp_path / "shapes", per_class=20, seed=3)
+
+
+def start_training(at: AppTest, data: Path | str, out: Path, epochs: int) -> AppTest:
+    at = healthy(at.selectbox(key="train.task").set_value("good.shapes").run())
+    (folder,) = [t for t in at.text_input if t.label == "data folder"]
+    folder.set_value(str(data))
+    (epochs_input,) = [n for n in at.number_input if n.label == "epochs"]
+    epochs_input.set_value(epochs)
+    (batch,) = [n for n in at.number_input if n.label == "batch size"]
+    batch.set_value(8)
+    (target,) = [t for t in at.text_input if t.label == "output folder"]
+    target.set_value(str(out))
+    (start,) = [b for b in at.button if b.label == "Start training"]
+    return start.click().run()
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_train_page_trains_in_the_background_and_the_checkpoint_runs(
+    with_fixture_plugins, shapes_folder, tmp_path
+):
+    from vlm_dashboard.training_jobs import training_jobs
+
+    at = start_training(open_page("pages/train.py"), shapes_folder, tmp_path / "out", epochs=4)
+    healthy(at)
+    (job,) = training_jobs().jobs()
+    wait_for(lambda: not job.running)
+    at = healthy(at.run())
+    assert job.status == "completed", job.error
+    assert "completed: " in at.success[0].value and "best at step" in at.success[0].value
+    assert len(at.image) == 1  # the report's curves.png (the page shows no other image)
+    assert "vlm eval good.shapes" in at.code[-1].value
+    (use,) = [b for b in at.button if b.label == "Use these weights on the Run page"]
+    at = healthy(use.click().run())
+    at = healthy(at.switch_page("pages/run.py").run())
+    assert at.selectbox(key="run.task").value == "good.shapes"
+    assert widget(at, "text_area", "weights").value == str(tmp_path / "out")
+    at = healthy(click_run(at))
+    assert "of good.shapes: 1 result(s)" in at.success[0].value
+
+
+def test_train_page_stops_a_job_and_refuses_a_second_and_bad_data(
+    with_fixture_plugins, shapes_folder, tmp_path
+):
+    from vlm_dashboard.training_jobs import training_jobs
+
+    at = start_training(open_page("pages/train.py"), tmp_path / "missing", tmp_path / "x", 2)
+    assert "no such file or folder" in errors(healthy(at))
+    assert training_jobs().jobs() == []
+
+    at = start_training(at, shapes_folder, tmp_path / "long", epochs=10_000)
+    (job,) = training_jobs().jobs()
+    wait_for(lambda: job.snapshot()["step"] > 0)
+    again = start_training(at, shapes_folder, tmp_path / "other", epochs=1)
+    assert "already running" in errors(healthy(again))
+    at = healthy(again.run())
+    (stop,) = [b for b in at.button if b.label == "Stop"]
+    stop.click().run()
+    wait_for(lambda: not job.running)
+    assert job.status == "stopped"
+    from vlm_core.training import find_checkpoint
+
+    saved = find_checkpoint(tmp_path / "long")
+    assert saved is not None and saved.step == job.snapshot()["step"]
