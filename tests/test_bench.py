@@ -50,3 +50,14 @@ def test_attention_rows_time_the_same_work_as_torch():
     rows = bench_attention(device="cpu", batch=1, length=16, dim=32, heads=4, rounds=2)
     assert [r["model"].rsplit("=", 1)[1] for r in rows] == ["none", "causal", "padding"]
     assert all(r["engine_ms"] > 0 and r["raw_ms"] > 0 and r["ratio"] > 0 for r in rows)
+
+
+def test_training_row_compares_the_trainer_with_a_raw_loop():
+    from vlm_core.bench.training import bench_training
+
+    row = bench_training("resnet10t", device="cpu", batch_size=4, image_size=32, steps=2, warmup=1)
+    assert row["bench"] == "training" and row["precision"] == "fp32"
+    assert row["raw_samples_per_s"] > 0 and row["engine_samples_per_s"] > 0
+    expected = row["engine_samples_per_s"] / row["raw_samples_per_s"]
+    assert abs(row["ratio"] - expected) <= 0.01 * expected  # the figures are rounded
+    assert set(row["runs"]) == {"raw", "engine", "raw_again", "engine_again"}

@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger("vlm.bench")
 
-SUITES = ("backbone", "fastpath", "executor", "cache", "attention")
+SUITES = ("backbone", "fastpath", "executor", "cache", "attention", "train")
 
 
 def _cuda(device: str) -> bool:
@@ -102,9 +102,21 @@ def attention(device: str, quick: bool) -> list[dict[str, Any]]:
                            rounds=3 if quick else 10)  # fmt: skip
 
 
+def train(device: str, quick: bool) -> list[dict[str, Any]]:
+    """The trainer against a hand-written loop: resnet50 at batch 256 in bf16 on CUDA,
+    resnet18 at batch 32 on 64-pixel images on the CPU."""
+    from vlm_core.bench.training import bench_training
+
+    if _cuda(device):
+        return [bench_training("resnet50", device=device, batch_size=256, image_size=224,
+                               steps=10 if quick else 30, warmup=5, samples=256 * 8)]  # fmt: skip
+    return [bench_training("resnet18", device=device, batch_size=32, image_size=64,
+                           steps=8 if quick else 20, warmup=4)]  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[[str, bool], list[dict[str, Any]]]] = {
     "backbone": backbone, "fastpath": fastpath, "executor": executor, "cache": cache,
-    "attention": attention,
+    "attention": attention, "train": train,
 }  # fmt: skip
 
 

@@ -16,7 +16,7 @@ COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s"
 
 @click.command("bench")
 @click.argument("suites", nargs=-1, type=click.Choice(["all", "backbone", "fastpath", "executor",
-                                                        "cache", "attention"]))  # fmt: skip
+                                                        "cache", "attention", "train"]))  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--quick", is_flag=True, help="Fewer repeats and smaller folders.")
 @click.option(
