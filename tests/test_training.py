@@ -153,11 +153,28 @@ def test_too_many_skipped_steps_in_a_row_diverge(shapes_data: Path, tmp_path: Pa
     assert result.nonfinite_skipped == 3 and result.step == 4
 
 
+def _safetensors_enospc(code: int, text: str) -> Exception:
+    """What safetensors raises when the disk fills (seen on a real full tmpfs)."""
+    from safetensors import SafetensorError
+
+    return SafetensorError(f"Error while serializing: I/O error: {text} (os error {code})")
+
+
 @pytest.mark.parametrize(
-    ("code", "text"), [(errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only file system")]
+    ("code", "text", "error"),
+    [
+        (errno.ENOSPC, "No space left on device", _safetensors_enospc),
+        (errno.ENOSPC, "No space left on device", OSError),
+        (errno.EROFS, "Read-only file system", OSError),
+    ],
 )
 def test_a_failed_save_leaves_the_previous_checkpoint(
-    shapes_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, text: str
+    shapes_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    text: str,
+    error: Any,
 ) -> None:
     out = tmp_path / "out"
     Trainer(shapes_setup(shapes_data), config(max_steps=3, save_every=1), out).fit()
@@ -169,7 +186,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(
         real_save(tensors, path, metadata)
         with open(path, "r+b") as fh:  # half-written, as when the disk fills up mid-file
             fh.truncate(Path(path).stat().st_size // 2)
-        raise OSError(code, text)
+        raise error(code, text)
 
     monkeypatch.setattr(ckpt, "save_file", failing_save)
     trainer = Trainer(

@@ -6,17 +6,18 @@ from pathlib import Path
 
 import click
 
+from vlm_core.bench.suite import SUITES as SUITE_NAMES
 from vlm_core.cli.output import emit_json, table
 
 COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s", "raw_img_s",
            "engine_ms", "raw_ms",
-           "end_to_end_img_s", "model_only_img_s", "ratio", "mfu", "peak_device_mb",
+           "end_to_end_img_s", "model_only_img_s", "engine_samples_per_s", "raw_samples_per_s",
+           "ratio", "mfu", "peak_device_mb",
            "peak_host_mb")  # fmt: skip
 
 
 @click.command("bench")
-@click.argument("suites", nargs=-1, type=click.Choice(["all", "backbone", "fastpath", "executor",
-                                                        "cache", "attention", "train"]))  # fmt: skip
+@click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITE_NAMES]))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--quick", is_flag=True, help="Fewer repeats and smaller folders.")
 @click.option(

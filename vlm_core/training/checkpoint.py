@@ -97,8 +97,12 @@ def plain_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
-def _write_error(folder: Path, exc: OSError) -> CheckpointError:
-    reason = exc.strerror or str(exc)
+def _write_error(folder: Path, exc: OSError | SafetensorError) -> CheckpointError:
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:  # safetensors reports the OS error inside its own message
+        text = str(exc)
+        reason = text.split("I/O error: ", 1)[-1].split(" (os error", 1)[0]
     return CheckpointError(
         f"cannot write a checkpoint in {folder}: {reason}; the previous checkpoint is intact"
     )
@@ -154,7 +158,7 @@ def write_checkpoint(
         pointer["format"] = FORMAT
         atomic_write_text(out / POINTER, json.dumps(pointer, indent=2) + "\n")
         _fsync_dir(out)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(root, exc) from None
     except BaseException:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_core.fileio import atomic_write_text
+from vlm_core.training.loop import TrainError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,11 @@ class MetricsLog:
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in record.items()
         }
-        self._fh.write(json.dumps(clean) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(clean) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise TrainError(f"cannot write the metrics log {self.path}: {exc.strerror}") from None
         if self._tb is not None:
             step = int(record["step"])
             for key, value in record.items():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_core.fileio import atomic_write_bytes, atomic_write_text
+from vlm_core.training.loop import TrainError
 from vlm_core.training.metrics_log import read_log
 
 REPORT_FILE = "report.json"
@@ -58,7 +59,12 @@ def plot_curves(records: list[dict[str, Any]]) -> bytes | None:
 def write_report(out: Path, report: dict[str, Any]) -> None:
     """Write ``report.json`` and, when anything was logged, ``curves.png``."""
     png = plot_curves(read_log(out))
-    if png is not None:
-        atomic_write_bytes(out / CURVES_FILE, png)
-        report = {**report, "curves": CURVES_FILE}
-    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    try:
+        if png is not None:
+            atomic_write_bytes(out / CURVES_FILE, png)
+            report = {**report, "curves": CURVES_FILE}
+        atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise TrainError(
+            f"cannot write the report in {out}: {exc.strerror}; the checkpoints are intact"
+        ) from None
