@@ -246,7 +246,7 @@ def test_cli_train_eval_run(vlm: Vlm, shapes_data: Path, tmp_path: Path) -> None
     proc = vlm("eval", "good.shapes", "--data", str(shapes_data), "--weights", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     measured = json.loads(proc.stdout)
-    assert measured["step"] == best.step
+    assert measured["step"] == best.step and measured["same_data"] is True
     assert measured["max_abs_diff"] is not None and measured["max_abs_diff"] < 1e-6
     assert measured["metrics"]["val_acc"] == pytest.approx(card["metrics"]["val_acc"], abs=1e-6)
 

@@ -240,6 +240,12 @@ def eval_cmd(
     click.echo(f"{task} on {result.samples} validation samples: {shown}")
     if result.recorded:
         recorded = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.recorded.items()))
+        where = {
+            True: "on this data",
+            False: "on the training data's validation split, not this data",
+            None: "on unknown data",
+        }[result.same_data]
         click.echo(
-            f"recorded at step {result.step}: {recorded} (max difference {result.max_abs_diff:.3g})"
+            f"recorded at step {result.step} {where}: {recorded} "
+            f"(max difference {result.max_abs_diff:.3g})"
         )

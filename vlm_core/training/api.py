@@ -157,7 +157,11 @@ def train_task(
         )
         if on_trainer is not None:
             on_trainer(trainer)
-        return trainer.fit()
+        result = trainer.fit()
+        # every rank leaves together: a rank that tears the process group down while another
+        # still writes the report aborts in gloo ("terminate called without an active exception")
+        world.barrier()
+        return result
     finally:
         close_world(world)
 
@@ -173,6 +177,7 @@ class EvalResult:
     recorded: dict[str, float] | None
     step: int | None
     samples: int
+    same_data: bool | None = None  # the data the recorded metrics came from (None: unknown)
 
     @property
     def max_abs_diff(self) -> float | None:
@@ -194,6 +199,7 @@ class EvalResult:
             "max_abs_diff": self.max_abs_diff,
             "step": self.step,
             "samples": self.samples,
+            "same_data": self.same_data,
         }
 
 
@@ -269,6 +275,12 @@ def evaluate_task(
     )
     if recorded_vals is not None:
         recorded_vals = {k: v for k, v in recorded_vals.items() if math.isfinite(v)}
+    trained_on = (sidecar.get("data") or {}).get("sha256")
+    same_data = None
+    if trained_on:
+        from vlm_core.training.data_hash import data_fingerprint
+
+        same_data = data_fingerprint(Path(data).expanduser())["sha256"] == trained_on
     return EvalResult(
         task=spec.id,
         metrics=metrics,
@@ -277,6 +289,7 @@ def evaluate_task(
         recorded=recorded_vals,
         step=int(sidecar["step"]) if "step" in sidecar else None,
         samples=samples,
+        same_data=same_data,
     )
 
 
