@@ -173,6 +173,8 @@ class TaskSpec:
     train: TrainFunction | str | None = None
     #: parameters of `vlm train --param` (None: the same model as ``params``)
     train_params: type[TaskParams] | None = None
+    #: shown wherever the task's results are (e.g. "Research use only: not for diagnosis.")
+    notice: str = ""
 
     @property
     def plugin(self) -> str:

@@ -192,6 +192,9 @@ def _show(outcome: RunOutcome, task: str) -> None:
         f"Run {outcome.run_id[:8]} of {task}: {len(outcome.results)} result(s) in "
         f"{total / 1000:.2f} s"
     )
+    spec = registry().tasks.get(task)
+    if spec is not None and spec.notice:
+        st.warning(spec.notice, icon="⚕️" if spec.domain == "medical" else "ℹ️")
     for index, result in enumerate(outcome.results):
         with st.container(border=True):
             st.markdown(f"**{_result_title(result, index)}**")

@@ -86,6 +86,7 @@ def info_cmd(task: str, as_json: bool) -> None:
         "parameters": params,
         "train_parameters": train_params,
         "capabilities": sorted(str(c) for c in spec.capabilities),
+        "notice": spec.notice,
         "weights": [w.__dict__ for w in spec.weights],
         "memory_mb": spec.memory_mb,
         "samples": [
@@ -97,6 +98,8 @@ def info_cmd(task: str, as_json: bool) -> None:
         emit_json(info)
         return
     click.echo(f"{spec.id}: {spec.title}\n\n{spec.description}\n")
+    if spec.notice:
+        click.echo(f"notice: {spec.notice}\n")
     click.echo(
         f"domain: {spec.domain}   inputs: {', '.join(info['inputs']) or 'none'}   "
         f"outputs: {', '.join(info['outputs'])}   memory: ~{spec.memory_mb} MB"
@@ -219,6 +222,11 @@ def run_cmd(
             else:
                 parts.append(f"{name}: {o['kind']}")
         click.echo(f"{source}: " + "; ".join(parts))
+    from vlm_core.plugins import get_registry
+
+    notice = get_registry().tasks[task].notice if task in get_registry().tasks else ""
+    if notice:
+        click.echo(f"notice: {notice}", err=True)
     where = f", outputs in {out}" if out else " (no --out: nothing written)"
     click.echo(
         f"run {outcome.run_id[:12]}: {len(outcome.summaries)} result(s) in "
