@@ -1,0 +1,58 @@
+"""Parameter models of the medical tasks (light: pydantic only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from vlm_core.tasks import TaskParams
+
+Preset = Literal["auto", "mr", "ct-abdomen", "ct-lung", "ct-bone", "ct-brain", "ct-liver", "none"]
+
+
+class SegmentParams(TaskParams):
+    weights: str = Field(
+        "",
+        max_length=4096,
+        description="A `vlm train medical.segment` output folder or checkpoint "
+        "(empty: the bundled 3D UNet trained on synthetic lesions).",
+    )
+    preset: Preset = Field(
+        "auto", description="Intensity preset: percentile scaling (auto, mr) or a CT window."
+    )
+    roi: int = Field(64, ge=16, le=512, description="Sliding-window side in voxels.")
+    overlap: float = Field(0.25, ge=0.0, le=0.9, description="Overlap of sliding windows.")
+    sw_batch: int = Field(4, ge=1, le=256, description="Windows per forward pass.")
+    blend: Literal["gaussian", "constant"] = Field(
+        "gaussian", description="How overlapping windows are blended."
+    )
+    spacing_mm: float = Field(
+        0.0, ge=0.0, le=10.0, description="Resample to this isotropic spacing first (0: native)."
+    )
+    fill_holes: bool = Field(True, description="Fill holes inside each segmented region.")
+    largest_only: bool = Field(False, description="Keep only the largest region of each label.")
+    min_voxels: int = Field(
+        10, ge=0, le=10_000_000, description="Drop regions smaller than this many voxels."
+    )
+
+
+class SegmentTrainParams(TaskParams):
+    network: Literal["unet", "swinunetr"] = Field(
+        "unet", description="MONAI network: UNet, or SwinUNETR (attention-based)."
+    )
+    patch: int = Field(
+        48,
+        ge=16,
+        le=256,
+        description="Training patch side in voxels (a multiple of 8 for UNet, 32 for SwinUNETR).",
+    )
+    samples_per_volume: int = Field(
+        2, ge=1, le=32, description="Random patches per volume per step (half on lesions)."
+    )
+    val_fraction: float = Field(
+        0.2, ge=0.05, le=0.5, description="Share held out when dataset.json lists no validation."
+    )
+    preset: Preset = Field("auto", description="Intensity preset used in training and inference.")
+    cache_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of volumes cached in RAM.")
+    roi: int = Field(64, ge=16, le=512, description="Sliding-window side for validation.")

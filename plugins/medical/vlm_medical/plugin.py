@@ -1,0 +1,46 @@
+"""The medical plugin's entry module: task specs only (no torch or MONAI import here)."""
+
+from __future__ import annotations
+
+from vlm_core import hookimpl
+from vlm_core.kinds import Capability, Kind
+from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+from vlm_medical.params import SegmentParams, SegmentTrainParams
+
+
+def _segment() -> TaskSpec:
+    sample = package_file("vlm_medical", "samples", "synthetic-lesions.nii.gz")
+    return TaskSpec(
+        id="medical.segment",
+        title="Lesion segmentation and measurement",
+        description=(
+            "Segments lesions in CT/MR volumes (NIfTI, DICOM) and 2D images with a MONAI "
+            "network and sliding-window inference, then measures each lesion: voxels, volume "
+            "in ml, bounding box, largest diameter in mm. Research use only: not a medical "
+            "device, not for diagnosis."
+        ),
+        domain="medical",
+        run="vlm_medical.segment:run",
+        train="vlm_medical.train:build",
+        params=SegmentParams,
+        train_params=SegmentTrainParams,
+        inputs=(Kind.VOLUME, Kind.IMAGE),
+        outputs=(Kind.MASK, Kind.METRICS),
+        weights=(
+            WeightsRef(
+                name="segment-unet3d",
+                filename=str(
+                    package_file("vlm_medical", "weights", "segment-unet3d", "model.safetensors")
+                ),
+            ),
+        ),
+        samples=(Sample("synthetic lesions", (sample,), description="A 64³ synthetic volume."),),
+        memory_mb=600,
+        notice="Research use only: not a medical device, not for diagnosis.",
+        capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+    )
+
+
+@hookimpl
+def register_tasks(register):  # type: ignore[no-untyped-def]
+    register(_segment())

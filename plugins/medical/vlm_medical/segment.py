@@ -1,0 +1,142 @@
+"""`medical.segment`: sliding-window segmentation of volumes (and 2D images), post-processing
+and measurements."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlm_core.errors import InputError
+from vlm_core.tasks import RunContext, package_file
+from vlm_core.types import Image, Mask, Metrics, Volume
+from vlm_medical._quiet import quiet_monai
+from vlm_medical.intensity import normalize
+from vlm_medical.measure import measure, postprocess
+from vlm_medical.networks import build_network
+from vlm_medical.params import SegmentParams
+
+log = logging.getLogger(__name__)
+
+NOTICE = "Research use only: not a medical device, not for diagnosis."
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    network: torch.nn.Module
+    card: dict[str, Any]
+    sha256: str
+    class_names: tuple[str, ...]
+
+
+def default_weights() -> str:
+    return str(package_file("vlm_medical", "weights", "segment-unet3d"))
+
+
+def load_model(ref: str, device: torch.device) -> LoadedModel:
+    """The network of a `vlm train medical.segment` checkpoint, from the core's model cache."""
+    from vlm_core.runtime.cache import CacheKey, model_cache
+    from vlm_core.weights.trained import load_trained
+
+    trained = load_trained(ref or default_weights(), plugin="medical", task="medical.segment")
+    card = trained.card
+    if "architecture" not in card:
+        raise InputError(f"{trained.path}: its sidecar has no architecture to rebuild the model")
+
+    def build() -> torch.nn.Module:
+        network = build_network(card["architecture"])
+        network.load_state_dict(trained.state_dict)
+        return network.eval().requires_grad_(False).to(device)
+
+    key = CacheKey(f"medical.segment:{card['architecture']['name']}", trained.sha256,
+                   str(device), "float32")  # fmt: skip
+    cache = model_cache()
+    network = cache.acquire(key, build)
+    cache.release(key)  # kept cached (LRU) but evictable between runs
+    names = tuple(card.get("class_names") or ("background", "lesion"))
+    return LoadedModel(network, card, trained.sha256, names)
+
+
+def _as_volume(item: Image | Volume) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(array i,j,k; affine; is 2D) for a volume or a 2D image (one slice, 1 mm pixels)."""
+    if isinstance(item, Volume):
+        array = item.array if item.array.ndim == 3 else item.array[..., 0]
+        return np.asarray(array, dtype=np.float32), np.asarray(item.affine), array.shape[2] == 1
+    pixels = item.pixels.astype(np.float32)
+    gray = pixels if pixels.ndim == 2 else pixels[..., :3].mean(axis=2)
+    # image rows are j, columns i: a (W, H, 1) volume
+    return np.ascontiguousarray(gray.T[:, :, None]), np.eye(4), True
+
+
+def segment_array(
+    model: LoadedModel, array: np.ndarray, affine: np.ndarray, params: SegmentParams,
+    device: torch.device, flat: bool,
+) -> np.ndarray:  # fmt: skip
+    """The label map of ``array`` (i, j, k) in its own grid."""
+    from monai.data import MetaTensor
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import Spacing
+
+    data = normalize(array, params.preset)
+    depth = array.shape[2]
+    if flat:  # a single slice: a slab of copies gives the 3D network context to work with
+        reps = min(params.roi, 16)
+        data = np.repeat(data, reps, axis=2)
+    image = MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))
+    resample = None
+    if params.spacing_mm > 0 and not flat:
+        resample = Spacing(pixdim=(params.spacing_mm,) * 3, mode="bilinear")
+        image = resample(image)
+    roi = [min(params.roi, max(s, 16)) for s in image.shape[1:]]
+    roi = [max(16, r - r % 8) for r in roi]
+    amp = device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16):
+        logits = sliding_window_inference(
+            image.as_tensor()[None].to(device), roi, params.sw_batch, model.network,
+            overlap=params.overlap, mode=params.blend,
+        )  # fmt: skip
+    labels = logits.float().argmax(dim=1).cpu()
+    if resample is not None:
+        out = MetaTensor(labels.to(torch.float32), affine=image.affine,
+                         applied_operations=image.applied_operations)  # fmt: skip
+        labels = resample.inverse(out).round().to(torch.int64)
+        if tuple(labels.shape[1:]) != array.shape:  # guard against off-by-one inverses
+            raise RuntimeError(f"resampling back gave {tuple(labels.shape[1:])}, not {array.shape}")
+    result = labels[0].numpy().astype(np.uint8)
+    if flat:
+        result = result[:, :, result.shape[2] // 2][:, :, None] if depth == 1 else result
+    return result
+
+
+def run(
+    inputs: Sequence[Image | Volume], params: SegmentParams, ctx: RunContext
+) -> list[dict[str, Any]]:
+    quiet_monai()
+    device = torch.device(ctx.device)
+    model = load_model(params.weights, device)
+    ctx.record_weights("segment", model.sha256)
+    outputs: list[dict[str, Any]] = []
+    for n, item in enumerate(inputs):
+        array, affine, flat = _as_volume(item)
+        labels = segment_array(model, array, affine, params, device, flat)
+        labels = postprocess(
+            labels,
+            largest_only=params.largest_only,
+            fill_holes=params.fill_holes,
+            min_voxels=params.min_voxels,
+        )
+        spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+        summary, table = measure(labels, spacing, model.class_names)
+        if isinstance(item, Image):
+            mask = Mask(
+                labels=np.ascontiguousarray(labels[:, :, 0].T), class_names=model.class_names
+            )
+        else:
+            mask = Mask(labels=labels, class_names=model.class_names, affine=affine)
+        outputs.append({"mask": mask, "measurements": Metrics(summary, per_class=table)})
+        ctx.report((n + 1) / max(len(inputs), 1), f"segmented {n + 1} of {len(inputs)}")
+    return outputs

@@ -1,0 +1,74 @@
+"""Synthetic lesion volumes from MONAI's generator, written as a Decathlon-style data set.
+
+Each volume holds several spherical blobs (the "lesions") of random size and brightness in
+noise, with a random intensity gain, offset and smooth bias field, so that a model must learn
+shape and contrast rather than one grey level. Labels are 0 (background) and 1 (lesion).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SIZE = 64
+
+
+def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``."""
+    from monai.data.synthetic import create_test_image_3d
+
+    image, label = create_test_image_3d(
+        size,
+        size,
+        size,
+        num_objs=int(rng.randint(3, 9)),
+        rad_max=max(4, size // 6),
+        rad_min=max(2, size // 16),
+        noise_max=float(rng.uniform(0.2, 0.5)),
+        num_seg_classes=1,
+        random_state=rng,
+    )
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, size),) * 3, indexing="ij"))
+    bias = 1.0 + 0.3 * np.tensordot(rng.uniform(-1, 1, 3), grid, axes=1)  # a smooth bias field
+    gain, offset = rng.uniform(50, 400), rng.uniform(-200, 200)
+    image = (image * bias * gain + offset).astype(np.float32)
+    return image, (label > 0).astype(np.uint8)
+
+
+def write_dataset(
+    folder: Path,
+    n: int,
+    *,
+    seed: int = 0,
+    size: int = SIZE,
+    split: str = "training",
+    spacing: float = 1.0,
+) -> Path:
+    """Write ``n`` volumes as NIfTI under ``folder/imagesTr`` and ``folder/labelsTr`` with a
+    ``dataset.json`` listing them under ``split`` ("training" or "validation")."""
+    import nibabel as nib
+
+    rng = np.random.RandomState(seed)
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    entries = []
+    for i in range(n):
+        image, label = make_volume(rng, size)
+        name = f"synth_{seed:04d}_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / name)
+        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    manifest = {
+        "name": "vlm synthetic lesions",
+        "description": f"MONAI create_test_image_3d blobs, seed {seed}",
+        "modality": {"0": "synthetic"},
+        "labels": {"0": "background", "1": "lesion"},
+        "numTraining": n if split == "training" else 0,
+        "training": entries if split == "training" else [],
+        "validation": entries if split == "validation" else [],
+    }
+    (folder / "dataset.json").write_text(json.dumps(manifest, indent=2))
+    return folder

@@ -1,0 +1,168 @@
+"""Training and evaluation of `medical.segment` through the core trainer: MONAI data sets,
+transforms, DiceCE loss, and Dice / Hausdorff-95 validation on whole volumes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from vlm_core.tasks import TrainContext
+from vlm_core.training import TrainSetup
+from vlm_medical._quiet import quiet_monai
+from vlm_medical.data import read_dataset
+from vlm_medical.intensity import normalize
+from vlm_medical.networks import architecture, build_network
+from vlm_medical.params import SegmentTrainParams
+
+
+class VolumeMetric(Metric):
+    """Mean over volumes of a MONAI per-volume metric (Dice or HD95) of the foreground labels,
+    kept as a sum and a count so that torchrun processes add up exactly."""
+
+    full_state_update = False
+
+    def __init__(self, kind: str, num_classes: int) -> None:
+        super().__init__()
+        self.kind, self.num_classes = kind, num_classes
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        from monai.metrics import compute_dice, compute_hausdorff_distance
+        from monai.networks.utils import one_hot
+
+        pred_1h = one_hot(preds, self.num_classes)
+        target_1h = one_hot(target, self.num_classes)
+        if self.kind == "dice":
+            values = compute_dice(pred_1h, target_1h, include_background=False, ignore_empty=False)
+        else:
+            with warnings.catch_warnings():  # MONAI deprecates an argument it passes itself
+                warnings.simplefilter("ignore", FutureWarning)
+                values = compute_hausdorff_distance(
+                    pred_1h, target_1h, include_background=False, percentile=95
+                )
+        values = values.reshape(values.shape[0], -1).double()
+        finite = torch.isfinite(values)  # HD95 is inf/nan when a label is absent from one side
+        per_volume = torch.where(finite, values, torch.zeros_like(values)).sum(1) / finite.sum(
+            1
+        ).clamp(min=1)
+        keep = finite.any(1)
+        self.total += per_volume[keep].sum().to(self.total.device)
+        self.count += keep.sum().to(self.count.device)
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count.clamp(min=1)
+
+
+def _transforms(params: SegmentTrainParams, train: bool) -> Any:
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        EnsureTyped,
+        Lambdad,
+        LoadImaged,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
+
+    preset = params.preset
+    steps: list[Any] = [
+        LoadImaged(keys=["image", "label"], image_only=True),
+        EnsureChannelFirstd(keys=["image", "label"]),
+        Lambdad(keys="image", func=lambda x: normalize(np.asarray(x), preset)),
+        EnsureTyped(keys=["image", "label"], track_meta=False),
+        Lambdad(keys="label", func=lambda x: x.long()),
+    ]
+    if train:
+        size = [params.patch] * 3
+        steps += [
+            SpatialPadd(keys=["image", "label"], spatial_size=size),
+            RandCropByPosNegLabeld(
+                keys=["image", "label"], label_key="label", spatial_size=size, pos=1, neg=1,
+                num_samples=params.samples_per_volume,
+            ),
+            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        ]  # fmt: skip
+    return Compose(steps)
+
+
+def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSetup:
+    from monai.data import CacheDataset, Dataset, list_data_collate
+    from monai.inferers import sliding_window_inference
+    from monai.losses import DiceCELoss
+
+    quiet_monai()
+    found = read_dataset(data, val_fraction=params.val_fraction, seed=ctx.seed)
+    classes = len(found.class_names)
+    divisor = 32 if params.network == "swinunetr" else 8
+    if params.patch % divisor:
+        raise ValueError(
+            f"patch {params.patch} must be a multiple of {divisor} for {params.network}"
+        )
+    arch = architecture(params.network, out_channels=classes)
+    train_items = found.train if ctx.purpose == "train" else []
+    if ctx.purpose == "train" and not train_items:
+        raise ValueError(f"{data}: no training pairs")
+    progress = ctx.rank == 0
+    train_set = (
+        CacheDataset(
+            train_items,
+            _transforms(params, True),
+            cache_rate=params.cache_rate,
+            num_workers=0,
+            progress=False,
+        )
+        if train_items
+        else Dataset([], _transforms(params, True))
+    )
+    val_set = CacheDataset(found.val, _transforms(params, False), cache_rate=params.cache_rate,
+                           num_workers=0, progress=progress and False)  # fmt: skip
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    roi = [params.roi] * 3
+
+    def loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss_fn(model(batch["image"]), batch["label"])
+
+    def predict(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = sliding_window_inference(
+            batch["image"], roi, 4, model, overlap=0.25, mode="gaussian"
+        )
+        return logits.argmax(dim=1, keepdim=True), batch["label"]
+
+    return TrainSetup(
+        model=build_network(arch),
+        train_data=train_set,
+        val_data=val_set,
+        loss=loss,
+        predict=predict,
+        metrics=lambda: {
+            "dice": VolumeMetric("dice", classes),
+            "hd95": VolumeMetric("hd95", classes),
+        },
+        monitor="val_dice",
+        mode="max",
+        collate=list_data_collate,
+        card={
+            "architecture": arch,
+            "class_names": list(found.class_names),
+            "preprocessing": {
+                "intensity": params.preset,
+                "channels": 1,
+                "axes": "ijk (NIfTI voxel order)",
+            },
+            "inference": {"roi": params.roi, "sliding_window_overlap": 0.25, "blend": "gaussian"},
+            "notice": "Research use only: not a medical device, not for diagnosis.",
+        },
+    )
