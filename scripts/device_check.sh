@@ -10,9 +10,9 @@ mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="/tmp/site:$PWD:$PWD/plugins/medical${PYTHONPATH:+:$PYTHONPATH}"
 else
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$PWD:$PWD/plugins/medical${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1 VLM_HOME=/tmp/vlm-home
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
@@ -26,6 +26,9 @@ python3 -m pytest $plugin -m gpu -q -rs --junitxml="$OUT/gpu-tests.xml" $files 2
 echo "pytest rc=${PIPESTATUS[0]}"
 python3 benchmarks/gpu_suite.py --out "$OUT" 2>&1 | tee "$OUT/gpu-suite.log"
 echo "suite rc=${PIPESTATUS[0]}"
+# medical.segment's sliding window against raw MONAI (needs monai and pydicom in .whl)
+python3 benchmarks/medical_segment.py --device cuda --out "$OUT" 2>&1 | tail -20
+echo "medical rc=${PIPESTATUS[0]}"
 # the fast path again with max-autotune (GEMM autotuning; minutes of compiling), time-boxed
 timeout "${VLM_AUTOTUNE_TIMEOUT:-200}" python3 -m vlm_core.cli bench fastpath --device cuda \
     --compile-mode max-autotune --json "$OUT/fastpath-max-autotune.json" 2>&1 | tail -5

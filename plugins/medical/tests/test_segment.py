@@ -52,6 +52,15 @@ def test_our_dice_equals_monai_dice_metric() -> None:
         assert ours == pytest.approx(float(theirs), abs=1e-6)
 
 
+@pytest.mark.parametrize("preset", ["auto", "ct-abdomen", "none"])
+def test_inference_scaling_on_the_device_equals_the_training_scaling(preset: str) -> None:
+    from vlm_medical.intensity import normalize, normalize_tensor
+
+    volume = np.random.default_rng(1).normal(50, 300, (37, 29, 23)).astype(np.float32)
+    ours = normalize_tensor(torch.from_numpy(volume), preset).numpy()
+    np.testing.assert_allclose(ours, normalize(volume, preset), atol=1e-5)
+
+
 def test_default_weights_reach_dice_090_on_20_held_out_volumes(held_out: Path) -> None:
     """Through `vlm eval` (the trainer's validation: sliding window, MONAI's compute_dice)."""
     from vlm_medical.segment import default_weights
@@ -190,3 +199,12 @@ def test_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["max_abs_diff"] < 1e-5
     shutil.rmtree(out)
+
+
+def test_sliding_window_benchmark_compares_the_same_work() -> None:
+    from vlm_medical.bench import bench_sliding_window
+
+    row = bench_sliding_window(device="cpu", shape=(40, 40, 24), roi=32, sw_batch=2, rounds=1,
+                               channels=(4, 8, 16))  # fmt: skip
+    assert row["same_labels"] is True  # the plugin's labels equal raw MONAI's
+    assert row["plugin_mvoxel_s"] > 0 and row["raw_mvoxel_s"] > 0

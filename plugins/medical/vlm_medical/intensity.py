@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: CT windows as (level, width) in Hounsfield units.
@@ -32,3 +34,33 @@ def normalize(array: np.ndarray, preset: str) -> np.ndarray:
     if high <= low:
         return np.zeros_like(data)
     return np.clip((data - low) / (high - low), 0.0, 1.0)
+
+
+def _percentile(flat: Any, q: float) -> Any:
+    """``np.percentile(flat, q)`` (linear interpolation) on a torch tensor, on its device;
+    ``torch.quantile`` refuses tensors of more than 2**24 elements."""
+    import torch
+
+    position = q / 100.0 * (flat.numel() - 1)
+    low, high = int(position // 1), int(-(-position // 1))
+    a = torch.kthvalue(flat, low + 1).values
+    b = a if high == low else torch.kthvalue(flat, high + 1).values
+    return a + (b - a) * (position - low)
+
+
+def normalize_tensor(data: Any, preset: str) -> Any:
+    """:func:`normalize` for a float tensor, computed on the tensor's device (the GPU's, in
+    inference), giving the same values as the numpy version used in training."""
+    import torch
+
+    if preset == "none":
+        return data
+    if preset in CT_WINDOWS:
+        level, width = CT_WINDOWS[preset]
+        low, high = torch.tensor(level - width / 2), torch.tensor(level + width / 2)
+    else:
+        flat = data.reshape(-1).float()
+        low, high = _percentile(flat, 0.5), _percentile(flat, 99.5)
+    if float(high) <= float(low):
+        return torch.zeros_like(data)
+    return ((data - low) / (high - low)).clamp_(0.0, 1.0)

@@ -15,7 +15,7 @@ from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image, Mask, Metrics, Volume
 from vlm_medical._quiet import quiet_monai
-from vlm_medical.intensity import normalize
+from vlm_medical.intensity import normalize_tensor
 from vlm_medical.measure import measure, postprocess
 from vlm_medical.networks import build_network
 from vlm_medical.params import SegmentParams
@@ -76,39 +76,47 @@ def segment_array(
     model: LoadedModel, array: np.ndarray, affine: np.ndarray, params: SegmentParams,
     device: torch.device, flat: bool,
 ) -> np.ndarray:  # fmt: skip
-    """The label map of ``array`` (i, j, k) in its own grid."""
+    """The label map of ``array`` (i, j, k) in its own grid.
+
+    The volume goes to the device first; intensity scaling, the sliding window (bf16 autocast
+    on CUDA) and the argmax all run there, and only the uint8 labels come back.
+    """
     from monai.data import MetaTensor
     from monai.inferers import sliding_window_inference
     from monai.transforms import Spacing
 
-    data = normalize(array, params.preset)
     depth = array.shape[2]
+    source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if device.type == "cuda":
+        source = source.pin_memory()
+    data = normalize_tensor(source.to(device, non_blocking=True), params.preset)
     if flat:  # a single slice: a slab of copies gives the 3D network context to work with
-        reps = min(params.roi, 16)
-        data = np.repeat(data, reps, axis=2)
-    image = MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))
+        data = data.expand(-1, -1, min(params.roi, 16)).contiguous()
+    image: torch.Tensor = data[None]
     resample = None
     if params.spacing_mm > 0 and not flat:
         resample = Spacing(pixdim=(params.spacing_mm,) * 3, mode="bilinear")
-        image = resample(image)
+        image = resample(MetaTensor(image, affine=torch.as_tensor(affine)))
     roi = [min(params.roi, max(s, 16)) for s in image.shape[1:]]
     roi = [max(16, r - r % 8) for r in roi]
     amp = device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16):
         logits = sliding_window_inference(
-            image.as_tensor()[None].to(device), roi, params.sw_batch, model.network,
+            torch.as_tensor(image)[None], roi, params.sw_batch, model.network,
             overlap=params.overlap, mode=params.blend,
         )  # fmt: skip
-    labels = logits.float().argmax(dim=1).cpu()
+        labels = logits.argmax(dim=1).to(torch.uint8)
     if resample is not None:
-        out = MetaTensor(labels.to(torch.float32), affine=image.affine,
+        assert isinstance(image, MetaTensor)
+        out = MetaTensor(labels.float(), meta=image.meta,
                          applied_operations=image.applied_operations)  # fmt: skip
-        labels = resample.inverse(out).round().to(torch.int64)
+        with torch.inference_mode():
+            labels = resample.inverse(out).round().to(torch.uint8)
         if tuple(labels.shape[1:]) != array.shape:  # guard against off-by-one inverses
             raise RuntimeError(f"resampling back gave {tuple(labels.shape[1:])}, not {array.shape}")
-    result = labels[0].numpy().astype(np.uint8)
-    if flat:
-        result = result[:, :, result.shape[2] // 2][:, :, None] if depth == 1 else result
+    result = labels[0].cpu().numpy()
+    if flat and depth == 1:
+        result = result[:, :, result.shape[2] // 2][:, :, None]
     return result
 
 
