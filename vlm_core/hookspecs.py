@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from vlm_core.io.readers import InputReader
     from vlm_core.tasks import TaskSpec
 
 PROJECT_NAME = "vlm"
@@ -34,4 +35,18 @@ def register_tasks(register: Callable[[TaskSpec], None]) -> None:
 
     Keep this cheap: no model loads and no imports of torch or model libraries. They belong in
     the task's run function, which runs when the task is first used.
+    """
+
+
+@hookspec
+def register_readers(register: Callable[[InputReader], None]) -> None:
+    """Register input readers for formats the core recognises but does not decode.
+
+    :param register: call once per format with a :class:`vlm_core.io.readers.InputReader`
+        (``format`` one of :data:`vlm_core.io.readers.READER_FORMATS`, e.g. ``"dicom"``).
+        An invalid reader, or a format another plugin already reads, marks the plugin as
+        failed.
+
+    Keep this cheap: name the reader's functions as ``"module:function"`` strings (or import
+    nothing heavy), so that decoding libraries load only when a file of the format is read.
     """

@@ -2,9 +2,10 @@
 
 Nothing happens at import time: :func:`load_registry` finds the entry points of the
 ``vlm.plugins`` group, imports each plugin module, checks its hooks against the hookspecs and
-collects its tasks through the ``register`` callback. A plugin that fails at any step (even by
-raising ``SystemExit``) is recorded as failed with its reason, and the others keep working;
-with ``VLM_STRICT_PLUGINS=1`` the first failure raises :class:`~vlm_core.errors.PluginError`.
+collects its tasks and input readers through the ``register`` callbacks. A plugin that fails
+at any step (even by raising ``SystemExit``) is recorded as failed with its reason, and the
+others keep working; with ``VLM_STRICT_PLUGINS=1`` the first failure raises
+:class:`~vlm_core.errors.PluginError`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from vlm_core.errors import (
     describe_exception,
     did_you_mean,
 )
+from vlm_core.io.readers import InputReader, validate_reader
 from vlm_core.tasks import TaskSpec, validate_spec
 
 log = logging.getLogger("vlm.plugins")
@@ -47,6 +49,7 @@ class PluginRecord:
     error: str | None = None
     stage: str | None = None  # where it failed: import, validate, register, run
     tasks: list[str] = field(default_factory=list)
+    readers: list[str] = field(default_factory=list)  # formats it reads (register_readers)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,16 +61,18 @@ class PluginRecord:
             "error": self.error,
             "stage": self.stage,
             "tasks": list(self.tasks),
+            "readers": list(self.readers),
         }
 
 
 @dataclass
 class Registry:
-    """Loaded plugins and the tasks they registered."""
+    """Loaded plugins, the tasks they registered and their input readers (by format)."""
 
     plugins: dict[str, PluginRecord]
     tasks: dict[str, TaskSpec]
     manager: pluggy.PluginManager
+    readers: dict[str, InputReader] = field(default_factory=dict)
 
     def task(self, task_id: str) -> TaskSpec:
         try:
@@ -93,11 +98,14 @@ class Registry:
             ) from None
 
     def mark_failed(self, name: str, stage: str, reason: str) -> None:
-        """Disable a plugin for the rest of this process (its tasks disappear)."""
+        """Disable a plugin for the rest of this process (its tasks and readers disappear)."""
         record = self.plugins[name]
         record.status, record.stage, record.error = "failed", stage, reason
         for task_id in record.tasks:
             self.tasks.pop(task_id, None)
+        for fmt in record.readers:
+            if fmt in self.readers and self.readers[fmt].plugin == name:
+                del self.readers[fmt]
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -122,13 +130,32 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     ]
 
 
-def _collect_tasks(pm: pluggy.PluginManager, name: str, plugin: object) -> list[TaskSpec]:
-    """Call the plugin's own ``register_tasks`` and return what it registered."""
-    collected: list[TaskSpec] = []
+def _collect(pm: pluggy.PluginManager, hook: str, plugin: object) -> list[Any]:
+    """Call the plugin's own implementation of ``hook`` and return what it registered."""
+    collected: list[Any] = []
     others = [p for p in pm.get_plugins() if p is not plugin]
-    caller = pm.subset_hook_caller("register_tasks", remove_plugins=others)
+    caller = pm.subset_hook_caller(hook, remove_plugins=others)
     caller(register=collected.append)
     return collected
+
+
+def _reader_problems(readers: list[Any], taken: Mapping[str, InputReader]) -> list[str]:
+    """Problems with the readers one plugin registered, given the formats already taken."""
+    problems: list[str] = []
+    formats = [r.format for r in readers if isinstance(r, InputReader)]
+    for reader in readers:
+        found = validate_reader(reader)
+        if found:
+            problems += found
+            continue
+        owner = taken.get(reader.format)
+        if owner is not None:
+            problems.append(
+                f"format '{reader.format}' already has a reader from plugin '{owner.plugin}'"
+            )
+        elif formats.count(reader.format) > 1:
+            problems.append(f"format '{reader.format}' is registered twice")
+    return list(dict.fromkeys(problems))
 
 
 class _Loader:
@@ -137,10 +164,11 @@ class _Loader:
         self.pm = get_plugin_manager()
         self.records: dict[str, PluginRecord] = {}
         self.tasks: dict[str, TaskSpec] = {}
+        self.readers: dict[str, InputReader] = {}
 
     def fail(self, record: PluginRecord, stage: str, reason: str, exc: type = PluginError) -> None:
         record.status, record.stage, record.error = "failed", stage, reason
-        record.tasks = []
+        record.tasks, record.readers = [], []
         log.info("plugin '%s' failed at %s: %s", record.name, stage, reason)
         if self.settings.strict_plugins:
             raise exc(record.name, f"{stage}: {reason}")
@@ -163,7 +191,8 @@ class _Loader:
             self.pm.unregister(plugin)
             return self.fail(record, "validate", "; ".join(problems), PluginValidationError)
         try:
-            specs = _collect_tasks(self.pm, record.name, plugin)
+            specs = _collect(self.pm, "register_tasks", plugin)
+            readers = _collect(self.pm, "register_readers", plugin)
         except (KeyboardInterrupt, PluginError):
             raise
         except BaseException as exc:
@@ -177,11 +206,14 @@ class _Loader:
             problems += validate_spec(spec, record.name)
             if spec.id in self.tasks or [s.id for s in specs].count(spec.id) > 1:
                 problems.append(f"task id '{spec.id}' is registered twice")
+        problems += _reader_problems(readers, self.readers)
         if problems:
             self.pm.unregister(plugin)
             return self.fail(record, "validate", "; ".join(problems), PluginValidationError)
         record.tasks = [spec.id for spec in specs]
         self.tasks.update({spec.id: spec for spec in specs})
+        record.readers = [reader.format for reader in readers]
+        self.readers.update({r.format: replace(r, plugin=record.name) for r in readers})
         return None
 
 
@@ -239,7 +271,9 @@ def load_registry(
                 raise PluginError(record.name, f"run: {record.error}")
             continue
         loader.add(record, load)
-    return Registry(plugins=loader.records, tasks=loader.tasks, manager=loader.pm)
+    return Registry(
+        plugins=loader.records, tasks=loader.tasks, manager=loader.pm, readers=loader.readers
+    )
 
 
 _cached: Registry | None = None

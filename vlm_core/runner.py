@@ -27,6 +27,7 @@ from vlm_core import __version__
 from vlm_core.config import edit_user_config
 from vlm_core.errors import TaskRunError, UsageError, VLMError, describe_exception
 from vlm_core.io.load import Probe, collect_inputs, load_input
+from vlm_core.io.readers import ReaderError
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
@@ -122,6 +123,12 @@ def quarantine(registry: Registry, plugin: str, reason: str) -> None:
         config.quarantined[plugin] = reason
 
 
+def quarantine_reader(registry: Registry, exc: ReaderError) -> ReaderError:
+    """Quarantine the plugin whose input reader crashed; the error to raise in its place."""
+    quarantine(registry, exc.plugin, f"{exc.reader.format} reader raised {exc.detail}")
+    return ReaderError(exc.reader, exc.stage, exc.detail, quarantined=True)
+
+
 def _plugin_version(registry: Registry, plugin: str) -> str | None:
     record = registry.plugins.get(plugin)
     return record.version if record else None
@@ -155,7 +162,11 @@ def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskPara
     if spec.inputs and not request.inputs:
         kinds = ", ".join(str(k) for k in spec.inputs)
         raise UsageError(f"task '{spec.id}' needs at least one input ({kinds})")
-    probes = collect_inputs([str(p) for p in request.inputs], spec.inputs) if spec.inputs else []
+    probes = (
+        collect_inputs([str(p) for p in request.inputs], spec.inputs, readers=registry.readers)
+        if spec.inputs
+        else []
+    )
     if spec.max_inputs is not None and len(probes) > spec.max_inputs:
         raise UsageError(
             f"task '{spec.id}' takes at most {spec.max_inputs} inputs, got {len(probes)}"
@@ -199,7 +210,12 @@ def _results(
     done = 0
     for index, batch in enumerate(batches):
         t0 = time.perf_counter()
-        inputs = [load_input(p) for p in batch]
+        try:
+            inputs = [load_input(p, registry.readers) for p in batch]
+        except ReaderError as exc:
+            if not isolate:
+                raise
+            raise quarantine_reader(registry, exc) from exc
         records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p in batch]
         t1 = time.perf_counter()
         produced = call_task(registry, spec, inputs, params, ctx, isolate=isolate)
@@ -270,6 +286,10 @@ def run_task(
     except VLMError as exc:
         inputs = [str(p) for p in request.inputs]
         store.start(run_id, request.task, dict(request.params), inputs, out_text)
+        if isolate and isinstance(exc, ReaderError):
+            crashed = quarantine_reader(registry, exc)
+            store.finish(run_id, "failed", error=str(crashed))
+            raise crashed from exc
         store.finish(run_id, "rejected", error=str(exc))
         raise
     param_values = params.model_dump(mode="json")

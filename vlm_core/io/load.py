@@ -4,21 +4,31 @@
 against the allow-list and the caps in :class:`~vlm_core.config.Settings`, and fails with a
 one-line :class:`~vlm_core.errors.InputError` before any pixel data is decoded.
 :func:`load_input` then decodes a probed file into a core type.
+
+Formats the core recognises but does not decode (DICOM, video) are probed and loaded by the
+:class:`~vlm_core.io.readers.InputReader` a plugin registered for them (``register_readers``);
+pass the registry's ``readers`` to these functions. A reader with a ``group`` function turns the
+files of its format found under a folder into inputs of several files (a DICOM series: one
+:class:`Probe` whose ``path`` is the series folder and ``members`` its slices).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
+import math
+import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlm_core.config import Settings, settings
-from vlm_core.errors import InputError
+from vlm_core.errors import InputError, VLMError, describe_exception
 from vlm_core.fileio import sha256_file
+from vlm_core.io.readers import InputReader, ReaderError
 from vlm_core.io.sniff import ALLOWED, sniff_format
 from vlm_core.kinds import Kind
 
@@ -28,18 +38,36 @@ _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "web
 MAX_TEXT_BYTES = 1 << 20
 
 
+Readers = Mapping[str, InputReader]
+
+
 @dataclass(frozen=True)
 class Probe:
-    """A file that passed the header checks: its format, kind and header-reported shape."""
+    """An input that passed the header checks: its format, kind and header-reported shape.
+
+    An input of several files (a DICOM series) has ``path`` = the folder that holds them and
+    ``members`` = the files in load order; ``size_bytes`` is then their total size.
+    """
 
     path: Path
     format: str
     kind: Kind
     shape: tuple[int, ...]
     size_bytes: int
+    members: tuple[Path, ...] = ()
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files to read: the members, or the one file at ``path``."""
+        return self.members or (self.path,)
 
     def sha256(self) -> str:
-        return sha256_file(self.path)
+        """The file's sha256; for several files, the sha256 of their sha256s (hex, one per
+        line, in member order), so it changes when any member's content or the order does."""
+        if not self.members:
+            return sha256_file(self.path)
+        digests = "\n".join(sha256_file(member) for member in self.members)
+        return hashlib.sha256(digests.encode("ascii")).hexdigest()
 
 
 def _image_header(path: Path, fmt: str, s: Settings) -> tuple[int, ...]:
@@ -93,11 +121,8 @@ def _nifti_header(path: Path, s: Settings) -> tuple[int, ...]:
     return shape
 
 
-def probe_input(
-    path: Path, accept: Iterable[Kind] | None = None, s: Settings | None = None
-) -> Probe:
-    """Check ``path`` from its header only; raise :class:`InputError` naming the problem."""
-    s = s or settings()
+def _check_file(path: Path, accepted: list[Kind] | None, s: Settings) -> tuple[str, Kind, int]:
+    """The checks every file passes before its header is read: existence, size, format, kind."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
@@ -115,7 +140,6 @@ def probe_input(
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     kind = ALLOWED.get(fmt)
-    accepted = list(accept) if accept is not None else None
     if kind is None:
         what = "an unrecognised format" if fmt == "unknown" else f"a {fmt.upper()} file"
         allowed = ", ".join(
@@ -125,7 +149,33 @@ def probe_input(
     if accepted is not None and kind not in accepted:
         wanted = ", ".join(str(k) for k in accepted) or "no input files"
         raise InputError(f"{path}: is a {fmt} {kind}, but this task takes {wanted}")
-    if kind is Kind.IMAGE:
+    return fmt, kind, size
+
+
+def probe_input(
+    path: Path,
+    accept: Iterable[Kind] | None = None,
+    s: Settings | None = None,
+    *,
+    readers: Readers | None = None,
+) -> Probe:
+    """Check ``path`` from its header only; raise :class:`InputError` naming the problem.
+
+    ``readers`` (the registry's, by format) probe the formats the core does not decode.
+    """
+    s = s or settings()
+    fmt, kind, size = _check_file(path, list(accept) if accept is not None else None, s)
+    return _probe_checked(path, fmt, kind, size, s, readers or {})
+
+
+def _probe_checked(
+    path: Path, fmt: str, kind: Kind, size: int, s: Settings, readers: Readers
+) -> Probe:
+    """Read the header of a file that passed :func:`_check_file`."""
+    reader = readers.get(fmt)
+    if reader is not None:
+        shape = _reader_probe(reader, path, (path,), kind, s)
+    elif kind is Kind.IMAGE:
         shape = _image_header(path, fmt, s)
     elif fmt in ("nifti", "nifti-gz"):
         shape = _nifti_header(path, s)
@@ -136,6 +186,61 @@ def probe_input(
     else:
         shape = ()
     return Probe(path=path, format=fmt, kind=kind, shape=shape, size_bytes=size)
+
+
+def _call_reader(reader: InputReader, stage: str, *args: Any) -> Any:
+    """Call one of a reader's functions; anything but a :class:`VLMError` is the plugin's bug."""
+    try:
+        func = getattr(reader, f"resolve_{stage}")()
+        return func(*args)
+    except (KeyboardInterrupt, VLMError):
+        raise
+    except BaseException as exc:  # SystemExit too: a reader must not end the host
+        raise ReaderError(reader, stage, describe_exception(exc)) from exc
+
+
+def _reader_probe(
+    reader: InputReader, where: Path, files: tuple[Path, ...], kind: Kind, s: Settings
+) -> tuple[int, ...]:
+    """The shape ``reader`` reports for ``files``, checked against the caps again."""
+    shape = _call_reader(reader, "probe", files)
+    if not (
+        isinstance(shape, tuple)
+        and shape
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        raise ReaderError(reader, "probe", f"returned {shape!r}, not a shape of positive ints")
+    count = math.prod(shape)
+    if kind is Kind.VOLUME and count > s.max_volume_voxels:
+        raise InputError(
+            f"{where}: {reader.format} header claims {count:,} voxels {shape}, over the limit "
+            f"of {s.max_volume_voxels:,} (VLM_MAX_VOLUME_VOXELS)"
+        )
+    if kind is Kind.IMAGE and math.prod(shape[:2]) > s.max_image_pixels:
+        raise InputError(
+            f"{where}: {reader.format} header claims {math.prod(shape[:2]):,} pixels {shape}, "
+            f"over the limit of {s.max_image_pixels:,} (VLM_MAX_IMAGE_PIXELS)"
+        )
+    return shape
+
+
+def _probe_group(
+    files: tuple[Path, ...], fmt: str, kind: Kind, reader: InputReader, s: Settings
+) -> Probe:
+    """Probe the files of one group (already checked one by one) as one input."""
+    if len(files) == 1:
+        size = files[0].stat().st_size
+        shape = _reader_probe(reader, files[0], files, kind, s)
+        return Probe(path=files[0], format=fmt, kind=kind, shape=shape, size_bytes=size)
+    folder = Path(os.path.commonpath([str(f.parent) for f in files]))
+    size = sum(f.stat().st_size for f in files)
+    if size > s.max_input_bytes:
+        raise InputError(
+            f"{folder}: {len(files)} {fmt} files of one input total {size:,} bytes, over the "
+            f"limit of {s.max_input_bytes:,} (VLM_MAX_INPUT_BYTES)"
+        )
+    shape = _reader_probe(reader, folder, files, kind, s)
+    return Probe(path=folder, format=fmt, kind=kind, shape=shape, size_bytes=size, members=files)
 
 
 def _load_image(probe: Probe) -> Any:
@@ -192,8 +297,31 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def load_input(probe: Probe) -> Any:
-    """Decode a probed file into an :class:`Image`, :class:`Volume` or :class:`Text`."""
+def _load_with_reader(probe: Probe, reader: InputReader) -> Any:
+    from vlm_core.types import Image, Text, Video, Volume
+
+    expected: dict[Kind, type] = {
+        Kind.IMAGE: Image,
+        Kind.VOLUME: Volume,
+        Kind.VIDEO: Video,
+        Kind.TEXT: Text,
+    }
+    loaded = _call_reader(reader, "load", probe)
+    wanted = expected[probe.kind]
+    if not isinstance(loaded, wanted):
+        got = type(loaded).__name__
+        raise ReaderError(reader, "load", f"returned {got}, not a {wanted.__name__}")
+    return loaded
+
+
+def load_input(probe: Probe, readers: Readers | None = None) -> Any:
+    """Decode a probed input into an :class:`Image`, :class:`Volume` or :class:`Text`.
+
+    ``readers`` (the registry's, by format) decode the formats the core does not.
+    """
+    reader = (readers or {}).get(probe.format)
+    if reader is not None:
+        return _load_with_reader(probe, reader)
     if probe.kind is Kind.IMAGE:
         return _load_image(probe)
     if probe.format in ("nifti", "nifti-gz"):
@@ -217,14 +345,21 @@ def _is_pattern(arg: str) -> bool:
 
 
 def collect_inputs(
-    args: Sequence[str], accept: Sequence[Kind], s: Settings | None = None
+    args: Sequence[str],
+    accept: Sequence[Kind],
+    s: Settings | None = None,
+    *,
+    readers: Readers | None = None,
 ) -> list[Probe]:
     """Expand files, folders and globs into probed inputs.
 
     Files named explicitly must be usable; files found in folders or by globs that do not fit
-    are skipped (logged), and a folder or glob that yields nothing usable is an error.
+    are skipped (logged), and a folder or glob that yields nothing usable is an error. Files
+    found of a format whose reader groups files (``readers``) become one input per group: a
+    DICOM series folder is one volume.
     """
     s = s or settings()
+    readers = readers or {}
     probes: list[Probe] = []
     for arg in args:
         path = Path(arg).expanduser()
@@ -235,13 +370,7 @@ def collect_inputs(
             else:
                 found = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
                 where = f"pattern '{arg}'"
-            usable, reasons = [], []
-            for candidate in found:
-                try:
-                    usable.append(probe_input(candidate, accept, s))
-                except InputError as exc:
-                    reasons.append(str(exc))
-                    log.info("skipping %s", exc)
+            usable, reasons = _probe_found(found, list(accept), s, readers)
             if not usable:
                 kinds = ", ".join(str(k) for k in accept)
                 detail = f" ({len(found)} files, none usable; first: {reasons[0]})" if found else ""
@@ -250,8 +379,85 @@ def collect_inputs(
                 )
             probes += usable
         else:
-            probes.append(probe_input(path, accept, s))
+            probes.append(probe_input(path, accept, s, readers=readers))
     return probes
+
+
+def _probe_found(
+    found: list[Path], accept: list[Kind], s: Settings, readers: Readers
+) -> tuple[list[Probe], list[str]]:
+    """Probe the files found in a folder or by a glob, grouping those whose reader groups.
+
+    Returns the usable inputs, in the order of their first file, and why the others were
+    skipped.
+    """
+    slots: list[Probe | Path] = []  # a probe, or a file whose input is decided by its group
+    pending: dict[str, list[Path]] = {}
+    kinds: dict[str, Kind] = {}
+    reasons: list[str] = []
+    for candidate in found:
+        try:
+            fmt, kind, size = _check_file(candidate, accept, s)
+            reader = readers.get(fmt)
+            if reader is not None and reader.group is not None:
+                pending.setdefault(fmt, []).append(candidate)
+                kinds[fmt] = kind
+                slots.append(candidate)
+            else:
+                slots.append(_probe_checked(candidate, fmt, kind, size, s, readers))
+        except InputError as exc:
+            reasons.append(str(exc))
+            log.info("skipping %s", exc)
+    grouped: dict[Path, Probe | None] = {}  # first member → its input (None: unusable)
+    for fmt, files in pending.items():
+        reader = readers[fmt]
+        groups = _groups(reader, files)
+        for group in groups:
+            try:
+                probe: Probe | None = _probe_group(group, fmt, kinds[fmt], reader, s)
+            except InputError as exc:
+                probe = None
+                reasons.append(str(exc))
+                log.info("skipping %s", exc)
+            grouped[min(group)] = probe
+        in_groups = {f for group in groups for f in group}
+        for f in files:
+            if f not in in_groups:
+                reasons.append(f"{f}: not part of any {fmt} input")
+                log.info("skipping %s: not part of any %s input", f, fmt)
+    usable: list[Probe] = []
+    for slot in slots:
+        if isinstance(slot, Probe):
+            usable.append(slot)
+        elif (probe := grouped.get(slot)) is not None:
+            usable.append(probe)
+    return usable, reasons
+
+
+def _groups(reader: InputReader, files: list[Path]) -> list[tuple[Path, ...]]:
+    """The reader's groups of ``files``, checked: non-empty, only given files, none twice.
+
+    An :class:`InputError` from the reader (an inconsistent series) rejects the whole argument.
+    """
+    returned = _call_reader(reader, "group", list(files))
+    given = set(files)
+    seen: set[Path] = set()
+    groups: list[tuple[Path, ...]] = []
+    try:
+        for group in returned:
+            members = tuple(Path(f) for f in group)
+            if not members:
+                raise ValueError("an empty group")
+            for member in members:
+                if member not in given:
+                    raise ValueError(f"a file it was not given ({member})")
+                if member in seen:
+                    raise ValueError(f"a file in two groups ({member})")
+                seen.add(member)
+            groups.append(members)
+    except (TypeError, ValueError) as exc:
+        raise ReaderError(reader, "group", f"returned {exc}") from None
+    return groups
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -59,6 +59,10 @@ def sniff_format(path: Path) -> str:
     :data:`KNOWN_REFUSED`, or ``"unknown"``."""
     with open(path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
+    # first: DICOM's 128-byte preamble is free-form and often a TIFF header (dual-personality
+    # files such as pydicom's CT_small.dcm), so "DICM" at 128 outranks any magic at 0
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -69,8 +73,6 @@ def sniff_format(path: Path) -> str:
         return "bmp"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
     if _nifti_magic(head):
         return "nifti"
     if head.startswith(b"\x1f\x8b"):
