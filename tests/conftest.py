@@ -15,6 +15,19 @@ HERE = Path(__file__).parent
 REPO = HERE.parent
 FIXTURE_PLUGINS = HERE / "fixtures" / "plugins"
 VLM = [sys.executable, "-m", "vlm_core.cli.__main__"]
+#: the fixture plugins' entry-point names (tests/fixtures/plugins)
+FIXTURE_PLUGIN_NAMES = ("good", "exits", "broken_hook", "broken_import", "misspelled")
+
+
+def builtin_plugins() -> set[str]:
+    """Entry-point names of the built-in plugins under plugins/ (installed by the set-up)."""
+    import tomllib
+
+    names: set[str] = set()
+    for pyproject in REPO.glob("plugins/*/pyproject.toml"):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        names |= set(project.get("entry-points", {}).get("vlm.plugins", {}))
+    return names
 
 
 def pip_install_target(sources: Sequence[Path], target: Path) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
+
+from conftest import FIXTURE_PLUGIN_NAMES
 
 
 def test_tasks_and_info(vlm):
-    tasks = json.loads(vlm("tasks", "--json").stdout)
+    tasks = json.loads(vlm("tasks", "--json", VLM_PLUGINS=",".join(FIXTURE_PLUGIN_NAMES)).stdout)
     assert [t["id"] for t in tasks] == ["exits.boom", "good.invert", "good.shapes"]
     info = json.loads(vlm("info", "good.invert", "--json").stdout)
     params = {p["name"]: p for p in info["parameters"]}
@@ -104,7 +107,8 @@ def test_help_and_version(vlm_bare):
     assert vlm_bare("nonsense").returncode == 2
 
 
-def test_core_works_with_zero_plugins(vlm_bare):
+def test_core_works_with_zero_plugins(vlm_bare, monkeypatch):
+    monkeypatch.setattr(vlm_bare, "env", partial(vlm_bare.env, VLM_PLUGINS=""))  # no built-ins
     assert json.loads(vlm_bare("plugins", "list", "--json").stdout) == []
     assert json.loads(vlm_bare("tasks", "--json").stdout) == []
     proc = vlm_bare("run", "x.y")

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, Vlm
+from conftest import FIXTURE_PLUGIN_NAMES, REPO, Vlm
 from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "dashboard" / "app.py")
@@ -35,7 +35,8 @@ def with_fixture_plugins(monkeypatch, fixture_site, vlm_home):
     monkeypatch.syspath_prepend(str(fixture_site))
 
 
-def test_home_lists_plugins_tasks_and_failures(with_fixture_plugins):
+def test_home_lists_plugins_tasks_and_failures(with_fixture_plugins, monkeypatch):
+    monkeypatch.setenv("VLM_PLUGINS", ",".join(FIXTURE_PLUGIN_NAMES))  # not the built-in ones
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert at.title[0].value == "vlm"

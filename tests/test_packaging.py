@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import REPO, Vlm, one_line_error
+from conftest import REPO, Vlm, builtin_plugins, one_line_error
 
 
 def test_package_list_is_complete():
@@ -170,4 +170,7 @@ def test_install_of_a_plugin_into_a_target(tmp_path, vlm_bare):
     )
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(Vlm(vlm_bare.home, [site])("plugins", "list", "--json").stdout)
-    assert [(p["name"], p["status"]) for p in listed] == [("tgt", "healthy")]
+    builtin = builtin_plugins()
+    assert [(p["name"], p["status"]) for p in listed if p["name"] not in builtin] == [
+        ("tgt", "healthy")
+    ]

@@ -204,7 +204,7 @@ def test_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
 def test_sliding_window_benchmark_compares_the_same_work() -> None:
     from vlm_medical.bench import bench_sliding_window
 
-    row = bench_sliding_window(device="cpu", shape=(40, 40, 24), roi=32, sw_batch=2, rounds=1,
+    row = bench_sliding_window(device="cpu", shape=(40, 40, 32), roi=32, sw_batch=2, rounds=1,
                                channels=(4, 8, 16))  # fmt: skip
     assert row["same_labels"] is True  # the plugin's labels equal raw MONAI's
     assert row["plugin_mvoxel_s"] > 0 and row["raw_mvoxel_s"] > 0

@@ -44,3 +44,7 @@ def _segment() -> TaskSpec:
 @hookimpl
 def register_tasks(register):  # type: ignore[no-untyped-def]
     register(_segment())
+
+
+# the DICOM input reader (its @hookimpl is in dicom.py; pydicom is imported on first use)
+from vlm_medical.dicom import register_readers  # noqa: E402, F401

@@ -1,0 +1,683 @@
+"""DICOM input: single files, multi-frame files and series folders as RAS volumes (pydicom).
+
+The core sniffs DICOM by content but does not decode it; this module is the medical plugin's
+reader for it, registered through the core's ``register_readers`` hook, so every ``volume``
+task of every plugin receives DICOM input as a :class:`vlm_core.types.Volume`.
+
+- :func:`group` turns the DICOM files found under a folder into one input per series
+  (SeriesInstanceUID), slices sorted along the slice normal, and rejects inconsistent series
+  (different sizes, orientations or pixel spacings, duplicate positions, uneven gaps).
+- :func:`probe` reads headers only (``stop_before_pixels``) and checks the voxel cap of
+  :func:`vlm_core.config.settings` before any pixel data is read; a file whose pixel data is
+  shorter than its header declares is refused here.
+- :func:`load` decodes the pixels, applies RescaleSlope/RescaleIntercept (DoseGridScaling for
+  RT dose) and builds the affine from ImagePositionPatient, ImageOrientationPatient and
+  PixelSpacing, the slice step from the positions (per-frame functional groups or
+  GridFrameOffsetVector for multi-frame files), converted from DICOM's LPS to RAS as nibabel
+  and MONAI do. Without orientation or positions it falls back to InstanceNumber order and
+  SpacingBetweenSlices/SliceThickness, and logs a note.
+
+Voxel order is (i, j, k[, c]) = (column, row, slice[, sample]), as MONAI's ``PydicomReader``
+returns it. Error messages and logs name files, folders and attribute keywords only, never
+patient data: the reader reads no identifying attribute, and silences pydicom's warnings,
+which may quote the values they complain about.
+
+Importing this module imports neither pydicom nor numpy; they load on first use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import statistics
+import struct
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlm_core import hookimpl
+from vlm_core.config import settings
+from vlm_core.errors import InputError
+from vlm_core.io.readers import InputReader
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vlm_core.io.load import Probe
+    from vlm_core.types import Volume
+
+log = logging.getLogger("vlm.medical.dicom")
+
+READER = InputReader(
+    format="dicom",
+    probe="vlm_medical.dicom:probe",
+    load="vlm_medical.dicom:load",
+    group="vlm_medical.dicom:group",
+    description="DICOM files and series (pydicom) as RAS volumes",
+)
+
+#: Two slices closer than this along the slice normal (mm) are duplicates.
+DUPLICATE_MM = 1e-3
+#: Gaps between neighbouring slices may differ from the median gap by this fraction ...
+GAP_TOLERANCE = 0.02
+#: ... or by this many millimetres, whichever is larger (positions are rounded in headers).
+GAP_TOLERANCE_MM = 0.01
+#: Direction cosines of two slices differing by more than this are different orientations.
+ORIENTATION_TOLERANCE = 1e-4
+
+_PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}  # Pixel, Float Pixel, Double Float Pixel
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@hookimpl
+def register_readers(register: Callable[[InputReader], None]) -> None:
+    """The medical plugin's input readers: DICOM."""
+    register(READER)
+
+
+class _NoPixelData(InputError):
+    """A DICOM file that is not an image (DICOMDIR, structured report, ...)."""
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What the reader needs from one file's header (never any patient data)."""
+
+    path: Path
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    value_range: tuple[int, int] | None  # stored integer range; None for float pixel data
+    compressed: str | None  # the transfer syntax's name when the pixel data is compressed
+    series: str | None  # SeriesInstanceUID: grouping only, never shown
+    instance: int | None  # InstanceNumber
+    orientation: tuple[float, ...] | None  # row then column direction cosines, LPS
+    positions: tuple[tuple[float, float, float], ...] | None  # one per frame, LPS mm
+    origin: tuple[float, float, float] | None  # ImagePositionPatient (first frame), LPS mm
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns) mm
+    slice_spacing: float | None  # SpacingBetweenSlices, else SliceThickness, mm
+    rescale: tuple[tuple[float, float], ...]  # (slope, intercept) per frame
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One 2D plane of the volume: a frame of a file."""
+
+    header: _Header
+    frame: int
+
+    @property
+    def position(self) -> tuple[float, float, float] | None:
+        positions = self.header.positions
+        return positions[self.frame] if positions else None
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Slices in volume order and the voxel → RAS mm affine (4x4, row-major)."""
+
+    slices: tuple[_Slice, ...]
+    affine: tuple[tuple[float, ...], ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader functions (named in READER)
+
+
+def group(files: Sequence[Path]) -> list[list[Path]]:
+    """One group per series (SeriesInstanceUID), members sorted along the slice normal.
+
+    A multi-frame file, or a file without a series UID, is a group of its own; files without
+    pixel data (DICOMDIR, reports) are left out. An inconsistent series raises
+    :class:`InputError` naming its folder and the problem.
+    """
+    series: dict[str, list[_Header]] = {}
+    groups: list[list[Path]] = []
+    for path in files:
+        try:
+            header = _read_header(Path(path))
+        except _NoPixelData as exc:
+            log.info("skipping %s", exc)
+            continue
+        if header.frames > 1 or header.series is None:
+            groups.append([header.path])
+        else:
+            series.setdefault(header.series, []).append(header)
+    for headers in series.values():
+        geometry = _geometry(headers, _folder_of([h.path for h in headers]))
+        groups.append([s.header.path for s in geometry.slices])
+    return sorted(groups, key=min)
+
+
+def probe(files: Sequence[Path]) -> tuple[int, ...]:
+    """The shape (columns, rows, slices[, samples]) of one input, from headers only.
+
+    Checks the voxel cap (``VLM_MAX_VOLUME_VOXELS``) before any pixel data is read.
+    """
+    paths = [Path(f) for f in files]
+    where = paths[0] if len(paths) == 1 else _folder_of(paths)
+    first = _read_header(paths[0])
+    _check_cap(where, _shape(first, first.frames * len(paths)))
+    headers = [first, *(_read_header(p) for p in paths[1:])]
+    geometry = _geometry(headers, where)
+    return _shape(first, len(geometry.slices))
+
+
+def load(probe: Probe) -> Volume:
+    """Decode ``probe.files`` into a :class:`Volume` in RAS millimetres."""
+    import numpy as np
+
+    from vlm_core.types import Volume
+
+    where = probe.path
+    headers = [_read_header(p) for p in probe.files]
+    geometry = _geometry(headers, where)
+    shape = _shape(headers[0], len(geometry.slices))
+    _check_cap(where, shape)
+    out = np.empty(shape, dtype=_output_dtype(headers))
+    for k, (plane, (slope, intercept)) in enumerate(_planes(geometry)):
+        values = _rescaled(plane, slope, intercept, out.dtype)
+        if np.issubdtype(out.dtype, np.integer) and values.size:
+            low, high = int(values.min()), int(values.max())
+            if low < np.iinfo(out.dtype).min or high > np.iinfo(out.dtype).max:
+                out = out.astype(np.int64)  # stored values beyond BitsStored: widen, once
+        out[:, :, k] = np.swapaxes(values, 0, 1)  # (rows, columns) → (i, j) = (column, row)
+    name = where.name if probe.members else _stem(where)
+    return Volume(array=out, affine=np.array(geometry.affine), name=name, source=probe.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers
+
+
+def _read_header(path: Path) -> _Header:
+    """Read ``path`` up to its pixel data and check the pixel data is all there."""
+    import pydicom
+    from pydicom.uid import UID
+
+    size = path.stat().st_size
+    try:
+        with warnings.catch_warnings(), open(path, "rb") as fh:
+            warnings.simplefilter("ignore")  # pydicom's warnings may quote header values
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            pixel_at = fh.tell()
+            element = fh.read(12)
+    except Exception as exc:  # pydicom raises many types for broken headers
+        raise InputError(f"{path}: not a readable DICOM header ({type(exc).__name__})") from None
+    meta = getattr(ds, "file_meta", None)
+    syntax_uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not syntax_uid:
+        raise InputError(f"{path}: DICOM header is truncated or has no transfer syntax")
+    syntax = UID(str(syntax_uid))
+    float_pixels = False
+    if not syntax.is_deflated:  # a deflated dataset is read whole: no position to check
+        found = _pixel_element(element, syntax.is_little_endian, syntax.is_implicit_VR)
+        if found is None:
+            raise _NoPixelData(f"{path}: DICOM file has no pixel data (not an image, or cut off)")
+        tag, length, offset = found
+        float_pixels = tag != 0x7FE00010
+        available = size - pixel_at - offset
+        if length != _UNDEFINED_LENGTH and available < length:
+            raise InputError(
+                f"{path}: DICOM pixel data is truncated ({max(available, 0):,} of {length:,} "
+                "bytes in the file)"
+            )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = _header_from(
+                path, ds, float_pixels, syntax.name if syntax.is_compressed else None
+            )
+    except _BadValue as exc:
+        raise InputError(f"{path}: DICOM header has no valid {exc.keyword}") from None
+    except Exception as exc:  # a malformed sequence item, an unconvertible nested value
+        raise InputError(
+            f"{path}: DICOM header has an invalid image attribute ({type(exc).__name__})"
+        ) from None
+    if header.rows < 1 or header.columns < 1 or header.frames < 1 or header.samples < 1:
+        raise InputError(
+            f"{path}: DICOM header claims an empty image "
+            f"({header.rows} rows, {header.columns} columns, {header.frames} frames)"
+        )
+    return header
+
+
+def _pixel_element(element: bytes, little: bool, implicit: bool) -> tuple[int, int, int] | None:
+    """(tag, declared value length, bytes before the value) of the pixel data element that
+    starts ``element``, or None when ``element`` is not a whole pixel data element header (the
+    file has none)."""
+    if len(element) < 8:
+        return None
+    order = "<" if little else ">"
+    group_number, element_number = struct.unpack(order + "HH", element[:4])
+    tag = group_number << 16 | element_number
+    if tag not in _PIXEL_TAGS:
+        return None
+    vr = element[4:6]
+    if not implicit and not (vr.isalpha() and vr.isupper()):
+        implicit = True  # encoded implicit despite its transfer syntax (pydicom reads it so)
+    elif implicit and vr in _LONG_VRS and element[6:8] == b"\x00\x00":
+        implicit = False
+    if implicit:
+        return tag, int(struct.unpack(order + "I", element[4:8])[0]), 8
+    if vr in _LONG_VRS:
+        if len(element) < 12:
+            return None
+        return tag, int(struct.unpack(order + "I", element[8:12])[0]), 12
+    return tag, int(struct.unpack(order + "H", element[6:8])[0]), 8
+
+
+def _item(ds: Any, sequence: str) -> Any:
+    """The first item of ``sequence`` in ``ds``, or None."""
+    value = ds.get(sequence)
+    return value[0] if value else None
+
+
+def _functional(ds: Any, sequence: str, keyword: str, frame: int | None = None) -> Any:
+    """``keyword`` from an enhanced multi-frame functional group (shared, else per frame)."""
+    groups = []
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    if shared is not None:
+        groups.append(shared)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame:
+        groups.append(per_frame[frame or 0])
+    for functional_group in groups:
+        item = _item(functional_group, sequence)
+        if item is not None and item.get(keyword) is not None:
+            return item.get(keyword)
+    return None
+
+
+def _floats(value: Any, count: int) -> tuple[float, ...] | None:
+    """``count`` finite numbers from a multi-valued attribute, or None (missing or invalid)."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str | bytes | float | int) else value
+    try:
+        numbers = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        return None
+    return numbers
+
+
+def _number(value: Any) -> float | None:
+    """A positive finite number, or None (missing or invalid)."""
+    numbers = _floats(value, 1)
+    return numbers[0] if numbers and numbers[0] > 0 else None
+
+
+class _BadValue(ValueError):
+    """A header attribute the reader needs is missing or not a valid value."""
+
+    def __init__(self, keyword: str) -> None:
+        super().__init__(keyword)
+        self.keyword = keyword
+
+
+def _get(ds: Any, keyword: str) -> Any:
+    """``ds.keyword`` or None; a value pydicom cannot convert is a :class:`_BadValue`."""
+    try:
+        return ds.get(keyword)
+    except Exception:  # pydicom's value conversion raises several types
+        raise _BadValue(keyword) from None
+
+
+def _int(ds: Any, keyword: str, default: int | None = None) -> int:
+    value = _get(ds, keyword)
+    if value is None or value == "":
+        if default is None:
+            raise _BadValue(keyword)
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _BadValue(keyword) from None
+
+
+def _header_from(path: Path, ds: Any, float_pixels: bool, compressed: str | None) -> _Header:
+    """The reader's view of a header; raises :class:`_BadValue` naming a bad attribute."""
+    frames = _int(ds, "NumberOfFrames", 1)
+    value_range = None
+    if not float_pixels:
+        bits = _int(ds, "BitsStored", _int(ds, "BitsAllocated"))
+        if not 1 <= bits <= 64:
+            raise _BadValue("BitsStored")
+        signed = _int(ds, "PixelRepresentation", 0) == 1
+        value_range = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    orientation = _floats(_get(ds, "ImageOrientationPatient"), 6) or _floats(
+        _functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6
+    )
+    if orientation is not None:
+        row, col = orientation[:3], orientation[3:]
+        if not (0.9 < _norm(row) < 1.1 and 0.9 < _norm(col) < 1.1 and abs(_dot(row, col)) < 0.1):
+            orientation = None  # not two orthogonal unit vectors: unusable
+    positions: tuple[tuple[float, float, float], ...] | None = None
+    per_frame_groups = _get(ds, "PerFrameFunctionalGroupsSequence") or ()
+    if len(per_frame_groups) == frames:
+        per_frame = [_floats(_functional_position(item), 3) for item in per_frame_groups]
+        if all(p is not None for p in per_frame):
+            positions = tuple((p[0], p[1], p[2]) for p in per_frame if p is not None)
+    single = _floats(_get(ds, "ImagePositionPatient"), 3)
+    origin = (single[0], single[1], single[2]) if single else None
+    if positions is None and frames == 1 and origin is not None:
+        positions = (origin,)
+    offsets = _floats(_get(ds, "GridFrameOffsetVector"), frames) if frames > 1 else None
+    if positions is None and offsets and origin is not None and orientation is not None:
+        # RT dose grids: frame f lies offsets[f] mm from the origin along the slice normal
+        normal = _cross(orientation[:3], orientation[3:])
+        positions = tuple(
+            (origin[0] + d * normal[0], origin[1] + d * normal[1], origin[2] + d * normal[2])
+            for d in offsets
+        )
+    spacing = (
+        _floats(_get(ds, "PixelSpacing"), 2)
+        or _floats(_functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        or _floats(_get(ds, "ImagerPixelSpacing"), 2)
+    )
+    if spacing is not None and not all(v > 0 for v in spacing):
+        spacing = None
+    slice_spacing = (
+        _number(_get(ds, "SpacingBetweenSlices"))
+        or _number(_functional(ds, "PixelMeasuresSequence", "SpacingBetweenSlices"))
+        or _number(_get(ds, "SliceThickness"))
+        or _number(_functional(ds, "PixelMeasuresSequence", "SliceThickness"))
+    )
+    try:
+        instance: int | None = _int(ds, "InstanceNumber")
+    except _BadValue:  # only orders slices without positions: missing is not fatal
+        instance = None
+    series = _get(ds, "SeriesInstanceUID")
+    return _Header(
+        path=path,
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        frames=frames,
+        samples=_int(ds, "SamplesPerPixel", 1),
+        value_range=value_range,
+        compressed=compressed,
+        series=str(series) if series else None,
+        instance=instance,
+        orientation=orientation,
+        positions=positions,
+        origin=origin or (positions[0] if positions else None),
+        pixel_spacing=(spacing[0], spacing[1]) if spacing else None,
+        slice_spacing=slice_spacing,
+        rescale=tuple(_rescale(ds, f) for f in range(frames)),
+    )
+
+
+def _functional_position(item: Any) -> Any:
+    position = _item(item, "PlanePositionSequence")
+    return position.get("ImagePositionPatient") if position is not None else None
+
+
+def _rescale(ds: Any, frame: int) -> tuple[float, float]:
+    """(slope, intercept) of ``frame``: the file's, else its functional groups', else (1, 0)."""
+    slope, intercept = _get(ds, "RescaleSlope"), _get(ds, "RescaleIntercept")
+    if slope is None and intercept is None and _get(ds, "DoseGridScaling") is not None:
+        slope = _get(ds, "DoseGridScaling")  # RT dose: stored value x scaling = Gy
+    if slope is None and intercept is None:
+        sequence = "PixelValueTransformationSequence"
+        slope = _functional(ds, sequence, "RescaleSlope", frame)
+        intercept = _functional(ds, sequence, "RescaleIntercept", frame)
+    values = []
+    for keyword, value, default in (
+        ("RescaleSlope", slope, 1.0),
+        ("RescaleIntercept", intercept, 0.0),
+    ):
+        number = _floats(value, 1) if value not in (None, "") else (default,)
+        if number is None:
+            raise _BadValue(keyword)
+        values.append(number[0])
+    if values[0] == 0:
+        raise _BadValue("RescaleSlope")
+    return values[0], values[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+
+
+def _norm(v: Sequence[float]) -> float:
+    return math.sqrt(sum(x * x for x in v))
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def _cross(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _folder_of(paths: Sequence[Path]) -> Path:
+    return Path(os.path.commonpath([str(p.parent) for p in paths]))
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".dcm")] if path.name.lower().endswith(".dcm") else path.name
+
+
+def _shape(header: _Header, slices: int) -> tuple[int, ...]:
+    shape = (header.columns, header.rows, slices)
+    return (*shape, header.samples) if header.samples > 1 else shape
+
+
+def _check_cap(where: Path, shape: tuple[int, ...]) -> None:
+    limit = settings().max_volume_voxels
+    voxels = math.prod(shape)
+    if voxels > limit:
+        raise InputError(
+            f"{where}: DICOM headers claim {voxels:,} voxels {shape}, over the limit of "
+            f"{limit:,} (VLM_MAX_VOLUME_VOXELS)"
+        )
+
+
+def _check_consistent(headers: Sequence[_Header], where: Path) -> None:
+    """Every file of one volume has the first file's size, samples, orientation and spacing."""
+    first = headers[0]
+    if len(headers) > 1 and any(h.frames > 1 for h in headers):
+        raise InputError(f"{where}: a multi-frame DICOM file cannot be stacked with other files")
+    for h in headers[1:]:
+        problem = None
+        if (h.rows, h.columns) != (first.rows, first.columns):
+            problem = (
+                f"slices of different sizes ({first.path.name} is {first.columns}x{first.rows}, "
+                f"{h.path.name} is {h.columns}x{h.rows})"
+            )
+        elif h.samples != first.samples:
+            problem = f"slices with different samples per pixel ({h.path.name})"
+        elif (h.orientation is None) != (first.orientation is None) or (
+            h.orientation is not None
+            and first.orientation is not None
+            and max(abs(a - b) for a, b in zip(h.orientation, first.orientation, strict=True))
+            > ORIENTATION_TOLERANCE
+        ):
+            problem = (
+                f"slices of different orientations ({first.path.name} and {h.path.name}); "
+                "a series must be one stack of parallel slices"
+            )
+        elif h.pixel_spacing != first.pixel_spacing and not (
+            h.pixel_spacing
+            and first.pixel_spacing
+            and all(
+                math.isclose(a, b, rel_tol=1e-4)
+                for a, b in zip(h.pixel_spacing, first.pixel_spacing, strict=True)
+            )
+        ):
+            problem = f"slices of different pixel spacing ({first.path.name} and {h.path.name})"
+        if problem:
+            raise InputError(f"{where}: DICOM series has {problem}")
+
+
+def _geometry(headers: Sequence[_Header], where: Path) -> _Geometry:
+    """Order the slices of one volume along its normal, check their spacing, build the affine.
+
+    Falls back to InstanceNumber order and SpacingBetweenSlices/SliceThickness (logged) when
+    orientation or positions are missing.
+    """
+    _check_consistent(headers, where)
+    first = headers[0]
+    slices = [_Slice(h, f) for h in headers for f in range(h.frames)]
+    if first.pixel_spacing is None:
+        log.info("%s: no PixelSpacing; assuming 1 mm pixels", where.name)
+    row_mm, col_mm = first.pixel_spacing or (1.0, 1.0)
+    orientation = first.orientation
+    positioned = orientation is not None and all(s.position is not None for s in slices)
+    if positioned and orientation is not None:
+        row, col = orientation[:3], orientation[3:]
+        normal = _cross(row, col)
+        slices.sort(key=lambda s: _dot(normal, s.position or (0.0, 0.0, 0.0)))
+        depths = [_dot(normal, s.position or (0.0, 0.0, 0.0)) for s in slices]
+        _check_spacing(slices, depths, where)
+        origin = slices[0].position or (0.0, 0.0, 0.0)
+        if len(slices) > 1:
+            last = slices[-1].position or origin
+            step = tuple((b - a) / (len(slices) - 1) for a, b in zip(origin, last, strict=True))
+        else:
+            thickness = first.slice_spacing or 1.0
+            step = tuple(n * thickness for n in normal)
+    else:
+        log.info(
+            "%s: no ImageOrientationPatient/ImagePositionPatient; ordering slices by "
+            "InstanceNumber and spacing them by SpacingBetweenSlices/SliceThickness",
+            where.name,
+        )
+        slices = _by_instance(slices, where)
+        cosines = orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial, when unknown
+        row, col = cosines[:3], cosines[3:]
+        normal = _cross(row, col)
+        thickness = first.slice_spacing or 1.0
+        step = tuple(n * thickness for n in normal)
+        origin = slices[0].position or slices[0].header.origin or (0.0, 0.0, 0.0)
+    # voxel (i, j, k) = (column, row, slice) → LPS mm (one row per axis x, y, z), then
+    # LPS → RAS by negating x and y
+    lps = [[row[a] * col_mm, col[a] * row_mm, step[a], origin[a]] for a in range(3)]
+    ras = [[0.0 - v for v in lps[0]], [0.0 - v for v in lps[1]], lps[2], [0.0, 0.0, 0.0, 1.0]]
+    return _Geometry(slices=tuple(slices), affine=tuple(tuple(r) for r in ras))
+
+
+def _check_spacing(slices: Sequence[_Slice], depths: Sequence[float], where: Path) -> None:
+    """No two slices at one position, and even gaps (a missing slice doubles one)."""
+    if len(slices) < 2:
+        return
+    gaps = [b - a for a, b in itertools.pairwise(depths)]
+    for index, gap in enumerate(gaps):
+        if gap < DUPLICATE_MM:
+            a, b = _label(slices[index]), _label(slices[index + 1])
+            raise InputError(
+                f"{where}: DICOM series has two slices at the same position "
+                f"{depths[index]:.3f} mm along the slice normal ({a} and {b})"
+            )
+    typical = statistics.median(gaps)
+    tolerance = max(GAP_TOLERANCE * typical, GAP_TOLERANCE_MM)
+    for index, gap in enumerate(gaps):
+        if abs(gap - typical) > tolerance:
+            a, b = _label(slices[index]), _label(slices[index + 1])
+            hint = " (a missing slice?)" if gap > typical else ""
+            raise InputError(
+                f"{where}: DICOM series has uneven slice spacing: {gap:.3f} mm between {a} and "
+                f"{b}, {typical:.3f} mm elsewhere{hint}"
+            )
+
+
+def _label(s: _Slice) -> str:
+    return s.header.path.name + (f" frame {s.frame + 1}" if s.header.frames > 1 else "")
+
+
+def _by_instance(slices: list[_Slice], where: Path) -> list[_Slice]:
+    """Slices by InstanceNumber (frames of one file stay in file order)."""
+    if len(slices) < 2 or slices[0].header.frames > 1:
+        return slices
+    numbers = [s.header.instance for s in slices]
+    if any(n is None for n in numbers):
+        raise InputError(
+            f"{where}: DICOM series has no slice positions and no InstanceNumber to order "
+            "its slices by"
+        )
+    if len(set(numbers)) != len(numbers):
+        raise InputError(f"{where}: DICOM series has duplicate InstanceNumbers and no positions")
+    return sorted(slices, key=lambda s: s.header.instance or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels
+
+
+def _planes(geometry: _Geometry) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
+    """Each slice's pixels (rows, columns[, samples]) with its (slope, intercept), in order."""
+    if geometry.slices[0].header.frames > 1:  # one multi-frame file
+        header = geometry.slices[0].header
+        frames = _pixels(header)
+        for s in geometry.slices:
+            yield frames[s.frame], header.rescale[s.frame]
+        return
+    for s in geometry.slices:
+        yield _pixels(s.header), s.header.rescale[0]
+
+
+def _pixels(header: _Header) -> np.ndarray:
+    """Decode one file's pixel data: (rows, columns[, samples]) or (frames, rows, ...)."""
+    import pydicom
+
+    path = header.path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = pydicom.dcmread(path).pixel_array
+    except Exception as exc:  # decoders raise many types for truncated or corrupt data
+        first = (str(exc).strip().splitlines() or [""])[0].split(" - ")[0][:160]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        hint = ""
+        if header.compressed:
+            hint = f"; {header.compressed} needs a decoder such as pylibjpeg or python-gdcm"
+        raise InputError(
+            f"{path}: cannot decode DICOM pixel data, truncated or corrupt ({detail}){hint}"
+        ) from None
+    expected = (header.rows, header.columns) + ((header.samples,) if header.samples > 1 else ())
+    if header.frames > 1:
+        expected = (header.frames, *expected)
+    if tuple(pixels.shape) != expected:
+        raise InputError(
+            f"{path}: DICOM pixel data decodes to shape {tuple(pixels.shape)}, the header "
+            f"declares {expected}"
+        )
+    return pixels
+
+
+def _output_dtype(headers: Sequence[_Header]) -> np.dtype:
+    """The smallest dtype that holds every rescaled value: an integer type when every slope is
+    1 and every intercept whole (CT in HU stays int16), else float32."""
+    import numpy as np
+
+    rescales = [r for h in headers for r in h.rescale]
+    ranges = [h.value_range for h in headers]
+    if any(r is None for r in ranges) or any(
+        slope != 1 or not intercept.is_integer() for slope, intercept in rescales
+    ):
+        return np.dtype(np.float32)
+    low = min(r[0] for r in ranges if r) + int(min(i for _, i in rescales))
+    high = max(r[1] for r in ranges if r) + int(max(i for _, i in rescales))
+    for candidate in (np.uint8, np.int16, np.uint16, np.int32, np.uint32):
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            return np.dtype(candidate)
+    return np.dtype(np.int64)
+
+
+def _rescaled(plane: np.ndarray, slope: float, intercept: float, dtype: np.dtype) -> np.ndarray:
+    """Stored values → modality values (HU for CT): ``slope * stored + intercept``."""
+    import numpy as np
+
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(plane.dtype, np.integer):
+        return plane.astype(np.int64) + int(intercept) if intercept else plane
+    return plane.astype(np.float32) * np.float32(slope) + np.float32(intercept)
