@@ -5,6 +5,7 @@ from __future__ import annotations
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+from vlm_medical import bundle
 from vlm_medical.params import SegmentParams, SegmentTrainParams
 
 
@@ -44,6 +45,7 @@ def _segment() -> TaskSpec:
 @hookimpl
 def register_tasks(register):  # type: ignore[no-untyped-def]
     register(_segment())
+    register(bundle.spec())
 
 
 # the DICOM input reader (its @hookimpl is in dicom.py; pydicom is imported on first use)
