@@ -548,3 +548,24 @@ def test_train_page_stops_a_job_and_refuses_a_second_and_bad_data(
 
     saved = find_checkpoint(tmp_path / "long")
     assert saved is not None and saved.step == job.snapshot()["step"]
+
+
+def _builtin_tasks() -> list[str]:
+    """Tasks of the built-in plugins under plugins/ (installed by the set-up)."""
+    from conftest import builtin_plugins
+
+    registry = load_registry()
+    names = builtin_plugins()
+    return sorted(t for t, spec in registry.tasks.items() if spec.plugin in names)
+
+
+@pytest.mark.parametrize("task", _builtin_tasks())
+def test_every_builtin_task_runs_from_its_bundled_sample_and_renders(vlm_home, task):
+    at = run_page(task)
+    assert at.radio(key=f"run.source.{task}").value == "sample"
+    at = healthy(click_run(at))
+    assert f"of {task}: " in at.success[0].value, errors(at)
+    assert not at.error, errors(at)
+    spec = load_registry().tasks[task]
+    if spec.notice:
+        assert spec.notice in " ".join(w.value for w in at.warning)

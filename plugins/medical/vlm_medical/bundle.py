@@ -420,6 +420,10 @@ def run(inputs: Sequence[Volume], params: BundleParams, ctx: RunContext) -> list
     import hashlib
     import json
 
+    from vlm_medical._quiet import quiet_monai
+
+    quiet_monai()
+
     from vlm_core.runtime import CacheKey, model_cache
     from vlm_core.weights import sha256_of
     from vlm_medical.bundle_safety import check_trusted, read_bundle_config, scan_config
