@@ -111,15 +111,19 @@ def test_nibabel_anatomical_keeps_its_geometry_and_is_measured(tmp_path: Path) -
     assert "lesion_count" in result.outputs["measurements"].values
 
 
-def test_resampled_inference_returns_to_the_input_grid(tmp_path: Path) -> None:
-    image, _ = make_volume(np.random.RandomState(7), 40)
-    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+@pytest.mark.parametrize("orientation", ["native", "RAS"])
+def test_reoriented_resampled_inference_returns_to_the_input_grid(
+    tmp_path: Path, orientation: str
+) -> None:
+    image, label = make_volume(np.random.RandomState(7), 40)
+    affine = np.diag([-0.8, 0.8, 1.5, 1.0])  # LAS: reorienting to RAS flips the first axis
     path = tmp_path / "aniso.nii.gz"
     nib.save(nib.Nifti1Image(image, affine), path)
-    (result,) = run([path], spacing_mm=1.0).results
+    (result,) = run([path], spacing_mm=1.0, orientation=orientation).results
     mask = result.outputs["mask"]
     assert mask.labels.shape == image.shape
     np.testing.assert_allclose(mask.affine, affine)
+    assert dice_score(mask.labels, label) > 0.8  # the labels came back where the lesions are
 
 
 def test_measurements_of_a_known_sphere() -> None:
@@ -208,3 +212,21 @@ def test_sliding_window_benchmark_compares_the_same_work() -> None:
                                channels=(4, 8, 16))  # fmt: skip
     assert row["same_labels"] is True  # the plugin's labels equal raw MONAI's
     assert row["plugin_mvoxel_s"] > 0 and row["raw_mvoxel_s"] > 0
+
+
+def test_swinunetr_trains_through_the_core_trainer(tmp_path: Path) -> None:
+    """The attention-based network: one optimizer step and a validation on whole volumes."""
+    from vlm_medical.params import SegmentTrainParams
+    from vlm_medical.train import build
+
+    from vlm_core.tasks import TrainContext
+    from vlm_core.training import TrainConfig, Trainer
+
+    data = write_dataset(tmp_path / "data", 2, seed=9, size=64)
+    params = SegmentTrainParams(network="swinunetr", patch=64, roi=64, samples_per_volume=1)
+    setup = build(data, params, TrainContext("medical.segment", "medical", "cpu", purpose="train"))
+    assert type(setup.model).__name__ == "SwinUNETR"
+    config = TrainConfig(max_steps=1, batch_size=1, device="cpu", tensorboard=False)
+    result = Trainer(setup, config, tmp_path / "out").fit()
+    assert result.status == "completed"
+    assert {"val_dice", "val_hd95", "val_loss"} <= set(result.last_values)

@@ -27,6 +27,9 @@ class SegmentParams(TaskParams):
     blend: Literal["gaussian", "constant"] = Field(
         "gaussian", description="How overlapping windows are blended."
     )
+    orientation: Literal["native", "RAS", "LPS"] = Field(
+        "native", description="Reorient before inference (the mask returns to the input grid)."
+    )
     spacing_mm: float = Field(
         0.0, ge=0.0, le=10.0, description="Resample to this isotropic spacing first (0: native)."
     )
@@ -45,7 +48,7 @@ class SegmentTrainParams(TaskParams):
         48,
         ge=16,
         le=256,
-        description="Training patch side in voxels (a multiple of 8 for UNet, 32 for SwinUNETR).",
+        description="Training patch side in voxels (UNet: a multiple of 8; SwinUNETR: of 32, at least 64).",
     )
     samples_per_volume: int = Field(
         2, ge=1, le=32, description="Random patches per volume per step (half on lesions)."

@@ -83,7 +83,7 @@ def segment_array(
     """
     from monai.data import MetaTensor
     from monai.inferers import sliding_window_inference
-    from monai.transforms import Spacing
+    from monai.transforms import Compose, Orientation, Spacing
 
     depth = array.shape[2]
     source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -93,9 +93,15 @@ def segment_array(
     if flat:  # a single slice: a slab of copies gives the 3D network context to work with
         data = data.expand(-1, -1, min(params.roi, 16)).contiguous()
     image: torch.Tensor = data[None]
-    resample = None
+    steps: list[Any] = []
+    if params.orientation != "native" and not flat:
+        steps.append(
+            Orientation(axcodes=params.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))
+        )
     if params.spacing_mm > 0 and not flat:
-        resample = Spacing(pixdim=(params.spacing_mm,) * 3, mode="bilinear")
+        steps.append(Spacing(pixdim=(params.spacing_mm,) * 3, mode="bilinear"))
+    resample = Compose(steps) if steps else None
+    if resample is not None:  # MONAI records each step so that the labels can go back
         image = resample(MetaTensor(image, affine=torch.as_tensor(affine)))
     roi = [min(params.roi, max(s, 16)) for s in image.shape[1:]]
     roi = [max(16, r - r % 8) for r in roi]
@@ -113,7 +119,9 @@ def segment_array(
         with torch.inference_mode():
             labels = resample.inverse(out).round().to(torch.uint8)
         if tuple(labels.shape[1:]) != array.shape:  # guard against off-by-one inverses
-            raise RuntimeError(f"resampling back gave {tuple(labels.shape[1:])}, not {array.shape}")
+            raise RuntimeError(
+                f"inverting {steps} gave {tuple(labels.shape[1:])}, not {array.shape}"
+            )
     result = labels[0].cpu().numpy()
     if flat and depth == 1:
         result = result[:, :, result.shape[2] // 2][:, :, None]

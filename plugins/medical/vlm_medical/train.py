@@ -106,10 +106,11 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     quiet_monai()
     found = read_dataset(data, val_fraction=params.val_fraction, seed=ctx.seed)
     classes = len(found.class_names)
-    divisor = 32 if params.network == "swinunetr" else 8
-    if params.patch % divisor:
+    divisor, smallest = (32, 64) if params.network == "swinunetr" else (8, 16)
+    if params.patch % divisor or params.patch < smallest:
         raise ValueError(
-            f"patch {params.patch} must be a multiple of {divisor} for {params.network}"
+            f"patch {params.patch} does not fit {params.network}: it needs a multiple of "
+            f"{divisor} of at least {smallest}"
         )
     arch = architecture(params.network, out_channels=classes)
     train_items = found.train if ctx.purpose == "train" else []
