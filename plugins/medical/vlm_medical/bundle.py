@@ -131,6 +131,7 @@ def spec() -> TaskSpec:
             ),
         ),
         memory_mb=1024,
+        notice="Research use only: not a medical device, not for diagnosis.",
     )
 
 
