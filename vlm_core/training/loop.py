@@ -219,10 +219,12 @@ def validate(
         for batch in loader:
             batch = to_device(batch, device)
             with autocast(device, dtype):
-                loss, extra = split_loss(setup.loss(model, batch), task)
                 size = batch_len(batch)
-                loss_sum += float(loss.float().item()) * size
                 count += size
+                extra: dict[str, Any] = {}
+                if setup.loss is not None:
+                    loss, extra = split_loss(setup.loss(model, batch), task)
+                    loss_sum += float(loss.float().item()) * size
                 if metrics is not None:
                     if "preds" in extra and "target" in extra:
                         preds, target = extra["preds"], extra["target"]
@@ -234,7 +236,7 @@ def validate(
     loss_sum, total = world.sum([loss_sum, float(count)])
     if total == 0:
         raise TrainError("the validation split is empty")
-    result = {"val_loss": loss_sum / total}
+    result = {"val_loss": loss_sum / total} if setup.loss is not None else {}
     if metrics is not None:
         result.update({f"val_{k}": v for k, v in _scalars(metrics.compute()).items()})
     return result

@@ -12,12 +12,17 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from vlm_core.training.config import TrainConfig
+    from vlm_core.training.stepping import Optimizers
 
 #: ``loss(model, batch)``: a scalar tensor, or a mapping with a scalar ``"loss"`` and other
 #: scalars to log.
 LossFunction = Callable[[Any, Any], "torch.Tensor | Mapping[str, torch.Tensor]"]
 #: ``predict(model, batch) -> (preds, target)`` fed to the metrics' ``update``.
 PredictFunction = Callable[[Any, Any], "tuple[Any, Any]"]
+#: ``optimizers(model, config) -> {name: Optimizer}`` for a ``train_step``.
+OptimizersFunction = Callable[[Any, "TrainConfig"], "Mapping[str, torch.optim.Optimizer]"]
+#: ``train_step(model, batch, opt) -> {name: scalar}``: one step with several optimizers.
+TrainStepFunction = Callable[[Any, Any, "Optimizers"], "Mapping[str, Any]"]
 
 
 def default_predict(model: Any, batch: Any) -> tuple[Any, Any]:
@@ -33,7 +38,18 @@ class TrainSetup:
     Attributes:
         model: the module to train (built on the CPU; the trainer moves it).
         train_data: a map-style dataset; the trainer shuffles, shards and batches it.
-        loss: ``loss(model, batch)`` on a batch already on the device.
+        loss: ``loss(model, batch)`` on a batch already on the device: what the trainer
+            minimises with its one optimizer, and ``val_loss`` in validation.
+        train_step: instead of ``loss``, a step of the task's own with several optimizers
+            (a GAN's): ``train_step(model, batch, opt)`` runs its forward passes in
+            ``opt.autocast()``, calls ``opt.backward(loss)`` and ``opt.step(name)`` and returns
+            the scalars to log (``"loss"`` first among them if it has one). The trainer keeps
+            the NaN/inf guard, clipping, precision, checkpoints and resume. Its ``model``
+            should be an ``nn.ModuleDict`` (``{"g": ..., "d": ...}``): under torchrun each
+            part is wrapped in DistributedDataParallel on its own and ``train_step`` receives
+            them under the same names.
+        optimizers: with ``train_step``: ``optimizers(model, config) -> {name: Optimizer}``;
+            each gets the configured learning-rate schedule.
         val_data: the validation split (None: no validation, the last checkpoint is the best).
         metrics: a factory of torchmetrics metrics, a ``{name: Metric}`` mapping or a
             ``MetricCollection``; values are logged as ``val_<name>``. ``val_loss`` is always
@@ -49,7 +65,7 @@ class TrainSetup:
 
     model: nn.Module
     train_data: Dataset[Any]
-    loss: LossFunction
+    loss: LossFunction | None = None
     val_data: Dataset[Any] | None = None
     metrics: Callable[[], Any] | None = None
     predict: PredictFunction = default_predict
@@ -58,3 +74,7 @@ class TrainSetup:
     collate: Callable[[list[Any]], Any] | None = None
     optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None = None
     card: Mapping[str, Any] = field(default_factory=dict)
+    train_step: TrainStepFunction | None = None
+    optimizers: Callable[[nn.Module, TrainConfig], Mapping[str, torch.optim.Optimizer]] | None = (
+        None
+    )

@@ -9,7 +9,6 @@ model in :class:`~torch.nn.parallel.DistributedDataParallel`; only rank 0 writes
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import platform
@@ -30,14 +29,10 @@ from vlm_core.training.distributed import World
 from vlm_core.training.loop import (
     TrainError,
     amp_dtype,
-    autocast,
-    batch_len,
     dataset_len,
     micro_batches_per_epoch,
     rng_state,
     set_rng_state,
-    split_loss,
-    to_device,
     train_loader,
     val_loader,
     validate,
@@ -45,6 +40,7 @@ from vlm_core.training.loop import (
 from vlm_core.training.metrics_log import MetricsLog
 from vlm_core.training.report import write_report
 from vlm_core.training.setup import TrainSetup
+from vlm_core.training.stepping import AutoStepper, ManualStepper
 
 log = logging.getLogger(__name__)
 
@@ -256,17 +252,23 @@ class Trainer:
             ema = AveragedModel(
                 model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
             )
-        make_opt = setup.optimizer or _optimizer
-        optimizer = make_opt(model, cfg)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
         scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+        stepper: AutoStepper | ManualStepper
+        if setup.train_step is not None:
+            stepper = ManualStepper(
+                setup, cfg, model, _lr_lambda(cfg, total), scaler=scaler, device=device,
+                dtype=dtype, world=world, task=self.task,
+            )  # fmt: skip
+        else:
+            stepper = AutoStepper(
+                setup, cfg, model, setup.optimizer or _optimizer, _lr_lambda(cfg, total),
+                scaler=scaler, device=device, dtype=dtype, world=world, task=self.task,
+            )  # fmt: skip
 
         step, best, bad_validations, skipped, elapsed0 = 0, None, 0, 0, 0.0
         if found is not None:
             model.load_state_dict(state["model"] if "model" in state else found.model_state())
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+            stepper.load_state_dict(state)
             if ema is not None and "ema" in state:
                 ema.load_state_dict(state["ema"])
             step = int(state["step"])
@@ -288,7 +290,21 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index or 0] if device.type == "cuda" else None
-            train_model = DistributedDataParallel(model, device_ids=ids)
+            if setup.train_step is None:
+                train_model = DistributedDataParallel(model, device_ids=ids)
+            else:
+                # a task's own step (a GAN's) calls the model's parts one by one, each with
+                # its optimizer: each part is wrapped, so that every call syncs its gradients
+                train_model = nn.ModuleDict(
+                    {
+                        name: DistributedDataParallel(
+                            child, device_ids=ids, find_unused_parameters=True
+                        )
+                        if any(p.requires_grad for p in child.parameters())
+                        else child
+                        for name, child in model.named_children()
+                    }
+                )
 
         pin = device.type == "cuda"
         vloader = val_loader(setup, world, batch=micro, num_workers=cfg.num_workers, pin=pin)
@@ -318,7 +334,7 @@ class Trainer:
             nonlocal last_saved
             if world.is_main:
                 self._save(
-                    step, model, ema, optimizer, scheduler, scaler, values, is_best,
+                    step, model, ema, stepper, values, is_best,
                     best, bad_validations, skipped, elapsed0 + time.perf_counter() - started,
                     steps_per_epoch, world,
                 )  # fmt: skip
@@ -349,17 +365,12 @@ class Trainer:
                     if world.any(self._stop_requested):
                         status, message = "stopped", f"stopped on request at step {step}"
                         break
-                    loss_value, extra, n = self._step(
-                        train_model, batches, optimizer, scaler, dtype, micro
-                    )
-                    grad_norm = self._clip(model, optimizer, scaler)
-                    bad = not math.isfinite(loss_value) or (
-                        dtype is not torch.float16 and not math.isfinite(grad_norm)
-                    )
+                    outcome = stepper.step(train_model, batches)
+                    loss_value, extra, n = outcome.loss, outcome.values, outcome.samples
+                    grad_norm = outcome.grad_norm
                     step += 1
-                    if world.any(bad):
-                        optimizer.zero_grad(set_to_none=True)
-                        scheduler.step()
+                    if outcome.bad:
+                        stepper.skip()
                         skipped += 1
                         consecutive_bad += 1
                         what = f"non-finite loss/gradient at step {step} (loss {loss_value})"
@@ -375,10 +386,7 @@ class Trainer:
                         log.warning("%s: step skipped", what)
                         continue
                     consecutive_bad = 0
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
+                    stepper.commit()
                     if ema is not None:
                         ema.update_parameters(model)
                     running_loss += loss_value
@@ -390,7 +398,7 @@ class Trainer:
                     if step % cfg.log_every == 0 or step == total:
                         values = {
                             "train_loss": running_loss / max(running_n, 1),
-                            "lr": optimizer.param_groups[0]["lr"],
+                            "lr": stepper.lr(),
                             "grad_norm": grad_norm,
                             **{
                                 f"train_{k}": v / max(running_n, 1)
@@ -470,46 +478,6 @@ class Trainer:
         self._emit(TrainEvent("end", step, total, step // steps_per_epoch, last_values, message))
         return result
 
-    def _step(
-        self,
-        model: nn.Module,
-        batches: Any,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        dtype: torch.dtype | None,
-        micro: int,
-    ) -> tuple[float, dict[str, float], int]:
-        """Forward and backward over ``grad_accum`` micro-batches; (mean loss, extras, samples)."""
-        accum = self.config.grad_accum
-        total = torch.zeros((), device=self.device)
-        extras: dict[str, float] = {}
-        samples = 0
-        for i in range(accum):
-            batch = to_device(next(batches), self.device)
-            samples += batch_len(batch)
-            sync = self.world.distributed and i < accum - 1
-            context = model.no_sync() if sync else contextlib.nullcontext()  # type: ignore[operator]
-            with context:
-                with autocast(self.device, dtype):
-                    loss, extra = split_loss(self.setup.loss(model, batch), self.task)
-                scaler.scale(loss / accum).backward()
-            total += loss.detach().float() / accum
-            for key, value in extra.items():
-                if isinstance(value, torch.Tensor) and value.numel() == 1:
-                    extras[key] = extras.get(key, 0.0) + float(value.detach().float()) / accum
-        return float(total.item()), extras, samples
-
-    def _clip(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
-    ) -> float:
-        scaler.unscale_(optimizer)
-        params = [p for p in model.parameters() if p.grad is not None]
-        if not params:
-            return 0.0
-        limit = self.config.clip_grad_norm or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, limit)
-        return float(norm.item())
-
     def _track_best(
         self,
         step: int,
@@ -548,9 +516,7 @@ class Trainer:
         step: int,
         model: nn.Module,
         ema: Any,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        scaler: torch.amp.GradScaler,
+        stepper: AutoStepper | ManualStepper,
         values: dict[str, float],
         is_best: bool,
         best: dict[str, Any] | None,
@@ -564,9 +530,7 @@ class Trainer:
         weights = (ema.module if ema is not None else model).state_dict()
         train_state: dict[str, Any] = {
             "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            **stepper.state_dict(),
             "rng": rngs,
             "best": best,
             "bad_validations": bad_validations,
