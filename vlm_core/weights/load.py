@@ -169,7 +169,8 @@ def _load_pickle(path: Path, plugin: str) -> Any:
 def _refusal_reason(message: str) -> str:
     """The part of torch's weights-only refusal that says what the file asked for."""
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message) or re.search(
-        r"unsupported GLOBAL ([\w.]+)", message  # torch >= 2.10: "... whose module X is blocked"
+        r"unsupported GLOBAL ([\w.]+)",
+        message,  # torch >= 2.10: "... whose module X is blocked"
     )
     if found:
         return f"it needs '{found.group(1)}', which is not on the allow-list of safe globals"
