@@ -4,7 +4,7 @@
     python benchmarks/medical_segment.py --device cpu --quick     # a small volume on the CPU
 
 Writes medical_segment.json into --out (or prints it). The H200 anchor for raw MONAI (UNet 3D,
-96³ windows, sw-batch 8, bf16, 320×320×160) is 372 Mvoxel/s (shared/anchors).
+96^3 windows, sw-batch 8, bf16, 320x320x160) is 372 Mvoxel/s (shared/anchors).
 """
 
 from __future__ import annotations

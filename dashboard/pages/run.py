@@ -194,7 +194,7 @@ def _show(outcome: RunOutcome, task: str) -> None:
     )
     spec = registry().tasks.get(task)
     if spec is not None and spec.notice:
-        st.warning(spec.notice, icon="⚕️" if spec.domain == "medical" else "ℹ️")
+        st.warning(spec.notice, icon=":material/info:")
     for index, result in enumerate(outcome.results):
         with st.container(border=True):
             st.markdown(f"**{_result_title(result, index)}**")

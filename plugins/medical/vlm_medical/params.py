@@ -48,7 +48,8 @@ class SegmentTrainParams(TaskParams):
         48,
         ge=16,
         le=256,
-        description="Training patch side in voxels (UNet: a multiple of 8; SwinUNETR: of 32, at least 64).",
+        description="Training patch side in voxels (UNet: a multiple of 8; SwinUNETR: of 32, "
+        "at least 64).",
     )
     samples_per_volume: int = Field(
         2, ge=1, le=32, description="Random patches per volume per step (half on lesions)."
