@@ -342,6 +342,133 @@ def test_grad_cam_named_layer_and_bad_requests():
     assert hook_count(model) == 0
 
 
+# --- Grad-CAM on volumes ------------------------------------------------------------------------
+
+VOLUME = (24, 32, 40)  # (D, H, W): three different sides, so a transposition shows
+CUBES = {  # class 0: a bright cube of channel 0; class 1: a larger, dimmer one of channel 1
+    0: (slice(4, 12), slice(4, 12), slice(8, 16)),
+    1: (slice(12, 24), slice(16, 32), slice(24, 40)),
+}
+
+
+class Planted3D(nn.Module):
+    """Class c = mean of input channel c, seen through 4x4x4-voxel cells (a 3D convnet)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        conv = nn.Conv3d(2, 2, kernel_size=4, stride=4, bias=False)
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.weight[0, 0] = 1.0 / 64
+            conv.weight[1, 1] = 1.0 / 64
+        self.features = nn.Sequential(conv)
+        self.act = nn.ReLU(inplace=inplace)  # MONAI's DenseNet: in place, right after the stage
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.head = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.eye(2))
+            self.head.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.pool(self.act(self.features(x))).flatten(1))
+
+
+def planted_volume() -> Tensor:
+    x = torch.zeros(1, 2, *VOLUME)
+    x[(0, 0, *CUBES[0])] = 1.0
+    x[(0, 1, *CUBES[1])] = 0.6
+    return x
+
+
+def inside(where: tuple[slice, ...]) -> np.ndarray:
+    mask = np.zeros(VOLUME, dtype=bool)
+    mask[where] = True
+    return mask
+
+
+def test_grad_cam_of_a_volume_peaks_on_the_evidence_for_each_class():
+    model = Planted3D()
+    assert find_target_layer(model, planted_volume()) == "act"
+    for class_index, cube in CUBES.items():
+        heat = grad_cam(model, planted_volume(), class_index=class_index, target_layer="features")
+        assert heat.shape == VOLUME and heat.dtype == np.float32
+        assert heat.min() == 0.0 and heat.max() == 1.0
+        peak = np.unravel_index(heat.argmax(), heat.shape)
+        assert all(s.start <= i < s.stop for i, s in zip(peak, cube, strict=True)), peak
+        assert heat[inside(cube)].mean() > 0.5 and heat[~inside(cube)].mean() < 0.1
+    top1 = run_grad_cam(model, planted_volume(), target_layer="features")
+    assert top1.class_index == 1  # the green cube holds more evidence in all
+    assert top1.coarse.shape == (6, 8, 10)  # the layer's (d, h, w) grid
+    assert np.array_equal(to_heat(top1.coarse, VOLUME), grad_cam(model, planted_volume()))
+
+
+def test_volume_heat_is_upsampled_trilinearly():
+    coarse = torch.zeros(3, 4, 5, dtype=torch.float64)
+    coarse[2, 0, 4] = 1.0  # one cell: the far-depth, top, right corner
+    heat = to_heat(coarse, (12, 16, 20))
+    expect = torch.nn.functional.interpolate(
+        coarse[None, None], size=(12, 16, 20), mode="trilinear", align_corners=False
+    )[0, 0]
+    expect = (expect - expect.min()) / (expect.max() - expect.min())
+    np.testing.assert_allclose(heat, expect.numpy(), atol=1e-6)
+    d, h, w = np.unravel_index(heat.argmax(), heat.shape)  # inside the cell's 4x4x4 block
+    assert 8 <= d < 12 and 0 <= h < 4 and 16 <= w < 20
+    assert heat[:4].max() == 0.0 and heat[:, 8:].max() == 0.0  # far from the cell: nothing
+    assert not to_heat(torch.ones(3, 4, 5), (6, 8, 10)).any()  # constant: no preference
+    with pytest.raises(UsageError, match=r"\(d, h, w\)"):
+        to_heat(coarse, (12, 16))
+
+
+def test_grad_cam_of_a_volume_ignores_an_in_place_relu_after_the_layer():
+    """The explained activations are the layer's own, not what a later in-place op made them."""
+    x = planted_volume()
+    x[(0, 0, *CUBES[1])] = -0.5  # negative activations, which the ReLU after the layer zeroes
+    x[(0, 1, *CUBES[0])] = -0.3
+
+    def planted(inplace: bool) -> nn.Module:
+        model = Planted3D(inplace=inplace)
+        with torch.no_grad():  # class 0 now reads both channels, so both weights matter
+            model.head.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 1.0]]))
+        return model
+
+    model = planted(inplace=True)
+    model.train()
+    in_place = grad_cam(model, x, class_index=0, target_layer="features")
+    reference = grad_cam(planted(inplace=False), x, class_index=0, target_layer="features")
+    np.testing.assert_array_equal(in_place, reference)  # differs by up to 1.0 without the copy
+    assert model.training and hook_count(model) == 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_grad_cam_of_a_volume_checks_its_requests():
+    model = Planted3D()
+    heat = grad_cam(model, planted_volume(), class_index=0, size=(12, 16, 20))
+    assert heat.shape == (12, 16, 20)
+    with pytest.raises(UsageError, match=r"\(d, h, w\)"):
+        grad_cam(model, planted_volume(), size=(16, 20))
+    with pytest.raises(UsageError, match=r"not a \(1, C, d, h, w\) map"):
+        grad_cam(model, planted_volume(), target_layer="head")
+    with pytest.raises(UsageError, match=r"\(1, C, D, H, W\)"):
+        grad_cam(model, planted_volume()[0])
+    with pytest.raises(UsageError, match=r"spatial \(B, C, d, h, w\)"):
+        find_target_layer(model, torch.zeros(1, 2, 4, 4, 4))  # one cell: nothing spatial
+    assert hook_count(model) == 0
+
+
+def test_grad_cam_of_monai_densenet121_on_a_volume():
+    monai = pytest.importorskip("monai")  # MONAI's DenseNet: ReLU in place after `features`
+    torch.manual_seed(0)
+    model = monai.networks.nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=3)
+    x = torch.randn(1, 1, 64, 48, 56, generator=torch.Generator().manual_seed(0))
+    layer = find_target_layer(model, x)
+    assert layer == "class_layers.relu"  # the last (B, C, d, h, w) output: 2x1x1 cells
+    saliency = run_grad_cam(model, x, target_layer="features.denseblock3")
+    assert saliency.coarse.shape == (4, 3, 3)
+    heat = grad_cam(model, x, class_index=2, target_layer="features.denseblock3")
+    assert heat.shape == (64, 48, 56) and heat.min() == 0.0 and heat.max() == 1.0
+    assert hook_count(model) == 0 and all(p.grad is None for p in model.parameters())
+
+
 # --- explain / overlay ----------------------------------------------------------------------
 
 

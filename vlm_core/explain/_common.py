@@ -1,4 +1,8 @@
-"""What the explanation methods share: eval mode with restore, and coarse map → heat map."""
+"""What the explanation methods share: eval mode with restore, and coarse map → heat map.
+
+Maps are 2D (h, w) for images and 3D (d, h, w) for volumes; :func:`to_heat` upsamples either
+to the input's grid (bilinearly or trilinearly).
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,10 @@ from vlm_core.errors import UsageError
 class Saliency:
     """One method's raw answer for one image.
 
-    ``coarse``: (h, w) float map on the model's own grid (patches or feature cells), not yet
-    normalised; ``logits``: (num_classes,) of the same forward pass; ``class_index``: the class
-    explained (Grad-CAM) or predicted (rollout); ``layers``: names of the hooked modules.
+    ``coarse``: (h, w) float map on the model's own grid (patches or feature cells) — (d, h, w)
+    for a volume — not yet normalised; ``logits``: (num_classes,) of the same forward pass;
+    ``class_index``: the class explained (Grad-CAM) or predicted (rollout); ``layers``: names
+    of the hooked modules.
     """
 
     coarse: Tensor
@@ -65,14 +70,22 @@ def pick_class(logits: Tensor, class_index: int | None) -> int:
     return class_index
 
 
-def to_heat(coarse: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Upsample a coarse (h, w) map bilinearly to ``size`` (H, W) and min-max scale to [0, 1].
+def to_heat(coarse: Tensor, size: tuple[int, ...]) -> np.ndarray:
+    """Upsample a coarse map to ``size`` and min-max scale it to [0, 1].
 
-    Returns float32 (H, W). A constant map (no location preferred over another) comes back as
-    all zeros.
+    A (h, w) map goes bilinearly to ``size`` (H, W); a (d, h, w) map of a volume goes
+    trilinearly to ``size`` (D, H, W). Returns float32 of shape ``size``. A constant map (no
+    location preferred over another) comes back as all zeros.
     """
+    size = tuple(int(n) for n in size)
+    if coarse.dim() not in (2, 3) or len(size) != coarse.dim():
+        raise UsageError(
+            f"a coarse map {tuple(coarse.shape)} cannot be upsampled to {size}: both must be "
+            "(h, w) or both (d, h, w)"
+        )
+    mode = "bilinear" if coarse.dim() == 2 else "trilinear"
     up = F.interpolate(
-        coarse.detach().double()[None, None], size=size, mode="bilinear", align_corners=False
+        coarse.detach().double()[None, None], size=size, mode=mode, align_corners=False
     )[0, 0]
     low, high = up.min(), up.max()
     span = float(high - low)
@@ -89,3 +102,13 @@ def input_size(pixels: Tensor) -> tuple[int, int]:
             f"explanations take one preprocessed image (1, C, H, W), got {tuple(pixels.shape)}"
         )
     return int(pixels.shape[2]), int(pixels.shape[3])
+
+
+def spatial_size(pixels: Tensor) -> tuple[int, ...]:
+    """(H, W) of a (1, C, H, W) image or (D, H, W) of a (1, C, D, H, W) volume, checked."""
+    if pixels.dim() not in (4, 5) or pixels.shape[0] != 1:
+        raise UsageError(
+            "explanations take one preprocessed image (1, C, H, W) or volume (1, C, D, H, W), "
+            f"got {tuple(pixels.shape)}"
+        )
+    return tuple(int(n) for n in pixels.shape[2:])

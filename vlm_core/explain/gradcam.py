@@ -1,14 +1,20 @@
-"""Grad-CAM (Selvaraju et al., 2017) for convolutional classifiers.
+"""Grad-CAM (Selvaraju et al., 2017) for convolutional classifiers, 2D and 3D.
 
 The activations A (C, h, w) of one spatial layer are weighted by the spatial mean of the
 gradient of the chosen class logit with respect to them; ReLU(Σ_c w_c A_c) is the map. The
 layer defaults to the model's last spatial feature stage (``layer4`` of a ResNet), found
 through timm's ``feature_info``, or for other modules the last module whose output is a
 (B, C, h, w) map with more than one cell.
+
+Volumes work the same way: a 3D convnet (MONAI's DenseNet121 with ``spatial_dims=3``, any
+``nn.Conv3d`` stack) takes (1, C, D, H, W), its layers give (B, C, d, h, w) activations, and
+the map is (d, h, w), upsampled trilinearly to the input's (D, H, W). A layer counts as
+spatial when its output has as many spatial axes as the input.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from typing import Any
 
@@ -20,19 +26,24 @@ from vlm_core.errors import UsageError, did_you_mean
 from vlm_core.explain._common import (
     Saliency,
     eval_mode,
-    input_size,
     logits_of,
     pick_class,
+    spatial_size,
     to_heat,
 )
 
 __all__ = ["find_target_layer", "grad_cam"]
 
 
-def _is_spatial(output: object) -> bool:
+def _is_spatial(output: object, dims: int = 2) -> bool:
+    """Whether ``output`` is a (B, C, *grid) map with ``dims`` spatial axes and > 1 cell."""
     return (
-        isinstance(output, Tensor) and output.dim() == 4 and output.shape[2] * output.shape[3] > 1
+        isinstance(output, Tensor) and output.dim() == 2 + dims and math.prod(output.shape[2:]) > 1
     )
+
+
+def _grid(dims: int) -> str:
+    return "(B, C, d, h, w)" if dims == 3 else "(B, C, h, w)"
 
 
 def find_target_layer(model: nn.Module, pixels: Tensor) -> str:
@@ -40,9 +51,11 @@ def find_target_layer(model: nn.Module, pixels: Tensor) -> str:
 
     For a timm model this is the last ``feature_info`` entry whose output is a (B, C, h, w)
     map with h·w > 1 (``layer4`` of a ResNet, ``stages.3`` of a ConvNeXt); for another module,
-    the last module in execution order with such an output. Runs one forward pass without
+    the last module in execution order with such an output — a (B, C, d, h, w) map with
+    d·h·w > 1 when ``pixels`` is a volume (1, C, D, H, W). Runs one forward pass without
     gradients; the model is left unchanged.
     """
+    dims = len(spatial_size(pixels))
     stages = [str(d["module"]) for d in _feature_info(model)]
     candidates = stages or [name for name, _ in model.named_modules() if name]
     modules = dict(model.named_modules())
@@ -50,7 +63,7 @@ def find_target_layer(model: nn.Module, pixels: Tensor) -> str:
 
     def record(name: str) -> Any:
         def hook(_module: nn.Module, _args: Any, output: object) -> None:
-            if _is_spatial(output):
+            if _is_spatial(output, dims):
                 spatial.append(name)
 
         return hook
@@ -65,7 +78,7 @@ def find_target_layer(model: nn.Module, pixels: Tensor) -> str:
     if not spatial:
         where = "feature stage" if stages else "layer"
         raise UsageError(
-            f"{type(model).__name__} has no {where} with a spatial (B, C, h, w) output for "
+            f"{type(model).__name__} has no {where} with a spatial {_grid(dims)} output for "
             "Grad-CAM; pass target_layer, or use method='rollout' for ViT-family models"
         )
     if stages:  # the deepest stage, whatever order the hooks fired in
@@ -102,8 +115,9 @@ def run_grad_cam(
     class_index: int | None = None,
     target_layer: str | None = None,
 ) -> Saliency:
-    """Grad-CAM for one preprocessed image (1, C, H, W); the map on the layer's grid."""
-    input_size(pixels)
+    """Grad-CAM for one preprocessed image (1, C, H, W) or volume (1, C, D, H, W); the map
+    on the layer's grid, (h, w) or (d, h, w)."""
+    dims = len(spatial_size(pixels))
     modules = dict(model.named_modules())
     if target_layer is None:
         target_layer = find_target_layer(model, pixels)
@@ -114,9 +128,14 @@ def run_grad_cam(
         )
     seen: list[Tensor] = []
 
-    def keep(_module: nn.Module, _args: Any, output: object) -> None:
+    def keep(_module: nn.Module, _args: Any, output: object) -> object:
         if isinstance(output, Tensor):
             seen.append(output)
+            # the model goes on with a copy, so that an in-place op after the layer (the
+            # ReLU(inplace=True) of MONAI's and torchvision's DenseNet) cannot overwrite the
+            # activations explained here
+            return output.clone()
+        return None
 
     with ExitStack() as stack:
         stack.enter_context(eval_mode(model))
@@ -126,11 +145,10 @@ def run_grad_cam(
         # gradients reach the activations even when the weights are frozen
         x = pixels.detach().clone().requires_grad_(True)
         logits = logits_of(model(x))
-        if not seen or not _is_spatial(seen[-1]):
+        if not seen or not _is_spatial(seen[-1], dims):
             found = tuple(seen[-1].shape) if seen else "nothing"
-            raise UsageError(
-                f"Grad-CAM layer {target_layer!r} gave {found}, not a (1, C, h, w) map"
-            )
+            grid = _grid(dims).replace("B", "1")
+            raise UsageError(f"Grad-CAM layer {target_layer!r} gave {found}, not a {grid} map")
         activation = seen[-1]
         chosen = pick_class(logits, class_index)
         (grad,) = torch.autograd.grad(logits[chosen], activation, allow_unused=True)
@@ -138,9 +156,9 @@ def run_grad_cam(
         raise UsageError(f"the logits do not depend on layer {target_layer!r}; pick another")
     act, grad = activation[0].detach().double(), grad[0].double()
     if _channels_last(model, target_layer, act):
-        act, grad = act.permute(2, 0, 1), grad.permute(2, 0, 1)
-    weights = grad.mean(dim=(1, 2))
-    cam = torch.relu(torch.einsum("c,chw->hw", weights, act))
+        act, grad = act.movedim(-1, 0), grad.movedim(-1, 0)
+    weights = grad.mean(dim=tuple(range(1, act.dim())))
+    cam = torch.relu(torch.einsum("c,c...->...", weights, act))
     return Saliency(cam, logits.detach(), chosen, (target_layer,))
 
 
@@ -150,21 +168,24 @@ def grad_cam(
     *,
     class_index: int | None = None,
     target_layer: str | None = None,
-    size: tuple[int, int] | None = None,
+    size: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Grad-CAM heat map of a convolutional classifier for one image.
+    """Grad-CAM heat map of a convolutional classifier for one image or volume.
 
     Args:
         model: A classifier returning (1, num_classes) logits; left unchanged (mode, hooks,
             parameter gradients).
-        pixels: (1, C, H, W) preprocessed image on the model's device, in its dtype.
+        pixels: (1, C, H, W) preprocessed image, or (1, C, D, H, W) volume for a 3D convnet,
+            on the model's device, in its dtype.
         class_index: Class whose logit is explained; default the top-1 prediction.
         target_layer: Module name (as in ``model.named_modules()``) whose output is explained;
             default :func:`find_target_layer`.
-        size: (height, width) of the returned map; default the input's (H, W).
+        size: (height, width) of the returned map — (depth, height, width) for a volume;
+            default the input's (H, W) or (D, H, W).
 
     Returns:
-        (height, width) float32 in [0, 1]; larger = more evidence for the class there.
+        float32 of shape ``size`` in [0, 1], upsampled bilinearly (2D) or trilinearly (3D);
+        larger = more evidence for the class there.
     """
     saliency = run_grad_cam(model, pixels, class_index, target_layer)
-    return to_heat(saliency.coarse, size or input_size(pixels))
+    return to_heat(saliency.coarse, size or spatial_size(pixels))
