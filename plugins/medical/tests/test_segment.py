@@ -230,3 +230,18 @@ def test_swinunetr_trains_through_the_core_trainer(tmp_path: Path) -> None:
     result = Trainer(setup, config, tmp_path / "out").fit()
     assert result.status == "completed"
     assert {"val_dice", "val_hd95", "val_loss"} <= set(result.last_values)
+
+
+def test_bad_weights_are_the_requests_fault_and_keep_the_plugin_enabled(
+    tmp_path: Path, vlm_home: Path
+) -> None:
+    from vlm_core.config import read_user_config
+    from vlm_core.errors import ParameterError
+
+    image, _ = make_volume(np.random.RandomState(2), 32)
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(image, np.eye(4)), path)
+    for weights in (str(tmp_path / "missing"), str(tmp_path)):
+        with pytest.raises(ParameterError, match="weights="):
+            run([path], weights=weights)
+    assert "medical" not in read_user_config().quarantined

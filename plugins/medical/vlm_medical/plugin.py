@@ -6,6 +6,7 @@ from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
 from vlm_medical import bundle
+from vlm_medical.classify_params import spec as classify_spec
 from vlm_medical.params import SegmentParams, SegmentTrainParams
 
 
@@ -46,6 +47,7 @@ def _segment() -> TaskSpec:
 def register_tasks(register):  # type: ignore[no-untyped-def]
     register(_segment())
     register(bundle.spec())
+    register(classify_spec())
 
 
 # the DICOM input reader (its @hookimpl is in dicom.py; pydicom is imported on first use)

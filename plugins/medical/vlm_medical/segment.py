@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image, Mask, Metrics, Volume
 from vlm_medical._quiet import quiet_monai
@@ -39,17 +38,29 @@ def default_weights() -> str:
 
 def load_model(ref: str, device: torch.device) -> LoadedModel:
     """The network of a `vlm train medical.segment` checkpoint, from the core's model cache."""
+    from vlm_core.errors import ParameterError
     from vlm_core.runtime.cache import CacheKey, model_cache
+    from vlm_core.weights.errors import WeightsError
     from vlm_core.weights.trained import load_trained
 
-    trained = load_trained(ref or default_weights(), plugin="medical", task="medical.segment")
+    try:
+        trained = load_trained(ref or default_weights(), plugin="medical", task="medical.segment")
+    except WeightsError as exc:
+        if not ref:  # the bundled weights are the plugin's own: a fault of the plugin
+            raise
+        # a bad `weights` parameter is the request's fault: one line, no quarantine
+        raise ParameterError(f"weights={ref!r}: {exc}") from None
     card = trained.card
     if "architecture" not in card:
-        raise InputError(f"{trained.path}: its sidecar has no architecture to rebuild the model")
+        raise ParameterError(f"weights={ref!r}: {trained.path} has no architecture in its sidecar")
 
     def build() -> torch.nn.Module:
         network = build_network(card["architecture"])
-        network.load_state_dict(trained.state_dict)
+        try:
+            network.load_state_dict(trained.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ParameterError(f"weights={ref!r}: do not fit the network: {first}") from None
         return network.eval().requires_grad_(False).to(device)
 
     key = CacheKey(f"medical.segment:{card['architecture']['name']}", trained.sha256,

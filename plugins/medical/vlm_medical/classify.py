@@ -1,0 +1,516 @@
+"""`medical.classify`: a MONAI DenseNet121 classifies volumes (and 2D images), and 3D Grad-CAM
+shows where its evidence is; training and evaluation through the core trainer.
+
+Pre-processing is the same in training and inference (:func:`prepare`): intensity scaling
+with a :mod:`vlm_medical.intensity` preset on the input's own grid, then a resize of the whole
+volume to the network's cube (:func:`resize_cube`: area averaging along the axes that shrink,
+trilinear along those that grow); inference runs the two steps on the device and keeps the
+scaled volume for the overlay. A 2D image is a one-slice volume, as in ``medical.segment``: its
+columns are i, its rows j, and the resize repeats the slice along k, so one 3D network serves
+both; its Grad-CAM map is brought back onto the image.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlm_core.errors import InputError, ParameterError, UsageError, did_you_mean
+from vlm_core.kinds import Kind
+from vlm_core.tasks import RunContext, TrainContext, package_file
+from vlm_core.training import TrainSetup
+from vlm_core.types import Caption, Image, Metrics, Volume
+from vlm_medical._quiet import quiet_monai
+from vlm_medical.classify_params import (
+    DEFAULT_WEIGHTS,
+    NOTICE,
+    ClassifyParams,
+    ClassifyTrainParams,
+)
+from vlm_medical.intensity import normalize_tensor
+from vlm_medical.segment import _as_volume
+
+TASK = "medical.classify"
+#: Files a class folder or a manifest may list: NIfTI volumes and 2D images.
+SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MANIFESTS = ("manifest.csv", "manifest.json")
+
+#: MONAI ``DenseNet`` arguments by network name; DenseNet121's own, and a slim one.
+NETWORKS: dict[str, dict[str, Any]] = {
+    "densenet121": {"init_features": 64, "growth_rate": 32, "block_config": [6, 12, 24, 16]},
+    "densenet121-slim": {"init_features": 32, "growth_rate": 12, "block_config": [2, 4, 6, 4]},
+}
+
+
+# --- network ------------------------------------------------------------------------------------
+
+
+def architecture(network: str, num_classes: int, dropout: float = 0.0) -> dict[str, Any]:
+    """The card's ``architecture``: what :func:`build_network` rebuilds the model from."""
+    return {
+        "name": "densenet",
+        "variant": network,
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": num_classes,
+        **NETWORKS[network],
+        "dropout_prob": dropout,
+    }
+
+
+def build_network(arch: dict[str, Any]) -> nn.Module:
+    """MONAI's ``DenseNet`` as ``arch`` describes it (see :func:`architecture`)."""
+    from monai.networks.nets import DenseNet
+
+    if arch.get("name") != "densenet":
+        raise InputError(
+            f"the checkpoint's architecture is '{arch.get('name')}', not a DenseNet; use "
+            f"weights trained by `vlm train {TASK}`"
+        )
+    kwargs = {k: v for k, v in arch.items() if k not in ("name", "variant")}
+    return DenseNet(**kwargs)
+
+
+# --- pre-processing -----------------------------------------------------------------------------
+
+
+def resize_cube(data: torch.Tensor, size: int) -> torch.Tensor:
+    """(1, i, j, k) → (1, size, size, size): area averaging along the axes that shrink (no
+    aliasing), then trilinear interpolation along those that grow."""
+    x = data[None].float()
+    shrunk = tuple(min(int(n), size) for n in x.shape[2:])
+    if shrunk != tuple(x.shape[2:]):
+        x = F.adaptive_avg_pool3d(x, shrunk)
+    if shrunk != (size,) * 3:
+        x = F.interpolate(x, size=(size,) * 3, mode="trilinear", align_corners=False)
+    return x[0]
+
+
+def prepare(array: torch.Tensor, preset: str, size: int) -> torch.Tensor:
+    """The network's input (1, size, size, size) for a volume (i, j, k), on its device."""
+    return resize_cube(normalize_tensor(array.float(), preset)[None], size)
+
+
+def read_item(path: str) -> np.ndarray:
+    """A training file as a float32 (i, j, k) array, through the core's safe loader."""
+    from vlm_core.io import load_input, probe_input
+
+    item = load_input(probe_input(Path(path), (Kind.VOLUME, Kind.IMAGE)))
+    return _as_volume(item)[0]
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassData:
+    """Labelled files (``{"image": path, "label": index}``) and the class names."""
+
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    class_names: tuple[str, ...]
+
+
+def _files(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(SUFFIXES)
+    ]
+
+
+def _class_folders(root: Path) -> dict[str, list[Path]]:
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    found = {p.name: _files(p) for p in folders}
+    if not found:
+        raise InputError(
+            f"{root}: expected one sub-folder per class holding NIfTI or PNG files, or a "
+            f"{' / '.join(MANIFESTS)}; found no sub-folders"
+        )
+    empty = [name for name, files in found.items() if not files]
+    if empty:
+        raise InputError(
+            f"{root / empty[0]}: class '{empty[0]}' holds no NIfTI or PNG files "
+            f"({', '.join(SUFFIXES)})"
+        )
+    return found
+
+
+def _manifest_rows(path: Path) -> tuple[list[dict[str, str]], list[str] | None]:
+    """Rows of a manifest (``image``, ``label`` and optionally ``split``: train / val) and the
+    class names it declares (JSON ``classes``), if any."""
+    try:
+        names = None
+        if path.suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = [dict(r) for r in csv.DictReader(handle)]
+        else:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            rows = loaded["items"] if isinstance(loaded, dict) else loaded
+            if isinstance(loaded, dict) and loaded.get("classes") is not None:
+                names = [str(c) for c in loaded["classes"]]
+        for n, row in enumerate(rows):
+            if not row.get("image") or row.get("label") in (None, ""):
+                raise ValueError(f"entry {n + 1} lacks 'image' or 'label'")
+            split = str(row.get("split") or "")
+            if split not in ("", "train", "val"):
+                raise ValueError(f"entry {n + 1} has split '{split}', not train or val")
+        return [{k: str(v) for k, v in row.items() if v is not None} for row in rows], names
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a usable manifest ({exc})") from None
+
+
+def _split(
+    by_class: dict[str, list[Path]], fraction: float, seed: int
+) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Hold out ``fraction`` of each class (at least one file of a class with two or more)."""
+    rng = np.random.RandomState(seed)
+    train: dict[str, list[Path]] = {}
+    val: dict[str, list[Path]] = {}
+    for name, files in by_class.items():
+        order = rng.permutation(len(files))
+        n_val = max(1, round(len(files) * fraction)) if len(files) > 1 else 0
+        val[name] = [files[i] for i in sorted(order[:n_val])]
+        train[name] = [files[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def read_class_data(data: Path, *, val_fraction: float, seed: int) -> ClassData:
+    """Labelled files under ``data``, in one of three layouts:
+
+    - ``data/<class>/*`` — one sub-folder per class; ``val_fraction`` of each class is held
+      out for validation (stratified, chosen with ``seed``);
+    - ``data/train/<class>/*`` and ``data/val/<class>/*`` — an explicit split (either part may
+      be missing: a folder with ``val/`` only is a held-out set for ``vlm eval``);
+    - a manifest: ``data`` is (or holds) ``manifest.csv`` with columns ``image,label[,split]``
+      or ``manifest.json`` (a list of such objects, or ``{"classes": [...], "items": [...]}``);
+      paths are relative to the manifest; rows without a split are split as above.
+
+    Files are NIfTI volumes or 2D images (PNG, JPEG, TIFF); class names are sorted.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise InputError(f"{data}: no such data folder or manifest")
+    manifest = data if data.is_file() else next(
+        (data / m for m in MANIFESTS if (data / m).is_file()), None
+    )  # fmt: skip
+    fixed: dict[str, dict[str, list[Path]]] = {"train": {}, "val": {}}
+    free: dict[str, list[Path]] = {}
+    names: list[str] | None = None
+    if manifest is not None:
+        if manifest.suffix not in (".csv", ".json"):
+            raise InputError(f"{manifest}: a manifest must be a .csv or .json file")
+        rows, names = _manifest_rows(manifest)
+        for row in rows:
+            path = (manifest.parent / row["image"]).resolve()
+            if not path.is_file():
+                raise InputError(f"{manifest}: lists {row['image']}, which is missing")
+            split = row.get("split", "")
+            target = fixed[split] if split else free
+            target.setdefault(row["label"], []).append(path)
+    elif {p.name for p in data.iterdir() if p.is_dir()} & {"train", "val"}:
+        for part in ("train", "val"):
+            if (data / part).is_dir():
+                fixed[part] = _class_folders(data / part)
+    else:
+        free = _class_folders(data)
+    held_train, held_val = _split(free, val_fraction, seed)
+    labelled = {
+        part: {c: fixed[part].get(c, []) + held.get(c, []) for c in {*fixed[part], *held}}
+        for part, held in (("train", held_train), ("val", held_val))
+    }
+    seen = sorted({c for part in labelled.values() for c in part})
+    class_names = tuple(names or seen)
+    unknown = sorted(set(seen) - set(class_names))
+    if unknown:
+        raise InputError(f"{manifest}: label '{unknown[0]}' is not among its classes")
+    if len(class_names) < 2:
+        found = ", ".join(f"'{c}'" for c in class_names) or "none"
+        noun = "class" if len(class_names) == 1 else "classes"
+        raise InputError(f"{data}: found {len(class_names)} {noun} ({found}); need at least 2")
+    counts = {c: sum(len(part.get(c, [])) for part in labelled.values()) for c in class_names}
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise InputError(f"{manifest or data}: class '{empty[0]}' has no files")
+    index = {c: i for i, c in enumerate(class_names)}
+
+    def items(part: dict[str, list[Path]]) -> list[dict[str, Any]]:
+        return [{"image": str(p), "label": index[c]} for c in class_names for p in part.get(c, [])]
+
+    return ClassData(items(labelled["train"]), items(labelled["val"]), class_names)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _transforms(params: ClassifyTrainParams, train: bool) -> Any:
+    from monai.transforms import (
+        Compose,
+        EnsureTyped,
+        Lambdad,
+        RandFlipd,
+        RandRotate90d,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    load = functools.partial(_load_prepared, preset=params.preset, size=params.size)
+    steps: list[Any] = [Lambdad(keys="image", func=load)]
+    if train and params.augment:
+        steps += [
+            RandFlipd(keys="image", prob=0.5, spatial_axis=0),
+            RandFlipd(keys="image", prob=0.5, spatial_axis=1),
+            RandFlipd(keys="image", prob=0.5, spatial_axis=2),
+            RandRotate90d(keys="image", prob=0.5, spatial_axes=(0, 1)),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        ]
+    steps.append(EnsureTyped(keys="image", data_type="tensor", track_meta=False))
+    return Compose(steps)
+
+
+def _load_prepared(path: str, *, preset: str, size: int) -> torch.Tensor:
+    return prepare(torch.from_numpy(read_item(path)), preset, size)
+
+
+def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSetup:
+    """What `vlm train` / `vlm eval medical.classify` hand the core trainer."""
+    from monai.data import CacheDataset
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
+
+    quiet_monai()
+    found = read_class_data(data, val_fraction=params.val_fraction, seed=ctx.seed)
+    classes = len(found.class_names)
+    train_items = found.train if ctx.purpose == "train" else []
+    if ctx.purpose == "train" and not train_items:
+        raise InputError(f"{data}: no training files (every file is in the validation split)")
+    if ctx.purpose == "eval" and not found.val:
+        raise InputError(f"{data}: no validation files to evaluate on")
+
+    def dataset(items: list[dict[str, Any]], train: bool) -> Any:
+        return CacheDataset(items, _transforms(params, train), cache_rate=params.cache_rate,
+                            num_workers=0, progress=False)  # fmt: skip
+
+    def loss(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = model(batch["image"])
+        target = batch["label"].long()
+        return {"loss": F.cross_entropy(logits, target), "preds": logits.softmax(1),
+                "target": target}  # fmt: skip
+
+    def predict(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return model(batch["image"]).softmax(1), batch["label"].long()
+
+    arch = architecture(params.network, classes, params.dropout)
+    return TrainSetup(
+        model=build_network(arch),
+        train_data=dataset(train_items, True),
+        val_data=dataset(found.val, False) if found.val else None,
+        loss=loss,
+        predict=predict,
+        metrics=lambda: {
+            "acc": MulticlassAccuracy(num_classes=classes, average="micro"),
+            "auroc": MulticlassAUROC(num_classes=classes),
+        },
+        monitor="val_acc",
+        mode="max",
+        card={
+            "architecture": arch,
+            "class_names": list(found.class_names),
+            "preprocessing": {
+                "intensity": params.preset,
+                "size": params.size,
+                "resize": "whole volume to size³: area averaging down, trilinear up",
+                "channels": 1,
+                "axes": "ijk (NIfTI voxel order); 2D images as one slice (i = column)",
+            },
+            "explain": {"method": "gradcam", "layer": "auto"},
+            "notice": NOTICE,
+        },
+    )
+
+
+# --- inference ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    network: nn.Module
+    card: dict[str, Any]
+    sha256: str
+    class_names: tuple[str, ...]
+    size: int
+    preset: str
+    cam_layer: str  # the automatic Grad-CAM layer for this network and input size
+
+
+#: Grad-CAM hooks a module for one call; a shared cached model explains one input at a time.
+_CAM_LOCK = threading.Lock()
+#: :func:`auto_cam_layer` by (weights sha256, input size, device).
+_CAM_LAYERS: dict[tuple[str, int, str], str] = {}
+
+
+def default_weights() -> str:
+    return str(package_file("vlm_medical", "weights", DEFAULT_WEIGHTS))
+
+
+def auto_cam_layer(network: nn.Module, size: int, device: torch.device) -> str:
+    """The deepest dense block whose output grid is at least 4 voxels a side for a size³
+    input (the finest class-specific map; the last block of a small input is 1³), else the
+    first block."""
+    grids: dict[str, tuple[int, ...]] = {}
+    blocks = [(n, m) for n, m in network.named_modules() if n.startswith("features.denseblock")]
+    blocks = [(n, m) for n, m in blocks if n.count(".") == 1]
+    handles = [
+        m.register_forward_hook(
+            lambda _m, _a, out, name=n: grids.__setitem__(name, tuple(out.shape[2:]))
+        )
+        for n, m in blocks
+    ]
+    try:
+        with torch.inference_mode():
+            network(torch.zeros(1, 1, size, size, size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not grids:
+        raise InputError("the network has no dense blocks for Grad-CAM; pass cam_layer")
+    fine = [n for n, grid in grids.items() if min(grid) >= 4]
+    return fine[-1] if fine else next(iter(grids))
+
+
+def load_model(ref: str, device: torch.device) -> LoadedClassifier:
+    """The network of a `vlm train medical.classify` checkpoint, from the core's model cache."""
+    from vlm_core.runtime.cache import CacheKey, model_cache
+    from vlm_core.weights.errors import WeightsError
+    from vlm_core.weights.trained import load_trained
+
+    try:
+        trained = load_trained(ref or default_weights(), plugin="medical", task=TASK)
+    except WeightsError as exc:
+        if not ref:  # the bundled weights are the plugin's own: a fault of the plugin
+            raise
+        # a bad `weights` parameter (missing, damaged, another task's) is the request's fault:
+        # refuse it on one line instead of quarantining the plugin
+        raise ParameterError(f"weights={ref!r}: {exc}") from None
+    card = trained.card
+    names = tuple(str(c) for c in card.get("class_names") or ())
+    if "architecture" not in card or len(names) < 2:
+        raise InputError(
+            f"{trained.path}: its sidecar lacks the architecture or class names of a "
+            f"`vlm train {TASK}` checkpoint"
+        )
+    size = int((card.get("preprocessing") or {}).get("size", 32))
+    preset = str((card.get("preprocessing") or {}).get("intensity", "auto"))
+
+    def build_model() -> nn.Module:
+        network = build_network(card["architecture"])
+        network.load_state_dict(trained.state_dict)
+        return network.eval().requires_grad_(False).to(device)
+
+    key = CacheKey(f"{TASK}:{card['architecture'].get('variant', 'densenet')}", trained.sha256,
+                   str(device), "float32")  # fmt: skip
+    cache = model_cache()
+    network = cache.acquire(key, build_model)
+    cache.release(key)  # kept cached (LRU) but evictable between runs
+    where = (trained.sha256, size, str(device))
+    if where not in _CAM_LAYERS:
+        _CAM_LAYERS[where] = auto_cam_layer(network, size, device)
+    return LoadedClassifier(network, card, trained.sha256, names, size, preset, _CAM_LAYERS[where])
+
+
+def _class_index(model: LoadedClassifier, name: str) -> int | None:
+    if not name:
+        return None
+    if name not in model.class_names:
+        raise UsageError(
+            f"explain='{name}' is not one of the model's classes "
+            f"({', '.join(model.class_names)})" + did_you_mean(name, model.class_names)
+        )
+    return model.class_names.index(name)
+
+
+def classify_array(
+    model: LoadedClassifier, array: np.ndarray, params: ClassifyParams, device: torch.device
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """``(probabilities, explained class, heat (i, j, k) in [0, 1], scaled intensities)`` for
+    a volume (i, j, k): one forward and backward pass on the device."""
+    from vlm_core.explain._common import to_heat
+    from vlm_core.explain.gradcam import run_grad_cam
+
+    preset = model.preset if params.preset == "trained" else params.preset
+    source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+    scaled = normalize_tensor(source, preset)
+    pixels = resize_cube(scaled[None], model.size)[None]
+    layer = model.cam_layer if params.cam_layer == "auto" else params.cam_layer
+    with _CAM_LOCK:
+        saliency = run_grad_cam(model.network, pixels, _class_index(model, params.explain), layer)
+    probs = saliency.logits.double().softmax(0).cpu().numpy()
+    heat = to_heat(saliency.coarse, tuple(array.shape))
+    return probs, saliency.class_index, heat, scaled.cpu().numpy()
+
+
+def _explanation(
+    heat: np.ndarray, affine: np.ndarray, explained: int, image: bool
+) -> dict[str, float]:
+    """Where the map peaks: voxel (i, j, k) and world mm for a volume, pixel (x, y) for an
+    image; and the index of the class it explains."""
+    peak = np.unravel_index(int(heat.argmax()), heat.shape)
+    out = {"explained_class": float(explained)}
+    if image:
+        return {**out, "peak_x": float(peak[0]), "peak_y": float(peak[1])}
+    world = affine @ np.array([*peak, 1.0])
+    return {
+        **out,
+        **{f"peak_{axis}": float(v) for axis, v in zip("ijk", peak, strict=True)},
+        **{f"peak_{axis}_mm": float(v) for axis, v in zip("xyz", world[:3], strict=True)},
+    }
+
+
+def run(
+    inputs: Sequence[Image | Volume], params: ClassifyParams, ctx: RunContext
+) -> list[dict[str, Any]]:
+    from vlm_core.explain import overlay
+
+    quiet_monai()
+    device = torch.device(ctx.device)
+    model = load_model(params.weights, device)
+    ctx.record_weights("classify", model.sha256)
+    outputs: list[dict[str, Any]] = []
+    for n, item in enumerate(inputs):
+        array, affine, _ = _as_volume(item)
+        probs, explained, heat, scaled = classify_array(model, array, params, device)
+        top = int(probs.argmax())
+        values = {name: float(p) for name, p in zip(model.class_names, probs, strict=True)}
+        where = _explanation(heat, affine, explained, isinstance(item, Image))
+        result: dict[str, Any] = {
+            "class": Caption(text=model.class_names[top], score=float(probs[top]), tags=values),
+            "probabilities": Metrics(values),
+        }
+        title = f"{item.name or 'input'} · Grad-CAM of '{model.class_names[explained]}'"
+        if isinstance(item, Image):  # back onto the image: rows j, columns i
+            plane = np.ascontiguousarray(heat[:, :, 0].T)
+            result["gradcam"] = overlay(
+                Image(pixels=item.pixels, name=title), plane, params.opacity, params.colormap
+            )
+            result["heatmap"] = Image(pixels=np.round(plane * 255).astype(np.uint8), name=title)
+        else:
+            k = int(heat.reshape(-1, heat.shape[2]).mean(0).argmax())  # the most salient slice
+            background = Image(pixels=scaled[:, :, k], name=f"{title} · slice k={k}")
+            result["gradcam"] = overlay(background, heat[:, :, k], params.opacity, params.colormap)
+            result["heatmap"] = Volume(array=heat, affine=affine, name=title)
+            where["overlay_slice_k"] = float(k)
+        result["explanation"] = Metrics(where)
+        outputs.append(result)
+        ctx.report((n + 1) / max(len(inputs), 1), f"classified {n + 1} of {len(inputs)}")
+    return outputs

@@ -1,0 +1,111 @@
+"""`medical.classify`: its parameter models and task spec (light: pydantic and the core's
+task types only; torch and MONAI are imported when the task first runs or trains)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from vlm_core.kinds import Capability, Kind
+from vlm_core.tasks import Sample, TaskParams, TaskSpec, WeightsRef, package_file
+from vlm_medical.params import Preset
+
+NOTICE = "Research use only: not a medical device, not for diagnosis."
+#: Folder of the bundled default weights under ``vlm_medical/weights``.
+DEFAULT_WEIGHTS = "classify-densenet"
+SAMPLE = "synthetic-lesion-32.nii.gz"
+#: An intensity preset at run time: "trained" (the checkpoint's own) or any training preset.
+RunPreset = Literal[
+    "trained", "auto", "mr", "ct-abdomen", "ct-lung", "ct-bone", "ct-brain", "ct-liver", "none"
+]
+
+
+class ClassifyParams(TaskParams):
+    weights: str = Field(
+        "",
+        max_length=4096,
+        description="A `vlm train medical.classify` output folder or checkpoint "
+        "(empty: the bundled slim DenseNet trained on synthetic lesion/normal volumes).",
+    )
+    preset: RunPreset = Field(
+        "trained",
+        description="Intensity preset: 'trained' uses the one the weights were trained with; "
+        "else percentile scaling (auto, mr) or a CT window.",
+    )
+    explain: str = Field(
+        "",
+        max_length=128,
+        description="Class whose evidence the Grad-CAM map shows (empty: the predicted class).",
+    )
+    cam_layer: str = Field(
+        "auto",
+        max_length=128,
+        description="Module Grad-CAM explains, as in model.named_modules() (auto: the deepest "
+        "dense block whose grid is at least 4 voxels a side).",
+    )
+    opacity: float = Field(0.45, ge=0.0, le=1.0, description="Weight of the heat map colours.")
+    colormap: Literal["jet", "hot", "gray"] = Field(
+        "jet", description="Colours of the Grad-CAM overlay (jet: blue low, red high)."
+    )
+
+
+class ClassifyTrainParams(TaskParams):
+    network: Literal["densenet121", "densenet121-slim"] = Field(
+        "densenet121",
+        description="MONAI DenseNet121 (64 initial features, growth 32, blocks 6-12-24-16), or "
+        "a slim one (32, growth 12, blocks 2-4-6-4) for small data and CPUs.",
+    )
+    size: int = Field(
+        32,
+        ge=32,
+        le=256,
+        description="Every volume is resized to this cube side in voxels (DenseNet's four "
+        "blocks divide it by 32).",
+    )
+    val_fraction: float = Field(
+        0.2,
+        ge=0.05,
+        le=0.5,
+        description="Share of each class held out for validation when the data names no split.",
+    )
+    preset: Preset = Field("auto", description="Intensity preset used in training and inference.")
+    augment: bool = Field(
+        True, description="Random flips, 90° rotations and intensity jitter in training."
+    )
+    dropout: float = Field(0.0, ge=0.0, le=0.9, description="Dropout after each dense layer.")
+    cache_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of volumes cached in RAM.")
+
+
+def spec() -> TaskSpec:
+    """The `medical.classify` task spec (registered by the plugin's ``register_tasks``)."""
+    sample = package_file("vlm_medical", "samples", SAMPLE)
+    weights = package_file("vlm_medical", "weights", DEFAULT_WEIGHTS, "model.safetensors")
+    return TaskSpec(
+        id="medical.classify",
+        title="Volume classification with Grad-CAM",
+        description=(
+            "Classifies CT/MR volumes (NIfTI, DICOM) and 2D images with a MONAI DenseNet121 "
+            "and shows where the evidence is: class probabilities, the predicted class, and a "
+            "3D Grad-CAM heat map (NIfTI with the input's geometry, and the most salient "
+            "slice as an overlay). Research use only: not a medical device, not for diagnosis."
+        ),
+        domain="medical",
+        run="vlm_medical.classify:run",
+        train="vlm_medical.classify:build",
+        params=ClassifyParams,
+        train_params=ClassifyTrainParams,
+        inputs=(Kind.VOLUME, Kind.IMAGE),
+        outputs=(Kind.CAPTION, Kind.METRICS, Kind.IMAGE, Kind.VOLUME),
+        weights=(WeightsRef(name=DEFAULT_WEIGHTS, filename=str(weights)),),
+        samples=(
+            Sample(
+                "synthetic lesion",
+                (sample,),
+                description="A 32³ synthetic volume with one faint lesion.",
+            ),
+        ),
+        memory_mb=400,
+        notice=NOTICE,
+        capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+    )
