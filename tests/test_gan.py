@@ -377,3 +377,22 @@ def test_architectures_are_data_and_errors_name_the_problem() -> None:
 def test_importing_the_package_does_not_import_torch() -> None:
     code = "import sys, vlm_core.gan; assert 'torch' not in sys.modules; vlm_core.gan.build_gan"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_task_attaches_sample_grids_through_its_setup(tmp_path: Path) -> None:
+    """A builder gets the run's folder in ``ctx.out`` and adds callbacks to its TrainSetup;
+    the trainer calls them on the main process (no trainer arguments needed)."""
+    from vlm_core.tasks import TrainContext
+
+    out = tmp_path / "run"
+    ctx = TrainContext("art.generate", "art", "cpu", out=out)
+    images, _ = squares(64)
+    gan = build_gan(arch("dcgan"))
+    setup = gan_setup(gan, TensorDataset(images), loss="bce", betas=(0.5, 0.999))
+    assert ctx.out is not None
+    setup.callbacks = [SampleGrid(gan, ctx.out, n=4)]
+    Trainer(setup, config(max_steps=4, save_every=2), out).fit()
+    assert sorted(p.name for p in (out / "samples").glob("step-*.png")) == [
+        "step-000002.png",
+        "step-000004.png",
+    ]

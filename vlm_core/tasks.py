@@ -106,6 +106,8 @@ class TrainContext:
     rank: int = 0
     world_size: int = 1
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("vlm.train"))
+    #: the run's output folder (``vlm train --out``); None when evaluating
+    out: Path | None = None
 
 
 @dataclass

@@ -133,6 +133,7 @@ def train_task(
             purpose="train",
             rank=world.rank,
             world_size=world.size,
+            out=out,
         )
         setup = build_setup(spec, data, params, ctx)
         fingerprint = world.broadcast(data_fingerprint(data) if world.is_main else None)

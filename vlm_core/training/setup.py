@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +50,9 @@ class TrainSetup:
             them under the same names.
         optimizers: with ``train_step``: ``optimizers(model, config) -> {name: Optimizer}``;
             each gets the configured learning-rate schedule.
+        callbacks: called with every training event on the main process only (e.g.
+            ``vlm_core.gan.SampleGrid(model, ctx.out)`` writing sample grids into the run's
+            folder at each checkpoint).
         val_data: the validation split (None: no validation, the last checkpoint is the best).
         metrics: a factory of torchmetrics metrics, a ``{name: Metric}`` mapping or a
             ``MetricCollection``; values are logged as ``val_<name>``. ``val_loss`` is always
@@ -75,6 +78,5 @@ class TrainSetup:
     optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None = None
     card: Mapping[str, Any] = field(default_factory=dict)
     train_step: TrainStepFunction | None = None
-    optimizers: Callable[[nn.Module, TrainConfig], Mapping[str, torch.optim.Optimizer]] | None = (
-        None
-    )
+    optimizers: OptimizersFunction | None = None
+    callbacks: Sequence[Callable[[Any], None]] = ()

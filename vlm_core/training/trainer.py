@@ -157,7 +157,8 @@ class Trainer:
         self.world = world or World()
         self.device = torch.device(device)
         self.sidecar = dict(sidecar or {})
-        self.callbacks = list(callbacks)
+        # the task's own callbacks (sample grids...) write files: the main process only
+        self.callbacks = list(callbacks) + (list(setup.callbacks) if self.world.is_main else [])
         self.resume = resume
         self.task = str(self.sidecar.get("task", "task"))
         self._stop_requested = False
