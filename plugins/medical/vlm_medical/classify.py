@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm_core.errors import InputError, ParameterError, UsageError, did_you_mean
+from vlm_core.errors import InputError, UsageError, did_you_mean
 from vlm_core.kinds import Kind
 from vlm_core.tasks import RunContext, TrainContext, package_file
 from vlm_core.training import TrainSetup
@@ -391,18 +391,11 @@ def auto_cam_layer(network: nn.Module, size: int, device: torch.device) -> str:
 
 def load_model(ref: str, device: torch.device) -> LoadedClassifier:
     """The network of a `vlm train medical.classify` checkpoint, from the core's model cache."""
-    from vlm_core.runtime.cache import CacheKey, model_cache
-    from vlm_core.weights.errors import WeightsError
-    from vlm_core.weights.trained import load_trained
+    from vlm_medical.checkpoints import load_network
 
-    try:
-        trained = load_trained(ref or default_weights(), plugin="medical", task=TASK)
-    except WeightsError as exc:
-        if not ref:  # the bundled weights are the plugin's own: a fault of the plugin
-            raise
-        # a bad `weights` parameter (missing, damaged, another task's) is the request's fault:
-        # refuse it on one line instead of quarantining the plugin
-        raise ParameterError(f"weights={ref!r}: {exc}") from None
+    network, trained = load_network(
+        ref, default=default_weights(), task=TASK, device=device, build=build_network
+    )
     card = trained.card
     names = tuple(str(c) for c in card.get("class_names") or ())
     if "architecture" not in card or len(names) < 2:
@@ -413,16 +406,6 @@ def load_model(ref: str, device: torch.device) -> LoadedClassifier:
     size = int((card.get("preprocessing") or {}).get("size", 32))
     preset = str((card.get("preprocessing") or {}).get("intensity", "auto"))
 
-    def build_model() -> nn.Module:
-        network = build_network(card["architecture"])
-        network.load_state_dict(trained.state_dict)
-        return network.eval().requires_grad_(False).to(device)
-
-    key = CacheKey(f"{TASK}:{card['architecture'].get('variant', 'densenet')}", trained.sha256,
-                   str(device), "float32")  # fmt: skip
-    cache = model_cache()
-    network = cache.acquire(key, build_model)
-    cache.release(key)  # kept cached (LRU) but evictable between runs
     where = (trained.sha256, size, str(device))
     if where not in _CAM_LAYERS:
         _CAM_LAYERS[where] = auto_cam_layer(network, size, device)

@@ -38,36 +38,12 @@ def default_weights() -> str:
 
 def load_model(ref: str, device: torch.device) -> LoadedModel:
     """The network of a `vlm train medical.segment` checkpoint, from the core's model cache."""
-    from vlm_core.errors import ParameterError
-    from vlm_core.runtime.cache import CacheKey, model_cache
-    from vlm_core.weights.errors import WeightsError
-    from vlm_core.weights.trained import load_trained
+    from vlm_medical.checkpoints import load_network
 
-    try:
-        trained = load_trained(ref or default_weights(), plugin="medical", task="medical.segment")
-    except WeightsError as exc:
-        if not ref:  # the bundled weights are the plugin's own: a fault of the plugin
-            raise
-        # a bad `weights` parameter is the request's fault: one line, no quarantine
-        raise ParameterError(f"weights={ref!r}: {exc}") from None
+    network, trained = load_network(
+        ref, default=default_weights(), task="medical.segment", device=device, build=build_network
+    )
     card = trained.card
-    if "architecture" not in card:
-        raise ParameterError(f"weights={ref!r}: {trained.path} has no architecture in its sidecar")
-
-    def build() -> torch.nn.Module:
-        network = build_network(card["architecture"])
-        try:
-            network.load_state_dict(trained.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ParameterError(f"weights={ref!r}: do not fit the network: {first}") from None
-        return network.eval().requires_grad_(False).to(device)
-
-    key = CacheKey(f"medical.segment:{card['architecture']['name']}", trained.sha256,
-                   str(device), "float32")  # fmt: skip
-    cache = model_cache()
-    network = cache.acquire(key, build)
-    cache.release(key)  # kept cached (LRU) but evictable between runs
     names = tuple(card.get("class_names") or ("background", "lesion"))
     return LoadedModel(network, card, trained.sha256, names)
 
