@@ -224,7 +224,8 @@ def run_cmd(
         click.echo(f"{source}: " + "; ".join(parts))
     from vlm_core.plugins import get_registry
 
-    notice = get_registry().tasks[task].notice if task in get_registry().tasks else ""
+    spec = get_registry().tasks.get(task)  # the registry the run loaded (cached)
+    notice = spec.notice if spec is not None else ""
     if notice:
         click.echo(f"notice: {notice}", err=True)
     where = f", outputs in {out}" if out else " (no --out: nothing written)"

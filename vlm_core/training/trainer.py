@@ -462,14 +462,15 @@ class Trainer:
             message=message or f"{status} at step {step} of {total}",
         )
         if world.is_main:
-            last = ckpt.find_checkpoint(self.out, "last")
+            # the pointer's last checkpoint, without re-hashing its files for the report
+            last = ckpt.read_pointer(self.out).get("last")
             report = {
                 **result.to_dict(),
                 "task": self.task,
                 "monitor": setup.monitor,
                 "mode": setup.mode,
                 "resumed_from_step": start_step if found is not None else None,
-                "last_checkpoint": str(last.path) if last else None,
+                "last_checkpoint": str(self.out / ckpt.CHECKPOINTS / last) if last else None,
                 "config": cfg.model_dump(mode="json"),
                 "world_size": world.size,
                 "device": str(device),
