@@ -147,6 +147,37 @@ def test_a_conditional_resnet_gan_trains_with_r1_and_diffaugment(tmp_path: Path)
     assert any(not torch.equal(g[k], ema[k]) for k in g if k.endswith("weight"))
 
 
+@pytest.mark.parametrize("family", ["resnet", "dcgan"])
+def test_the_ac_gan_class_head_learns_the_real_classes(tmp_path: Path, family: str) -> None:
+    torch.manual_seed(0)
+    images, labels = squares(256)
+    gan = build_gan(arch(family, num_classes=3, width=8, aux_classes=True))
+    setup = gan_setup(gan, TensorDataset(images, labels), aux_weight=1.0, loss="hinge")
+    events: list[Any] = []
+    Trainer(setup, config(max_steps=60, log_every=10, lr=1e-3), tmp_path / "r",
+            callbacks=[events.append]).fit()  # fmt: skip
+    logged = [e.values for e in events if e.kind == "log"]
+    assert {"train_aux_d", "train_aux_g"} <= set(logged[-1])
+    assert logged[-1]["train_aux_d"] < logged[0]["train_aux_d"], [v["train_aux_d"] for v in logged]
+    held, held_labels = squares(128, seed=9)
+    with torch.no_grad():
+        _, classes = gan["d"].train()(held, held_labels, with_classes=True)  # as D trains
+    accuracy = (classes.argmax(1) == held_labels).float().mean()
+    assert accuracy > 0.6, float(accuracy)  # chance: 1/3
+
+
+def test_ac_gan_settings_that_cannot_work_are_refused() -> None:
+    with pytest.raises(UsageError, match="aux_classes needs num_classes >= 2"):
+        build_gan(arch("mlp", num_classes=3, aux_classes=True))
+    with pytest.raises(UsageError, match="aux_classes needs num_classes >= 2"):
+        build_gan(arch("resnet", aux_classes=True))
+    plain = build_gan(arch("resnet", num_classes=3, width=8))
+    with pytest.raises(UsageError, match="aux_weight > 0 needs"):
+        gan_setup(plain, TensorDataset(*squares(8)), aux_weight=1.0)
+    with pytest.raises(UsageError, match="no class head"):
+        plain["d"](squares(2)[0], torch.tensor([0, 1]), with_classes=True)
+
+
 # -- metrics -----------------------------------------------------------------------------------
 
 
@@ -260,12 +291,13 @@ def test_a_nan_discriminator_loss_stops_the_run_as_diverged(tmp_path: Path) -> N
     assert all(torch.isfinite(p).all() for p in restored.parameters())
 
 
-def test_a_gan_run_resumes_bitwise(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["mlp", "dcgan"])  # dcgan: batch norm in G and g_ema
+def test_a_gan_run_resumes_bitwise(tmp_path: Path, family: str) -> None:
     images, _ = squares(64)
 
     def setup() -> Any:
         torch.manual_seed(0)
-        return gan_setup(build_gan(arch("mlp")), TensorDataset(images), r1_gamma=0.5,
+        return gan_setup(build_gan(arch(family)), TensorDataset(images), r1_gamma=0.5,
                          diffaugment=("color", "translation", "cutout"), ema_decay=0.8)  # fmt: skip
 
     k = 4
@@ -287,6 +319,53 @@ def test_a_gan_run_resumes_bitwise(tmp_path: Path) -> None:
         ta, tb = load_file(a.path / name), load_file(b.path / name)
         assert ta.keys() == tb.keys()
         assert all(torch.equal(ta[key], tb[key]) for key in ta), name
+
+
+def test_the_ema_generator_samples_with_its_own_batch_norm_statistics() -> None:
+    torch.manual_seed(0)
+    gan = build_gan(arch("dcgan", num_classes=3))
+    g, ema = gan["g"], gan["g_ema"]
+    z, y = torch.randn(512, 16), torch.arange(512) % 3
+    with torch.no_grad():
+        for p in g.parameters():  # g drifts away from g_ema, as in training
+            p.add_(torch.randn_like(p) * 0.3)
+        for _ in range(30):  # g's running statistics describe g
+            g(torch.randn(64, 16), torch.arange(64) % 3)
+        gan.update_ema(0.5)
+        assert gan.ema_stats_stale
+        own = ema.train()(z, y)  # g_ema normalised by its own batch statistics
+        stale = ema.eval()(z, y)
+        gan.refresh_ema_stats()
+        fresh = ema(z, y)
+    assert not gan.ema_stats_stale and not ema.training
+    stale_error, fresh_error = (stale - own).abs().mean(), (fresh - own).abs().mean()
+    assert fresh_error < 0.25 * stale_error, (float(fresh_error), float(stale_error))
+    # sampling and saving refresh stale statistics, deterministically
+    gan.update_ema(0.5)
+    first = sample(gan, 4, classes=[0, 1, 2, 0], seed=1)
+    assert not gan.ema_stats_stale
+    gan.update_ema(1.0 - 1e-12, warmup=False)  # g_ema unchanged, statistics stale again
+    state = gan.state_dict()
+    assert not gan.ema_stats_stale
+    assert torch.allclose(sample(gan, 4, classes=[0, 1, 2, 0], seed=1), first, atol=1e-5)
+    assert any(k.startswith("g_ema.") and k.endswith("running_mean") for k in state)
+
+
+def test_the_ema_decay_warms_up_and_the_count_is_saved() -> None:
+    torch.manual_seed(0)
+    gan = build_gan(arch("mlp"))
+    g, ema = gan["g"], gan["g_ema"]
+    start = [p.detach().clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    gan.update_ema(0.999)  # first update: decay min(0.999, 1/10), 90 % of the way to g
+    moved = [float((e - s).mean()) for e, s in zip(ema.parameters(), start, strict=True)]
+    assert all(m == pytest.approx(0.9, abs=1e-5) for m in moved)
+    assert int(gan.state_dict()["ema_updates"]) == 1
+    other = build_gan(arch("mlp"))
+    other.load_state_dict(gan.state_dict())
+    assert int(other.ema_updates) == 1
 
 
 # -- parts -------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class GANArch:
     num_classes: int = 0  # 0: unconditional; otherwise G and D take class labels
     width: int = 64  # base width: hidden units (mlp) or channels of the widest-resolution layer
     ema: bool = True  # keep an exponential moving average of G, which sampling uses
+    aux_classes: bool = False  # D also predicts the class (an AC-GAN head; dcgan and resnet)
 
     @classmethod
     def from_dict(cls, arch: Mapping[str, Any]) -> GANArch:
@@ -77,6 +78,11 @@ class GANArch:
                     f"the {self.family} family needs a power-of-two image_size of at least 8, "
                     f"got {side}"
                 )
+        if self.aux_classes and (self.num_classes < 2 or self.family == "mlp"):
+            raise UsageError(
+                "aux_classes needs num_classes >= 2 and the dcgan or resnet family, got "
+                f"{self.num_classes} classes and family {self.family}"
+            )
         if self.family == "resnet" and self.image_size > 256:
             raise UsageError(f"the resnet family goes up to 256 px, got {self.image_size}")
 
@@ -87,6 +93,15 @@ def _one_hot(y: torch.Tensor | None, num_classes: int, n: int, like: torch.Tenso
     if y is None:
         raise UsageError(f"this model is conditional on {num_classes} classes; pass labels y")
     return nn.functional.one_hot(y.long(), num_classes).to(like.dtype)
+
+
+def _with_classes(
+    logits: torch.Tensor, features: torch.Tensor, classifier: nn.Module | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(real/fake logits, class logits)`` of a discriminator with an AC-GAN head."""
+    if classifier is None:
+        raise UsageError("this discriminator has no class head (build it with aux_classes=True)")
+    return logits, classifier(features)
 
 
 # -- the seed's MLP GAN ------------------------------------------------------------------------
@@ -207,16 +222,20 @@ class DCGANDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0)
         self.embed = nn.Embedding(arch.num_classes, widths[-1]) if arch.num_classes else None
+        self.classifier = nn.Linear(widths[-1], arch.num_classes) if arch.aux_classes else None
         _dcgan_init(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, with_classes: bool = False
+    ) -> Any:
         h = self.features(x)
         out = self.head(h).flatten()
+        pooled = h.sum(dim=(2, 3))
         if self.embed is not None:
             if y is None:
                 raise UsageError(f"this model is conditional on {self.arch.num_classes} classes")
-            out = out + (self.embed(y.long()) * h.sum(dim=(2, 3))).sum(dim=1)
-        return out
+            out = out + (self.embed(y.long()) * pooled).sum(dim=1)
+        return _with_classes(out, pooled, self.classifier) if with_classes else out
 
 
 # -- the conditional spectral-norm ResNet GAN --------------------------------------------------
@@ -333,15 +352,20 @@ class ResNetDiscriminator(nn.Module):
         self.embed = (
             spectral_norm(nn.Embedding(arch.num_classes, widths[-1])) if arch.num_classes else None
         )
+        self.classifier = (
+            spectral_norm(nn.Linear(widths[-1], arch.num_classes)) if arch.aux_classes else None
+        )
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, with_classes: bool = False
+    ) -> Any:
         h = nn.functional.relu(self.blocks(x)).sum(dim=(2, 3))
         out = self.linear(h).squeeze(1)
         if self.embed is not None:
             if y is None:
                 raise UsageError(f"this model is conditional on {self.arch.num_classes} classes")
             out = out + (self.embed(y.long()) * h).sum(dim=1)
-        return out
+        return _with_classes(out, h, self.classifier) if with_classes else out
 
 
 _FAMILY_MODULES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
@@ -369,6 +393,9 @@ class GAN(nn.ModuleDict):
             parts["g_ema"] = copy.deepcopy(g).requires_grad_(False).eval()
         super().__init__(parts)
         self.arch = arch
+        self.ema_stats_stale = False  # g_ema's batch-norm statistics are g's, not its own
+        # updates g_ema has had: the decay warms up with it (saved, so a resume continues it)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
     @property
     def latent_dim(self) -> int:
@@ -384,16 +411,75 @@ class GAN(nn.ModuleDict):
         return self["g_ema"] if "g_ema" in self else self["g"]
 
     @torch.no_grad()
-    def update_ema(self, decay: float) -> None:
-        """``g_ema <- decay * g_ema + (1 - decay) * g``; buffers (batch-norm statistics) are
-        copied. A no-op without ``g_ema``."""
+    def update_ema(self, decay: float, *, warmup: bool = True) -> None:
+        """``g_ema <- d * g_ema + (1 - d) * g`` with ``d = min(decay, (1 + n) / (10 + n))``
+        after ``n`` updates (``warmup``; otherwise ``d = decay``): the warm-up keeps the
+        average from holding on to the random initial weights in short runs (at decay 0.999
+        they would still weigh 0.999^n, 37 % after 1,000 steps). Buffers (batch-norm
+        statistics) are copied and marked stale: they describe ``g``'s activations, not the
+        averaged weights', and :meth:`refresh_ema_stats` recomputes them before ``g_ema`` is
+        sampled or saved. A no-op without ``g_ema``."""
         if "g_ema" not in self:
             return
         g, ema = self["g"], self["g_ema"]
+        count: torch.Tensor = self.ema_updates  # type: ignore[assignment]
+        n = int(count)
+        if warmup:
+            decay = min(decay, (1.0 + n) / (10.0 + n))
+        count.add_(1)
         for p_ema, p in zip(ema.parameters(), g.parameters(), strict=True):
             p_ema.lerp_(p.detach(), 1.0 - decay)
         for b_ema, b in zip(ema.buffers(), g.buffers(), strict=True):
             b_ema.copy_(b)
+        self.ema_stats_stale = True
+
+    @torch.no_grad()
+    def refresh_ema_stats(self, batches: int = 16, batch_size: int = 64, seed: int = 0) -> None:
+        """Recompute ``g_ema``'s batch-norm running statistics from its own activations on
+        ``batches`` batches of seeded latents (classes in turn): BigGAN's "standing
+        statistics". Without it an EMA generator in eval mode normalises with statistics of the
+        raw generator's weights, and its images wash out. Uses its own random generator (the
+        global RNG, and so a resumed run, is untouched). A no-op without ``g_ema`` or
+        batch norm."""
+        self.ema_stats_stale = False
+        if "g_ema" not in self:
+            return
+        ema = self["g_ema"]
+        norms = [m for m in ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        device = next(ema.parameters()).device
+        rng = torch.Generator(device=device).manual_seed(seed)
+        momenta = [m.momentum for m in norms]
+        was_training = ema.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        ema.train()
+        try:
+            for i in range(batches):
+                z = torch.randn(batch_size, self.latent_dim, generator=rng, device=device)
+                y = None
+                if self.num_classes:
+                    start = i * batch_size
+                    y = (torch.arange(batch_size, device=device) + start) % self.num_classes
+                ema(z, y)
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            ema.train(was_training)
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # weights saved before the update count existed load with the count at zero
+        state_dict.setdefault(prefix + "ema_updates", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The weights of ``g``, ``d`` and ``g_ema``, with ``g_ema``'s batch-norm statistics
+        refreshed first when stale (so that every checkpoint samples as trained)."""
+        if self.ema_stats_stale:
+            self.refresh_ema_stats()
+        return super().state_dict(*args, **kwargs)
 
 
 def build_gan(arch: Mapping[str, Any] | GANArch) -> GAN:

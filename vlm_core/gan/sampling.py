@@ -80,6 +80,8 @@ def generate(
 ) -> torch.Tensor:
     """Images of the latents ``z`` (and labels ``y``) from the sampling generator (the EMA
     one when there is one), in eval mode, ``batch_size`` at a time; on the model's device."""
+    if getattr(model, "ema_stats_stale", False):
+        model.refresh_ema_stats()
     gen = model.generator
     device = _device(gen)
     out = []

@@ -51,6 +51,8 @@ def gan_setup(
     n_critic: int = 1,
     conditional: bool | None = None,
     betas: tuple[float, float] = (0.0, 0.99),
+    d_lr_ratio: float = 1.0,
+    aux_weight: float = 0.0,
     card: Mapping[str, Any] | None = None,
 ) -> TrainSetup:
     """A :class:`TrainSetup` that trains ``model`` on ``data`` with the core trainer.
@@ -69,6 +71,12 @@ def gan_setup(
         conditional: feed labels to G and D (default: when the model has classes).
         betas: Adam's betas for both optimizers ((0, 0.99) for hinge/SN models, (0.5, 0.999)
             DCGAN's); the learning rate is the trainer's ``lr`` with its schedule.
+        d_lr_ratio: D's learning rate over G's (the two time-scale update rule of Heusel et
+            al. 2017, e.g. 4 with ``lr`` 1e-4: D at 4e-4, G at 1e-4).
+        aux_weight: weight of the auxiliary classification loss (AC-GAN, Odena et al. 2017) for
+            a model built with ``aux_classes``: D's class head learns the labels of real
+            images (cross-entropy), and G is pushed to make it read each fake as the class it
+            was asked for. It adds to the projection term and sharpens the classes; 0: off.
         card: extra fields for the checkpoint's card (``architecture`` is always written).
     """
     d_loss_fn, g_loss_fn = gan_losses(loss)
@@ -78,6 +86,14 @@ def gan_setup(
         raise UsageError("conditional training needs a GAN built with num_classes > 0")
     if n_critic < 1:
         raise UsageError(f"n_critic must be at least 1, got {n_critic}")
+    if aux_weight < 0:
+        raise UsageError(f"aux_weight must not be negative, got {aux_weight}")
+    if aux_weight > 0 and not (cond and model.arch.aux_classes):
+        raise UsageError(
+            "aux_weight > 0 needs conditional training and a GAN built with aux_classes=True"
+        )
+    if d_lr_ratio <= 0:
+        raise UsageError(f"d_lr_ratio must be positive, got {d_lr_ratio}")
     if not 0.0 <= ema_decay < 1.0:
         raise UsageError(f"ema_decay must lie in [0, 1), got {ema_decay}")
     latent = model.latent_dim
@@ -97,6 +113,7 @@ def gan_setup(
 
         loss_d = torch.zeros((), device=device)
         penalty = torch.zeros((), device=device)
+        aux_d = aux_g = torch.zeros((), device=device)
         d_buffers = _snapshot(model["d"])
         for real, labels in zip(
             real_all.chunk(n_critic),
@@ -110,10 +127,14 @@ def gan_setup(
             with opt.autocast():
                 with torch.no_grad():
                     fake = g(z, y_fake)
-                real_logits = d(augment(real), labels)
+                if aux_weight > 0 and labels is not None:
+                    real_logits, real_classes = d(augment(real), labels, with_classes=True)
+                    aux_d = nn.functional.cross_entropy(real_classes.float(), labels)
+                else:
+                    real_logits = d(augment(real), labels)
                 fake_logits = d(augment(fake.detach()), y_fake)
                 loss_d = d_loss_fn(real_logits, fake_logits)
-                total_d = loss_d
+                total_d = loss_d + aux_weight * aux_d if aux_weight > 0 else loss_d
                 if r1_gamma > 0:
                     penalty = r1_penalty(real_logits, real)
                     total_d = total_d + 0.5 * r1_gamma * penalty
@@ -127,8 +148,14 @@ def gan_setup(
 
         z, y_fake = torch.randn(n, latent, device=device), fake_labels(n)
         with opt.autocast():
-            loss_g = g_loss_fn(d(augment(g(z, y_fake)), y_fake))
-        opt.backward(loss_g)
+            if aux_weight > 0 and y_fake is not None:
+                fake_logits, fake_classes = d(augment(g(z, y_fake)), y_fake, with_classes=True)
+                aux_g = nn.functional.cross_entropy(fake_classes.float(), y_fake)
+                loss_g = g_loss_fn(fake_logits)
+                total_g = loss_g + aux_weight * aux_g
+            else:
+                loss_g = total_g = g_loss_fn(d(augment(g(z, y_fake)), y_fake))
+        opt.backward(total_g)
         # the generator's step also ran D's forward: D's gradients are dropped by the next
         # step's zero_grad; D's batch-norm statistics must not learn from this pass either
         _restore(model["d"], d_buffers)
@@ -141,12 +168,14 @@ def gan_setup(
         }
         if r1_gamma > 0:
             values["r1"] = penalty.detach()
+        if aux_weight > 0:
+            values["aux_d"], values["aux_g"] = aux_d.detach(), aux_g.detach()
         return values
 
     def optimizers(m: Any, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         return {
             "g": torch.optim.Adam(m["g"].parameters(), lr=config.lr, betas=betas),
-            "d": torch.optim.Adam(m["d"].parameters(), lr=config.lr, betas=betas),
+            "d": torch.optim.Adam(m["d"].parameters(), lr=config.lr * d_lr_ratio, betas=betas),
         }
 
     full_card = {
@@ -157,6 +186,8 @@ def gan_setup(
         "diffaugment": list(policy) if policy else None,
         "ema_decay": ema_decay,
         "n_critic": n_critic,
+        "d_lr_ratio": d_lr_ratio,
+        "aux_weight": aux_weight,
         "conditional": cond,
         "output_range": [-1.0, 1.0],
         **dict(card or {}),
