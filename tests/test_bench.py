@@ -61,3 +61,15 @@ def test_training_row_compares_the_trainer_with_a_raw_loop():
     expected = row["engine_samples_per_s"] / row["raw_samples_per_s"]
     assert abs(row["ratio"] - expected) <= 0.01 * expected  # the figures are rounded
     assert set(row["runs"]) == {"raw", "engine", "raw_again", "engine_again"}
+
+
+def test_gan_row_compares_the_engine_step_with_a_plain_dcgan_loop():
+    from vlm_core.bench.gan import bench_gan_step
+
+    row = bench_gan_step(device="cpu", image_size=16, batch_size=4, width=8, latent_dim=8,
+                         steps=2, warmup=1)  # fmt: skip
+    assert row["bench"] == "gan_step" and row["dtype"] == "fp32" and row["image_size"] == 16
+    assert row["raw_img_s"] > 0 and row["engine_img_s"] > 0
+    expected = row["engine_img_s"] / row["raw_img_s"]
+    assert abs(row["ratio"] - expected) <= 0.01 * expected
+    assert set(row["runs"]) == {"raw", "engine", "raw_again", "engine_again"}

@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger("vlm.bench")
 
-SUITES = ("backbone", "fastpath", "executor", "cache", "attention", "train")
+SUITES = ("backbone", "fastpath", "executor", "cache", "attention", "train", "gan")
 
 
 def _cuda(device: str) -> bool:
@@ -114,9 +114,21 @@ def train(device: str, quick: bool) -> list[dict[str, Any]]:
                            steps=8 if quick else 20, warmup=4)]  # fmt: skip
 
 
+def gan(device: str, quick: bool) -> list[dict[str, Any]]:
+    """A DCGAN training step through the GAN engine against the plain PyTorch loop: 64x64,
+    batch 256, bf16 on CUDA (the shared anchor's setting); 32x32, batch 32 on the CPU."""
+    from vlm_core.bench.gan import bench_gan_step
+
+    if _cuda(device):
+        return [bench_gan_step(device=device, image_size=64, batch_size=256,
+                               steps=20 if quick else 60, warmup=10)]  # fmt: skip
+    return [bench_gan_step(device=device, image_size=32, batch_size=32, width=32,
+                           steps=5 if quick else 20, warmup=3)]  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[[str, bool], list[dict[str, Any]]]] = {
     "backbone": backbone, "fastpath": fastpath, "executor": executor, "cache": cache,
-    "attention": attention, "train": train,
+    "attention": attention, "train": train, "gan": gan,
 }  # fmt: skip
 
 
