@@ -550,6 +550,35 @@ def test_train_page_stops_a_job_and_refuses_a_second_and_bad_data(
     assert saved is not None and saved.step == job.snapshot()["step"]
 
 
+def test_train_page_shows_the_sample_grids_of_a_gan_run(tmp_path):
+    from vlm_art.styles import write_dataset
+    from vlm_dashboard.training_jobs import training_jobs
+
+    data = write_dataset(tmp_path / "data", 4, size=16, seed=3, styles=("circles", "stripes"))
+    at = open_page("pages/train.py")
+    at = healthy(at.selectbox(key="train.task").set_value("art.generate").run())
+    (folder,) = [t for t in at.text_input if t.label == "data folder"]
+    folder.set_value(str(data))
+    for name, value in (("image_size", 16), ("width", 8), ("classifier_steps", 2)):
+        widget(at, "number_input", name).set_value(value)
+    (epochs,) = [n for n in at.number_input if n.label == "epochs"]
+    epochs.set_value(2)
+    (batch,) = [n for n in at.number_input if n.label == "batch size"]
+    batch.set_value(2)
+    (target,) = [t for t in at.text_input if t.label == "output folder"]
+    target.set_value(str(tmp_path / "gan"))
+    (start,) = [b for b in at.button if b.label == "Start training"]
+    at = healthy(start.click().run())
+    (job,) = training_jobs().jobs()
+    wait_for(lambda: not job.running)
+    at = healthy(at.run())
+    assert job.status == "completed", job.error
+    grids = sorted((tmp_path / "gan" / "samples").glob("step-*.png"))
+    assert grids, "the GAN's SampleGrid callback wrote no grid"
+    shown = [im for im in at.image if "samples at step" in str(im.proto)]
+    assert shown and f"samples at step {int(grids[-1].stem[5:])}" in str(shown[0].proto)
+
+
 def _builtin_tasks() -> list[str]:
     """Tasks of the built-in plugins under plugins/ (installed by the set-up)."""
     from conftest import builtin_plugins

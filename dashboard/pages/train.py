@@ -168,6 +168,22 @@ def _curves(out: Path) -> None:
         right.line_chart(frame)
 
 
+def _sample_grids(out: Path) -> None:
+    """The sample grids a task's callbacks write (``OUT/samples/step-NNNNNN.png``, e.g. the GAN
+    engine's ``SampleGrid``): the newest, and a slider back through the earlier ones."""
+    grids = sorted((out / "samples").glob("step-*.png"))
+    if not grids:
+        return
+    chosen = grids[-1]
+    if len(grids) > 1:
+        steps = [int(p.stem.split("-")[1]) for p in grids]
+        step = st.select_slider(
+            "sample grid at step", options=steps, value=steps[-1], key=f"train.grid.{out}"
+        )
+        chosen = grids[steps.index(step)]
+    st.image(str(chosen), caption=f"samples at step {int(chosen.stem.split('-')[1])}")
+
+
 def _show_job(job: TrainingJob) -> None:
     snap = job.snapshot()
     status, step, total = snap["status"], snap["step"], snap["total"]
@@ -186,6 +202,7 @@ def _show_job(job: TrainingJob) -> None:
             help="Stops at the next step and saves a checkpoint.",
         )
     _curves(Path(snap["out"]))
+    _sample_grids(Path(snap["out"]))
     if snap["error"]:
         st.error(f"Training {status}: {snap['error']}", icon="⚠️")
     if snap["messages"]:
