@@ -199,7 +199,14 @@ def _render_volume(name: str, volume: Volume, source: Input | None, key: str, **
 
 
 def _render_video(name: str, video: Video, source: Input | None, key: str, **_: Any) -> None:
+    from vlm_core.export.images import GIF_MAX_FRAMES, encode_gif
+
     count = int(video.frames.shape[0])
+    playable = 1 < count <= GIF_MAX_FRAMES and video.frames.dtype == np.uint8
+    if playable and st.toggle("Play", key=_k(key, name, "play")):
+        st.image(encode_gif(video.frames, video.fps),
+                 caption=f"{count} frames at {video.fps:g} fps, looping")  # fmt: skip
+        return
     t = 0
     if count > 1:
         t = st.slider("Frame", 0, count - 1, 0, key=_k(key, name, "frame"))

@@ -269,6 +269,8 @@ def test_video_frame_slider():
     assert at.slider[0].label == "Frame" and at.slider[0].max == 4
     at.slider[0].set_value(3).run()
     assert "frame 4 / 5" in str(at.image[0].proto)
+    at.toggle[0].set_value(True).run()  # Play: the frames as a looping animated GIF
+    assert not at.slider and "5 frames at 10 fps, looping" in str(at.image[0].proto)
 
 
 def test_text_caption_embeddings_and_metrics():

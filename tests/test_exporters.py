@@ -190,6 +190,25 @@ def test_image_set_video_text_embeddings(tmp_path):
     np.testing.assert_array_equal(np.load(folder / "emb.npy"), np.eye(2, 5))
 
 
+def test_a_short_video_is_also_an_animated_gif(tmp_path):
+    from PIL import Image as PILImage
+
+    frames = np.zeros((5, 6, 8, 3), np.uint8)
+    for t in range(5):
+        frames[t, :, :, t % 3] = 50 * (t + 1)
+    export_results([result({"clip": Video(frames, fps=4)})], tmp_path)
+    with PILImage.open(tmp_path / "result" / "clip.gif") as gif:
+        assert gif.is_animated and gif.n_frames == 5 and gif.size == (8, 6)
+        assert gif.info["duration"] == 250 and gif.info["loop"] == 0
+        for t in range(5):
+            gif.seek(t)
+            np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), frames[t])
+    long = Video(np.zeros((300, 2, 2, 3), np.uint8), fps=25)  # over GIF_MAX_FRAMES: frames only
+    export_results([result({"clip": long})], tmp_path / "long")
+    assert not (tmp_path / "long" / "result" / "clip.gif").exists()
+    assert len(list((tmp_path / "long" / "result" / "clip").iterdir())) == 300
+
+
 def test_item_names_are_unique(tmp_path, photo):
     export_results(
         [result({"m": Metrics({"a": 1})}, photo), result({"m": Metrics({"a": 2})}, photo)], tmp_path

@@ -72,6 +72,25 @@ def write_image(pixels: np.ndarray, path: Path, fmt: str = "png", quality: int =
     return path
 
 
+#: Videos up to this many frames are also written as an animated GIF (longer ones only as frames:
+#: GIF has a 256-colour palette per frame and grows fast).
+GIF_MAX_FRAMES = 256
+
+
+def encode_gif(frames: np.ndarray, fps: float) -> bytes:
+    """(T, H, W[, C]) uint8 frames as an animated GIF that loops forever at ``fps``."""
+    from PIL import Image as PILImage
+
+    if frames.dtype != np.uint8:
+        raise ValueError("GIF export needs 8-bit frames")
+    images = [PILImage.fromarray(f[:, :, 0] if f.ndim == 3 and f.shape[2] == 1 else f)
+              for f in frames]  # fmt: skip
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=max(20, round(1000 / fps)), optimize=False)  # fmt: skip
+    return buf.getvalue()
+
+
 def mask_overlay(rgb: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:
     """Blend a colour per label over ``rgb`` (H, W, 3) uint8; background is left untouched."""
     if labels.shape != rgb.shape[:2]:

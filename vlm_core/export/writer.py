@@ -12,7 +12,13 @@ from typing import Any, Literal
 import numpy as np
 
 from vlm_core.export.boxes import CocoBuilder, yolo_lines
-from vlm_core.export.images import boxes_overlay, mask_overlay, write_image
+from vlm_core.export.images import (
+    GIF_MAX_FRAMES,
+    boxes_overlay,
+    encode_gif,
+    mask_overlay,
+    write_image,
+)
 from vlm_core.export.volumes import write_nifti
 from vlm_core.fileio import atomic_write_bytes, atomic_write_text
 from vlm_core.types import (
@@ -168,6 +174,9 @@ class _RunExport:
         elif isinstance(output, Video):
             for t, frame in enumerate(output.frames):
                 self.image(frame, folder / name / f"frame_{t:06d}")
+            if len(output.frames) <= GIF_MAX_FRAMES and output.frames.dtype == np.uint8:
+                atomic_write_bytes(folder / f"{name}.gif", encode_gif(output.frames, output.fps))
+                self.files.append(folder / f"{name}.gif")
         elif isinstance(output, Text):
             atomic_write_text(folder / f"{name}.txt", output.text)
             self.files.append(folder / f"{name}.txt")
