@@ -351,6 +351,26 @@ def test_the_ema_generator_samples_with_its_own_batch_norm_statistics() -> None:
     assert any(k.startswith("g_ema.") and k.endswith("running_mean") for k in state)
 
 
+def test_sampling_only_weights_load_into_both_generators() -> None:
+    torch.manual_seed(0)
+    gan = build_gan(arch("dcgan", num_classes=3))
+    with torch.no_grad():
+        for p in gan["g"].parameters():
+            p.add_(0.1)
+    gan.update_ema(0.5)
+    shipped = {k: v for k, v in gan.state_dict().items() if k.startswith("g_ema.")}
+    other = build_gan(arch("dcgan", num_classes=3))
+    d_before = [p.clone() for p in other["d"].parameters()]
+    other.load_state_dict(shipped)
+    same = sample(other, 4, classes=[0, 1, 2, 0], seed=3)
+    assert torch.equal(same, sample(gan, 4, classes=[0, 1, 2, 0], seed=3))
+    assert all(torch.equal(a, b) for a, b in zip(d_before, other["d"].parameters(), strict=True))
+    g_ema, g = other["g_ema"].state_dict(), other["g"].state_dict()
+    assert all(torch.equal(g_ema[k], g[k]) for k in g)
+    with pytest.raises(RuntimeError, match="Missing key"):  # anything else loads strictly
+        other.load_state_dict({k: v for k, v in gan.state_dict().items() if k.startswith("g.")})
+
+
 def test_the_ema_decay_warms_up_and_the_count_is_saved() -> None:
     torch.manual_seed(0)
     gan = build_gan(arch("mlp"))

@@ -469,6 +469,19 @@ class GAN(nn.ModuleDict):
                 m.momentum = momentum
             ema.train(was_training)
 
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:  # fmt: skip
+        """Load a checkpoint's weights; or sampling-only weights (``g_ema.*`` alone, as
+        plugins ship them), which go into ``g_ema`` and ``g`` and leave ``d`` as it is."""
+        keys = set(state_dict)
+        if "g_ema" in self and keys and all(k.startswith("g_ema.") for k in keys):
+            g_state = {k[len("g_ema.") :]: v for k, v in state_dict.items()}
+            result = self["g_ema"].load_state_dict(g_state, strict=strict, assign=assign)
+            self["g"].load_state_dict(g_state, strict=strict, assign=assign)
+            self.ema_stats_stale = False
+            return result
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         # weights saved before the update count existed load with the count at zero
         state_dict.setdefault(prefix + "ema_updates", torch.zeros((), dtype=torch.long))
