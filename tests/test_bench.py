@@ -73,3 +73,17 @@ def test_gan_row_compares_the_engine_step_with_a_plain_dcgan_loop():
     expected = row["engine_img_s"] / row["raw_img_s"]
     assert abs(row["ratio"] - expected) <= 0.01 * expected
     assert set(row["runs"]) == {"raw", "engine", "raw_again", "engine_again"}
+
+
+def test_clip_rows_compare_the_engine_with_raw_open_clip_on_the_same_batch():
+    from vlm_core.bench.clip import bench_clip
+    from vlm_core.crossmodal import TEST_ARCH
+
+    for texts, unit in ((False, "img"), (True, "texts")):
+        row = bench_clip(TEST_ARCH, device="cpu", batch_size=4, rounds=2, warmup=1, texts=texts)
+        assert row["bench"] == ("clip_text" if texts else "clip_image")
+        assert row["model"] == TEST_ARCH and row["dtype"] == "float32" and row["batch"] == 4
+        assert row[f"engine_{unit}_s"] > 0 and row[f"raw_{unit}_s"] > 0
+        expected = row[f"engine_{unit}_s"] / row[f"raw_{unit}_s"]
+        assert abs(row["ratio"] - expected) <= 0.01 * expected
+    assert "clip" in suite.SUITES and "clip" in suite.RUNNERS

@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger("vlm.bench")
 
-SUITES = ("backbone", "fastpath", "executor", "cache", "attention", "train", "gan")
+SUITES = ("backbone", "fastpath", "executor", "cache", "attention", "train", "gan", "clip")
 
 
 def _cuda(device: str) -> bool:
@@ -126,9 +126,29 @@ def gan(device: str, quick: bool) -> list[dict[str, Any]]:
                            steps=5 if quick else 20, warmup=3)]  # fmt: skip
 
 
+def clip(device: str, quick: bool) -> list[dict[str, Any]]:
+    """open_clip ViT-B-32 image and text embedding through the cross-modal engine against raw
+    ``encode_image`` / ``encode_text``: batch 1024 in bf16 on CUDA (the shared anchor's
+    setting), batch 4 (8 without --quick) in fp32 on the CPU."""
+    from vlm_core.bench.clip import bench_clip
+
+    ceiling = None
+    if _cuda(device):
+        import torch
+
+        from vlm_core.bench.timing import matmul_ceiling_flops
+
+        ceiling = matmul_ceiling_flops(torch.device("cuda"))
+        batch, rounds, warmup = 1024, 6 if quick else 20, 3
+    else:
+        batch, rounds, warmup = (4, 2, 1) if quick else (8, 6, 2)
+    return [bench_clip("ViT-B-32", device=device, batch_size=batch, rounds=rounds, warmup=warmup,
+                       texts=texts, matmul_flops=ceiling) for texts in (False, True)]  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[[str, bool], list[dict[str, Any]]]] = {
     "backbone": backbone, "fastpath": fastpath, "executor": executor, "cache": cache,
-    "attention": attention, "train": train, "gan": gan,
+    "attention": attention, "train": train, "gan": gan, "clip": clip,
 }  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from vlm_core.bench.suite import SUITES as SUITE_NAMES
 from vlm_core.cli.output import emit_json, table
 
 COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s", "raw_img_s",
-           "engine_ms", "raw_ms",
+           "engine_texts_s", "raw_texts_s", "engine_ms", "raw_ms",
            "end_to_end_img_s", "model_only_img_s", "engine_samples_per_s", "raw_samples_per_s",
            "ratio", "mfu", "peak_device_mb",
            "peak_host_mb")  # fmt: skip
