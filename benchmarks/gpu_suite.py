@@ -23,7 +23,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Folder for gpu_suite.json.")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--suites", default="backbone,fastpath,executor,cache,attention,train,gan,clip")
+    parser.add_argument(
+        "--suites", default="backbone,fastpath,executor,cache,attention,train,gan,clip"
+    )
     args = parser.parse_args()
 
     import timm
