@@ -1,0 +1,171 @@
+"""`art.generate`: samples and interpolations of a (class-conditional) GAN trained by
+`vlm train art.generate` — by default the bundled 32 px ResNet GAN of the five procedural
+styles."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlm_art.params import GenerateParams
+from vlm_core.errors import InputError
+from vlm_core.gan import build_gan
+from vlm_core.gan.models import GAN
+from vlm_core.gan.sampling import generate, slerp, to_unit, truncated_latents
+from vlm_core.tasks import RunContext, package_file
+from vlm_core.types import Image, ImageSet, Video
+from vlm_core.weights.trained import load_trained
+
+TASK = "art.generate"
+
+
+def default_weights() -> str:
+    return str(package_file("vlm_art", "weights", "cgan32", "model.safetensors"))
+
+
+@dataclass
+class Generator:
+    """A loaded GAN (its ``g_ema`` holds the weights) with its class names and weights hash."""
+
+    gan: GAN
+    class_names: tuple[str, ...]
+    sha256: str
+
+    def class_index(self, name: str) -> int:
+        if name in self.class_names:
+            return self.class_names.index(name)
+        import difflib
+
+        close = difflib.get_close_matches(name, self.class_names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = ", ".join(self.class_names) or "none: the weights are unconditional"
+        raise InputError(f"unknown style '{name}' (the styles are {known}){hint}")
+
+
+def load_generator(weights: str = "", device: str = "cpu") -> Generator:
+    """The generator of ``weights`` (a training folder, checkpoint or file; empty: bundled)."""
+    trained = load_trained(weights or default_weights(), plugin="art", task=TASK)
+    card: Mapping[str, Any] = trained.sidecar.get("card") or {}
+    if "architecture" not in card:
+        raise InputError(f"{trained.path} has no GAN architecture in its model.json card")
+    gan = build_gan(card["architecture"])
+    state = trained.state_dict
+    prefix = "g_ema." if any(k.startswith("g_ema.") for k in state) else "g."
+    g_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not g_state:
+        raise InputError(f"{trained.path} holds no generator weights (g_ema.* or g.*)")
+    gan.generator.load_state_dict(g_state)
+    gan.to(device).eval()
+    return Generator(gan, tuple(card.get("class_names") or ()), trained.sha256)
+
+
+def style_list(gen: Generator, styles: str) -> list[int | None]:
+    """The class index of each named style (all in turn when empty; [None]: unconditional)."""
+    names = [s.strip() for s in styles.split(",") if s.strip()]
+    if not gen.gan.num_classes:
+        if names:
+            raise InputError(
+                f"these weights are unconditional; they take no styles, got {styles!r}"
+            )
+        return [None]
+    return [gen.class_index(n) for n in names] or list(range(gen.gan.num_classes))
+
+
+def _blended(g: nn.Module, a: int, b: int, ts: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """A copy of a class-conditional generator with ``len(ts)`` extra classes whose embeddings
+    (every class-dependent table: conditional batch-norm scales and shifts, DCGAN's class
+    embedding) are ``(1 - t) * E[a] + t * E[b]``; and the labels of those classes."""
+    blended = copy.deepcopy(g)
+    k = None
+    for module in blended.modules():
+        if isinstance(module, nn.Embedding):
+            w = module.weight.data
+            k = w.shape[0]
+            mix = (1 - ts)[:, None].to(w) * w[a] + ts[:, None].to(w) * w[b]
+            module.weight = nn.Parameter(torch.cat([w, mix]), requires_grad=False)
+            module.num_embeddings = w.shape[0] + len(ts)
+    if k is None:
+        raise InputError("these weights have no class embeddings to interpolate between")
+    return blended, torch.arange(k, k + len(ts))
+
+
+def interpolate_styles(
+    gen: Generator, a: int, b: int, z: torch.Tensor, frames: int
+) -> torch.Tensor:
+    """``frames`` images at one latent ``z`` (D,), moving from style ``a`` to style ``b``."""
+    ts = torch.linspace(0, 1, frames)
+    g, labels = _blended(gen.gan.generator, a, b, ts)
+    device = next(g.parameters()).device
+    with torch.no_grad():
+        return g.eval()(z.expand(frames, -1).to(device), labels.to(device)).cpu()
+
+
+def interpolate_seeds(
+    gen: Generator, z0: torch.Tensor, z1: torch.Tensor, style: int | None, frames: int
+) -> torch.Tensor:
+    """``frames`` images along the slerp from ``z0`` to ``z1`` in one style."""
+    zs = slerp(z0, z1, torch.linspace(0, 1, frames))
+    y = torch.full((frames,), style) if style is not None else None
+    return generate(gen.gan, zs, y)
+
+
+def to_images(batch: torch.Tensor, upscale: int, names: Sequence[str]) -> list[Image]:
+    """(N, 3, H, W) generator output in [-1, 1] as core images, enlarged ``upscale`` times."""
+    from PIL import Image as PILImage
+
+    arrays = (to_unit(batch).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    out = []
+    for array, name in zip(arrays, names, strict=True):
+        if upscale > 1:
+            pil = PILImage.fromarray(array)
+            size = (pil.width * upscale, pil.height * upscale)
+            array = np.asarray(pil.resize(size, PILImage.Resampling.LANCZOS))
+        out.append(Image(np.ascontiguousarray(array), name=name))
+    return out
+
+
+def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[dict[str, Any]]:
+    gen = load_generator(params.weights, ctx.device)
+    ctx.record_weights("cgan32" if not params.weights else params.weights, gen.sha256)
+    styles = style_list(gen, params.styles)
+    truncation = params.truncation or None
+    label = lambda c: gen.class_names[c] if c is not None else "sample"  # noqa: E731
+    latent = gen.gan.latent_dim
+    if params.mode == "samples":
+        z = truncated_latents(params.count, latent, truncation=truncation, seed=params.seed)
+        classes = [styles[i % len(styles)] for i in range(params.count)]
+        y = torch.tensor(classes) if gen.gan.num_classes else None
+        batch = generate(gen.gan, z, y)
+        names = [f"{label(c)}-{params.seed}-{i}" for i, c in enumerate(classes)]
+        images = to_images(batch, params.upscale, names)
+        return [{"images": ImageSet(tuple(images), tuple(label(c) for c in classes))}]
+    if params.between == "styles":
+        if len(styles) < 2 or params.styles.strip() == "":
+            raise InputError(
+                "interpolating between styles needs two style names, e.g. 'circles,stripes'"
+            )
+        z = truncated_latents(1, latent, truncation=truncation, seed=params.seed)[0]
+        batch = interpolate_styles(gen, styles[0], styles[1], z, params.frames)
+        title = f"{label(styles[0])}-to-{label(styles[1])}-{params.seed}"
+    else:
+        z = truncated_latents(1, latent, truncation=truncation, seed=params.seed)[0]
+        z1 = truncated_latents(1, latent, truncation=truncation, seed=params.seed + 1)[0]
+        batch = interpolate_seeds(gen, z, z1, styles[0], params.frames)
+        title = f"{label(styles[0])}-{params.seed}-to-{params.seed + 1}"
+    frames = to_images(batch, params.upscale, [f"{title}-{i:02d}" for i in range(len(batch))])
+    strip = np.concatenate([f.pixels for f in frames], axis=1)
+    return [
+        {
+            "frames": ImageSet(
+                tuple(frames), tuple(f"t={t:.3f}" for t in np.linspace(0, 1, len(frames)))
+            ),
+            "strip": Image(strip, name=title),
+            "animation": Video(np.stack([f.pixels for f in frames]), fps=params.fps, name=title),
+        }
+    ]

@@ -1,0 +1,80 @@
+"""The art plugin's entry module: task specs only (no torch import here)."""
+
+from __future__ import annotations
+
+from vlm_art.params import GenerateParams, GenerateTrainParams, TransferParams
+from vlm_core import hookimpl
+from vlm_core.kinds import Capability, Kind
+from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+
+
+def _generate() -> TaskSpec:
+    return TaskSpec(
+        id="art.generate",
+        title="Paintings in procedural styles",
+        description=(
+            "Generates a series of paintings in named styles (geometric grids, concentric "
+            "circles, stripe fields, pointillist dots, brush strokes) with a class-conditional "
+            "GAN, reproducible by seed, with latent truncation; or an interpolation between two "
+            "seeds or two styles as frames, one strip and a looping animation. Trains on a "
+            "folder of images (one sub-folder per style, or unlabelled) with "
+            "`vlm train art.generate`."
+        ),
+        domain="art",
+        run="vlm_art.generate:run",
+        train="vlm_art.train:build",
+        params=GenerateParams,
+        train_params=GenerateTrainParams,
+        inputs=(),
+        outputs=(Kind.IMAGE_SET, Kind.IMAGE, Kind.VIDEO),
+        weights=(
+            WeightsRef(
+                name="cgan32",
+                filename=str(package_file("vlm_art", "weights", "cgan32", "model.safetensors")),
+            ),
+        ),
+        samples=(
+            Sample("five styles", params={"count": 10, "seed": 1}, description="Two of each."),
+            Sample(
+                "circles to stripes",
+                params={"mode": "interpolate", "between": "styles", "styles": "circles,stripes"},
+                description="An interpolation between two styles at one seed.",
+            ),
+        ),
+        memory_mb=200,
+        capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+    )
+
+
+def _style_transfer() -> TaskSpec:
+    content = package_file("vlm_art", "samples", "content.png")
+    return TaskSpec(
+        id="art.style_transfer",
+        title="Style transfer",
+        description=(
+            "Restyles each content image after one style image (the `style` parameter) by "
+            "optimising the pixels so that a backbone's feature maps keep the content and "
+            "their Gram matrices match the style's (Gatys et al.). Slow but needs no training: "
+            "seconds per image at 128 px on a CPU, about a minute at 256 px."
+        ),
+        domain="art",
+        run="vlm_art.transfer:run",
+        params=TransferParams,
+        inputs=(Kind.IMAGE,),
+        outputs=(Kind.IMAGE,),
+        samples=(
+            Sample(
+                "astronaut in a generated style",
+                (content,),
+                params={"size": 64, "steps": 5},
+                description="scikit-image's astronaut (crop) styled after a generated painting.",
+            ),
+        ),
+        memory_mb=800,
+    )
+
+
+@hookimpl
+def register_tasks(register):  # type: ignore[no-untyped-def]
+    register(_generate())
+    register(_style_transfer())

@@ -1,0 +1,133 @@
+"""`art.style_transfer`: Gatys-style optimisation. The output's pixels start as the content
+image and are optimised (Adam) so that a backbone's feature maps stay close to the content's
+(content loss) while their Gram matrices approach the style image's (style loss).
+
+Both losses are relative (divided by the target's squared norm) so that the weights mean the
+same at every level and for random and pretrained backbones alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlm_art.params import TransferParams
+from vlm_core.backbones import create_backbone
+from vlm_core.errors import InputError
+from vlm_core.tasks import RunContext, package_file
+from vlm_core.types import Image
+
+CONTENT_LEVEL = 2  # the feature level whose maps define content (stride 4 on VGG)
+
+
+def default_style() -> Path:
+    return package_file("vlm_art", "samples", "style.png")
+
+
+def _load_style(path: str) -> np.ndarray:
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    file = Path(path).expanduser() if path else default_style()
+    if not file.is_file():
+        raise InputError(f"style image {file} does not exist")
+    try:
+        with PILImage.open(file) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read style image {file}: {exc}") from exc
+
+
+def _resized(rgb: np.ndarray, longer: int) -> torch.Tensor:
+    """(H, W, 3) uint8 to (1, 3, h, w) float in [0, 1] with the longer edge ``longer``."""
+    from PIL import Image as PILImage
+
+    pil = PILImage.fromarray(rgb)
+    scale = longer / max(pil.size)
+    size = (max(8, round(pil.width * scale)), max(8, round(pil.height * scale)))
+    pil = pil.resize(size, PILImage.Resampling.LANCZOS)
+    return torch.from_numpy(np.asarray(pil, np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) feature maps to (N, C, C) Gram matrices divided by H * W."""
+    n, c, h, w = f.shape
+    flat = f.reshape(n, c, h * w)
+    return flat @ flat.transpose(1, 2) / (h * w)
+
+
+class StyleTransfer:
+    """A feature extractor for style transfer: a timm backbone (``features_only``), random
+    weights seeded by ``seed`` unless ``weights`` names pretrained ones."""
+
+    def __init__(self, backbone: str, weights: str = "", *, seed: int = 0, device: str = "cpu"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.backbone = create_backbone(backbone, weights or None, features_only=True,
+                                            plugin="art")  # fmt: skip
+        self.model = self.backbone.model.to(device).eval().requires_grad_(False)
+        pre = self.backbone.preprocessing
+        self.mean = torch.tensor(pre.mean, device=device)[None, :, None, None]
+        self.std = torch.tensor(pre.std, device=device)[None, :, None, None]
+        self.device = device
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model((x - self.mean) / self.std))
+
+    def __call__(
+        self,
+        content: torch.Tensor,
+        style: torch.Tensor,
+        *,
+        steps: int,
+        style_weight: float,
+        content_weight: float,
+        lr: float,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``content`` (1, 3, H, W) and ``style`` (1, 3, h, w) in [0, 1] to the stylised
+        image (1, 3, H, W) and the final losses."""
+        content, style = content.to(self.device), style.to(self.device)
+        with torch.no_grad():
+            target_c = self.features(content)[CONTENT_LEVEL]
+            target_g = [gram(f) for f in self.features(style)]
+        x = content.clone().requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=lr)
+        losses = {"content": 0.0, "style": 0.0}
+        for _ in range(steps):
+            feats = self.features(x)
+            loss_c = (feats[CONTENT_LEVEL] - target_c).pow(2).sum() / target_c.pow(2).sum()
+            loss_s = sum(
+                ((gram(f) - g).pow(2).sum() / g.pow(2).sum().clamp_min(1e-12))
+                for f, g in zip(feats, target_g, strict=True)
+            ) / len(target_g)
+            loss = content_weight * loss_c + style_weight * loss_s
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            losses = {"content": loss_c.item(), "style": float(loss_s.item())}
+        return x.detach(), losses
+
+
+def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[dict[str, Any]]:
+    style = _resized(_load_style(params.style), params.size)
+    transfer = StyleTransfer(params.backbone, params.backbone_weights, seed=params.seed,
+                             device=ctx.device)  # fmt: skip
+    if transfer.backbone.weights_sha256:
+        ctx.record_weights(params.backbone, transfer.backbone.weights_sha256)
+    results = []
+    for i, item in enumerate(inputs):
+        if not isinstance(item, Image):
+            raise InputError(f"style transfer takes images, got a {type(item).__name__}")
+        content = _resized(item.to_rgb_uint8(), params.size)
+        out, _ = transfer(content, style, steps=params.steps, style_weight=params.style_weight,
+                          content_weight=params.content_weight, lr=params.lr)  # fmt: skip
+        pixels = (out[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        results.append({"stylised": Image(pixels, name=f"{item.name or 'image'}-stylised")})
+        ctx.report((i + 1) / len(inputs), f"{i + 1} of {len(inputs)} stylised")
+    return results
