@@ -35,8 +35,13 @@ TASK_KEY = "run.task"
 JOB_KEY = "run.job"  # the job this session is waiting for
 LAST_KEY = "run.last"  # the last finished run: {"task", "outcome"} or {"task", "error"}
 
-SAMPLE, UPLOAD, EARLIER = "sample", "upload", "earlier"
-SOURCE_LABELS = {SAMPLE: "Bundled sample", UPLOAD: "Upload files", EARLIER: "Earlier run's inputs"}
+SAMPLE, UPLOAD, EARLIER, OWN = "sample", "upload", "earlier", "own"
+SOURCE_LABELS = {
+    SAMPLE: "Bundled sample",
+    UPLOAD: "Upload files",
+    EARLIER: "Earlier run's inputs",
+    OWN: "My own parameters",  # a task without input files
+}
 
 
 def _take_prefill() -> None:
@@ -64,6 +69,8 @@ def _preview(sample: Sample, spec: TaskSpec) -> None:
     """Thumbnails of a sample's image files (probed first, like any input)."""
     if sample.description:
         st.caption(sample.description)
+    if not sample.files:
+        return
     if Kind.IMAGE not in spec.inputs:
         st.caption(", ".join(Path(f).name for f in sample.files))
         return
@@ -83,12 +90,15 @@ def _choose_inputs(spec: TaskSpec, initial: dict[str, Any] | None) -> tuple[str,
     sources = []
     if initial and initial.get("inputs"):
         sources.append(EARLIER)
-    if spec.inputs and spec.samples:
-        sources.append(SAMPLE)
+    if spec.samples:
+        sources.append(SAMPLE)  # for a task without inputs, a sample is a parameter preset
     if spec.inputs:
         sources.append(UPLOAD)
-    if not sources:
+    elif sources:
+        sources.append(OWN)
+    if not spec.inputs:
         st.caption("This task takes no input files.")
+    if not sources:
         return "", None
     source = st.radio(
         "Inputs",
