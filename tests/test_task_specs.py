@@ -76,6 +76,11 @@ def test_parameter_rules():
         ({"capabilities": frozenset({Capability.RUN, Capability.TRAIN})}, "need a train builder"),
         ({"train": "m:build"}, "needs the 'train' capability"),
         ({"train": "m:build", "train_params": BaseModel}, "train_params must subclass"),
+        ({"train_defaults": {"seed": 3}}, "train_defaults may not set 'seed'"),
+        ({"train_defaults": {"device": "cuda"}}, "train_defaults may not set 'device'"),
+        ({"train_defaults": {"learning_rate": 1e-4}}, "train_defaults 'learning_rate'"),
+        ({"train_defaults": {"lr": -1.0}}, "train_defaults 'lr'"),
+        ({"train_defaults": {"epochs": 2, "max_steps": 5}}, "give epochs or max_steps"),
     ],
 )
 def test_spec_problems(kw, expected):
@@ -155,3 +160,21 @@ def test_a_trainable_spec_is_valid_and_its_train_params_are_checked():
         "task 'p.t' (train): parameter 'epochs_hint' needs both bounds (ge/gt and le/lt)"
     ]
     assert spec(train="m:build", capabilities=can).training_params is Good
+
+
+def test_train_defaults_start_a_run_and_what_the_user_gives_wins():
+    from vlm_core.training.api import task_settings
+    from vlm_core.training.config import TrainConfig
+
+    gan = spec(train_defaults={"max_steps": 10_000, "lr": 2e-4, "schedule": "constant"})
+    assert validate_spec(gan, "p") == []
+    assert task_settings(gan, {}) == {"max_steps": 10_000, "lr": 2e-4, "schedule": "constant"}
+    assert task_settings(gan, {"lr": 1e-3, "batch_size": 8}) == {
+        "max_steps": 10_000, "lr": 1e-3, "schedule": "constant", "batch_size": 8,
+    }  # fmt: skip
+    # a length the user gives replaces the default length, in either form
+    assert task_settings(gan, {"epochs": 3}) == {"epochs": 3, "lr": 2e-4, "schedule": "constant"}
+    # a TrainConfig counts only the fields it was built with as given
+    given = TrainConfig(lr=5e-4, max_steps=7)
+    assert task_settings(gan, given) == {"max_steps": 7, "lr": 5e-4, "schedule": "constant"}
+    assert hash(gan)  # a mapping field does not make specs unhashable

@@ -177,6 +177,10 @@ class TaskSpec:
     train_params: type[TaskParams] | None = None
     #: shown wherever the task's results are (e.g. "Research use only: not for diagnosis.")
     notice: str = ""
+    #: trainer settings this task trains best with (``TrainConfig`` fields, e.g. a GAN's
+    #: ``{"lr": 2e-4, "schedule": "constant", "clip_grad_norm": None}``): `vlm train` and the
+    #: dashboard start from them, and every setting the user gives wins over them
+    train_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def plugin(self) -> str:
@@ -275,6 +279,36 @@ def param_problems(model: type[BaseModel]) -> list[str]:
     return problems
 
 
+#: settings a task cannot default: they are the user's machine and reproducibility
+NOT_DEFAULTABLE = ("seed", "device")
+
+
+def train_defaults_problems(defaults: Mapping[str, Any]) -> list[str]:
+    """Problems with a task's ``train_defaults`` (pydantic only; no torch import)."""
+    from pydantic import ValidationError
+
+    from vlm_core.training.config import TrainConfig
+
+    problems = [f"train_defaults may not set '{k}'" for k in NOT_DEFAULTABLE if k in defaults]
+    try:
+        TrainConfig.model_validate(dict(defaults))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "train_defaults"
+        problems.append(f"train_defaults '{where}': {err['msg']}")
+    return problems
+
+
+def merge_train_settings(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's ``train_defaults`` under the settings the user gave; a length the user gives
+    (``epochs`` or ``max_steps``) replaces the default length whichever form it has."""
+    base = dict(defaults)
+    if "epochs" in given or "max_steps" in given:
+        base.pop("epochs", None)
+        base.pop("max_steps", None)
+    return {**base, **given}
+
+
 def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
     """Problems with a task spec registered by ``plugin``; an empty list means valid."""
     problems: list[str] = []
@@ -315,6 +349,8 @@ def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
             problems += [
                 f"task '{spec.id}' (train): {p}" for p in param_problems(spec.train_params)
             ]
+    if spec.train_defaults:
+        problems += [f"task '{spec.id}': {p}" for p in train_defaults_problems(spec.train_defaults)]
     if spec.memory_mb <= 0:
         problems.append(f"task '{spec.id}': memory_mb must be positive")
     if Capability.RUN not in spec.capabilities:

@@ -35,12 +35,17 @@ def _trainable() -> list[TaskSpec]:
     return sorted((s for s in registry().tasks.values() if s.train is not None), key=lambda s: s.id)
 
 
-def _settings() -> dict[str, Any]:
-    """The trainer settings an operator usually touches (the rest keep their defaults)."""
+def _settings(spec: TaskSpec) -> dict[str, Any]:
+    """The trainer settings an operator usually touches, starting from the task's
+    ``train_defaults`` (the others keep the task's defaults, then the trainer's)."""
+    d = spec.train_defaults
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("epochs", 1, 100_000, 10, help="Passes over the data.")
-    batch = c2.number_input("batch size", 1, 65_536, 32, help="Samples per optimizer step.")
-    lr = c3.number_input("learning rate", 1e-7, 10.0, 1e-3, format="%.6f", step=1e-4)
+    epochs = c1.number_input("epochs", 1, 100_000, int(d.get("epochs") or 10),
+                             help="Passes over the data.")  # fmt: skip
+    batch = c2.number_input("batch size", 1, 65_536, int(d.get("batch_size", 32)),
+                            help="Samples per optimizer step.")  # fmt: skip
+    lr = c3.number_input("learning rate", 1e-7, 10.0, float(d.get("lr", 1e-3)), format="%.6f",
+                         step=1e-4)  # fmt: skip
     seed = c4.number_input("seed", 0, 2**31 - 1, 0)
     c5, c6, c7, c8 = st.columns(4)
     device = c5.selectbox("device", ["auto", "cpu", "cuda", "mps"], help="auto: cuda, mps, cpu.")
@@ -102,7 +107,7 @@ def _start_form(spec: TaskSpec) -> None:
         st.markdown("**Task parameters**")
         raw = parameter_form(spec, key=f"train.params.{spec.id}", model=spec.training_params)
         st.markdown("**Trainer**")
-        config = _settings()
+        config = _settings(spec)
         out = st.text_input("output folder", value=str(default_out(spec.id)))
         resume = st.checkbox("resume if the folder holds checkpoints", value=False)
         submitted = st.form_submit_button("Start training", type="primary")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from vlm_core.errors import InputError, ParameterError, UsageError, VLMError
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
-from vlm_core.tasks import TaskParams, TaskSpec, TrainContext
+from vlm_core.tasks import TaskParams, TaskSpec, TrainContext, merge_train_settings
 from vlm_core.training.config import TrainConfig
 from vlm_core.training.loop import TrainError
 from vlm_core.training.setup import TrainSetup
@@ -46,6 +46,14 @@ def make_config(values: Mapping[str, Any] | TrainConfig) -> TrainConfig:
         loc = ".".join(str(p) for p in err["loc"]) or "settings"
         extra = f" {err.get('input')!r}" if err["type"] != "extra_forbidden" else ""
         raise ParameterError(f"bad training setting '{loc}'{extra}: {err['msg']}") from None
+
+
+def task_settings(spec: TaskSpec, given: Mapping[str, Any] | TrainConfig) -> dict[str, Any]:
+    """The trainer settings of a run: the task's ``train_defaults`` under those the user gave
+    (for a ``TrainConfig``, the fields it was built with)."""
+    if isinstance(given, TrainConfig):
+        given = given.model_dump(include=given.model_fields_set)
+    return merge_train_settings(spec.train_defaults, given)
 
 
 def default_out(task: str) -> Path:
@@ -111,7 +119,7 @@ def train_task(
     registry = registry or get_registry()
     spec = trainable_spec(request.task, registry)
     params = validate_params(spec, request.params, spec.training_params)
-    config = make_config(request.config)
+    config = make_config(task_settings(spec, request.config))
     data = Path(request.data).expanduser()
     if not data.exists():
         raise InputError(f"no such file or folder: {data}")

@@ -109,6 +109,14 @@ def test_vlm_train_runs_two_steps_and_writes_sample_grids(tmp_path: Path) -> Non
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "samples" / "step-000002.png").is_file()
+    # the task's train_defaults under what the command gave (--steps 2, --batch-size 4)
+    import json
+
+    config = json.loads((out / "checkpoints" / "step-00000002" / "model.json").read_text())[
+        "config"
+    ]
+    assert (config["max_steps"], config["batch_size"], config["lr"]) == (2, 4, 2e-4)
+    assert config["schedule"] == "constant" and config["clip_grad_norm"] is None
     assert "val_fid" in (out / "metrics.jsonl").read_text()
     # the run is usable at once by art.generate
     images = run("art.generate", weights=str(out), styles="stripes", count=2, upscale=1)

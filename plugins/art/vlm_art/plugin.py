@@ -43,6 +43,15 @@ def _generate() -> TaskSpec:
         ),
         memory_mb=200,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # the trainer settings of the default weights (weights/cgan32/TRAINING.md)
+        train_defaults={
+            "max_steps": 10_000,
+            "batch_size": 32,
+            "lr": 2e-4,
+            "schedule": "constant",
+            "clip_grad_norm": None,
+            "val_every": 1000,
+        },
     )
 
 
