@@ -277,6 +277,8 @@ def test_cli_refuses_bad_requests(vlm: Vlm, shapes_data: Path, tmp_path: Path) -
             ["eval", "good.shapes", "--data", str(shapes_data), "--weights", str(tmp_path)],
             "not a weights file",
         ),
+        # without --weights the task's own weights are measured; this one ships none
+        (["eval", "good.shapes", "--data", str(shapes_data)], "ships no weights to evaluate"),
     ]
     for args, needle in cases:
         proc = vlm(*args, "--out", str(out)) if args[0] == "train" else vlm(*args)

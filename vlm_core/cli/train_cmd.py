@@ -206,7 +206,8 @@ def train_cmd(
 @click.option(
     "--weights",
     default=None,
-    help="A `vlm train` output folder, a checkpoint folder, or any weights reference.",
+    help="A `vlm train` output folder, a checkpoint folder, or any weights reference "
+    "(default: the weights the task ships).",
 )
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help=_PARAM_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")

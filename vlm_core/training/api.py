@@ -56,6 +56,17 @@ def task_settings(spec: TaskSpec, given: Mapping[str, Any] | TrainConfig) -> dic
     return merge_train_settings(spec.train_defaults, given)
 
 
+def bundled_weights(spec: TaskSpec) -> str:
+    """The weights file a task ships with its plugin (its first local ``WeightsRef``)."""
+    for ref in spec.weights:
+        if ref.source is None and Path(ref.filename).is_file():
+            return ref.filename
+    raise UsageError(
+        f"task '{spec.id}' ships no weights to evaluate: give --weights (a `vlm train` output "
+        "folder, a checkpoint or a weights file)"
+    )
+
+
 def default_out(task: str) -> Path:
     from vlm_core.config import settings
 
@@ -223,7 +234,8 @@ def evaluate_task(
     num_workers: int = 0,
     registry: Registry | None = None,
 ) -> EvalResult:
-    """Validation metrics of ``weights`` (a training folder, checkpoint or file) on ``data``.
+    """Validation metrics of ``weights`` (a training folder, checkpoint or file; None: the
+    weights the task ships) on ``data``.
 
     The task parameters and seed recorded with the weights are used unless ``params``
     overrides them, so the task's builder makes the same validation split as in training.
@@ -237,7 +249,8 @@ def evaluate_task(
 
     registry = registry or get_registry()
     spec = trainable_spec(task, registry, purpose="evaluate")
-    trained = load_trained(weights, plugin=spec.plugin, task=spec.id) if weights else None
+    weights = weights or bundled_weights(spec)
+    trained = load_trained(weights, plugin=spec.plugin, task=spec.id)
     sidecar = trained.sidecar if trained else {}
     recorded_params = dict(sidecar.get("params") or {})
     known = spec.training_params.model_fields

@@ -19,6 +19,15 @@ from vlm_core.types import Image, ImageSet, Video
 
 VLM = [sys.executable, "-m", "vlm_core.cli"]
 
+
+@pytest.fixture(autouse=True)
+def _private_home(vlm_home: Path) -> Path:
+    """A private VLM_HOME (the vlm pytest plugin's): runs, the run store and a quarantine after
+    a failed run stay out of the user's own configuration. (A fixture here, not a conftest.py:
+    tests/ imports its conftest by that module name.)"""
+    return vlm_home
+
+
 # the acceptance line; measured 0.919 on 200 images per style (benchmarks/evaluate.py) and 0.915
 # on the 40 per style (other latents) this test draws
 MIN_STYLE_ACCURACY = 0.90
@@ -118,6 +127,13 @@ def test_vlm_train_runs_two_steps_and_writes_sample_grids(tmp_path: Path) -> Non
     assert (config["max_steps"], config["batch_size"], config["lr"]) == (2, 4, 2e-4)
     assert config["schedule"] == "constant" and config["clip_grad_norm"] is None
     assert "val_fid" in (out / "metrics.jsonl").read_text()
+    # vlm eval without --weights measures the bundled weights (a training folder: as given)
+    from vlm_core.training.api import evaluate_task
+
+    five = write_dataset(tmp_path / "five", 4, size=32, seed=3)  # the bundled weights' styles
+    bundled = evaluate_task("art.generate", five, device="cpu", params={"val_fraction": 0.5})
+    assert bundled.weights is not None and bundled.weights.endswith("model.safetensors")
+    assert "cgan32" in bundled.weights and bundled.metrics["val_style_acc"] >= 0.5
     # the run is usable at once by art.generate
     images = run("art.generate", weights=str(out), styles="stripes", count=2, upscale=1)
     assert images.results[0].outputs["images"].images[0].pixels.shape == (16, 16, 3)
