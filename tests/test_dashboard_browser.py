@@ -66,6 +66,8 @@ def test_every_task_with_a_sample_runs_in_the_browser(browser_tools, fixture_sit
             run = run_and_wait(page, task)
             assert run.results >= 1
             page.get_by_text("Provenance").first.wait_for()
+            wait_idle(page)  # the rest of the results (downloads, exports) rendered
+            page.wait_for_load_state("networkidle")  # and their images fetched
             page.screenshot(path=str(artefacts / f"run-{task}.png"))
         choose_task(page, "exits.boom")
         with pytest.raises(RuntimeError, match=r"Plugin 'exits' failed in task 'exits\.boom'"):
