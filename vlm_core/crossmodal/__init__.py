@@ -24,8 +24,9 @@ on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vlm_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vlm_core.crossmodal.caption_data import (
@@ -132,10 +133,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vlm_core.crossmodal' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"vlm_core.crossmodal.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -16,8 +16,9 @@ Importing this package does not import torch; the names below load their module 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vlm_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vlm_core.gan.augment import diff_augment
@@ -97,10 +98,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vlm_core.gan' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"vlm_core.gan.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,8 +7,7 @@ Submodules import torch; this package's namespace loads them on first attribute 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vlm_core.lazy import lazy_exports
 
 _EXPORTS = {
     "RuntimePolicy": "policy", "policy_for": "policy", "prepare_model": "policy",
@@ -23,8 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vlm_core.runtime' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"vlm_core.runtime.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -9,8 +9,9 @@ Importing this package does not import torch; the names below load their module 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vlm_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vlm_core.training.api import EvalResult, TrainRequest, evaluate_task, train_task
@@ -53,8 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vlm_core.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"vlm_core.training.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
