@@ -20,10 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from vlm_core.bench.timing import StepClock, synchronize
 
 
 def _raw_loop(
@@ -48,7 +45,7 @@ def _raw_loop(
     while done < steps + warmup:
         for (real,) in loader:
             if done == warmup:
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
             real = real.to(device, non_blocking=True)
             n = len(real)
@@ -69,7 +66,7 @@ def _raw_loop(
             done += 1
             if done == steps + warmup:
                 break
-    _sync(device)
+    synchronize(device)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -87,13 +84,7 @@ def _engine(
     from vlm_core.gan.train import gan_setup
     from vlm_core.training import TrainConfig, Trainer
 
-    marks: dict[int, float] = {}
-
-    def clock(event: Any) -> None:
-        if event.kind == "log" and event.step in (warmup, warmup + steps):
-            _sync(device)
-            marks[event.step] = time.perf_counter()
-
+    clock = StepClock(device, warmup, steps)
     config = TrainConfig.model_validate(
         {"max_steps": steps + warmup, "batch_size": batch_size, "lr": 2e-4,
          "schedule": "constant", "clip_grad_norm": None, "precision": precision,
@@ -102,7 +93,7 @@ def _engine(
     )  # fmt: skip
     setup = gan_setup(gan, data, loss="bce", betas=(0.5, 0.999), conditional=False)
     Trainer(setup, config, out, device=str(device), callbacks=[clock]).fit()
-    return steps * batch_size / (marks[warmup + steps] - marks[warmup])
+    return clock.per_second(batch_size)
 
 
 def bench_gan_step(

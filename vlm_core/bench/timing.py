@@ -17,6 +17,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class StepClock:
+    """A trainer callback noting the time at the ``log`` events of steps ``warmup`` and
+    ``warmup + steps`` (after a device sync): the engine's throughput from the end of warm-up
+    to the last step, leaving start-up and the final checkpoint out."""
+
+    def __init__(self, device: torch.device, warmup: int, steps: int) -> None:
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.marks: dict[int, float] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "log" and event.step in (self.warmup, self.warmup + self.steps):
+            synchronize(self.device)
+            self.marks[event.step] = time.perf_counter()
+
+    def per_second(self, batch_size: int) -> float:
+        """Samples per second between the two marks."""
+        seconds = self.marks[self.warmup + self.steps] - self.marks[self.warmup]
+        return self.steps * batch_size / seconds
+
+
 def time_call(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[float]:
     """Wall seconds of ``repeats`` calls (CUDA events on GPU, perf_counter elsewhere)."""
     times = []

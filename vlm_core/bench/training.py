@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from vlm_core.bench.timing import StepClock, synchronize
+
 
 def _raw_loop(
     model: nn.Module,
@@ -41,8 +43,7 @@ def _raw_loop(
     while done < steps + warmup:
         for x, y in loader:
             if done == warmup:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                synchronize(device)
                 start = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(
@@ -57,8 +58,7 @@ def _raw_loop(
             done += 1
             if done == steps + warmup:
                 break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -79,14 +79,7 @@ def _engine(
         x, y = batch
         return nn.functional.cross_entropy(m(x), y)
 
-    marks: dict[int, float] = {}
-
-    def clock(event: Any) -> None:
-        if event.kind == "log" and event.step in (warmup, warmup + steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            marks[event.step] = time.perf_counter()
-
+    clock = StepClock(device, warmup, steps)
     config = TrainConfig.model_validate(
         {"max_steps": steps + warmup, "batch_size": batch_size, "lr": 1e-3,
          "weight_decay": 0.01, "schedule": "cosine", "clip_grad_norm": 1.0,
@@ -95,7 +88,7 @@ def _engine(
     )  # fmt: skip
     setup = TrainSetup(model=model, train_data=data, loss=loss)
     Trainer(setup, config, out, device=str(device), callbacks=[clock]).fit()
-    return steps * batch_size / (marks[warmup + steps] - marks[warmup])
+    return clock.per_second(batch_size)
 
 
 def bench_training(
