@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from vlm_core.attention import MultiHeadAttention
 from vlm_core.backbones import Preprocessing, create_backbone
+from vlm_core.crossmodal.pixels import preprocess_batch
 from vlm_core.crossmodal.vocab import Vocab
 from vlm_core.errors import UsageError, did_you_mean
 from vlm_core.types import Image
@@ -280,21 +281,7 @@ class Captioner(nn.Module):
 
     def pixels(self, images: Sequence[Image | PILImage]) -> Tensor:
         """The preprocessing of ``images`` (core or PIL): (N, 3, S, S) float32 on the CPU."""
-        from PIL import Image as PIL
-
-        tensors = []
-        for i, item in enumerate(images):
-            if isinstance(item, Image):
-                pil = PIL.fromarray(item.to_rgb_uint8())
-            elif isinstance(item, PIL.Image):
-                pil = item.convert("RGB")
-            else:
-                raise UsageError(
-                    f"image {i} is a {type(item).__name__}; the captioner takes "
-                    "vlm_core.types.Image or PIL images, or a preprocessed (N, 3, S, S) tensor"
-                )
-            tensors.append(self.transform(pil))
-        return torch.stack(tensors)
+        return preprocess_batch(images, self.transform, "the captioner")
 
     def encode_images(self, images: Tensor) -> Tensor:
         """Memory tokens of preprocessed ``images`` (B, 3, S, S): (B, h*w, width)."""

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from vlm_core.crossmodal.identity import ModelIdentity
+from vlm_core.crossmodal.pixels import preprocess_batch
 from vlm_core.errors import UsageError, did_you_mean
 from vlm_core.runtime.policy import (
     RuntimePolicy,
@@ -109,21 +110,7 @@ class ClipEncoder:
 
     def pixels(self, images: Sequence[Image | PILImage]) -> torch.Tensor:
         """open_clip's preprocessing of ``images``: (N, 3, H, W) float32 on the CPU."""
-        from PIL import Image as PIL
-
-        tensors = []
-        for i, item in enumerate(images):
-            if isinstance(item, Image):
-                pil = PIL.fromarray(item.to_rgb_uint8())
-            elif isinstance(item, PIL.Image):
-                pil = item.convert("RGB")
-            else:
-                raise UsageError(
-                    f"image {i} is a {type(item).__name__}; encode_images takes "
-                    "vlm_core.types.Image or PIL images, or a preprocessed (N, 3, H, W) tensor"
-                )
-            tensors.append(self.preprocess(pil))
-        return torch.stack(tensors)
+        return preprocess_batch(images, self.preprocess, "encode_images")
 
     def encode_images(
         self, images: Sequence[Image | PILImage] | torch.Tensor, batch_size: int = 64
