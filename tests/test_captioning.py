@@ -38,6 +38,7 @@ from vlm_core.crossmodal import (
 )
 from vlm_core.errors import InputError, UsageError
 from vlm_core.training import TrainConfig, Trainer
+from vlm_core.weights.errors import WeightsError
 from vlm_core.weights.trained import load_trained
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
@@ -259,6 +260,48 @@ def test_cached_decoding_matches_the_full_forward_pass() -> None:
     short = model.greedy(images, QUESTIONS, max_len=3)
     assert all(len(ids) <= 3 - end for ids, end in zip(short.ids, short.finished, strict=True))
     assert [ids[: len(s)] for ids, s in zip(out.ids, short.ids, strict=True)] == short.ids
+
+
+def test_scoring_candidates_equals_scoring_each_sequence_alone() -> None:
+    """score_candidates encodes each image once and scores every candidate after the same
+    question; each entry is what score() gives that (image, sequence) pair."""
+    model = random_model(0)
+    images = torch.randn(3, 3, 32, 32)
+    vocab = model.vocab
+    candidates = [[vocab.id("red"), vocab.eos], [vocab.id("a"), vocab.id("red"), vocab.eos], [5]]
+    for question in ("what colour is it?", None):
+        got = model.score_candidates(images, candidates, question)
+        assert got.shape == (3, 3) and got.dtype == torch.float64
+        for i in range(3):
+            for j, seq in enumerate(candidates):
+                alone = model.score(images[i : i + 1], [seq], [question])
+                torch.testing.assert_close(got[i, j], alone[0])
+    with pytest.raises(UsageError, match="non-empty candidate"):
+        model.score_candidates(images, [[]])
+
+
+def test_a_run_ships_as_float32_safetensors_with_its_sidecar(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from vlm_core.weights.trained import ship_trained
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    checkpoint.mkdir(parents=True)
+    save_file({"g.w": torch.ones(2, dtype=torch.bfloat16), "d.w": torch.ones(3),
+               "n": torch.arange(3)}, str(checkpoint / "model.safetensors"))  # fmt: skip
+    (checkpoint / "model.json").write_text(json.dumps({"task": "t", "card": {"a": 1}}))
+    (tmp_path / "run" / "checkpoints.json").write_text(
+        json.dumps({"best": "step-00000002", "last": "step-00000002"})
+    )
+    model, n = ship_trained(tmp_path / "run", tmp_path / "pkg", keep=lambda k: k != "d.w")
+    assert n == 2
+    shipped = load_trained(str(model))
+    assert set(shipped.state_dict) == {"g.w", "n"}
+    assert shipped.state_dict["g.w"].dtype == torch.float32
+    assert shipped.state_dict["n"].dtype == torch.int64
+    assert shipped.card == {"a": 1} and shipped.sidecar["shipped_from"].endswith("step-00000002")
+    with pytest.raises(WeightsError, match="neither a training nor a checkpoint folder"):
+        ship_trained(tmp_path / "pkg" / "nothing", tmp_path / "x")
 
 
 def test_a_resnet_tower_captions_too() -> None:

@@ -308,7 +308,11 @@ class Captioner(nn.Module):
         Returns:
             (B, L, vocabulary) logits; position i predicts token i + 1.
         """
-        memory = self.encode_images(images)
+        return self.decode(self.encode_images(images), tokens)
+
+    def decode(self, memory: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced next-token logits from memory tokens (B, h*w, width) of
+        :meth:`encode_images`: what :meth:`forward` does after the image tower."""
         length = tokens.shape[1]
         if length > self.arch.max_positions:
             raise UsageError(
@@ -521,6 +525,37 @@ class Captioner(nn.Module):
             log_probs=[h[1] for h in best],
             finished=[h[3] for h in best],
         )
+
+    def score_candidates(
+        self,
+        images: Tensor | Sequence[Image | PILImage],
+        candidates: Sequence[Sequence[int]],
+        question: str | None = None,
+    ) -> Tensor:
+        """The log-probability of each candidate continuation for each image, after the same
+        ``question`` (or none: as a caption) — a generative classifier over the candidates.
+        Each image goes through the image tower once. Candidates are token ids (end them with
+        ``<eos>`` to count the end). Returns (N images, C candidates) float64 on the CPU."""
+        if not candidates or any(len(c) == 0 for c in candidates):
+            raise UsageError("give at least one non-empty candidate sequence")
+        with _evaluating(self):
+            pixels, prefixes = self._inputs(images, [question] * len(images))
+            prefix = prefixes[0]
+            memory = self.encode_images(pixels)  # (N, T, W)
+            n, c = memory.shape[0], len(candidates)
+            longest = len(prefix) + max(len(seq) for seq in candidates)
+            tokens = torch.full((c, longest), self.vocab.pad, device=self.device)
+            for i, seq in enumerate(candidates):
+                tokens[i, : len(prefix) + len(seq)] = torch.tensor([*prefix, *seq])
+            rows = memory.repeat_interleave(c, dim=0)
+            all_tokens = tokens.repeat(n, 1)
+            logp = self.decode(rows, all_tokens[:, :-1]).float().log_softmax(-1)
+            picked = logp.gather(2, all_tokens[:, 1:, None])[..., 0].double()
+            start = len(prefix) - 1
+            mask = torch.zeros(c, longest - 1, dtype=torch.float64, device=self.device)
+            for i, seq in enumerate(candidates):
+                mask[i, start : start + len(seq)] = 1.0
+            return (picked * mask.repeat(n, 1)).sum(1).reshape(n, c).cpu()
 
     def score(
         self,

@@ -10,6 +10,7 @@ This module reads JSON only; torch is imported when tensors are loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,3 +109,40 @@ def load_trained(ref: str, *, plugin: str = "core", task: str | None = None) -> 
     state = load_state_dict(path, sha256=expected, plugin=plugin)
     sha = expected or sha256_of(path)
     return TrainedWeights(path=path, sha256=sha, state_dict=state, sidecar=sidecar)
+
+
+def ship_trained(
+    source: Path,
+    target: Path,
+    *,
+    which: str = "best",
+    keep: Callable[[str], bool] | None = None,
+    plugin: str = "core",
+) -> tuple[Path, int]:
+    """Copy trained weights into a plugin's package: ``target/model.safetensors`` (float
+    tensors as float32; only the names ``keep`` accepts) and ``target/model.json`` (the
+    sidecar, with the new file's sha256 and where it came from). ``source`` is a training
+    folder (its ``which`` checkpoint: best or last) or a checkpoint folder. Returns the model
+    file and the number of tensors."""
+    from safetensors.torch import load_file, save_file
+
+    from vlm_core.weights.hashing import sha256_of
+
+    found = trained_weights_file(Path(source), which, plugin=plugin)
+    if found is None:
+        raise WeightsError(f"{source} is neither a training nor a checkpoint folder",
+                           plugin=plugin, filename=str(source))  # fmt: skip
+    state = {
+        name: (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+        for name, tensor in load_file(str(found)).items()
+        if keep is None or keep(name)
+    }
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    model_file = target / MODEL_FILE
+    save_file(state, str(model_file))
+    sidecar = read_sidecar(found) or {}
+    sidecar["files"] = {MODEL_FILE: sha256_of(model_file)}
+    sidecar["shipped_from"] = f"{found.parent.parent.parent.name}/{CHECKPOINTS}/{found.parent.name}"
+    (target / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return model_file, len(state)
