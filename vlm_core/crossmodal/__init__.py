@@ -17,6 +17,8 @@
   the dataset and its collate.
 - :mod:`~vlm_core.crossmodal.caption_setup` — :func:`captioner_setup`, the trainer's setup.
 - :mod:`~vlm_core.crossmodal.caption_metrics` — BLEU-1..4, ROUGE-L and CIDEr-D.
+- :mod:`~vlm_core.crossmodal.coca` — :func:`coca_captions`: CoCa captioning through open_clip
+  when CoCa weights are present.
 
 Importing this package imports neither torch nor open_clip; the names below load their module
 on first use.
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     )
     from vlm_core.crossmodal.caption_setup import caption_loss, captioner_setup
     from vlm_core.crossmodal.captioner import Captioner, CaptionerArch, Decoded
+    from vlm_core.crossmodal.coca import coca_captions, is_coca
     from vlm_core.crossmodal.encoders import (
         TEST_ARCH,
         ClipEncoder,
@@ -81,6 +84,8 @@ _EXPORTS = {
     "Captioner": "captioner",
     "CaptionerArch": "captioner",
     "Decoded": "captioner",
+    "coca_captions": "coca",
+    "is_coca": "coca",
     "TEST_ARCH": "encoders",
     "ClipEncoder": "encoders",
     "cached_clip": "encoders",
@@ -120,7 +125,9 @@ __all__ = [
     "caption_loss",
     "captioner_setup",
     "cider_d",
+    "coca_captions",
     "collate_captions",
+    "is_coca",
     "load_clip",
     "normalise_caption",
     "read_caption_csv",
