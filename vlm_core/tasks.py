@@ -108,6 +108,9 @@ class TrainContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("vlm.train"))
     #: the run's output folder (``vlm train --out``); None when evaluating
     out: Path | None = None
+    #: when evaluating: the card recorded with the weights (architecture, vocabulary, class
+    #: names...), so a model whose shape depends on its training data is rebuilt as trained
+    weights_card: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

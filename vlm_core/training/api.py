@@ -259,7 +259,8 @@ def evaluate_task(
     seed = int(sidecar.get("seed", 0))
     resolved = resolve_device(device)
     torch.manual_seed(seed)
-    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="eval")
+    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="eval",
+                       weights_card=trained.card if trained else {})  # fmt: skip
     setup = build_setup(spec, Path(data).expanduser(), params_model, ctx)
     if setup.val_data is None:
         raise TrainError(f"task '{spec.id}' made no validation split of {data}")
