@@ -72,12 +72,21 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
+#: formats whose files belong together: uploaded together, they go into one folder and are
+#: one input (a DICOM series is one volume, grouped by the format's reader)
+GROUPED_FORMATS = ("dicom",)
+
+
 def save_uploads(files: Sequence[Upload], spec: TaskSpec) -> list[Path]:
     """Save ``files`` into a new folder of the session's temporary folder and probe each one.
 
     Every file is refused before it is written when it is over :func:`upload_limit_bytes`, and
     after it is written when its content is not an allowed format of a kind ``spec`` takes
     (:func:`vlm_core.io.probe_input` reads the header only). Nothing is decoded here.
+
+    Files of a grouped format (DICOM) uploaded together are moved into one sub-folder, which
+    is returned as one input in their place: the runner reads a folder of DICOM files as its
+    series (one volume per series), as `vlm run` does with a series folder.
 
     Raises:
         InputError: naming the uploaded file and the problem; nothing of the batch is kept.
@@ -94,15 +103,28 @@ def save_uploads(files: Sequence[Upload], spec: TaskSpec) -> list[Path]:
     folder = session_dir() / "uploads" / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     paths: list[Path] = []
+    grouped: dict[str, list[Path]] = {}
     try:
         for upload in files:
             path = _unique(folder / safe_name(upload.name))
             path.write_bytes(upload.getvalue())
             try:
-                probe_input(path, spec.inputs)
+                probe = probe_input(path, spec.inputs)
             except InputError as exc:
                 raise InputError(str(exc).replace(str(path), upload.name)) from None
+            if probe.format in GROUPED_FORMATS:
+                grouped.setdefault(probe.format, []).append(path)
             paths.append(path)
+        for fmt, members in grouped.items():
+            if len(members) < 2:
+                continue
+            group = folder / f"{fmt}-files"
+            group.mkdir()
+            for path in members:
+                path.rename(group / path.name)
+            at = paths.index(members[0])
+            paths = [p for p in paths if p not in members]
+            paths.insert(at, group)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -598,3 +598,36 @@ def test_every_builtin_task_runs_from_its_bundled_sample_and_renders(vlm_home, t
     spec = load_registry().tasks[task]
     if spec.notice:
         assert spec.notice in " ".join(w.value for w in at.warning)
+
+
+def test_a_dicom_series_uploaded_as_files_runs_as_one_volume(vlm_home, tmp_path):
+    """Several DICOM files uploaded together are one input: the series folder, one volume."""
+    import copy
+
+    import pydicom
+    from conftest import builtin_plugins
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    if "medical" not in builtin_plugins():
+        pytest.fail("the medical plugin (plugins/medical) is not installed: run scripts/setup.sh")
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    uid, z = generate_uid(), float(source.ImagePositionPatient[2])
+    files = []
+    for k in range(4):
+        ds = copy.deepcopy(source)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.ImagePositionPatient = [*source.ImagePositionPatient[:2], z + 2.0 * k]
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        files.append((f"IM{k:04d}", buffer.getvalue(), "application/dicom"))
+    at = run_page("medical.segment")
+    at = at.radio(key="run.source.medical.segment").set_value("upload").run()
+    at.file_uploader[0].set_value(files)
+    at = healthy(click_run(at))
+    assert "of medical.segment: 1 result(s)" in at.success[0].value, errors(at)
+    (record,) = runs("ok")
+    (folder,) = record.inputs
+    assert Path(folder).name == "dicom-files"
+    assert sorted(p.name for p in Path(folder).iterdir()) == [f"IM{k:04d}" for k in range(4)]
