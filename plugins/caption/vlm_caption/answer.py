@@ -1,0 +1,216 @@
+"""`caption.answer`: a reply to a customer's photo and message.
+
+The photo gives the product, its colour and the problem it shows, each with a confidence
+(:func:`vlm_caption.model.recognise`); the message gives the products, colours and problems
+the customer names and what they ordered (:func:`vlm_caption.knowledge.read_message`).
+:func:`decide` puts the two together, in this order:
+
+1. **the product** — an unknown object, or a product below ``min_confidence``: ask which
+   product it is (never guess a product);
+2. **a wrong item** — the message names an ordered product or colour that the photo
+   confidently contradicts, or says it is the wrong item: the wrong-item policy;
+3. **the problem** — the message's problems raise their prior (``MESSAGE_WEIGHT`` times the
+   photo's probability, renormalised); the most likely problem above ``min_confidence`` is
+   answered with its knowledge-base policy and template — unless the photo shows nothing
+   wrong while the message names a problem, or shows another problem than the one named: then
+   it asks for a closer photo; below ``min_confidence``, it asks what is wrong.
+
+Every reply names what it saw (colour and product) and carries the evidence: the recognised
+values with their probabilities and what the message said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vlm_caption.knowledge import (
+    MISSING_PART,
+    WRONG_ITEM,
+    KnowledgeBase,
+    Message,
+    load_knowledge_base,
+    read_message,
+)
+from vlm_caption.model import NOTHING, Recognition, load_captioner, recognise
+from vlm_caption.params import AnswerParams
+from vlm_caption.products import UNKNOWN
+from vlm_core.errors import InputError
+from vlm_core.tasks import RunContext
+from vlm_core.types import Caption, Image, Reply
+
+#: how much more likely a problem the customer names is, before the photo is looked at
+MESSAGE_WEIGHT = 3.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to tell the customer, and why."""
+
+    action: str  # "reply" or "clarify"
+    reason: str  # the problem answered, or which clarifying question
+    text: str
+    confidence: float
+    problem: str | None = None  # the knowledge-base problem answered
+    policy: str | None = None  # its policy
+
+
+def _a(words: str) -> str:
+    return f"an {words}" if words[:1] in "aeiou" else f"a {words}"
+
+
+def _fill(template: str, **values: str) -> str:
+    return " ".join(template.format(**values).split())
+
+
+def _problem_probabilities(seen: Recognition, message: Message) -> dict[str, float]:
+    probs = dict(seen.problem.candidates)
+    named = [p for p in message.problems if p in probs]
+    for name in named:
+        probs[name] *= MESSAGE_WEIGHT
+    total = sum(probs.values())
+    return {k: v / total for k, v in probs.items()}
+
+
+def decide(
+    seen: Recognition, message: Message, kb: KnowledgeBase, min_confidence: float
+) -> Decision:
+    """The reply or the clarifying question for one photo and its message."""
+    clarify = kb.clarify
+    product, colour = seen.product, seen.colour
+    # 1. the product
+    if product.value == UNKNOWN and product.confidence >= min_confidence:
+        return Decision("clarify", "unknown_product", _fill(clarify.unknown_product),
+                        product.confidence)  # fmt: skip
+    if product.value == UNKNOWN or product.confidence < min_confidence:
+        ranked = sorted(product.candidates.items(), key=lambda kv: -kv[1])
+        names = [name for name, _ in ranked if name != UNKNOWN][:2]
+        text = _fill(clarify.unsure_product, candidates=" or ".join(names))
+        return Decision("clarify", "unsure_product", text, product.confidence)
+    name = product.value
+    colour_name = colour.value if colour.confidence >= min_confidence else ""
+    values = {"product": name, "colour": colour_name, "part": kb.part(name)}
+    # 2. a wrong item
+    ordered_product = message.ordered_product
+    ordered_colour = message.ordered_colour
+    other_product = ordered_product is not None and ordered_product != name
+    other_colour = (
+        ordered_colour is not None and colour_name != "" and ordered_colour != colour_name
+    )
+    if WRONG_ITEM in kb.problems and (
+        other_product or other_colour or WRONG_ITEM in message.problems
+    ):
+        if other_product or other_colour:
+            ordered = " ".join(w for w in (ordered_colour or "", ordered_product or name) if w)
+            ordered = f"the {ordered} you ordered"
+        else:
+            ordered = "the item you ordered"
+        return _reply(kb, WRONG_ITEM, values | {"ordered": ordered}, product.confidence)
+    # 3. the problem
+    probs = _problem_probabilities(seen, message)
+    best = max(probs, key=lambda k: probs[k])
+    confidence = min(product.confidence, probs[best])
+    told = [p for p in message.problems if p in kb.problems and p != WRONG_ITEM]
+    if probs[best] < min_confidence:
+        text = _fill(clarify.unsure_problem, product=name, colour=colour_name)
+        return Decision("clarify", "unsure_problem", text, probs[best])
+    if best == NOTHING:
+        if told:
+            text = _fill(clarify.not_seen, product=name, colour=colour_name,
+                         told=_told(told[0], kb, name))  # fmt: skip
+            return Decision("clarify", "not_seen", text, probs[best])
+        text = _fill(clarify.no_problem, product=name, colour=colour_name)
+        return Decision("clarify", "no_problem", text, probs[best])
+    if told and best not in told:
+        text = _fill(clarify.not_seen, product=name, colour=colour_name,
+                     told=_told(told[0], kb, name))  # fmt: skip
+        return Decision("clarify", "not_seen", text, probs[best])
+    if best == MISSING_PART and seen.part:
+        values["part"] = seen.part if seen.part == kb.part(name) else kb.part(name)
+    return _reply(kb, best, values | {"ordered": ""}, confidence)
+
+
+def _told(problem: str, kb: KnowledgeBase, product: str) -> str:
+    if problem == MISSING_PART:
+        return f"a missing {kb.part(product)}"
+    return _a(problem)
+
+
+def _reply(kb: KnowledgeBase, problem: str, values: dict[str, str], confidence: float) -> Decision:
+    entry = kb.problems[problem]
+    policy = kb.policies[entry.policy]
+    text = _fill(entry.reply, problem=problem, policy=policy, **values)
+    return Decision("reply", problem, text, confidence, problem=problem, policy=entry.policy)
+
+
+def evidence(seen: Recognition, message: Message, decision: Decision) -> dict[str, str]:
+    """What the reply rests on, for the operator (the Reply's ``evidence``)."""
+
+    def attr(a: Any) -> str:
+        return f"{a.value} ({a.confidence:.2f})"
+
+    out = {
+        "product": attr(seen.product),
+        "colour": attr(seen.colour),
+        "problem": attr(seen.problem) + (f": {seen.part}" if seen.part else ""),
+        "message names": ", ".join([*message.products, *message.colours, *message.problems])
+        or "nothing the knowledge base knows",
+        "decision": f"{decision.action}: {decision.reason}",
+    }
+    if decision.policy:
+        out["policy"] = decision.policy
+    if message.ordered_product or message.ordered_colour:
+        out["ordered"] = " ".join(w for w in (message.ordered_colour, message.ordered_product) if w)
+    return out
+
+
+def answer(
+    images: Sequence[Image],
+    messages: Sequence[str],
+    *,
+    kb: KnowledgeBase,
+    min_confidence: float = 0.6,
+    weights: str = "",
+    device: str = "cpu",
+) -> list[tuple[Decision, Recognition, Message]]:
+    """Decide the reply to each (photo, message) pair."""
+    if len(images) != len(messages):
+        raise InputError(f"give one message per photo: {len(images)} photos, {len(messages)}")
+    loaded = load_captioner(weights, device)
+    seen = recognise(loaded, images, kb)
+    out = []
+    for recognition, text in zip(seen, messages, strict=True):
+        message = read_message(text, kb)
+        out.append((decide(recognition, message, kb, min_confidence), recognition, message))
+    return out
+
+
+def run(inputs: Sequence[Image], params: AnswerParams, ctx: RunContext) -> list[dict[str, Any]]:
+    kb = load_knowledge_base(params.knowledge_base)
+    loaded = load_captioner(params.weights, ctx.device)
+    ctx.record_weights("captioner", loaded.sha256)
+    decided = answer(
+        inputs,
+        [params.message] * len(inputs),
+        kb=kb,
+        min_confidence=params.min_confidence,
+        weights=params.weights,
+        device=ctx.device,
+    )
+    captions = loaded.captioner.beam_search(list(inputs), beam=3)
+    out = []
+    for (decision, seen, message), caption in zip(decided, captions.texts, strict=True):
+        reply = Reply(
+            text=decision.text,
+            confidence=round(decision.confidence, 4),
+            clarifying_question=decision.action == "clarify",
+            evidence=evidence(seen, message, decision),
+        )
+        tags = {
+            seen.product.value: round(seen.product.confidence, 4),
+            seen.colour.value: round(seen.colour.confidence, 4),
+            seen.problem.value: round(seen.problem.confidence, 4),
+        }
+        out.append({"reply": reply, "caption": Caption(caption, tags=tags)})
+    return out

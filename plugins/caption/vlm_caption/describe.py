@@ -1,0 +1,121 @@
+"""`caption.describe`: a caption and tags for each image.
+
+The caption is the captioner's beam search. The tags are zero-shot labels with probabilities:
+
+- by default, the catalogue's products, colours and problems (the knowledge base's), scored
+  by the captioner as answers to its questions (:func:`vlm_caption.model.recognise`);
+- with ``tags``, the given labels, scored by the captioner as whole captions of the image
+  (length-normalised log-likelihood, softmax over the labels) — a generative zero-shot
+  classifier that knows only its vocabulary's words;
+- with ``clip_model`` and ``clip_weights``, the given labels (default: the catalogue's
+  products) by open_clip's zero-shot classifier (prompt ensemble; any vocabulary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vlm_caption.knowledge import load_knowledge_base
+from vlm_caption.model import Loaded, load_captioner, recognise, score_texts
+from vlm_caption.params import DescribeParams
+from vlm_core.errors import InputError, UsageError
+from vlm_core.tasks import RunContext
+from vlm_core.types import Caption, Image
+
+
+def labels_of(text: str) -> list[str]:
+    labels = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if len(labels) == 1:
+        raise InputError("give at least two comma-separated tags to choose between")
+    return labels
+
+
+def caption_tags(
+    loaded: Loaded, images: Sequence[Image], labels: Sequence[str]
+) -> list[dict[str, float]]:
+    """Each label's probability as a caption of each image (words must be in the vocabulary)."""
+    import torch
+
+    for label in labels:
+        known, missing = loaded.known_words(label)
+        if not known:
+            raise InputError(
+                f"tag '{label}': the captioner does not know the word(s) {', '.join(missing)}; "
+                "tag with an open_clip model (clip_model, clip_weights) for other words"
+            )
+    pixels = loaded.captioner.pixels(list(images))
+    logp = score_texts(loaded, pixels, labels, None)
+    lengths = torch.tensor([len(label.split()) + 1 for label in labels], dtype=torch.float64)
+    probs = torch.softmax(logp / lengths, dim=1)
+    return [dict(zip(labels, row.tolist(), strict=True)) for row in probs]
+
+
+def clip_outputs(
+    images: Sequence[Image], labels: Sequence[str], params: DescribeParams, device: str,
+    max_words: int,
+) -> tuple[list[dict[str, float]], list[str] | None, str | None]:  # fmt: skip
+    """open_clip zero-shot probabilities of each label; CoCa captions when the model is a
+    CoCa (else None); and the weights' sha256."""
+    from vlm_core.crossmodal import cached_clip, coca_captions, is_coca, zero_shot_classifier
+
+    if not params.clip_weights:
+        raise UsageError("clip_model needs clip_weights (a file, a pretrained tag or hf-hub:...)")
+    encoder, release = cached_clip(
+        params.clip_model, params.clip_weights, device=device, plugin="caption"
+    )
+    try:
+        result = zero_shot_classifier(encoder, labels).classify(list(images))
+        probs = [dict(zip(result.labels, row.tolist(), strict=True)) for row in result.probs]
+        texts = coca_captions(encoder, images, max_len=max_words + 1) if is_coca(encoder) else None
+        return probs, texts, encoder.weights_sha256
+    finally:
+        release()
+
+
+def _captions(loaded: Loaded, images: Sequence[Image], params: DescribeParams
+              ) -> tuple[list[str], list[float | None]]:  # fmt: skip
+    """The captioner's captions and their mean log-probability per token."""
+    model, max_len = loaded.captioner, params.max_words + 1
+    if params.beam == 1:
+        decoded = model.greedy(images, max_len=max_len)
+    else:
+        decoded = model.beam_search(images, beam=params.beam, max_len=max_len)
+    scores: list[float | None] = [
+        round(float(logp) / (len(ids) + 1), 4)
+        for logp, ids in zip(decoded.log_probs, decoded.ids, strict=True)
+    ]
+    return decoded.texts, scores
+
+
+def run(inputs: Sequence[Image], params: DescribeParams, ctx: RunContext) -> list[dict[str, Any]]:
+    loaded = load_captioner(params.weights, ctx.device)
+    ctx.record_weights("captioner", loaded.sha256)
+    images = list(inputs)
+    kb = load_knowledge_base()
+    coca: list[str] | None = None
+    texts: list[str]
+    scores: list[float | None]
+    if params.clip_model:
+        labels = labels_of(params.tags) if params.tags else list(kb.products)
+        tags, coca, sha = clip_outputs(images, labels, params, ctx.device, params.max_words)
+        if sha:
+            ctx.record_weights("open_clip", sha)
+    elif params.tags:
+        tags = caption_tags(loaded, images, labels_of(params.tags))
+    else:
+        tags = []
+        for seen in recognise(loaded, images, kb):
+            merged: dict[str, float] = {}
+            for attr in (seen.product, seen.colour, seen.problem):
+                merged.update(attr.candidates)
+            tags.append(merged)
+    if coca is not None:  # a CoCa captions by itself
+        texts, scores = coca, [None for _ in coca]
+    else:
+        texts, scores = _captions(loaded, images, params)
+    out = []
+    for text, score, image_tags in zip(texts, scores, tags, strict=True):
+        top = sorted(image_tags.items(), key=lambda kv: -kv[1])[: params.top_k]
+        out.append({"caption": Caption(text, score=score, tags={k: round(v, 4) for k, v in top})})
+    return out

@@ -1,0 +1,72 @@
+"""Training `caption.describe` (and so every caption task) with the core trainer: a
+:class:`~vlm_core.crossmodal.Captioner` on a caption / visual-QA CSV or a COCO captions JSON,
+split by image, validated by BLEU, ROUGE-L and CIDEr of its captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlm_caption.params import CaptionTrainParams
+from vlm_core.crossmodal import Captioner, Vocab, captioner_setup, read_captions, split_items
+from vlm_core.errors import InputError
+from vlm_core.tasks import TrainContext
+from vlm_core.training import TrainSetup
+
+#: the file `vlm train caption.describe --data FOLDER` reads in a folder
+DATA_FILES = ("captions.csv", "captions.json")
+
+
+def data_file(data: Path) -> Path:
+    """``data`` itself, or the captions file inside a folder."""
+    data = Path(data)
+    if data.is_dir():
+        for name in DATA_FILES:
+            if (data / name).is_file():
+                return data / name
+        raise InputError(
+            f"{data} holds no {' or '.join(DATA_FILES)}; give a caption CSV "
+            "(image,caption[,question,answer]) or a COCO captions JSON"
+        )
+    return data
+
+
+def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSetup:
+    """The TrainSetup of `vlm train caption.describe --data FILE_OR_FOLDER`."""
+    items = read_captions(data_file(data))
+    train, val = split_items(items, params.val_fraction, seed=ctx.seed)
+    if not train:
+        raise InputError(f"{data}: no training images after holding out {params.val_fraction}")
+    if params.val_captions_only:
+        val = [item for item in val if item.question is None]
+    card = ctx.weights_card
+    if "architecture" in card and "vocab" in card:
+        # evaluating trained weights: their architecture and vocabulary, not the data's
+        model = Captioner.from_card(card, plugin="caption")
+    else:
+        vocab = Vocab.build(
+            (text for item in train for text in item.texts()), min_count=params.min_count
+        )
+        arch = {
+            "backbone": params.backbone,
+            "image_size": params.image_size,
+            "feature_level": params.feature_level,
+            "width": params.width,
+            "depth": params.depth,
+            "heads": params.heads,
+            "dropout": params.dropout,
+            "max_positions": params.max_positions,
+        }
+        model = Captioner(
+            arch, vocab, backbone_weights=params.backbone_weights or None, plugin="caption"
+        )
+    ctx.logger.info(
+        "captioner: %d training items, %d validation items, vocabulary %d, %.2f M parameters",
+        len(train), len(val), len(model.vocab), sum(p.numel() for p in model.parameters()) / 1e6,
+    )  # fmt: skip
+    return captioner_setup(
+        model,
+        train,
+        val or None,
+        label_smoothing=params.label_smoothing,
+        val_beam=params.val_beam,
+    )
