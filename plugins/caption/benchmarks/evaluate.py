@@ -30,8 +30,7 @@ def main() -> None:
     loaded = load_captioner(args.weights)
     start = time.perf_counter()
     captions = caption_scores(loaded, kb, n=args.n, seed=args.seed, beam=args.beam)
-    support = support_scores(kb, weights=args.weights, min_confidence=args.min_confidence,
-                             seed=args.seed)  # fmt: skip
+    support = support_scores(loaded, kb, min_confidence=args.min_confidence, seed=args.seed)
     report = {
         "weights": loaded.path,
         "weights_sha256": loaded.sha256,

@@ -217,7 +217,7 @@ def test_the_bundled_captioner_meets_the_caption_and_attribute_targets(loaded) -
 
 
 def test_answers_name_the_right_problem_and_unclear_cases_are_asked(loaded) -> None:
-    scores = support_scores(load_knowledge_base(), seed=1)
+    scores = support_scores(loaded, load_knowledge_base(), seed=1)
     print(json.dumps({k: {m: v for m, v in s.items() if m != "failures"}
                       for k, s in scores.items()}))  # fmt: skip
     assert scores["answerable"]["cases"] == 50

@@ -33,7 +33,7 @@ from vlm_caption.knowledge import (
     load_knowledge_base,
     read_message,
 )
-from vlm_caption.model import NOTHING, Recognition, load_captioner, recognise
+from vlm_caption.model import NOTHING, Loaded, Recognition, load_captioner, recognise
 from vlm_caption.params import AnswerParams
 from vlm_caption.products import UNKNOWN
 from vlm_core.errors import InputError
@@ -166,18 +166,16 @@ def evidence(seen: Recognition, message: Message, decision: Decision) -> dict[st
 
 
 def answer(
+    loaded: Loaded,
     images: Sequence[Image],
     messages: Sequence[str],
     *,
     kb: KnowledgeBase,
     min_confidence: float = 0.6,
-    weights: str = "",
-    device: str = "cpu",
 ) -> list[tuple[Decision, Recognition, Message]]:
-    """Decide the reply to each (photo, message) pair."""
+    """Decide the reply to each (photo, message) pair with the captioner ``loaded``."""
     if len(images) != len(messages):
         raise InputError(f"give one message per photo: {len(images)} photos, {len(messages)}")
-    loaded = load_captioner(weights, device)
     seen = recognise(loaded, images, kb)
     out = []
     for recognition, text in zip(seen, messages, strict=True):
@@ -191,13 +189,9 @@ def run(inputs: Sequence[Image], params: AnswerParams, ctx: RunContext) -> list[
     loaded = load_captioner(params.weights, ctx.device)
     ctx.record_weights("captioner", loaded.sha256)
     decided = answer(
-        inputs,
-        [params.message] * len(inputs),
-        kb=kb,
+        loaded, inputs, [params.message] * len(inputs), kb=kb,
         min_confidence=params.min_confidence,
-        weights=params.weights,
-        device=ctx.device,
-    )
+    )  # fmt: skip
     captions = loaded.captioner.beam_search(list(inputs), beam=3)
     out = []
     for (decision, seen, message), caption in zip(decided, captions.texts, strict=True):

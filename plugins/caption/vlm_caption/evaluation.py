@@ -134,23 +134,19 @@ def _judge(cases: Sequence[Case], decided: Sequence[Any]) -> dict[str, Any]:
 
 
 def support_scores(
-    kb: KnowledgeBase, *, weights: str = "", min_confidence: float = 0.6, seed: int = 1,
-    n: int = 50, n_hard: int = 20, device: str = "cpu",
+    loaded: Loaded, kb: KnowledgeBase, *, min_confidence: float = 0.6, seed: int = 1,
+    n: int = 50, n_hard: int = 20,
 ) -> dict[str, Any]:  # fmt: skip
     """``caption.answer`` on the three case sets of :mod:`vlm_caption.cases`."""
     out = {}
+    size = loaded.captioner.arch.image_size
     for name, cases in (
-        ("answerable", answerable_cases(n, seed=seed)),
-        ("unknown_product", unknown_cases(n_hard, seed=seed)),
-        ("unclear", unclear_cases(n_hard, seed=seed)),
+        ("answerable", answerable_cases(n, size, seed=seed)),
+        ("unknown_product", unknown_cases(n_hard, size, seed=seed)),
+        ("unclear", unclear_cases(n_hard, size, seed=seed)),
     ):
-        decided = answer(
-            [Image(c.photo.pixels) for c in cases],
-            [c.message for c in cases],
-            kb=kb,
-            min_confidence=min_confidence,
-            weights=weights,
-            device=device,
-        )
+        images = [Image(c.photo.pixels) for c in cases]
+        decided = answer(loaded, images, [c.message for c in cases], kb=kb,
+                         min_confidence=min_confidence)  # fmt: skip
         out[name] = _judge(cases, decided)
     return out
