@@ -91,6 +91,13 @@ class SearchParams(TaskParams):
 
 
 class CaptionTrainParams(TaskParams):
+    init_weights: str = Field(
+        "",
+        max_length=1000,
+        description="Start from these captioner weights (a `vlm train caption.describe` output, "
+        "checkpoint or file; 'bundled': the bundled captioner) and keep their architecture and "
+        "vocabulary: fine-tuning. Empty: a new model from the parameters below.",
+    )
     backbone: str = Field(
         "lcnet_050", max_length=100, description="timm architecture of the image tower."
     )
@@ -102,7 +109,11 @@ class CaptionTrainParams(TaskParams):
     )
     image_size: int = Field(96, ge=32, le=512, description="Side of the input images, pixels.")
     feature_level: int = Field(
-        3, ge=-1, le=5, description="The tower's feature map that the decoder attends to."
+        2,
+        ge=-1,
+        le=5,
+        description="The tower's feature map that the decoder attends to (timm index; 2: "
+        "stride 8, a 12x12 grid at 96 px).",
     )
     width: int = Field(128, ge=32, le=1024, description="Decoder width.")
     depth: int = Field(2, ge=1, le=12, description="Decoder blocks.")

@@ -4,7 +4,7 @@ background and lighting, with and without defects, and the texts that go with ea
 It is the offline training data of the default captioner and the data of the tests.
 
     photo = render_photo(size=96, seed=3)       # a Photo: pixels (96, 96, 3) uint8 + attributes
-    write_dataset(Path("products"), n=4000, size=96, seed=0)   # products/NNNNN.png + captions.csv
+    write_dataset(Path("products"), n=16000, size=96, seed=0)  # products/NNNNN.png, captions.csv
 
 What a photo can show:
 
@@ -518,13 +518,13 @@ def write_dataset(
 
 
 def main() -> None:
-    """``python -m vlm_caption.products OUT [N] [SIZE] [SEED]``: write a data set."""
+    """``python -m vlm_caption.products OUT [N=16000] [SIZE=96] [SEED=0]``: write a data set."""
     import sys
 
     args = sys.argv[1:]
     if not args:
         raise SystemExit("usage: python -m vlm_caption.products OUT [N] [SIZE] [SEED]")
-    n = int(args[1]) if len(args) > 1 else 4000
+    n = int(args[1]) if len(args) > 1 else 16000
     size = int(args[2]) if len(args) > 2 else 96
     seed = int(args[3]) if len(args) > 3 else 0
     print(write_dataset(Path(args[0]), n, size=size, seed=seed))

@@ -7,7 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlm_caption.params import CaptionTrainParams
-from vlm_core.crossmodal import Captioner, Vocab, captioner_setup, read_captions, split_items
+from vlm_core.crossmodal import (
+    Captioner,
+    CaptionItem,
+    Vocab,
+    captioner_setup,
+    read_captions,
+    split_items,
+)
+from vlm_core.crossmodal.vocab import tokenize
 from vlm_core.errors import InputError
 from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
@@ -42,6 +50,8 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
     if "architecture" in card and "vocab" in card:
         # evaluating trained weights: their architecture and vocabulary, not the data's
         model = Captioner.from_card(card, plugin="caption")
+    elif params.init_weights:
+        model = _fine_tuned(params.init_weights, train, ctx)
     else:
         vocab = Vocab.build(
             (text for item in train for text in item.texts()), min_count=params.min_count
@@ -70,3 +80,26 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
         label_smoothing=params.label_smoothing,
         val_beam=params.val_beam,
     )
+
+
+def _fine_tuned(weights: str, train: list[CaptionItem], ctx: TrainContext) -> Captioner:
+    """The captioner of ``weights`` ("bundled": the plugin's), to train further; words of the
+    training texts outside its vocabulary are counted and become <unk>."""
+    from vlm_caption.model import default_weights
+    from vlm_core.weights.trained import load_trained
+
+    trained = load_trained(default_weights() if weights == "bundled" else weights,
+                           plugin="caption", task="caption.describe")  # fmt: skip
+    if "architecture" not in trained.card or "vocab" not in trained.card:
+        raise InputError(f"{trained.path} has no captioner architecture and vocabulary in its card")
+    model = Captioner.from_card(trained.card, plugin="caption")
+    model.load_state_dict(trained.state_dict)
+    unknown = {w for item in train for text in item.texts() for w in tokenize(text)
+               if model.vocab.id(w) == model.vocab.unk}  # fmt: skip
+    if unknown:
+        ctx.logger.warning(
+            "fine-tuning %s: %d word(s) of the data are not in its vocabulary and train as "
+            "<unk> (e.g. %s)", trained.path, len(unknown), ", ".join(sorted(unknown)[:5]),
+        )  # fmt: skip
+    ctx.logger.info("fine-tuning %s (sha256 %s)", trained.path, trained.sha256[:12])
+    return model
