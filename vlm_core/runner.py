@@ -33,6 +33,7 @@ from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
 from vlm_core.runtime.seeding import seed_everything
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
+from vlm_core.weights.errors import WeightsError
 
 log = logging.getLogger("vlm.run")
 
@@ -95,7 +96,9 @@ def call_task(
     """Call the task's run function, isolating the host from whatever it raises.
 
     Errors the task raises on purpose for bad input (:class:`~vlm_core.errors.UsageError`)
-    pass through. Anything else, ``SystemExit`` included, quarantines the plugin (persisted in
+    and weights that cannot be found, fetched or verified (:class:`~vlm_core.weights.errors.
+    WeightsError`: a wrong ``weights`` path, offline without the file) pass through: the plugin
+    is not broken. Anything else, ``SystemExit`` included, quarantines the plugin (persisted in
     the user config until `vlm plugins enable`) and becomes a :class:`TaskRunError`.
     With ``isolate=False`` (the conformance check) the plugin is not quarantined.
     """
@@ -105,7 +108,7 @@ def call_task(
         return _check_outputs(spec, produced, max(len(inputs), 1))
     except KeyboardInterrupt:
         raise
-    except UsageError:
+    except (UsageError, WeightsError):
         raise
     except BaseException as exc:
         reason = describe_exception(exc)
