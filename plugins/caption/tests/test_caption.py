@@ -341,7 +341,8 @@ def test_open_clip_tags_and_searches_from_a_local_file(clip_file, tmp_path) -> N
 @pytest.mark.parametrize(
     ("task", "params", "error"),
     [
-        ("caption.search", {"folder": "/nope"}, "catalogue folder /nope does not exist"),
+        ("caption.search", {"folder": "/nope", "query": "a mug"},
+         "catalogue folder /nope does not exist"),
         ("caption.search", {"folder": str(SAMPLES)}, "give caption.search one query"),
         ("caption.search", {"folder": str(SAMPLES), "query": "a zebra"},
          "does not know the word\\(s\\) zebra"),
