@@ -29,7 +29,7 @@ TASK = "caption.describe"
 NOTHING = "nothing"
 
 _lock = threading.Lock()
-_loaded: dict[tuple[str, str], Loaded] = {}
+_loaded: dict[tuple[str, int, int, str], Loaded] = {}
 
 
 def default_weights() -> str:
@@ -52,12 +52,18 @@ class Loaded:
 
 
 def load_captioner(weights: str = "", device: str = "cpu") -> Loaded:
-    """The captioner of ``weights`` (empty: bundled) on ``device``, loaded once per process."""
-    trained = load_trained(weights or default_weights(), plugin="caption", task=TASK)
-    key = (trained.sha256, device)
+    """The captioner of ``weights`` (empty: bundled) on ``device``, loaded once per process
+    (again when the file changes: the key is its path, size and modification time)."""
+    from vlm_core.weights.resolve import resolve
+
+    ref = weights or default_weights()
+    path = resolve(ref, plugin="caption")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, device)
     with _lock:
         if key in _loaded:
             return _loaded[key]
+    trained = load_trained(ref, plugin="caption", task=TASK)
     card: Mapping[str, Any] = trained.sidecar.get("card") or {}
     if "architecture" not in card or "vocab" not in card:
         raise InputError(f"{trained.path} has no captioner architecture and vocabulary in its card")
