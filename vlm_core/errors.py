@@ -71,6 +71,18 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def check_fields(data: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Raise a :class:`UsageError` naming the first key of ``data`` that is not ``known``
+    (``what``: e.g. "GAN architecture"), with the known fields and a suggestion."""
+    names = set(known)
+    for key in data:
+        if key not in names:
+            raise UsageError(
+                f"unknown {what} field '{key}' (the fields are {', '.join(sorted(names))})"
+                f"{did_you_mean(key, names)}"
+            )
+
+
 def describe_exception(exc: BaseException) -> str:
     """One line naming the exception type and its message (``SystemExit(3)`` for exits)."""
     if isinstance(exc, SystemExit):

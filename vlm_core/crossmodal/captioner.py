@@ -38,7 +38,7 @@ from vlm_core.attention import MultiHeadAttention
 from vlm_core.backbones import Preprocessing, create_backbone
 from vlm_core.crossmodal.pixels import preprocess_batch
 from vlm_core.crossmodal.vocab import Vocab
-from vlm_core.errors import UsageError, did_you_mean
+from vlm_core.errors import UsageError, check_fields
 from vlm_core.types import Image
 
 if TYPE_CHECKING:
@@ -65,13 +65,7 @@ class CaptionerArch:
 
     @classmethod
     def from_dict(cls, arch: Mapping[str, Any]) -> CaptionerArch:
-        known = {f.name for f in fields(cls)}
-        for key in arch:
-            if key not in known:
-                raise UsageError(
-                    f"unknown captioner architecture field '{key}' (the fields are "
-                    f"{', '.join(sorted(known))}){did_you_mean(key, known)}"
-                )
+        check_fields(arch, (f.name for f in fields(cls)), "captioner architecture")
         made = cls(**dict(arch))
         made.check()
         return made

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from vlm_core.errors import UsageError, did_you_mean
+from vlm_core.errors import UsageError, check_fields, did_you_mean
 
 Family = Literal["mlp", "dcgan", "resnet"]
 FAMILIES: tuple[str, ...] = ("mlp", "dcgan", "resnet")
@@ -49,13 +49,7 @@ class GANArch:
 
     @classmethod
     def from_dict(cls, arch: Mapping[str, Any]) -> GANArch:
-        known = {f.name for f in fields(cls)}
-        for key in arch:
-            if key not in known:
-                raise UsageError(
-                    f"unknown GAN architecture field '{key}' (the fields are "
-                    f"{', '.join(sorted(known))}){did_you_mean(key, known)}"
-                )
+        check_fields(arch, (f.name for f in fields(cls)), "GAN architecture")
         made = cls(**dict(arch))
         made.check()
         return made
