@@ -30,7 +30,7 @@ from vlm_caption.params import SearchParams
 from vlm_core.config import settings
 from vlm_core.crossmodal import EmbeddingIndex, ModelIdentity
 from vlm_core.errors import InputError, UsageError
-from vlm_core.io import load_input
+from vlm_core.io import load_input, probe_input
 from vlm_core.io.load import collect_inputs
 from vlm_core.kinds import Kind
 from vlm_core.tasks import RunContext
@@ -138,8 +138,6 @@ class _ClipEngine(_Engine):
 
 
 def _load(path: Path) -> Image:
-    from vlm_core.io import probe_input
-
     loaded = load_input(probe_input(path, [Kind.IMAGE]))
     assert isinstance(loaded, Image)
     return loaded
