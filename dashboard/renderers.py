@@ -8,7 +8,9 @@ name, so several results can share a page. What is shown is computed by the pure
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,9 @@ from vlm_dashboard.render_helpers import (
     window_slice,
 )
 
-from vlm_core.export.images import boxes_overlay, mask_overlay
+from vlm_core.export.images import boxes_overlay, encode_gif, mask_overlay, small_video
+from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
+from vlm_core.export.writer import video_under
 from vlm_core.types import (
     Boxes,
     Caption,
@@ -46,6 +50,7 @@ from vlm_core.types import (
     Reply,
     Result,
     Text,
+    Tracks,
     Video,
     Volume,
 )
@@ -64,6 +69,9 @@ log = logging.getLogger(__name__)
 
 GALLERY_COLUMNS = 4
 GALLERY_MAX = 60  # images shown in one gallery; the rest are counted in a caption
+
+#: MP4s of the videos on screen, encoded once per video object (results stay in the session).
+_MP4_CACHE: weakref.WeakKeyDictionary[Video, bytes] = weakref.WeakKeyDictionary()
 
 
 def _k(key: str, name: str, part: str) -> str:
@@ -198,20 +206,61 @@ def _render_volume(name: str, volume: Volume, source: Input | None, key: str, **
     _volume_viewer(name, volume, None, key)
 
 
-def _render_video(name: str, video: Video, source: Input | None, key: str, **_: Any) -> None:
-    from vlm_core.export.images import GIF_MAX_FRAMES, encode_gif
+def _mp4(video: Video) -> bytes | None:
+    """The video as MP4 (cached per video), or None when it cannot be encoded."""
+    if video not in _MP4_CACHE:
+        rgb = as_rgb_frames(video.frames)
+        if rgb is None or not len(rgb) or not mp4_available():
+            return None
+        _MP4_CACHE[video] = encode_mp4(rgb, video.fps)
+    return _MP4_CACHE[video]
 
+
+def _render_video(name: str, video: Video, source: Input | None, key: str, **_: Any) -> None:
     count = int(video.frames.shape[0])
-    playable = 1 < count <= GIF_MAX_FRAMES and video.frames.dtype == np.uint8
+    small = small_video(video.frames)
+    playable = count > 1 and small and video.frames.dtype == np.uint8
     if playable and st.toggle("Play", key=_k(key, name, "play")):
         st.image(encode_gif(video.frames, video.fps),
                  caption=f"{count} frames at {video.fps:g} fps, looping")  # fmt: skip
         return
+    if count > 1 and not small:  # too long or too large for a GIF: play it as MP4
+        mp4 = _mp4(video)
+        if mp4 is not None:
+            st.video(mp4, format="video/mp4")
     t = 0
     if count > 1:
         t = st.slider("Frame", 0, count - 1, 0, key=_k(key, name, "frame"))
     frame = Image(pixels=video.frames[t]).to_rgb_uint8()
     st.image(frame, caption=f"frame {t + 1} / {count} · {t / video.fps:.2f} s at {video.fps:g} fps")
+
+
+def _render_tracks(name: str, tracks: Tracks, source: Input | None, key: str, **_: Any) -> None:
+    summaries = tracks.track_summaries()
+    frames, found, boxes = st.columns(3)
+    frames.metric("Frames", len(tracks))
+    found.metric("Tracks", len(summaries))
+    boxes.metric("Boxes", tracks.num_boxes)
+    t = 0
+    if len(tracks) > 1:
+        t = st.slider("Frame", 0, len(tracks) - 1, 0, key=_k(key, name, "frame"))
+    # the boxes on the input video's frame at the same time, else on a grey canvas
+    canvas = np.full((*tracks.image_size, 3), 48, dtype=np.uint8)
+    where = " · no input video of its size"
+    video = video_under(source, tracks.image_size)
+    if video is not None:
+        index = frame_index(t, tracks.fps, video.fps)
+        where = " · after the end of the input video"
+        if index < len(video.frames):
+            canvas, where = Image(pixels=video.frames[index]).to_rgb_uint8(), ""
+    shown = tracks.frames[t]
+    caption = f"frame {t + 1} / {len(tracks)} · {t / tracks.fps:.2f} s · {len(shown)} boxes"
+    st.image(boxes_overlay(canvas, shown), caption=caption + where)
+    if summaries:
+        rows = pd.DataFrame([dataclasses.asdict(s) for s in summaries])
+        st.dataframe(rows, hide_index=True, key=_k(key, name, "tracks"))
+    else:
+        st.info("No tracks.")
 
 
 def _render_text(name: str, text: Text, source: Input | None, key: str, **_: Any) -> None:
@@ -303,6 +352,7 @@ def _render_metrics(name: str, metrics: Metrics, source: Input | None, key: str,
 _RENDERERS: dict[type, Callable[..., None]] = {
     Image: _render_image,
     Boxes: _render_boxes,
+    Tracks: _render_tracks,
     Mask: _render_mask,
     Volume: _render_volume,
     Video: _render_video,

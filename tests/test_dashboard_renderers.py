@@ -3,6 +3,8 @@ AppTest page per output type (tiny arrays) checking the widgets and text a user 
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ from vlm_core.types import (
     Reply,
     Result,
     Text,
+    Tracks,
     Video,
     Volume,
 )
@@ -271,6 +274,79 @@ def test_video_frame_slider():
     assert "frame 4 / 5" in str(at.image[0].proto)
     at.toggle[0].set_value(True).run()  # Play: the frames as a looping animated GIF
     assert not at.slider and "5 frames at 10 fps, looping" in str(at.image[0].proto)
+
+
+def test_a_long_video_plays_as_mp4_above_its_frame_slider():
+    pytest.importorskip("av")
+    frames = np.zeros((300, 4, 6, 3), np.uint8)  # over GIF_MAX_FRAMES: no GIF toggle
+    at = page({"clip": Video(frames=frames, fps=25)})
+    assert not at.toggle
+    (video,) = at.get("video")
+    assert video.proto.url.endswith(".mp4")
+    assert at.slider[0].label == "Frame" and at.slider[0].max == 299
+    at.slider[0].set_value(250).run()
+    assert not at.exception and "frame 251 / 300 · 10.00 s" in str(at.image[0].proto)
+
+
+def test_the_mp4_of_a_video_is_encoded_once():
+    av = pytest.importorskip("av")
+    from vlm_dashboard.renderers import _mp4
+
+    video = Video(frames=np.zeros((300, 4, 6, 3), np.uint8), fps=25)
+    data = _mp4(video)
+    assert data is not None and _mp4(video) is data
+    with av.open(io.BytesIO(data)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 300
+    assert _mp4(Video(frames=np.zeros((300, 4, 6, 2), np.uint8))) is None
+
+
+def test_a_long_video_without_pyav_has_the_frame_slider_only(monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)
+    at = page({"clip": Video(frames=np.zeros((300, 4, 6, 3), np.uint8), fps=25)})
+    assert not at.get("video") and not at.toggle and at.slider[0].max == 299
+
+
+def _tracks(size: tuple[int, int] = (8, 10)) -> Tracks:
+    def frame(rows: list[tuple[int, str, float]]) -> Boxes:
+        return Boxes(
+            xyxy=np.array([[1, 1, 6, 5]] * len(rows), np.float32).reshape(-1, 4),
+            labels=tuple(r[1] for r in rows),
+            scores=np.array([r[2] for r in rows]),
+            image_size=size,
+            track_ids=np.array([r[0] for r in rows], np.int64),
+        )
+
+    return Tracks(
+        frames=(frame([(4, "car", 0.9)]), frame([(4, "car", 0.7), (9, "bus", 0.5)]), frame([])),
+        fps=2.0,
+    )
+
+
+def test_tracks_have_counts_a_frame_slider_over_the_video_and_a_track_table():
+    frames = np.zeros((3, 8, 10, 3), np.uint8)
+    frames[1] = 255  # frame 1 is white: the overlay of frame 1 shows it
+    at = page({"tracks": _tracks()}, Video(frames=frames, fps=2.0))
+    assert [(m.label, m.value) for m in at.metric] == [("Frames", "3"), ("Tracks", "2"),
+                                                       ("Boxes", "3")]  # fmt: skip
+    table = at.dataframe[0].value
+    assert list(table["track_id"]) == [4, 9] and list(table["frames"]) == [2, 1]
+    assert list(table["label"]) == ["car", "bus"] and table["mean_score"][0] == pytest.approx(0.8)
+    assert at.slider[0].label == "Frame" and at.slider[0].max == 2
+    at.slider[0].set_value(1).run()
+    assert not at.exception
+    assert "frame 2 / 3 · 0.50 s · 2 boxes" in str(at.image[0].proto)
+    assert "no input video" not in str(at.image[0].proto)
+    at = page({"tracks": _tracks()}, Video(frames=frames[:2], fps=2.0))
+    at.slider[0].set_value(2).run()
+    assert "after the end of the input video" in str(at.image[0].proto)
+
+
+def test_tracks_without_their_video_are_drawn_on_a_blank_canvas():
+    at = page({"tracks": _tracks()}, rgb())
+    assert "frame 1 / 3 · 0.00 s · 1 boxes · no input video of its size" in str(at.image[0].proto)
+    empty = Tracks(frames=(_tracks().frames[2],), fps=5.0)
+    at = page({"tracks": empty})
+    assert not at.slider and "No tracks." in at.info[0].value
 
 
 def test_text_caption_embeddings_and_metrics():

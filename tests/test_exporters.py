@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -203,10 +204,15 @@ def test_a_short_video_is_also_an_animated_gif(tmp_path):
         for t in range(5):
             gif.seek(t)
             np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), frames[t])
-    long = Video(np.zeros((300, 2, 2, 3), np.uint8), fps=25)  # over GIF_MAX_FRAMES: frames only
-    export_results([result({"clip": long})], tmp_path / "long")
-    assert not (tmp_path / "long" / "result" / "clip.gif").exists()
-    assert len(list((tmp_path / "long" / "result" / "clip").iterdir())) == 300
+    assert (tmp_path / "result" / "clip.mp4").read_bytes()[4:8] == b"ftyp"
+
+
+def test_a_long_video_is_frames_only_without_pyav(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
+    long = Video(np.zeros((300, 2, 2, 3), np.uint8), fps=25)  # over GIF_MAX_FRAMES: no GIF
+    export_results([result({"clip": long})], tmp_path)
+    assert sorted(p.name for p in (tmp_path / "result").iterdir()) == ["clip", "result.json"]
+    assert len(list((tmp_path / "result" / "clip").iterdir())) == 300
 
 
 def test_item_names_are_unique(tmp_path, photo):

@@ -41,6 +41,8 @@ def spec(**kw) -> TaskSpec:
 
 def test_a_good_spec_has_no_problems():
     assert validate_spec(spec(), "p") == []
+    tracking = spec(inputs=(Kind.VIDEO,), outputs=(Kind.TRACKS, Kind.VIDEO, Kind.METRICS))
+    assert validate_spec(tracking, "p") == []
 
 
 def test_parameter_rules():
@@ -70,6 +72,8 @@ def test_parameter_rules():
         ({"title": " "}, "empty title"),
         ({"outputs": ()}, "no output kinds"),
         ({"inputs": (Kind.BOXES,)}, "cannot be an input kind"),
+        ({"inputs": (Kind.TRACKS,)}, "cannot be an input kind"),
+        ({"outputs": ("trakcs",)}, "'trakcs' is not an output kind (one of boxes, caption"),
         ({"run": "not a path"}, "module:function"),
         ({"memory_mb": 0}, "memory_mb"),
         ({"train": "no path"}, "train must be 'module:function'"),

@@ -13,6 +13,7 @@ class Kind(str, Enum):
     VIDEO = "video"
     TEXT = "text"
     BOXES = "boxes"
+    TRACKS = "tracks"
     MASK = "mask"
     CAPTION = "caption"
     REPLY = "reply"
@@ -26,6 +27,9 @@ class Kind(str, Enum):
 
 #: Kinds a file on disk can be loaded as (the others are outputs only).
 INPUT_KINDS = frozenset({Kind.IMAGE, Kind.VOLUME, Kind.VIDEO, Kind.TEXT})
+
+#: Kinds a task may return: every kind has a core output type (inputs can be outputs too).
+OUTPUT_KINDS = frozenset(Kind)
 
 
 class Capability(str, Enum):

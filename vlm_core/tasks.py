@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from vlm_core.kinds import INPUT_KINDS, Capability, Kind
+from vlm_core.kinds import INPUT_KINDS, OUTPUT_KINDS, Capability, Kind
 
 if TYPE_CHECKING:
     from vlm_core.training.setup import TrainSetup
@@ -331,6 +331,10 @@ def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
             problems.append(f"task '{spec.id}': '{kind}' cannot be an input kind")
     if not spec.outputs:
         problems.append(f"task '{spec.id}' declares no output kinds")
+    for kind in spec.outputs:
+        if kind not in OUTPUT_KINDS:
+            known = ", ".join(sorted(str(k) for k in OUTPUT_KINDS))
+            problems.append(f"task '{spec.id}': '{kind}' is not an output kind (one of {known})")
     for attr in ("run", "train"):
         value = getattr(spec, attr)
         if isinstance(value, str):

@@ -143,6 +143,100 @@ class Boxes:
         return tuple(self.class_names) + tuple(extra)
 
 
+@dataclass(frozen=True)
+class TrackSummary:
+    """One track of a :class:`Tracks`: where it starts and ends, how often and how surely seen."""
+
+    track_id: int
+    label: str  # the label it carries most often (the first seen on a tie)
+    first_frame: int
+    last_frame: int
+    frames: int  # frames it is seen in
+    mean_score: float
+
+
+@dataclass(frozen=True, eq=False)
+class Tracks:
+    """Tracked detections on a video: ``frames[t]`` holds frame t's :class:`Boxes`.
+
+    Every frame's boxes (possibly none) have ``track_ids`` set, and a track id names the same
+    object in every frame it appears in. All frames share one ``image_size`` (height, width);
+    ``fps`` is frames per second; ``class_names`` is the full label set, for COCO / YOLO ids.
+    """
+
+    kind: ClassVar[Kind] = Kind.TRACKS
+    frames: tuple[Boxes, ...]
+    fps: float
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", tuple(self.frames))
+        _check(self.fps > 0, f"fps must be positive, got {self.fps}")
+        _check(len(self.frames) > 0, "tracks need at least one frame")
+        size = None
+        for t, boxes in enumerate(self.frames):
+            what = type(boxes).__name__
+            _check(isinstance(boxes, Boxes), f"tracks frame {t} is a {what}, not Boxes")
+            _check(boxes.track_ids is not None, f"tracks frame {t} has boxes without track_ids")
+            size = size or tuple(boxes.image_size)
+            _check(
+                tuple(boxes.image_size) == size,
+                f"tracks frame {t} is {tuple(boxes.image_size)}, frame 0 is {size} (height, width)",
+            )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of every frame."""
+        height, width = self.frames[0].image_size
+        return (int(height), int(width))
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(boxes) for boxes in self.frames)
+
+    @property
+    def all_class_names(self) -> tuple[str, ...]:
+        """``class_names``, then every other class of the frames in the order first seen."""
+        names = dict.fromkeys(self.class_names)
+        for boxes in self.frames:
+            names.update(dict.fromkeys(boxes.all_class_names))
+        return tuple(names)
+
+    def track_ids(self) -> tuple[int, ...]:
+        """The ids of every track, sorted."""
+        ids: set[int] = set()
+        for boxes in self.frames:
+            if boxes.track_ids is not None:  # always: checked in __post_init__
+                ids.update(int(i) for i in boxes.track_ids.tolist())
+        return tuple(sorted(ids))
+
+    def track_summaries(self) -> tuple[TrackSummary, ...]:
+        """One summary per track, by id."""
+        seen: dict[int, list[Any]] = {}  # id → [first, last, frames, score sum, label counts]
+        for t, boxes in enumerate(self.frames):
+            assert boxes.track_ids is not None  # checked in __post_init__
+            for i, track in enumerate(boxes.track_ids.tolist()):
+                entry = seen.setdefault(int(track), [t, t, 0, 0.0, {}])
+                entry[1] = t
+                entry[2] += 1
+                entry[3] += float(boxes.scores[i])
+                entry[4][boxes.labels[i]] = entry[4].get(boxes.labels[i], 0) + 1
+        return tuple(
+            TrackSummary(
+                track_id=track,
+                label=max(labels, key=labels.get),
+                first_frame=first,
+                last_frame=last,
+                frames=count,
+                mean_score=total / count,
+            )
+            for track, (first, last, count, total, labels) in sorted(seen.items())
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Mask:
     """A label map: (H, W) for images or (i, j, k) for volumes; 0 is background.
@@ -231,13 +325,24 @@ class Metrics:
 
 Input: TypeAlias = Image | Volume | Video | Text
 Output: TypeAlias = (
-    Image | Volume | Video | Text | Boxes | Mask | Caption | Reply | ImageSet | Embeddings | Metrics
+    Image
+    | Volume
+    | Video
+    | Text
+    | Boxes
+    | Tracks
+    | Mask
+    | Caption
+    | Reply
+    | ImageSet
+    | Embeddings
+    | Metrics
 )
 
 
 #: The classes an output may be an instance of (what tasks may return).
 OUTPUT_TYPES: tuple[type[Output], ...] = (
-    Image, Volume, Video, Text, Boxes, Mask, Caption, Reply, ImageSet, Embeddings, Metrics,
+    Image, Volume, Video, Text, Boxes, Tracks, Mask, Caption, Reply, ImageSet, Embeddings, Metrics,
 )  # fmt: skip
 
 

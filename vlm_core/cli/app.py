@@ -209,7 +209,12 @@ def run_cmd(
         source = summary["input"] or task
         parts = []
         for name, o in summary["outputs"].items():
-            if "boxes" in o:
+            if o.get("kind") == "tracks":
+                parts.append(
+                    f"{name}: {o['num_tracks']} tracks, {o['num_boxes']} boxes "
+                    f"in {o['frames']} frames"
+                )
+            elif "boxes" in o:
                 parts.append(f"{name}: {len(o['boxes'])} boxes")
             elif "text" in o:
                 parts.append(f"{name}: {o['text']!r}")

@@ -6,6 +6,9 @@ Layout under the output folder::
     OUT/<item>/<name>.png|.jpg    images, masks, overlays (<name>_overlay.png)
     OUT/<item>/<name>.nii.gz      volumes and volume masks (the input's affine kept)
     OUT/<item>/<name>.yolo.txt    boxes in YOLO format (classes in OUT/<name>.classes.txt)
+    OUT/<item>/<name>.mp4         videos (PyAV); small ones also as <name>/frame_*.png and GIF
+    OUT/<item>/<name>.jsonl       tracks, one line per frame; also <name>.coco.json,
+                                  <name>.yolo/frame_*.txt and <name>_overlay.mp4 on the video
     OUT/<name>.coco.json          boxes of every item in one COCO document
     OUT/<name>.jsonl              captions and replies, one line per item
     OUT/run.json                  the run: task, parameters, items and their files

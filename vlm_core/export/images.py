@@ -75,6 +75,17 @@ def write_image(pixels: np.ndarray, path: Path, fmt: str = "png", quality: int =
 #: Videos up to this many frames are also written as an animated GIF (longer ones only as frames:
 #: GIF has a 256-colour palette per frame and grows fast).
 GIF_MAX_FRAMES = 256
+#: A video of at most GIF_MAX_FRAMES frames and this many pixels in all its frames together is
+#: small: exported as an MP4, a GIF and one image per frame. A larger one is exported as an MP4
+#: only, when an MP4 can be written (10 s of 720p at 25 fps is 230 M pixels).
+SMALL_VIDEO_MAX_PIXELS = 64_000_000
+
+
+def small_video(frames: np.ndarray) -> bool:
+    """Whether (T, H, W[, C]) ``frames`` are within :data:`GIF_MAX_FRAMES` and
+    :data:`SMALL_VIDEO_MAX_PIXELS`."""
+    count, height, width = frames.shape[:3]
+    return count <= GIF_MAX_FRAMES and count * height * width <= SMALL_VIDEO_MAX_PIXELS
 
 
 def encode_gif(frames: np.ndarray, fps: float) -> bytes:

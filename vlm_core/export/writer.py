@@ -17,8 +17,10 @@ from vlm_core.export.images import (
     boxes_overlay,
     encode_gif,
     mask_overlay,
+    small_video,
     write_image,
 )
+from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.volumes import write_nifti
 from vlm_core.fileio import atomic_write_bytes, atomic_write_text
 from vlm_core.types import (
@@ -33,6 +35,7 @@ from vlm_core.types import (
     Reply,
     Result,
     Text,
+    Tracks,
     Video,
     Volume,
 )
@@ -63,21 +66,51 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, indent=2, ensure_ascii=False)
 
 
+def box_items(boxes: Boxes) -> list[dict[str, Any]]:
+    """One JSON object per box: ``track_id`` (tracked boxes only), ``label``, ``score`` and
+    ``xyxy`` (pixel corners)."""
+    items = []
+    for i in range(len(boxes)):
+        item: dict[str, Any] = {}
+        if boxes.track_ids is not None:
+            item["track_id"] = int(boxes.track_ids[i])
+        item["label"] = boxes.labels[i]
+        item["score"] = round(float(boxes.scores[i]), 6)
+        item["xyxy"] = [round(v, 3) for v in boxes.xyxy[i].tolist()]
+        items.append(item)
+    return items
+
+
+def tracks_summary(tracks: Tracks) -> dict[str, Any]:
+    """Frames, fps, image size, counts of tracks and boxes, boxes per class, and per track its
+    id, label, first and last frame, frames seen and mean score."""
+    per_class = dict.fromkeys(tracks.all_class_names, 0)
+    for boxes in tracks.frames:
+        for label in boxes.labels:
+            per_class[label] += 1
+    per_track = tracks.track_summaries()
+    return {
+        "kind": str(tracks.kind),
+        "frames": len(tracks),
+        "fps": tracks.fps,
+        "image_size": list(tracks.image_size),
+        "num_tracks": len(per_track),
+        "num_boxes": tracks.num_boxes,
+        "boxes_per_class": per_class,
+        "tracks": [
+            {**dataclasses.asdict(track), "mean_score": round(track.mean_score, 6)}
+            for track in per_track
+        ],
+    }
+
+
 def output_summary(output: Output) -> dict[str, Any]:
     """A JSON-friendly summary of one output (full data for small outputs)."""
     kind = str(output.kind)
     if isinstance(output, Boxes):
-        items = []
-        for i in range(len(output)):
-            item: dict[str, Any] = {
-                "label": output.labels[i],
-                "score": round(float(output.scores[i]), 6),
-                "xyxy": [round(v, 3) for v in output.xyxy[i].tolist()],
-            }
-            if output.track_ids is not None:
-                item["track_id"] = int(output.track_ids[i])
-            items.append(item)
-        return {"kind": kind, "image_size": list(output.image_size), "boxes": items}
+        return {"kind": kind, "image_size": list(output.image_size), "boxes": box_items(output)}
+    if isinstance(output, Tracks):
+        return tracks_summary(output)
     if isinstance(output, Mask):
         values, counts = np.unique(output.labels, return_counts=True)
         pixels = {output.class_names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}
@@ -137,6 +170,15 @@ def result_summary(result: Result) -> dict[str, Any]:
     }
 
 
+def video_under(source: object, size: tuple[int, int]) -> Video | None:
+    """``source`` if it is a displayable video (1, 3 or 4 channels) of (height, width) ``size``
+    with at least one frame: the video tracked boxes can be drawn on."""
+    if not isinstance(source, Video) or not len(source.frames):
+        return None
+    _, height, width, channels = source.frames.shape
+    return source if (height, width) == tuple(size) and channels in (1, 3, 4) else None
+
+
 class _RunExport:
     def __init__(self, out_dir: Path, options: ExportOptions) -> None:
         self.out = out_dir
@@ -172,11 +214,9 @@ class _RunExport:
         elif isinstance(output, Volume):
             self.files.append(write_nifti(output.array, output.affine, folder / f"{name}.nii.gz"))
         elif isinstance(output, Video):
-            for t, frame in enumerate(output.frames):
-                self.image(frame, folder / name / f"frame_{t:06d}")
-            if len(output.frames) <= GIF_MAX_FRAMES and output.frames.dtype == np.uint8:
-                atomic_write_bytes(folder / f"{name}.gif", encode_gif(output.frames, output.fps))
-                self.files.append(folder / f"{name}.gif")
+            self.write_video(name, output, folder)
+        elif isinstance(output, Tracks):
+            self.write_tracks(name, output, source, folder)
         elif isinstance(output, Text):
             atomic_write_text(folder / f"{name}.txt", output.text)
             self.files.append(folder / f"{name}.txt")
@@ -212,6 +252,63 @@ class _RunExport:
             self.files.append(folder / f"{name}.json")
         else:
             raise TypeError(f"no exporter for output type {type(output).__name__}")
+
+    def write_bytes(self, data: bytes, path: Path) -> None:
+        atomic_write_bytes(path, data)
+        self.files.append(path)
+
+    def write_text(self, text: str, path: Path) -> None:
+        atomic_write_text(path, text)
+        self.files.append(path)
+
+    def write_video(self, name: str, video: Video, folder: Path) -> None:
+        """``{name}.mp4`` when PyAV is installed; one image per frame in ``{name}/`` and a GIF
+        only for a small video (:func:`~vlm_core.export.images.small_video`) or without MP4."""
+        frames = video.frames
+        rgb = as_rgb_frames(frames) if len(frames) and mp4_available() else None
+        if rgb is not None:
+            self.write_bytes(encode_mp4(rgb, video.fps), folder / f"{name}.mp4")
+            if not small_video(frames):
+                return
+        for t, frame in enumerate(frames):
+            self.image(frame, folder / name / f"frame_{t:06d}")
+        if len(frames) <= GIF_MAX_FRAMES and frames.dtype == np.uint8:
+            self.write_bytes(encode_gif(frames, video.fps), folder / f"{name}.gif")
+
+    def write_tracks(self, name: str, tracks: Tracks, source: object, folder: Path) -> None:
+        """Per video: ``{name}.jsonl`` (one line per frame), ``{name}.coco.json``,
+        ``{name}.yolo/frame_*.txt`` with ``classes.txt``, and ``{name}_overlay.mp4`` (the boxes
+        on the input video's frames) when the input is a video of the same frame size."""
+        classes = tracks.all_class_names
+        coco = CocoBuilder(categories={c: i + 1 for i, c in enumerate(classes)})
+        lines = []
+        for t, boxes in enumerate(tracks.frames):
+            frame = f"frame_{t:06d}"
+            time_s = round(t / tracks.fps, 6)
+            line = {"frame": t, "time_s": time_s, "boxes": box_items(boxes)}
+            lines.append(json.dumps(line, ensure_ascii=False))
+            coco.add(frame, boxes)
+            coco.images[-1]["frame_index"] = t
+            self.write_text(yolo_lines(boxes, classes), folder / f"{name}.yolo" / f"{frame}.txt")
+        self.write_text(
+            "\n".join(classes) + "\n" if classes else "", folder / f"{name}.yolo" / "classes.txt"
+        )
+        self.write_text("\n".join(lines) + "\n", folder / f"{name}.jsonl")
+        self.write_text(dumps(coco.document()), folder / f"{name}.coco.json")
+        video = video_under(source, tracks.image_size)
+        if video is not None and mp4_available():
+            overlays = self._track_overlays(tracks, video)
+            self.write_bytes(encode_mp4(overlays, tracks.fps), folder / f"{name}_overlay.mp4")
+
+    @staticmethod
+    def _track_overlays(tracks: Tracks, video: Video) -> Iterable[np.ndarray]:
+        """Each frame's boxes drawn on the video's frame at the same time, while there is one."""
+        for t, boxes in enumerate(tracks.frames):
+            index = frame_index(t, tracks.fps, video.fps)
+            if index >= len(video.frames):
+                return
+            rgb = Image(pixels=video.frames[index]).to_rgb_uint8()
+            yield boxes_overlay(rgb, boxes)
 
     def write_mask(self, name: str, mask: Mask, source: object, folder: Path) -> None:
         labels = mask.labels.astype(np.uint8 if len(mask.class_names) <= 256 else np.uint16)
