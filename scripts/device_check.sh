@@ -29,6 +29,9 @@ echo "suite rc=${PIPESTATUS[0]}"
 # medical.segment's sliding window against raw MONAI (needs monai and pydicom in .whl)
 python3 benchmarks/medical_segment.py --device cuda --out "$OUT" 2>&1 | tail -20
 echo "medical rc=${PIPESTATUS[0]}"
+# driving.detect's detector vs the same torchvision model called directly (720p, fp32, batch 8)
+python3 benchmarks/driving_detect.py --device cuda --compile --out "$OUT" 2>&1 | tail -5
+echo "driving rc=${PIPESTATUS[0]}"
 # the fast path again with max-autotune (GEMM autotuning; minutes of compiling), time-boxed
 timeout "${VLM_AUTOTUNE_TIMEOUT:-200}" python3 -m vlm_core.cli bench fastpath --device cuda \
     --compile-mode max-autotune --json "$OUT/fastpath-max-autotune.json" 2>&1 | tail -5

@@ -1,0 +1,176 @@
+"""`driving.detect`: boxes with classes and scores in images; in videos also ByteTrack track ids.
+
+Images give ``detections`` (:class:`~vlm_core.types.Boxes`: the core writes the overlay, COCO
+JSON and YOLO txt). Videos give ``tracks`` (:class:`~vlm_core.types.Tracks`: the core writes
+the annotated MP4, per-frame JSONL, COCO JSON and YOLO txt) and ``summary`` (frames, tracks,
+frames per second of detection plus tracking).
+
+Videos run in batches of frames; the detector keeps boxes down to the tracker's low score so
+that ByteTrack's second association can continue a track through a weak detection, and the
+frames report only the boxes of confirmed tracks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from vlm_core.errors import InputError
+from vlm_core.tasks import RunContext
+from vlm_core.types import Boxes, Image, Input, Metrics, Output, Tracks, Video
+from vlm_driving.detector import Detections, Detector, load_detector
+from vlm_driving.params import DetectParams
+from vlm_driving.tracking import ByteTracker, TrackerConfig
+
+#: Frames detected together in a video (at least; the run's batch size when larger).
+VIDEO_BATCH = 8
+#: The lowest score ByteTrack's second association looks at.
+LOW_SCORE = 0.1
+
+
+def wanted_classes(text: str, class_names: Sequence[str]) -> set[int] | None:
+    """The class indices of a comma-separated filter (None: every class)."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not names:
+        return None
+    lookup = {c.lower(): i for i, c in enumerate(class_names)}
+    unknown = [n for n in names if n not in lookup]
+    if unknown:
+        raise InputError(
+            f"unknown class '{unknown[0]}' in classes "
+            f"(this detector finds: {', '.join(class_names)})"
+        )
+    return {lookup[n] for n in names}
+
+
+def _keep(found: Detections, classes: set[int] | None, score: float) -> Detections:
+    mask = found.scores >= score
+    if classes is not None:
+        mask &= np.isin(found.labels, sorted(classes))
+    return Detections(found.xyxy[mask], found.scores[mask], found.labels[mask])
+
+
+def _boxes(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    size: tuple[int, int],
+    names: tuple[str, ...],
+    track_ids: np.ndarray | None = None,
+) -> Boxes:
+    return Boxes(
+        xyxy=xyxy.astype(np.float32).reshape(-1, 4),
+        labels=tuple(names[int(i)] for i in labels),
+        scores=scores.astype(np.float32),
+        image_size=size,
+        track_ids=track_ids,
+        class_names=names,
+    )
+
+
+def detect_image(detector: Detector, image: Image, params: DetectParams) -> dict[str, Output]:
+    classes = wanted_classes(params.classes, detector.class_names)
+    found = _keep(detector([image.to_rgb_uint8()])[0], classes, params.score_threshold)
+    size = (image.height, image.width)
+    return {
+        "detections": _boxes(found.xyxy, found.scores, found.labels, size, detector.class_names)
+    }
+
+
+def track_video(
+    detector: Detector,
+    video: Video,
+    params: DetectParams,
+    ctx: RunContext,
+) -> dict[str, Output]:
+    """Detect in every frame and link the boxes into tracks; report frames per second."""
+    classes = wanted_classes(params.classes, detector.class_names)
+    names = detector.class_names
+    frames = video.frames
+    count, size = int(frames.shape[0]), (int(frames.shape[1]), int(frames.shape[2]))
+    high = params.score_threshold
+    config = TrackerConfig(
+        high_score=max(high, LOW_SCORE + 1e-3),
+        low_score=LOW_SCORE,
+        new_track_score=min(0.95, high + 0.1),
+        max_lost=max(1, round(params.track_seconds * video.fps)),
+    )
+    tracker = ByteTracker(config) if params.track else None
+    batch = max(VIDEO_BATCH, ctx.batch_size)
+    out: list[Boxes] = []
+    detect_s = track_s = 0.0
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        chunk = [np.asarray(Image(pixels=f).to_rgb_uint8()) for f in frames[start : start + batch]]
+        t0 = time.perf_counter()
+        found = detector(chunk)
+        detect_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for dets in found:
+            if tracker is None:
+                kept = _keep(dets, classes, high)
+                ids = np.full(len(kept.scores), -1, dtype=np.int64)
+                out.append(_boxes(kept.xyxy, kept.scores, kept.labels, size, names, ids))
+                continue
+            kept = _keep(dets, classes, LOW_SCORE)
+            tracked = tracker.update(kept.xyxy, kept.scores, kept.labels)
+            out.append(
+                _boxes(
+                    tracked.xyxy,
+                    tracked.scores,
+                    tracked.labels,
+                    size,
+                    names,
+                    tracked.track_ids.astype(np.int64),
+                )
+            )
+        track_s += time.perf_counter() - t1
+        ctx.report(min(1.0, (start + len(chunk)) / count), f"frame {start + len(chunk)} / {count}")
+    total = time.perf_counter() - started
+    tracks = Tracks(frames=tuple(out), fps=video.fps, class_names=names)
+    ids = {
+        int(i)
+        for boxes in out
+        for i in (boxes.track_ids if boxes.track_ids is not None else [])
+        if i >= 0
+    }
+    summary = Metrics(
+        values={
+            "frames": float(count),
+            "tracks": float(len(ids)),
+            "boxes_per_frame": tracks.num_boxes / max(count, 1),
+            "fps": count / max(total, 1e-9),
+            "detector_ms_per_frame": 1000 * detect_s / max(count, 1),
+            "tracker_ms_per_frame": 1000 * track_s / max(count, 1),
+            "video_fps": float(video.fps),
+        }
+    )
+    return {"tracks": tracks, "summary": summary}
+
+
+def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[dict[str, Output]]:
+    detector = load_detector(
+        params.weights,
+        coco_model=params.coco_model,
+        coco_weights=params.coco_weights,
+        device=ctx.device,
+        dtype=ctx.dtype,
+    )
+    ctx.record_weights(detector.name, detector.sha256)
+    detector.configure(
+        score=min(LOW_SCORE, params.score_threshold),
+        nms_iou=params.nms_iou,
+        max_detections=params.max_detections,
+        input_size=params.input_size,
+    )
+    results: list[dict[str, Output]] = []
+    for item in inputs:
+        if isinstance(item, Video):
+            results.append(track_video(detector, item, params, ctx))
+        elif isinstance(item, Image):
+            results.append(detect_image(detector, item, params))
+        else:
+            raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
+    return results

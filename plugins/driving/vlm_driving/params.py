@@ -1,0 +1,104 @@
+"""Parameter models of the driving tasks (light: pydantic only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from vlm_core.tasks import TaskParams
+
+_WEIGHTS = Field(
+    "",
+    max_length=1000,
+    description="Detector weights: a `vlm train driving.detect` output folder, checkpoint or "
+    "model file (empty: the bundled detector of generated road scenes).",
+)
+CocoModel = Literal[
+    "",
+    "fcos_resnet50_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+]
+_COCO_MODEL = Field(
+    "",
+    description="A COCO-pretrained torchvision detector to use instead of `weights`, its "
+    "classifier mapped onto the driving classes (needs coco_weights).",
+)
+_COCO_WEIGHTS = Field(
+    "",
+    max_length=1000,
+    description="The COCO detector's weights: the .pth file torchvision downloads, or "
+    "`torchvision` to download it (online only).",
+)
+
+
+class DetectParams(TaskParams):
+    score_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Lowest score reported.")
+    nms_iou: float = Field(
+        0.5, gt=0.0, le=1.0, description="IoU above which NMS drops the lower-scored box."
+    )
+    classes: str = Field(
+        "",
+        max_length=500,
+        description="Comma-separated classes to report, e.g. `car, pedestrian` (empty: all).",
+    )
+    input_size: int = Field(
+        0,
+        ge=0,
+        le=2048,
+        description="Shorter side the detector sees, in pixels (0: the weights' own; larger "
+        "finds smaller objects, slower).",
+    )
+    max_detections: int = Field(100, ge=1, le=1000, description="Most boxes per image or frame.")
+    track: bool = Field(True, description="Track objects through videos (ByteTrack ids).")
+    track_seconds: float = Field(
+        1.2, ge=0.0, le=30.0, description="How long a tracker keeps a lost object's id, seconds."
+    )
+    weights: str = _WEIGHTS
+    coco_model: CocoModel = _COCO_MODEL
+    coco_weights: str = _COCO_WEIGHTS
+
+
+class DetectTrainParams(TaskParams):
+    family: Literal["fcos", "retinanet", "fasterrcnn"] = Field(
+        "fcos",
+        description="torchvision detector family: fcos, retinanet or fasterrcnn.",
+    )
+    backbone: str = Field(
+        "timm:lcnet_100",
+        max_length=200,
+        description="timm:<model> (through an FPN) or torchvision:resnet50 / "
+        "torchvision:mobilenet_v3_large.",
+    )
+    backbone_weights: str = Field(
+        "",
+        max_length=1000,
+        description="ImageNet weights of a timm backbone (a file, timm:<tag> or hf-hub:...; "
+        "empty: random).",
+    )
+    coco_weights: str = Field(
+        "",
+        max_length=1000,
+        description="Start from torchvision's COCO detector (a .pth file, or `torchvision`): "
+        "its classifier rows of the data's classes (driving names) are kept.",
+    )
+    init_weights: str = Field(
+        "",
+        max_length=1000,
+        description="Fine-tune trained detector weights (a file or folder, or `bundled`).",
+    )
+    image_width: int = Field(400, ge=64, le=2048, description="Training image width, pixels.")
+    image_height: int = Field(224, ge=64, le=2048, description="Training image height, pixels.")
+    fpn_channels: int = Field(64, ge=32, le=512, multiple_of=32, description="FPN width.")
+    head_convs: int = Field(2, ge=1, le=4, description="Convolutions in each head branch.")
+    augment: bool = Field(True, description="Photometric, zoom-out, scale and flip augmentation.")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=0.9, description="Share held out for validation (without a val split)."
+    )
+    eval_all: bool = Field(
+        False,
+        description="`vlm eval` on every image of --data (a held-out set) instead of the "
+        "validation split training made of it.",
+    )
