@@ -62,12 +62,15 @@ def test_a_ten_second_720p_drive_gives_tracks_an_mp4_and_jsonl(tmp_path: Path) -
     with av.open(str(tmp_path / "run" / "drive" / "tracks_overlay.mp4")) as container:
         frames = [f for f in container.decode(video=0)]
     assert len(frames) == 250 and (frames[0].width, frames[0].height) == (1280, 720)
-    mot = report["mot"]
-    # ID switches are counted and reported (docs/benchmarks.md); vehicles that stay in view
-    # keep their ids: few switches for the number of objects tracked
-    assert mot["num_gt_tracks"] >= 10
-    assert mot["id_switches"] <= 0.25 * mot["num_gt_tracks"], mot
-    assert mot["mota"] > 0.5 and mot["idf1"] > 0.6, mot
+    mot, vehicles = report["mot"], report["mot_vehicles"]
+    # ID switches are counted and reported (docs/benchmarks.md: 6 over 30 objects, all between
+    # two pedestrians crossing side by side; none among the vehicles): vehicles that stay in
+    # view keep their ids
+    assert vehicles["num_gt_tracks"] >= 5 and vehicles["mostly_tracked"] >= 5, vehicles
+    assert vehicles["id_switches"] <= 1, vehicles
+    assert mot["id_switches"] <= 0.3 * mot["num_gt_tracks"], mot
+    assert mot["mota"] > 0.7 and mot["idf1"] > 0.8, mot
+    assert report["summary"]["fps"] > 0 and report["summary"]["tracks"] >= 20
 
 
 def test_the_sample_street_is_detected_and_exported(tmp_path: Path) -> None:

@@ -70,13 +70,19 @@ def _boxes(
     )
 
 
-def detect_image(detector: Detector, image: Image, params: DetectParams) -> dict[str, Output]:
+def detect_images(
+    detector: Detector, images: Sequence[Image], params: DetectParams
+) -> list[dict[str, Output]]:
+    """The boxes of each image (one detector call for the batch)."""
     classes = wanted_classes(params.classes, detector.class_names)
-    found = _keep(detector([image.to_rgb_uint8()])[0], classes, params.score_threshold)
-    size = (image.height, image.width)
-    return {
-        "detections": _boxes(found.xyxy, found.scores, found.labels, size, detector.class_names)
-    }
+    found = detector([image.to_rgb_uint8() for image in images])
+    results: list[dict[str, Output]] = []
+    for image, dets in zip(images, found, strict=True):
+        kept = _keep(dets, classes, params.score_threshold)
+        size = (image.height, image.width)
+        boxes = _boxes(kept.xyxy, kept.scores, kept.labels, size, detector.class_names)
+        results.append({"detections": boxes})
+    return results
 
 
 def track_video(
@@ -165,12 +171,14 @@ def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[
         max_detections=params.max_detections,
         input_size=params.input_size,
     )
+    for item in inputs:
+        if not isinstance(item, Image | Video):
+            raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
+    images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
     results: list[dict[str, Output]] = []
     for item in inputs:
         if isinstance(item, Video):
             results.append(track_video(detector, item, params, ctx))
-        elif isinstance(item, Image):
-            results.append(detect_image(detector, item, params))
         else:
-            raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
+            results.append(images.pop(0))
     return results

@@ -18,6 +18,8 @@ from vlm_driving.detector import Detector
 from vlm_driving.evaluation import DetectionMAP, cocoeval
 from vlm_driving.scenes import scene
 
+#: The classes whose ID switches the drive reports on their own.
+VEHICLES = frozenset({"car", "truck", "bus", "motorcycle"})
 #: Seeds of the held-out scenes: far from the training seeds (0..2999 of the default weights).
 HELDOUT_SEED = 900_000
 
@@ -139,15 +141,20 @@ def evaluate_drive(
     tracks = result.outputs["tracks"]
     assert isinstance(tracks, Tracks)
     truth = [json.loads(line) for line in truth_file.read_text().splitlines()]
-    gt = [
-        FrameBoxes(
-            np.asarray([b["xyxy"] for b in t["boxes"]], np.float32).reshape(-1, 4),
-            np.asarray([b["track_id"] for b in t["boxes"]], np.int64),
-        )
-        for t in truth
-    ]
-    pred = [FrameBoxes(b.xyxy, np.asarray(b.track_ids, np.int64)) for b in tracks.frames]
-    mot = mot_metrics(gt, pred, iou=0.5)
+
+    def frames(keep: frozenset[str] | None) -> tuple[list[FrameBoxes], list[FrameBoxes]]:
+        gt, pred = [], []
+        for t, boxes in zip(truth, tracks.frames, strict=True):
+            g = [b for b in t["boxes"] if keep is None or b["label"] in keep]
+            xyxy = np.asarray([b["xyxy"] for b in g], np.float32).reshape(-1, 4)
+            gt.append(FrameBoxes(xyxy, np.asarray([b["track_id"] for b in g], np.int64)))
+            mask = np.asarray([keep is None or label in keep for label in boxes.labels], bool)
+            ids = np.asarray(boxes.track_ids, np.int64)
+            pred.append(FrameBoxes(boxes.xyxy[mask].reshape(-1, 4), ids[mask]))
+        return gt, pred
+
+    mot = mot_metrics(*frames(None), iou=0.5)
+    vehicles = mot_metrics(*frames(VEHICLES), iou=0.5)
     summary = result.outputs["summary"]
     return {
         "video": {"seconds": seconds, "size": list(size), "frames": len(truth), "seed": seed},
@@ -157,5 +164,6 @@ def evaluate_drive(
             if p.is_file() and "yolo" not in p.parts[-2]
         ),
         "mot": {k: round(float(v), 4) for k, v in mot.items()},
+        "mot_vehicles": {k: round(float(v), 4) for k, v in vehicles.items()},
         "summary": {k: round(float(v), 3) for k, v in summary.values.items()},  # type: ignore[union-attr]
     }
