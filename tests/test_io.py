@@ -129,7 +129,7 @@ def test_corrupt_gzip_nifti_is_refused(tmp_path):
 
 def test_kind_mismatch_names_what_the_task_takes(tmp_path):
     (tmp_path / "m.txt").write_text("hello")
-    with pytest.raises(InputError, match="is a text text, but this task takes image"):
+    with pytest.raises(InputError, match="is a text, but this task takes image"):
         probe_input(tmp_path / "m.txt", [Kind.IMAGE])
     text = load_input(probe_input(tmp_path / "m.txt", [Kind.TEXT]))
     assert isinstance(text, Text) and text.text == "hello"

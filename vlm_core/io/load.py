@@ -148,7 +148,8 @@ def _check_file(path: Path, accepted: list[Kind] | None, s: Settings) -> tuple[s
         raise InputError(f"{path}: content is {what}, not one of the allowed formats ({allowed})")
     if accepted is not None and kind not in accepted:
         wanted = ", ".join(str(k) for k in accepted) or "no input files"
-        raise InputError(f"{path}: is a {fmt} {kind}, but this task takes {wanted}")
+        what = str(kind) if fmt == str(kind) else f"{fmt} {kind}"  # "a text", "a png image"
+        raise InputError(f"{path}: is a {what}, but this task takes {wanted}")
     return fmt, kind, size
 
 

@@ -397,3 +397,18 @@ def test_cli_train_and_eval_run_on_generated_data(tmp_path) -> None:
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "val_cider" in evaluated.stdout
+
+
+def test_the_clarifying_questions_read_as_english() -> None:
+    """Every clarifying question of the bundled knowledge base, filled as `caption.answer`
+    fills it ({told} is "a crack", "a missing lid"), reads without doubled articles."""
+    from vlm_caption.answer import _fill, _told
+
+    kb = load_knowledge_base()
+    for key in ("unknown_product", "unsure_product", "unsure_problem", "not_seen", "no_problem"):
+        for problem in kb.seen_problems:
+            text = _fill(getattr(kb.clarify, key), product="teapot", colour="black",
+                         told=_told(problem, kb, "teapot"), candidates="mug or vase")  # fmt: skip
+            lowered = f" {text.lower()} "
+            for doubled in (" the a ", " the an ", " a a ", " a an "):
+                assert doubled not in lowered, (key, text)
