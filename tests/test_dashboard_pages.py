@@ -631,3 +631,24 @@ def test_a_dicom_series_uploaded_as_files_runs_as_one_volume(vlm_home, tmp_path)
     (folder,) = record.inputs
     assert Path(folder).name == "dicom-files"
     assert sorted(p.name for p in Path(folder).iterdir()) == [f"IM{k:04d}" for k in range(4)]
+
+
+def test_the_driving_video_sample_runs_and_shows_its_tracks(vlm_home):
+    """A video sample: the tracks render as metrics, a frame slider over the input video's
+    frames with the boxes drawn, and the table of tracks."""
+    from conftest import builtin_plugins
+
+    if "driving" not in builtin_plugins():
+        pytest.fail("the driving plugin (plugins/driving) is not installed: run scripts/setup.sh")
+    at = run_page("driving.detect")
+    at = at.selectbox(key="run.sample.driving.detect").set_value("generated drive (2 s)").run()
+    at = healthy(click_run(at))
+    assert "of driving.detect: 1 result(s)" in at.success[0].value, errors(at)
+    assert not at.error, errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Frames"] == "25" and int(metrics["Tracks"]) > 0
+    (slider,) = [s for s in at.slider if s.label == "Frame"]
+    at = healthy(slider.set_value(12).run())
+    shown = [im for im in at.image if "frame 13 / 25" in str(im.proto)]
+    assert shown and "no input video" not in str(shown[0].proto)
+    assert at.dataframe, "the table of tracks"

@@ -130,3 +130,32 @@ def test_a_coco_checkpoint_becomes_a_driving_detector_with_the_same_class_scores
         coco_detector("fcos", "resnet50", str(tmp_path / "other.pth"), CLASSES, COCO_TO_DRIVING)
     with pytest.raises(UsageError, match="no COCO weights for fcos on vgg16"):
         coco_detector("fcos", "vgg16", str(path), CLASSES, COCO_TO_DRIVING)
+
+
+def test_training_can_start_from_a_coco_checkpoint(tmp_path: Path) -> None:
+    """`vlm train driving.detect -p backbone=torchvision:resnet50 -p coco_weights=FILE`: the
+    model to train carries the COCO rows of the data's classes."""
+    from torchvision.models.detection import fcos_resnet50_fpn
+    from vlm_driving.params import DetectTrainParams
+    from vlm_driving.scenes import write_dataset
+    from vlm_driving.train import build
+
+    from vlm_core.tasks import TrainContext
+
+    torch.manual_seed(0)
+    coco = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    path = tmp_path / "coco.pth"
+    torch.save(coco.state_dict(), path)
+    data = write_dataset(tmp_path / "data", 3, (160, 96), seed=70)
+    params = DetectTrainParams(backbone="torchvision:resnet50", coco_weights=str(path),
+                               image_width=160, image_height=96, val_fraction=0.34)  # fmt: skip
+    setup = build(data, params, TrainContext(task="driving.detect", plugin="driving", device="cpu"))
+    key = "head.classification_head.cls_logits.weight"
+    trained, original = setup.model.state_dict()[key], coco.state_dict()[key]
+    assert trained.shape[0] == len(CLASSES) + 1
+    assert torch.equal(trained[1 + CLASSES.index("car")], original[3])
+    assert torch.equal(trained[1 + CLASSES.index("traffic sign")], original[13])
+    assert setup.card["architecture"]["backbone"] == "torchvision:resnet50"
+    with pytest.raises(Exception, match="coco_weights need a torchvision backbone"):
+        build(data, DetectTrainParams(coco_weights=str(path)),
+              TrainContext(task="driving.detect", plugin="driving", device="cpu"))  # fmt: skip
