@@ -211,3 +211,31 @@ def test_vlm_weights_in_a_fresh_process_with_hf_hub_offline(tmp_path):
     line = one_line_error(proc.stderr)
     assert "plugin 'core'" in line and "'w.safetensors'" in line
     assert f"expected sha256 {MISSING_SHA}" in line and "unset HF_HUB_OFFLINE" in line
+
+
+def test_ship_copies_a_training_run_into_a_weights_folder(cli, capsys, tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from vlm_core.weights.trained import load_trained
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000004"
+    checkpoint.mkdir(parents=True)
+    save_file({"g_ema.w": torch.ones(2, dtype=torch.bfloat16), "d.w": torch.ones(3)},
+              str(checkpoint / "model.safetensors"))  # fmt: skip
+    (checkpoint / "model.json").write_text(json.dumps({"task": "t", "card": {"a": 1}}))
+    (tmp_path / "run" / "checkpoints.json").write_text(
+        json.dumps({"best": "step-00000004", "last": "step-00000004"})
+    )
+    target = tmp_path / "pkg" / "weights" / "gen"
+    code, out, _ = run(
+        capsys, "ship", str(tmp_path / "run"), "--to", str(target), "--keep", "g_ema."
+    )
+    assert code == 0 and "1 tensors" in out
+    shipped = load_trained(str(target / "model.safetensors"))
+    assert set(shipped.state_dict) == {"g_ema.w"}
+    assert shipped.state_dict["g_ema.w"].dtype == torch.float32 and shipped.card == {"a": 1}
+    code, _, err = run(capsys, "ship", str(tmp_path / "nothing"), "--to", str(target))
+    assert code != 0 and "neither a training nor a checkpoint folder" in one_line_error(err)

@@ -301,3 +301,40 @@ def import_cmd(paths: tuple[Path, ...], sha256: str | None, as_json: bool) -> No
         return
     for p, e in zip(paths, entries, strict=True):
         click.echo(f"imported {p} as {e.path} (sha256 {e.sha256})")
+
+
+@weights.command("ship")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for model.safetensors and model.json (a plugin's weights/NAME/).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Which checkpoint of a training folder.",
+)
+@click.option(
+    "--keep",
+    "prefixes",
+    multiple=True,
+    metavar="PREFIX",
+    help="Keep only the tensors whose names start with PREFIX (repeatable; default: all).",
+)
+@click.option("--plugin", default="core", show_default=True, help="Plugin named in errors.")
+def ship_cmd(
+    source: Path, target: Path, checkpoint: str, prefixes: tuple[str, ...], plugin: str
+) -> None:
+    """Copy SOURCE (a `vlm train` output folder or one checkpoint folder) into --to as float32
+    safetensors with its sidecar and the new file's sha256: how a plugin ships the default
+    weights it trained."""
+    from vlm_core.weights.trained import ship_trained
+
+    keep = (lambda name: name.startswith(prefixes)) if prefixes else None
+    model, tensors = ship_trained(source, target, which=checkpoint, keep=keep, plugin=plugin)
+    click.echo(f"{model}: {tensors} tensors, {model.stat().st_size / 2**20:.2f} MiB")
