@@ -48,7 +48,7 @@ def bench(
     import numpy as np
     import torch
     from torchvision.models import detection
-    from vlm_driving.detector import _loaded, load_detector
+    from vlm_driving.detector import load_detector
 
     torch.manual_seed(0)
     raw = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=91)
@@ -90,8 +90,6 @@ def bench(
             except Exception as exc:  # a compile failure must not hide the other figures
                 row[f"{label}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 continue
-            finally:
-                _loaded.clear()
             row[f"{label}_img_s"] = round(batch * batches / seconds, 2)
     for label in ("plugin", "fast", "compiled"):
         if f"{label}_img_s" in row:

@@ -81,6 +81,13 @@ class Backbone:
     weights_sha256: str | None
     is_vit: bool
 
+    @property
+    def nbytes(self) -> int:
+        """The model's parameters and buffers: what the model cache counts against its budget."""
+        from vlm_core.runtime.cache import module_nbytes
+
+        return module_nbytes(self.model)
+
     def __call__(self, x: torch.Tensor) -> Any:
         return self.model(x)
 

@@ -36,12 +36,15 @@ class _Entry:
 
 
 def module_nbytes(model: Any) -> int:
-    """Bytes held by a module's parameters and buffers (0 for non-modules)."""
+    """Bytes held by a module's parameters and buffers; an object that wraps a model (a
+    backbone, a task's loaded detector) gives its own size as an integer ``nbytes``; 0 else."""
     total = 0
     for attr in ("parameters", "buffers"):
         tensors = getattr(model, attr, None)
         if callable(tensors):
             total += sum(t.numel() * t.element_size() for t in tensors())
+    if total == 0 and isinstance(getattr(model, "nbytes", None), int):
+        return int(model.nbytes)
     return total
 
 

@@ -29,7 +29,7 @@ def main() -> None:
     import numpy as np
     from PIL import Image
     from skimage import data
-    from vlm_driving.detector import load_detector
+    from vlm_driving.detector import DetectSettings, load_detector
     from vlm_driving.heldout import evaluate_drive, evaluate_scenes
 
     from vlm_core.types import Image as CoreImage
@@ -44,8 +44,9 @@ def main() -> None:
     print(json.dumps(report["drive"]["mot"]), json.dumps(report["drive"]["summary"]), flush=True)
     photo = np.asarray(data.stereo_motorcycle()[0])
     for threshold in (0.4, 0.2):
-        detector.configure(score=threshold, nms_iou=0.5, max_detections=100)
-        found = detector([CoreImage(pixels=photo).to_rgb_uint8()])[0]
+        found = detector([CoreImage(pixels=photo).to_rgb_uint8()], DetectSettings(score=threshold))[
+            0
+        ]
         report[f"motorcycle_left@{threshold}"] = [
             {
                 "label": detector.class_names[int(c)],

@@ -152,3 +152,15 @@ def test_bad_annotation_files_stop_training_with_the_file_and_entry(tmp_path: Pa
     data.write_text(json.dumps(doc))
     with pytest.raises(InputError, match=r"annotations\.json: annotations\[0\].*category_id 99"):
         train_task(TrainRequest("driving.detect", data, tmp_path / "run", config={"max_steps": 1}))
+
+
+def test_runs_lease_one_cached_detector_and_keep_their_own_thresholds() -> None:
+    from vlm_core.runtime.cache import model_cache
+
+    strict = run([SAMPLES / "street.png"], score_threshold=0.9).results[0].outputs["detections"]
+    before = model_cache().stats()
+    loose = run([SAMPLES / "street.png"], score_threshold=0.3).results[0].outputs["detections"]
+    after = model_cache().stats()
+    assert after.entries == before.entries and after.misses == before.misses  # reused
+    assert after.bytes >= 5 * 2**20  # the cache counts the detector's 5.5 MB of weights
+    assert len(loose) > len(strict) and (strict.scores >= 0.9).all()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from vlm_driving.classes import CLASSES
 from vlm_driving.evaluation import DetectionMAP, cocoeval, metric_name
+from vlm_driving.heldout import coco_pair
 
-from vlm_core.export.boxes import CocoBuilder
 from vlm_core.types import Boxes
 
 
@@ -60,37 +60,15 @@ def _as_boxes(d: dict[str, torch.Tensor], scores: bool) -> Boxes:
     )
 
 
-def coco_documents(gts, preds):  # type: ignore[no-untyped-def]
-    """The ground truth and predictions as the core's COCO exporter writes them."""
-    truth, found = CocoBuilder(), CocoBuilder()
-    for i, (gt, pred) in enumerate(zip(gts, preds, strict=True)):
-        truth.add(f"{i}.png", _as_boxes(gt, scores=False))
-        found.add(f"{i}.png", _as_boxes(pred, scores=True))
-    gt_doc = truth.document()
-    by_name = {c["name"]: c["id"] for c in gt_doc["categories"]}
-    found_doc = found.document()
-    names = {c["id"]: c["name"] for c in found_doc["categories"]}
-    for ann in gt_doc["annotations"]:
-        ann.pop("score")
-    results = [
-        {
-            "image_id": a["image_id"],
-            "category_id": by_name.get(names[a["category_id"]], 999),
-            "bbox": a["bbox"],
-            "score": a["score"],
-        }
-        for a in found_doc["annotations"]
-    ]
-    return gt_doc, results
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_map_equals_pycocotools_cocoeval_on_the_exported_json(seed: int) -> None:
     gts, preds = _noisy_predictions(seed)
     metric = DetectionMAP(CLASSES)
     metric.update(preds, gts)
     ours = {k: float(v) for k, v in metric.compute().items()}
-    theirs = cocoeval(*coco_documents(gts, preds))
+    truth = [_as_boxes(g, scores=False) for g in gts]
+    found = [_as_boxes(p, scores=True) for p in preds]
+    theirs = cocoeval(*coco_pair(truth, found))  # COCOeval on the core's exported COCO JSON
     assert 0.2 < ours["map"] < 0.95  # a real mix of hits and misses
     for key in ("map", "map_50", "map_75"):
         assert ours[key] == pytest.approx(theirs[key], abs=1e-3), key

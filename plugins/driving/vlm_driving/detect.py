@@ -20,7 +20,7 @@ import numpy as np
 from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext
 from vlm_core.types import Boxes, Image, Input, Metrics, Output, Tracks, Video
-from vlm_driving.detector import Detections, Detector, load_detector
+from vlm_driving.detector import Detections, Detector, DetectSettings, leased_detector
 from vlm_driving.params import DetectParams
 from vlm_driving.tracking import ByteTracker, TrackerConfig
 
@@ -52,7 +52,7 @@ def _keep(found: Detections, classes: set[int] | None, score: float) -> Detectio
     return Detections(found.xyxy[mask], found.scores[mask], found.labels[mask])
 
 
-def _boxes(
+def as_boxes(
     xyxy: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
@@ -60,6 +60,7 @@ def _boxes(
     names: tuple[str, ...],
     track_ids: np.ndarray | None = None,
 ) -> Boxes:
+    """Detections as the core's :class:`Boxes` (``labels``: class indices into ``names``)."""
     return Boxes(
         xyxy=xyxy.astype(np.float32).reshape(-1, 4),
         labels=tuple(names[int(i)] for i in labels),
@@ -75,12 +76,12 @@ def detect_images(
 ) -> list[dict[str, Output]]:
     """The boxes of each image (one detector call for the batch)."""
     classes = wanted_classes(params.classes, detector.class_names)
-    found = detector([image.to_rgb_uint8() for image in images])
+    found = detector([image.to_rgb_uint8() for image in images], settings_of(params))
     results: list[dict[str, Output]] = []
     for image, dets in zip(images, found, strict=True):
         kept = _keep(dets, classes, params.score_threshold)
         size = (image.height, image.width)
-        boxes = _boxes(kept.xyxy, kept.scores, kept.labels, size, detector.class_names)
+        boxes = as_boxes(kept.xyxy, kept.scores, kept.labels, size, detector.class_names)
         results.append({"detections": boxes})
     return results
 
@@ -94,6 +95,7 @@ def track_video(
     """Detect in every frame and link the boxes into tracks; report frames per second."""
     classes = wanted_classes(params.classes, detector.class_names)
     names = detector.class_names
+    settings = settings_of(params)
     frames = video.frames
     count, size = int(frames.shape[0]), (int(frames.shape[1]), int(frames.shape[2]))
     high = params.score_threshold
@@ -111,19 +113,19 @@ def track_video(
     for start in range(0, count, batch):
         chunk = [np.asarray(Image(pixels=f).to_rgb_uint8()) for f in frames[start : start + batch]]
         t0 = time.perf_counter()
-        found = detector(chunk)
+        found = detector(chunk, settings)
         detect_s += time.perf_counter() - t0
         t1 = time.perf_counter()
         for dets in found:
             if tracker is None:
                 kept = _keep(dets, classes, high)
                 ids = np.full(len(kept.scores), -1, dtype=np.int64)
-                out.append(_boxes(kept.xyxy, kept.scores, kept.labels, size, names, ids))
+                out.append(as_boxes(kept.xyxy, kept.scores, kept.labels, size, names, ids))
                 continue
             kept = _keep(dets, classes, LOW_SCORE)
             tracked = tracker.update(kept.xyxy, kept.scores, kept.labels)
             out.append(
-                _boxes(
+                as_boxes(
                     tracked.xyxy,
                     tracked.scores,
                     tracked.labels,
@@ -156,29 +158,30 @@ def track_video(
     return {"tracks": tracks, "summary": summary}
 
 
-def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[dict[str, Output]]:
-    detector = load_detector(
-        params.weights,
-        coco_model=params.coco_model,
-        coco_weights=params.coco_weights,
-        device=ctx.device,
-        dtype=ctx.dtype,
-    )
-    ctx.record_weights(detector.name, detector.sha256)
-    detector.configure(
+def settings_of(params: DetectParams) -> DetectSettings:
+    """The detector's settings for a run: boxes down to the tracker's low score (the frames
+    and images report only those above ``score_threshold``)."""
+    return DetectSettings(
         score=min(LOW_SCORE, params.score_threshold),
         nms_iou=params.nms_iou,
         max_detections=params.max_detections,
         input_size=params.input_size,
     )
+
+
+def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[dict[str, Output]]:
     for item in inputs:
         if not isinstance(item, Image | Video):
             raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
-    images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
-    results: list[dict[str, Output]] = []
-    for item in inputs:
-        if isinstance(item, Video):
-            results.append(track_video(detector, item, params, ctx))
-        else:
-            results.append(images.pop(0))
+    options = {"coco_model": params.coco_model, "coco_weights": params.coco_weights,
+               "device": ctx.device, "dtype": ctx.dtype}  # fmt: skip
+    with leased_detector(params.weights, **options) as detector:
+        ctx.record_weights(detector.name, detector.sha256)
+        images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
+        results: list[dict[str, Output]] = []
+        for item in inputs:
+            if isinstance(item, Video):
+                results.append(track_video(detector, item, params, ctx))
+            else:
+                results.append(images.pop(0))
     return results

@@ -1,12 +1,18 @@
 """The loaded detector `driving.detect` runs: trained weights (by default the bundled detector)
 or a COCO-pretrained torchvision detector mapped onto the driving classes, prepared by the
-core's runtime policy and kept once per process, weights file, device and precision."""
+core's runtime policy. Runs lease it from the core's model cache (one instance per weights
+file, device and precision, evicted under the cache's memory budget); scripts load their own.
+
+Score threshold, NMS IoU, detections per image and input size live on the torchvision module,
+so a call sets them and detects under the detector's lock: runs sharing a cached detector with
+different settings do not see each other's."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,9 +25,6 @@ from vlm_driving.classes import CLASSES, COCO_TO_DRIVING
 from vlm_driving.models import build_detector, coco_detector, set_input_size, set_postprocess
 
 TASK = "driving.detect"
-
-_lock = threading.Lock()
-_loaded: dict[tuple[Any, ...], Detector] = {}
 
 
 def default_weights() -> str:
@@ -38,6 +41,17 @@ class Detections:
     labels: np.ndarray
 
 
+@dataclass(frozen=True)
+class DetectSettings:
+    """How a call detects: the lowest score kept, the NMS IoU, the most boxes per image and the
+    shorter side the detector sees (0: the weights' own)."""
+
+    score: float = 0.05
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    input_size: int = 0
+
+
 @dataclass
 class Detector:
     """A torchvision detector ready to run, with what its outputs mean."""
@@ -50,24 +64,40 @@ class Detector:
     min_size: int
     max_size: int
     policy: Any
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def configure(
-        self, *, score: float, nms_iou: float, max_detections: int, input_size: int = 0
-    ) -> None:
-        """Thresholds and input size of the next calls (a size of 0: the weights' own)."""
-        set_postprocess(self.module, score=score, nms_iou=nms_iou, max_detections=max_detections)
-        if input_size:
-            scale = input_size / self.min_size
-            set_input_size(self.module, input_size, round(self.max_size * scale))
+    @property
+    def nbytes(self) -> int:
+        """What the model cache counts against its budget."""
+        from vlm_core.runtime.cache import module_nbytes
+
+        return module_nbytes(self.module)
+
+    def _apply(self, settings: DetectSettings) -> None:
+        module = self.module
+        set_postprocess(module, score=settings.score, nms_iou=settings.nms_iou,
+                        max_detections=settings.max_detections)  # fmt: skip
+        if settings.input_size:
+            scale = settings.input_size / self.min_size
+            set_input_size(module, settings.input_size, round(self.max_size * scale))
         else:
-            set_input_size(self.module, self.min_size, self.max_size)
+            set_input_size(module, self.min_size, self.max_size)
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect in (H, W, 3) uint8 frames (one batch)."""
-        from vlm_core.runtime.policy import run_context
-
+    def __call__(
+        self, frames: Sequence[np.ndarray], settings: DetectSettings | None = None
+    ) -> list[Detections]:
+        """Detect in (H, W, 3) uint8 frames (one batch) with ``settings`` (None: the
+        thresholds the torchvision model was built with)."""
         if not frames:
             return []
+        with self.lock:
+            if settings is not None:
+                self._apply(settings)
+            return self._detect(frames)
+
+    def _detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        from vlm_core.runtime.policy import run_context
+
         device = self.policy.device
         batch = [
             torch.from_numpy(np.require(f, np.uint8, ("C", "W")))
@@ -89,7 +119,7 @@ class Detector:
         ]
 
 
-def load_detector(
+def detector_request(
     weights: str = "",
     *,
     coco_model: str = "",
@@ -97,9 +127,11 @@ def load_detector(
     device: str = "cpu",
     dtype: str | None = None,
     compile: bool = False,
-) -> Detector:
-    """The detector of ``weights`` (empty: bundled), or with ``coco_model`` torchvision's COCO
-    detector of ``coco_weights``; loaded once per process (again when the file changes)."""
+) -> tuple[Any, Callable[[], Detector]]:
+    """The model-cache key of a detector and the function that builds it. The key names the
+    weights file by path, size and modification time (not its sha256: no re-hashing on every
+    run), so a changed file loads again."""
+    from vlm_core.runtime.cache import CacheKey
     from vlm_core.runtime.policy import policy_for, prepare_model
     from vlm_core.weights.resolve import resolve
 
@@ -115,35 +147,37 @@ def load_detector(
         ref = weights or default_weights()
     path = resolve(ref, plugin="driving") if ref != "torchvision" else None
     stat = path.stat() if path else None
-    key = (
-        coco_model,
-        str(path or ref),
-        stat and stat.st_size,
-        stat and stat.st_mtime_ns,
-        str(policy.device),
-        policy.dtype_name,
-        compile,
-    )
-    with _lock:
-        if key in _loaded:
-            return _loaded[key]
-    if coco_model:
-        module, sha, name, sizes = _coco(coco_model, ref)
-    else:
-        module, sha, name, sizes = _trained(ref)
-    prepared = prepare_model(module, policy)
-    detector = Detector(
-        prepared,
-        module,
-        tuple(module.arch["class_names"]),
-        sha,
-        name,  # type: ignore[index]
-        sizes[0],
-        sizes[1],
-        policy,
-    )
-    with _lock:
-        return _loaded.setdefault(key, detector)
+    where = f"{path}|{stat.st_size}|{stat.st_mtime_ns}" if path and stat else ref
+    name = f"driving.detect[{coco_model or 'trained'},compile={compile}]"
+    key = CacheKey(name, where, str(policy.device), policy.dtype_name)
+
+    def build() -> Detector:
+        if coco_model:
+            module, sha, title, sizes = _coco(coco_model, ref)
+        else:
+            module, sha, title, sizes = _trained(ref)
+        prepared = prepare_model(module, policy)
+        names = tuple(module.arch["class_names"])  # type: ignore[index]
+        return Detector(prepared, module, names, sha, title, sizes[0], sizes[1], policy)
+
+    return key, build
+
+
+@contextmanager
+def leased_detector(weights: str = "", **options: Any) -> Iterator[Detector]:
+    """The detector of :func:`detector_request`'s arguments from the core's model cache, held
+    for the ``with`` block."""
+    from vlm_core.runtime.cache import model_cache
+
+    key, build = detector_request(weights, **options)
+    with model_cache().lease(key, build) as detector:
+        yield detector
+
+
+def load_detector(weights: str = "", **options: Any) -> Detector:
+    """A detector of its own (not cached), for scripts and benchmarks: the arguments of
+    :func:`detector_request`."""
+    return detector_request(weights, **options)[1]()
 
 
 def _coco(model_name: str, ref: str) -> tuple[nn.Module, str, str, tuple[int, int]]:

@@ -14,7 +14,8 @@ import torch
 
 from vlm_core.export.boxes import CocoBuilder
 from vlm_core.types import Boxes
-from vlm_driving.detector import Detector
+from vlm_driving.detect import as_boxes
+from vlm_driving.detector import Detector, DetectSettings
 from vlm_driving.evaluation import DetectionMAP, cocoeval
 from vlm_driving.scenes import scene
 
@@ -22,22 +23,6 @@ from vlm_driving.scenes import scene
 VEHICLES = frozenset({"car", "truck", "bus", "motorcycle"})
 #: Seeds of the held-out scenes: far from the training seeds (0..2999 of the default weights).
 HELDOUT_SEED = 900_000
-
-
-def _boxes(
-    xyxy: np.ndarray,
-    labels: np.ndarray,
-    scores: np.ndarray,
-    size: tuple[int, int],
-    names: tuple[str, ...],
-) -> Boxes:
-    return Boxes(
-        xyxy=xyxy.reshape(-1, 4).astype(np.float32),
-        labels=tuple(names[int(i)] for i in labels),
-        scores=scores.astype(np.float32),
-        image_size=size,
-        class_names=names,
-    )
 
 
 def coco_pair(
@@ -76,17 +61,16 @@ def evaluate_scenes(
     """mAP of ``detector`` on ``count`` generated scenes (seeds ``seed``...), by torchmetrics
     and by COCOeval on the exported JSON, with the largest difference between the two."""
     names = detector.class_names
-    detector.configure(score=0.05, nms_iou=0.5, max_detections=100)
     metric = DetectionMAP(names)
     truth, found = [], []
     started = time.perf_counter()
     for start in range(0, count, batch):
         frames = [scene(s, *size) for s in range(seed + start, seed + min(count, start + batch))]
-        outputs = detector([f.image for f in frames])
+        outputs = detector([f.image for f in frames], DetectSettings(score=0.05))
         for frame, out in zip(frames, outputs, strict=True):
             labels = np.asarray([names.index(c) for c in frame.labels], np.int64)
-            t = _boxes(frame.xyxy, labels, np.ones(len(labels)), (size[1], size[0]), names)
-            f = _boxes(out.xyxy, out.labels, out.scores, (size[1], size[0]), names)
+            t = as_boxes(frame.xyxy, np.ones(len(labels)), labels, (size[1], size[0]), names)
+            f = as_boxes(out.xyxy, out.scores, out.labels, (size[1], size[0]), names)
             truth.append(t)
             found.append(f)
             metric.update(
