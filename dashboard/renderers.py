@@ -41,6 +41,7 @@ from vlm_core.types import (
     Boxes,
     Caption,
     Embeddings,
+    File,
     Image,
     ImageSet,
     Input,
@@ -349,6 +350,21 @@ def _render_metrics(name: str, metrics: Metrics, source: Input | None, key: str,
         st.bar_chart(table[[metric]], horizontal=True)
 
 
+def _render_file(name: str, file: File, source: Input | None, key: str, **_: Any) -> None:
+    size = len(file.data)
+    shown = f"{size / 1024:,.1f} KiB" if size >= 1024 else f"{size} bytes"
+    st.caption(f"{file.description or name} · {file.media_type} · {shown}")
+    st.download_button(
+        f"Download {name}{file.suffix}",
+        data=file.data,
+        file_name=f"{name}{file.suffix}",
+        mime=file.media_type,
+        on_click="ignore",
+        icon="📄",
+        key=_k(key, name, "file"),
+    )
+
+
 _RENDERERS: dict[type, Callable[..., None]] = {
     Image: _render_image,
     Boxes: _render_boxes,
@@ -362,6 +378,7 @@ _RENDERERS: dict[type, Callable[..., None]] = {
     ImageSet: _render_image_set,
     Embeddings: _render_embeddings,
     Metrics: _render_metrics,
+    File: _render_file,
 }
 
 

@@ -31,6 +31,7 @@ from vlm_core.types import (
     Boxes,
     Caption,
     Embeddings,
+    File,
     Image,
     ImageSet,
     InputRecord,
@@ -397,6 +398,14 @@ def test_image_set_gallery_with_labels():
     at = page({"gallery": images})
     assert len(at.image) == 5
     assert "e" in str(at.image[4].proto.imgs[0].caption)
+
+
+def test_a_file_is_described_and_offered_as_a_download():
+    seg = File(b"DICM" * 300, ".seg.dcm", "application/dicom", "DICOM SEG of the mask")
+    at = page({"dicom_seg": seg})
+    assert "DICOM SEG of the mask · application/dicom · 1.2 KiB" in [c.value for c in at.caption]
+    buttons = at.get("download_button")
+    assert len(buttons) == 1 and "Download dicom_seg.seg.dcm" in str(buttons[0].proto)
 
 
 def test_unknown_type_warns_and_a_failing_renderer_reports_its_output():

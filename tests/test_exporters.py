@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from vlm_core.types import (
     Boxes,
     Caption,
     Embeddings,
+    File,
     Image,
     ImageSet,
     InputRecord,
@@ -213,6 +215,25 @@ def test_a_long_video_is_frames_only_without_pyav(tmp_path, monkeypatch):
     export_results([result({"clip": long})], tmp_path)
     assert sorted(p.name for p in (tmp_path / "result").iterdir()) == ["clip", "result.json"]
     assert len(list((tmp_path / "result" / "clip").iterdir())) == 300
+
+
+def test_a_file_output_is_written_as_is_and_summarised(tmp_path):
+    data = bytes(range(256)) * 4
+    files = export_results(
+        [result({"seg": File(data, ".seg.dcm", "application/dicom", "a DICOM SEG")})], tmp_path
+    )
+    written = tmp_path / "result" / "seg.seg.dcm"
+    assert written in files and written.read_bytes() == data
+    summary = json.loads((tmp_path / "result" / "result.json").read_text())["outputs"]["seg"]
+    assert summary["kind"] == "file" and summary["bytes"] == 1024
+    assert summary["media_type"] == "application/dicom" and summary["description"] == "a DICOM SEG"
+    assert summary["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("suffix", ["dcm", "../x.dcm", ".a/b", "", ".", ".a.b.c.d"])
+def test_a_file_output_refuses_a_suffix_that_is_not_one(suffix):
+    with pytest.raises(ValueError, match="file suffix"):
+        File(b"x", suffix)
 
 
 def test_item_names_are_unique(tmp_path, photo):

@@ -20,6 +20,7 @@ class Kind(str, Enum):
     IMAGE_SET = "image_set"
     EMBEDDINGS = "embeddings"
     METRICS = "metrics"
+    FILE = "file"
 
     def __str__(self) -> str:
         return self.value

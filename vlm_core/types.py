@@ -6,6 +6,7 @@ in :mod:`vlm_core.export` and a renderer in the dashboard, so plugins get both f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +324,33 @@ class Metrics:
     per_class: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
+#: A file suffix: one to three dot-parts of letters and digits (".dcm", ".seg.dcm", ".pdf").
+_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,16}){1,3}")
+
+
+@dataclass(frozen=True, eq=False)
+class File:
+    """A file the task made in a format the core does not model (a DICOM SEG, a PDF report).
+
+    The writer writes ``data`` as ``{output name}{suffix}``; the dashboard offers it as a
+    download. ``media_type`` is its MIME type; ``description`` says what it is in one line.
+    """
+
+    kind: ClassVar[Kind] = Kind.FILE
+    data: bytes
+    suffix: str
+    media_type: str = "application/octet-stream"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.data, bytes), f"file data must be bytes, got {type(self.data)}")
+        _check(
+            _SUFFIX.fullmatch(self.suffix) is not None,
+            f"file suffix must look like '.dcm' (letters and digits after dots), "
+            f"got {self.suffix!r}",
+        )
+
+
 Input: TypeAlias = Image | Volume | Video | Text
 Output: TypeAlias = (
     Image
@@ -337,12 +365,14 @@ Output: TypeAlias = (
     | ImageSet
     | Embeddings
     | Metrics
+    | File
 )
 
 
 #: The classes an output may be an instance of (what tasks may return).
 OUTPUT_TYPES: tuple[type[Output], ...] = (
     Image, Volume, Video, Text, Boxes, Tracks, Mask, Caption, Reply, ImageSet, Embeddings, Metrics,
+    File,
 )  # fmt: skip
 
 

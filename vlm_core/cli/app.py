@@ -222,6 +222,8 @@ def run_cmd(
                 parts.append(
                     f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in o["values"].items())
                 )
+            elif o.get("kind") == "file":
+                parts.append(f"{name}: {o['bytes']:,} bytes ({o['media_type']})")
             elif "counts" in o:
                 parts.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in o["counts"].items()))
             else:

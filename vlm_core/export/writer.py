@@ -27,6 +27,7 @@ from vlm_core.types import (
     Boxes,
     Caption,
     Embeddings,
+    File,
     Image,
     ImageSet,
     Mask,
@@ -158,6 +159,17 @@ def output_summary(output: Output) -> dict[str, Any]:
             "values": dict(output.values),
             "per_class": {k: dict(v) for k, v in output.per_class.items()},
         }
+    if isinstance(output, File):
+        import hashlib
+
+        return {
+            "kind": kind,
+            "suffix": output.suffix,
+            "media_type": output.media_type,
+            "bytes": len(output.data),
+            "sha256": hashlib.sha256(output.data).hexdigest(),
+            "description": output.description,
+        }
     raise TypeError(f"no exporter for output type {type(output).__name__}")
 
 
@@ -250,6 +262,8 @@ class _RunExport:
         elif isinstance(output, Metrics):
             atomic_write_text(folder / f"{name}.json", dumps(output_summary(output)))
             self.files.append(folder / f"{name}.json")
+        elif isinstance(output, File):
+            self.write_bytes(output.data, folder / f"{name}{output.suffix}")
         else:
             raise TypeError(f"no exporter for output type {type(output).__name__}")
 
