@@ -155,6 +155,33 @@ def group(files: Sequence[Path]) -> list[list[Path]]:
     return sorted(groups, key=min)
 
 
+@dataclass(frozen=True)
+class SeriesLayout:
+    """Where each slice of one input comes from: its shape, its affine (RAS) and the
+    (file, frame) of each slice k, in volume order."""
+
+    shape: tuple[int, ...]
+    affine: tuple[tuple[float, ...], ...]
+    slices: tuple[tuple[Path, int], ...]
+
+
+def layouts(files: Sequence[Path]) -> list[SeriesLayout]:
+    """The layout of every input among ``files`` (grouped as :func:`group` does), from headers
+    only: what a writer needs to refer back to the source slices (a DICOM SEG)."""
+    found = []
+    for paths in group(files):
+        headers = [_read_header(p) for p in paths]
+        geometry = _geometry(headers, _folder_of(paths))
+        found.append(
+            SeriesLayout(
+                shape=_shape(headers[0], len(geometry.slices)),
+                affine=geometry.affine,
+                slices=tuple((s.header.path, s.frame) for s in geometry.slices),
+            )
+        )
+    return found
+
+
 def probe(files: Sequence[Path]) -> tuple[int, ...]:
     """The shape (columns, rows, slices[, samples]) of one input, from headers only.
 

@@ -38,6 +38,12 @@ class SegmentParams(TaskParams):
     min_voxels: int = Field(
         10, ge=0, le=10_000_000, description="Drop regions smaller than this many voxels."
     )
+    dicom_seg: bool = Field(
+        False,
+        description="Also write the mask as a DICOM SEG that refers to the input series (DICOM "
+        "input only; needs the dicom-seg extra). It carries the series' geometry and UIDs, "
+        "with the patient and study names, IDs and dates left empty.",
+    )
 
 
 class SegmentTrainParams(TaskParams):

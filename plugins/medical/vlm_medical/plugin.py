@@ -27,7 +27,7 @@ def _segment() -> TaskSpec:
         params=SegmentParams,
         train_params=SegmentTrainParams,
         inputs=(Kind.VOLUME, Kind.IMAGE),
-        outputs=(Kind.MASK, Kind.METRICS),
+        outputs=(Kind.MASK, Kind.METRICS, Kind.FILE),
         weights=(
             WeightsRef(
                 name="segment-unet3d",

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext, package_file
-from vlm_core.types import Image, Mask, Metrics, Volume
+from vlm_core.types import File, Image, Mask, Metrics, Volume
 from vlm_medical._quiet import quiet_monai
 from vlm_medical.intensity import normalize_tensor
 from vlm_medical.measure import measure, postprocess
@@ -115,10 +116,37 @@ def segment_array(
     return result
 
 
+def _check_dicom_sources(inputs: Sequence[Image | Volume]) -> None:
+    from vlm_medical import dicom_seg
+
+    dicom_seg.require()
+    for item in inputs:
+        if not isinstance(item, Volume):
+            raise InputError(
+                f"{item.name or 'input'}: dicom_seg=true needs DICOM input, not an image"
+            )
+        dicom_seg.source_slices(item)
+
+
+def _dicom_seg(volume: Volume, labels: np.ndarray, model: LoadedModel) -> File:
+    from vlm_medical import __version__, dicom_seg
+
+    return dicom_seg.dicom_seg(
+        volume,
+        labels,
+        model.class_names,
+        algorithm="vlm medical.segment",
+        version=model.sha256[:16],
+        software_version=f"vlm-medical {__version__}",
+    )
+
+
 def run(
     inputs: Sequence[Image | Volume], params: SegmentParams, ctx: RunContext
 ) -> list[dict[str, Any]]:
     quiet_monai()
+    if params.dicom_seg:  # refuse before any work: every input must have a DICOM series
+        _check_dicom_sources(inputs)
     device = torch.device(ctx.device)
     model = load_model(params.weights, device)
     ctx.record_weights("segment", model.sha256)
@@ -140,6 +168,9 @@ def run(
             )
         else:
             mask = Mask(labels=labels, class_names=model.class_names, affine=affine)
-        outputs.append({"mask": mask, "measurements": Metrics(summary, per_class=table)})
+        output: dict[str, Any] = {"mask": mask, "measurements": Metrics(summary, per_class=table)}
+        if params.dicom_seg and isinstance(item, Volume):
+            output["dicom_seg"] = _dicom_seg(item, labels, model)
+        outputs.append(output)
         ctx.report((n + 1) / max(len(inputs), 1), f"segmented {n + 1} of {len(inputs)}")
     return outputs
