@@ -601,7 +601,8 @@ def test_every_builtin_task_runs_from_its_bundled_sample_and_renders(vlm_home, t
 
 
 def test_a_dicom_series_uploaded_as_files_runs_as_one_volume(vlm_home, tmp_path):
-    """Several DICOM files uploaded together are one input: the series folder, one volume."""
+    """Several DICOM files uploaded together are one input: the series folder, one volume;
+    its DICOM SEG (a File output) is offered as a download."""
     import copy
 
     import pydicom
@@ -625,8 +626,11 @@ def test_a_dicom_series_uploaded_as_files_runs_as_one_volume(vlm_home, tmp_path)
     at = run_page("medical.segment")
     at = at.radio(key="run.source.medical.segment").set_value("upload").run()
     at.file_uploader[0].set_value(files)
+    widget(at, "checkbox", "dicom_seg").set_value(True)
     at = healthy(click_run(at))
     assert "of medical.segment: 1 result(s)" in at.success[0].value, errors(at)
+    labels = [str(b.proto.label) for b in at.get("download_button")]
+    assert "Download dicom_seg.seg.dcm" in labels, labels
     (record,) = runs("ok")
     (folder,) = record.inputs
     assert Path(folder).name == "dicom-files"
