@@ -7,7 +7,9 @@ Needs Chromium (Debian: apt-get install chromium) and `pip install playwright`. 
 runs the first task that has a bundled sample (or --task) with its own value of a numeric
 parameter; after each run the run store must hold that value for the run id the session's page
 shows — a result shown in the wrong session fails the check. Server memory is the resident set
-of the server process and its children, sampled every second.
+of the server process and its children, sampled every second; on a machine with an NVIDIA GPU
+the device memory those processes hold is sampled too (`nvidia-smi`), else it is reported as
+null.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -28,6 +32,35 @@ def server_rss_mb(pid: int) -> float:
     proc = psutil.Process(pid)
     procs = [proc, *proc.children(recursive=True)]
     return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def server_gpu_mb(pid: int) -> float | None:
+    """Device memory held by the server and its children (MiB), or None without nvidia-smi."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    proc = psutil.Process(pid)
+    pids = {proc.pid, *(p.pid for p in proc.children(recursive=True))}
+    query = [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+    try:
+        lines = subprocess.run(query, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    used = 0.0
+    for line in lines.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 2 and fields[0].isdigit() and int(fields[0]) in pids:
+            used += float(fields[1])
+    return used
+
+
+def third_maxima(samples: list[float | None]) -> tuple[float | None, float | None]:
+    """The largest sample of the first and of the last third (None when nothing was sampled)."""
+    values = [v for v in samples if v is not None]
+    if not values:
+        return None, None
+    third = max(len(values) // 3, 1)
+    return max(values[:third]), max(values[-third:])
 
 
 def session(index: int, url: str, task: str, param: str, value: float, until: float,
@@ -114,8 +147,9 @@ def main() -> None:
                                      "max_s": round(max(runs), 3)}  # fmt: skip
             browser.close()
         report["click_to_result"] = per_task
-        warm_rss = server_rss_mb(server.pid)
-        samples: list[tuple[float, float]] = []
+        warm_rss, warm_gpu = server_rss_mb(server.pid), server_gpu_mb(server.pid)
+        rss: list[float | None] = []
+        gpu: list[float | None] = []
         until = time.time() + args.minutes * 60
         results: dict[str, Any] = {}
         step = (args.high - args.low) / max(args.sessions - 1, 1)
@@ -128,12 +162,18 @@ def main() -> None:
             thread.start()
         t0 = time.time()
         while any(t.is_alive() for t in threads):
-            samples.append((round(time.time() - t0, 1), round(server_rss_mb(server.pid), 1)))
+            rss.append(round(server_rss_mb(server.pid), 1))
+            gpu.append(server_gpu_mb(server.pid))
             time.sleep(1)
+        report["seconds"] = round(time.time() - t0, 1)
         report["server_rss_mb_after_warmup"] = round(warm_rss, 1)
-        third = max(len(samples) // 3, 1)
-        report["server_rss_mb_first_third_max"] = max(r for _, r in samples[:third])
-        report["server_rss_mb_last_third_max"] = max(r for _, r in samples[-third:])
+        for name, series, warm in (("rss", rss, warm_rss), ("gpu", gpu, warm_gpu)):
+            first, last = third_maxima(series)
+            values = [v for v in series if v is not None]
+            report[f"server_{name}_mb_after_warmup"] = None if warm is None else round(warm, 1)
+            report[f"server_{name}_mb_first_third_max"] = first
+            report[f"server_{name}_mb_last_third_max"] = last
+            report[f"server_{name}_mb_peak"] = max(values) if values else None
         report["sessions_detail"] = results
         report["runs"] = sum(r["runs"] for r in results.values())
         report["errors"] = sum(len(r["errors"]) for r in results.values())

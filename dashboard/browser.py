@@ -114,9 +114,12 @@ def choose_task(page: Any, task_id: str) -> None:
 
 
 def set_number(page: Any, label: str, value: float) -> None:
+    """Type ``value`` into the number field ``label`` and wait for the rerun it starts, so that
+    a click that follows is not taken while that rerun redraws the page."""
     field = page.get_by_label(label, exact=True)
     field.fill(str(value))
     field.press("Enter")
+    wait_idle(page, quiet_ms=800)
 
 
 @dataclass(frozen=True)
