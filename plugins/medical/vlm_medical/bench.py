@@ -40,7 +40,7 @@ def bench_sliding_window(
     net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=channels,
                strides=(2,) * (len(channels) - 1), num_res_units=2)  # fmt: skip
     net = net.eval().requires_grad_(False).to(dev)
-    model = LoadedModel(net, {}, "", ("background", "lesion"))
+    model = LoadedModel(net, {}, "", ("background", "lesion"), spatial_dims=3)
     volume = np.random.default_rng(0).normal(100, 50, shape).astype(np.float32)
     params = SegmentParams(roi=roi, sw_batch=sw_batch, overlap=0.25, blend="gaussian",
                            fill_holes=False, min_voxels=0)  # fmt: skip

@@ -1,5 +1,6 @@
 """Segmentation data sets on disk: a Medical Segmentation Decathlon ``dataset.json``, or
-``images/`` and ``labels/`` folders whose files pair up by name."""
+``images/`` and ``labels/`` folders whose files pair up by name (NIfTI volumes or 2D images;
+2D images may also be PNG, whose label values are the class indices)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from vlm_core.errors import InputError
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".png")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def read_dataset(root: Path, *, val_fraction: float, seed: int) -> SegmentationD
     else:
         raise InputError(
             f"{root}: expected a dataset.json (Medical Segmentation Decathlon layout) or "
-            "images/ and labels/ folders of NIfTI files"
+            "images/ and labels/ folders of NIfTI (or, for 2D, PNG) files"
         )
     if not val and train:
         order = np.random.RandomState(seed).permutation(len(train))
@@ -84,3 +85,19 @@ def read_dataset(root: Path, *, val_fraction: float, seed: int) -> SegmentationD
     if not train and not val:
         raise InputError(f"{root}: the data set lists no image/label pairs")
     return SegmentationData(train=train, val=val, class_names=names)
+
+
+def spatial_dims_of(path: Path) -> int:
+    """2 or 3: the spatial dimensions of an image file, from its header (a trailing axis of
+    length 1 does not count: a (W, H, 1) NIfTI is 2D)."""
+    if path.name.lower().endswith(".png"):
+        return 2
+    import nibabel as nib
+
+    try:
+        shape = tuple(nib.load(str(path)).shape)
+    except Exception as exc:  # nibabel raises several types for a bad header
+        raise InputError(f"{path}: not a readable NIfTI header ({type(exc).__name__})") from None
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    return len(shape)

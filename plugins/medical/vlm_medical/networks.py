@@ -29,9 +29,15 @@ DEFAULT_SWIN: dict[str, Any] = {
 }
 
 
-def architecture(name: str, out_channels: int = 2) -> dict[str, Any]:
+def architecture(name: str, out_channels: int = 2, spatial_dims: int = 3) -> dict[str, Any]:
+    """The card's architecture of network ``name`` with ``out_channels`` classes, 2D or 3D."""
     base = DEFAULT_SWIN if name == "swinunetr" else DEFAULT_UNET
-    return {**base, "out_channels": out_channels}
+    return {**base, "out_channels": out_channels, "spatial_dims": spatial_dims}
+
+
+def spatial_dims(arch: dict[str, Any]) -> int:
+    """2 for a network of images (or slices), 3 for one of volumes."""
+    return int(arch.get("spatial_dims", 3))
 
 
 def build_network(arch: dict[str, Any]) -> nn.Module:

@@ -15,8 +15,8 @@ class SegmentParams(TaskParams):
     weights: str = Field(
         "",
         max_length=4096,
-        description="A `vlm train medical.segment` output folder or checkpoint "
-        "(empty: the bundled 3D UNet trained on synthetic lesions).",
+        description="A `vlm train medical.segment` output folder or checkpoint (empty: the "
+        "bundled UNets trained on synthetic lesions, 3D for volumes and 2D for images).",
     )
     preset: Preset = Field(
         "auto", description="Intensity preset: percentile scaling (auto, mr) or a CT window."
@@ -49,6 +49,13 @@ class SegmentParams(TaskParams):
 class SegmentTrainParams(TaskParams):
     network: Literal["unet", "swinunetr"] = Field(
         "unet", description="MONAI network: UNet, or SwinUNETR (attention-based)."
+    )
+    spatial_dims: int = Field(
+        3,
+        ge=2,
+        le=3,
+        description="3: a 3D network trained on volumes; 2: a 2D network trained on 2D images "
+        "(NIfTI or PNG), which segments images, and volumes slice by slice.",
     )
     patch: int = Field(
         48,

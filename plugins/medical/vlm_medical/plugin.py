@@ -16,8 +16,8 @@ def _segment() -> TaskSpec:
         id="medical.segment",
         title="Lesion segmentation and measurement",
         description=(
-            "Segments lesions in CT/MR volumes (NIfTI, DICOM) and 2D images with a MONAI "
-            "network and sliding-window inference, then measures each lesion: voxels, volume "
+            "Segments lesions in CT/MR volumes (NIfTI, DICOM) and 2D images with MONAI 3D and "
+            "2D UNets and sliding-window inference, then measures each lesion: voxels, volume "
             "in ml, bounding box, largest diameter in mm. Research use only: not a medical "
             "device, not for diagnosis."
         ),
@@ -33,6 +33,12 @@ def _segment() -> TaskSpec:
                 name="segment-unet3d",
                 filename=str(
                     package_file("vlm_medical", "weights", "segment-unet3d", "model.safetensors")
+                ),
+            ),
+            WeightsRef(
+                name="segment-unet2d",
+                filename=str(
+                    package_file("vlm_medical", "weights", "segment-unet2d", "model.safetensors")
                 ),
             ),
         ),

@@ -17,7 +17,7 @@ from vlm_core.types import File, Image, Mask, Metrics, Volume
 from vlm_medical._quiet import quiet_monai
 from vlm_medical.intensity import normalize_tensor
 from vlm_medical.measure import measure, postprocess
-from vlm_medical.networks import build_network
+from vlm_medical.networks import build_network, spatial_dims
 from vlm_medical.params import SegmentParams
 
 log = logging.getLogger(__name__)
@@ -31,22 +31,26 @@ class LoadedModel:
     card: dict[str, Any]
     sha256: str
     class_names: tuple[str, ...]
+    spatial_dims: int  # 3: volumes; 2: images, and volumes slice by slice
 
 
-def default_weights() -> str:
-    return str(package_file("vlm_medical", "weights", "segment-unet3d"))
+def default_weights(dims: int = 3) -> str:
+    """The bundled weights: the 3D UNet for volumes, the 2D UNet for images."""
+    return str(package_file("vlm_medical", "weights", f"segment-unet{dims}d"))
 
 
-def load_model(ref: str, device: torch.device) -> LoadedModel:
-    """The network of a `vlm train medical.segment` checkpoint, from the core's model cache."""
+def load_model(ref: str, device: torch.device, dims: int = 3) -> LoadedModel:
+    """The network of a `vlm train medical.segment` checkpoint, from the core's model cache
+    (empty ``ref``: the bundled ``dims``-D weights)."""
     from vlm_medical.checkpoints import load_network
 
     network, trained = load_network(
-        ref, default=default_weights(), task="medical.segment", device=device, build=build_network
-    )
+        ref, default=default_weights(dims), task="medical.segment", device=device,
+        build=build_network,
+    )  # fmt: skip
     card = trained.card
     names = tuple(card.get("class_names") or ("background", "lesion"))
-    return LoadedModel(network, card, trained.sha256, names)
+    return LoadedModel(network, card, trained.sha256, names, spatial_dims(card["architecture"]))
 
 
 def _as_volume(item: Image | Volume) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -78,7 +82,7 @@ def segment_array(
     if device.type == "cuda":
         source = source.pin_memory()
     data = normalize_tensor(source.to(device, non_blocking=True), params.preset)
-    if flat:  # a single slice: a slab of copies gives the 3D network context to work with
+    if flat and model.spatial_dims == 3:  # a slab of copies gives a 3D network context
         data = data.expand(-1, -1, min(params.roi, 16)).contiguous()
     image: torch.Tensor = data[None]
     steps: list[Any] = []
@@ -91,15 +95,21 @@ def segment_array(
     resample = Compose(steps) if steps else None
     if resample is not None:  # MONAI records each step so that the labels can go back
         image = resample(MetaTensor(image, affine=torch.as_tensor(affine)))
-    roi = [min(params.roi, max(s, 16)) for s in image.shape[1:]]
+    dims = model.spatial_dims
+    roi = [min(params.roi, max(s, 16)) for s in image.shape[1 : 1 + dims]]
     roi = [max(16, r - r % 8) for r in roi]
     amp = device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16):
+        if dims == 3:
+            batch = torch.as_tensor(image)[None]  # (1, 1, i, j, k)
+        else:  # every slice k is an image of the batch: (k, 1, i, j)
+            batch = torch.as_tensor(image).permute(3, 0, 1, 2)
         logits = sliding_window_inference(
-            torch.as_tensor(image)[None], roi, params.sw_batch, model.network,
-            overlap=params.overlap, mode=params.blend,
+            batch, roi, params.sw_batch, model.network, overlap=params.overlap, mode=params.blend,
         )  # fmt: skip
         labels = logits.argmax(dim=1).to(torch.uint8)
+        if dims == 2:
+            labels = labels.permute(1, 2, 0)[None]  # (k, i, j) → (1, i, j, k)
     if resample is not None:
         assert isinstance(image, MetaTensor)
         out = MetaTensor(labels.float(), meta=image.meta,
@@ -111,7 +121,7 @@ def segment_array(
                 f"inverting {steps} gave {tuple(labels.shape[1:])}, not {array.shape}"
             )
     result = labels[0].cpu().numpy()
-    if flat and depth == 1:
+    if flat and depth == 1 and result.shape[2] > 1:  # the middle of the 3D network's slab
         result = result[:, :, result.shape[2] // 2][:, :, None]
     return result
 
@@ -148,11 +158,21 @@ def run(
     if params.dicom_seg:  # refuse before any work: every input must have a DICOM series
         _check_dicom_sources(inputs)
     device = torch.device(ctx.device)
-    model = load_model(params.weights, device)
-    ctx.record_weights("segment", model.sha256)
+    models: dict[int, LoadedModel] = {}
+
+    def model_for(flat: bool) -> LoadedModel:
+        """The ``weights`` model; without one, the bundled 2D UNet for a single slice and the
+        3D UNet for a volume."""
+        dims = 3 if params.weights or not flat else 2
+        if dims not in models:
+            models[dims] = load_model(params.weights, device, dims)
+            ctx.record_weights("segment" if dims == 3 else "segment-2d", models[dims].sha256)
+        return models[dims]
+
     outputs: list[dict[str, Any]] = []
     for n, item in enumerate(inputs):
         array, affine, flat = _as_volume(item)
+        model = model_for(flat)
         labels = segment_array(model, array, affine, params, device, flat)
         labels = postprocess(
             labels,

@@ -1,8 +1,10 @@
-"""Synthetic lesion volumes from MONAI's generator, written as a Decathlon-style data set.
+"""Synthetic lesion volumes and images from MONAI's generators, written as a Decathlon-style
+data set.
 
-Each volume holds several spherical blobs (the "lesions") of random size and brightness in
-noise, with a random intensity gain, offset and smooth bias field, so that a model must learn
-shape and contrast rather than one grey level. Labels are 0 (background) and 1 (lesion).
+Each volume (or 2D image) holds several spherical (circular) blobs, the "lesions", of random
+size and brightness in noise, with a random intensity gain, offset and smooth bias field, so
+that a model must learn shape and contrast rather than one grey level. Labels are 0
+(background) and 1 (lesion).
 """
 
 from __future__ import annotations
@@ -37,33 +39,57 @@ def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarra
     return image, (label > 0).astype(np.uint8)
 
 
+def make_image(rng: np.random.RandomState, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """One 2D ``(image, label)`` pair of shape ``(size, size)``, as :func:`make_volume` in 2D."""
+    from monai.data.synthetic import create_test_image_2d
+
+    image, label = create_test_image_2d(
+        size,
+        size,
+        num_objs=int(rng.randint(3, 9)),
+        rad_max=max(5, size // 8),
+        rad_min=max(3, size // 24),
+        noise_max=float(rng.uniform(0.2, 0.5)),
+        num_seg_classes=1,
+        random_state=rng,
+    )
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, size),) * 2, indexing="ij"))
+    bias = 1.0 + 0.3 * np.tensordot(rng.uniform(-1, 1, 2), grid, axes=1)
+    gain, offset = rng.uniform(50, 400), rng.uniform(-200, 200)
+    image = (image * bias * gain + offset).astype(np.float32)
+    return image, (label > 0).astype(np.uint8)
+
+
 def write_dataset(
     folder: Path,
     n: int,
     *,
     seed: int = 0,
-    size: int = SIZE,
+    size: int | None = None,
     split: str = "training",
     spacing: float = 1.0,
+    dims: int = 3,
 ) -> Path:
-    """Write ``n`` volumes as NIfTI under ``folder/imagesTr`` and ``folder/labelsTr`` with a
-    ``dataset.json`` listing them under ``split`` ("training" or "validation")."""
+    """Write ``n`` volumes (``dims=2``: 2D images, ``size`` 128 unless given) as NIfTI under
+    ``folder/imagesTr`` and ``folder/labelsTr`` with a ``dataset.json`` listing them under
+    ``split`` ("training" or "validation")."""
     import nibabel as nib
 
+    size = size or (SIZE if dims == 3 else 128)
     rng = np.random.RandomState(seed)
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     affine = np.diag([spacing, spacing, spacing, 1.0])
     entries = []
     for i in range(n):
-        image, label = make_volume(rng, size)
+        image, label = make_volume(rng, size) if dims == 3 else make_image(rng, size)
         name = f"synth_{seed:04d}_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / name)
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     manifest = {
         "name": "vlm synthetic lesions",
-        "description": f"MONAI create_test_image_3d blobs, seed {seed}",
+        "description": f"MONAI create_test_image_{dims}d blobs, seed {seed}",
         "modality": {"0": "synthetic"},
         "labels": {"0": "background", "1": "lesion"},
         "numTraining": n if split == "training" else 0,

@@ -14,9 +14,9 @@ from torchmetrics import Metric
 from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 from vlm_medical._quiet import quiet_monai
-from vlm_medical.data import read_dataset
+from vlm_medical.data import read_dataset, spatial_dims_of
 from vlm_medical.intensity import normalize
-from vlm_medical.networks import architecture, build_network
+from vlm_medical.networks import architecture, build_network, spatial_dims
 from vlm_medical.params import SegmentTrainParams
 
 
@@ -59,6 +59,16 @@ class VolumeMetric(Metric):
         return self.total / self.count.clamp(min=1)
 
 
+def _one_channel(x: Any, dims: int, label: bool) -> Any:
+    """(C, *spatial) with C = 1: a trailing axis of 1 dropped (a (W, H, 1) file is 2D), RGB
+    averaged to grey (an image) or its first channel kept (a label)."""
+    while x.ndim > dims + 1 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.shape[0] > 1:
+        x = x[:1] if label else x[:3].mean(0, keepdims=True)
+    return x
+
+
 def _transforms(params: SegmentTrainParams, train: bool) -> Any:
     from monai.transforms import (
         Compose,
@@ -73,25 +83,25 @@ def _transforms(params: SegmentTrainParams, train: bool) -> Any:
         SpatialPadd,
     )
 
-    preset = params.preset
+    preset, dims = params.preset, params.spatial_dims
     steps: list[Any] = [
         LoadImaged(keys=["image", "label"], image_only=True),
         EnsureChannelFirstd(keys=["image", "label"]),
+        Lambdad(keys="image", func=lambda x: _one_channel(x, dims, label=False)),
+        Lambdad(keys="label", func=lambda x: _one_channel(x, dims, label=True)),
         Lambdad(keys="image", func=lambda x: normalize(np.asarray(x), preset)),
         EnsureTyped(keys=["image", "label"], track_meta=False),
         Lambdad(keys="label", func=lambda x: x.long()),
     ]
     if train:
-        size = [params.patch] * 3
+        size = [params.patch] * dims
         steps += [
             SpatialPadd(keys=["image", "label"], spatial_size=size),
             RandCropByPosNegLabeld(
                 keys=["image", "label"], label_key="label", spatial_size=size, pos=1, neg=1,
                 num_samples=params.samples_per_volume,
             ),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
+            *(RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in range(dims)),
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         ]  # fmt: skip
@@ -112,10 +122,23 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
             f"patch {params.patch} does not fit {params.network}: it needs a multiple of "
             f"{divisor} of at least {smallest}"
         )
-    arch = architecture(params.network, out_channels=classes)
+    recorded = ctx.weights_card.get("architecture")
+    if ctx.purpose == "eval" and isinstance(recorded, dict):  # evaluate the network as trained
+        arch = dict(recorded)
+        params = params.model_copy(update={"spatial_dims": spatial_dims(arch)})
+    else:
+        arch = architecture(params.network, out_channels=classes, spatial_dims=params.spatial_dims)
+    dims = params.spatial_dims
     train_items = found.train if ctx.purpose == "train" else []
     if ctx.purpose == "train" and not train_items:
         raise ValueError(f"{data}: no training pairs")
+    first = Path((train_items or found.val)[0]["image"])
+    if (found_dims := spatial_dims_of(first)) != dims:
+        hint = "; train with -p spatial_dims=2" if found_dims == 2 else ""
+        raise ValueError(
+            f"{first}: a {found_dims}D image, and spatial_dims={dims} trains a {dims}D "
+            f"network on {dims}D data{hint}"
+        )
     progress = ctx.rank == 0
     train_set = (
         CacheDataset(
@@ -131,7 +154,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     val_set = CacheDataset(found.val, _transforms(params, False), cache_rate=params.cache_rate,
                            num_workers=0, progress=progress and False)  # fmt: skip
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    roi = [params.roi] * 3
+    roi = [params.roi] * dims
 
     def loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_fn(model(batch["image"]), batch["label"])
@@ -161,7 +184,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
             "preprocessing": {
                 "intensity": params.preset,
                 "channels": 1,
-                "axes": "ijk (NIfTI voxel order)",
+                "axes": "ijk (NIfTI voxel order)" if dims == 3 else "ij (2D image)",
             },
             "inference": {"roi": params.roi, "sliding_window_overlap": 0.25, "blend": "gaussian"},
             "notice": "Research use only: not a medical device, not for diagnosis.",
