@@ -278,6 +278,15 @@ def test_scoring_candidates_equals_scoring_each_sequence_alone() -> None:
                 torch.testing.assert_close(got[i, j], alone[0])
     with pytest.raises(UsageError, match="non-empty candidate"):
         model.score_candidates(images, [[]])
+    with torch.inference_mode():
+        memory = model.encode_images(images)
+    for question in ("what colour is it?", None):  # kept memory tokens instead of images
+        kept = model.score_candidates(None, candidates, question, memory=memory)
+        torch.testing.assert_close(kept, model.score_candidates(images, candidates, question))
+    with pytest.raises(UsageError, match="either images or their memory"):
+        model.score_candidates(images, candidates, memory=memory)
+    with pytest.raises(UsageError, match="memory must be"):
+        model.score_candidates(None, candidates, memory=memory[..., :3])
 
 
 def test_a_run_ships_as_float32_safetensors_with_its_sidecar(tmp_path: Path) -> None:

@@ -522,20 +522,35 @@ class Captioner(nn.Module):
 
     def score_candidates(
         self,
-        images: Tensor | Sequence[Image | PILImage],
+        images: Tensor | Sequence[Image | PILImage] | None,
         candidates: Sequence[Sequence[int]],
         question: str | None = None,
+        *,
+        memory: Tensor | None = None,
     ) -> Tensor:
         """The log-probability of each candidate continuation for each image, after the same
         ``question`` (or none: as a caption) — a generative classifier over the candidates.
-        Each image goes through the image tower once. Candidates are token ids (end them with
-        ``<eos>`` to count the end). Returns (N images, C candidates) float64 on the CPU."""
+        Each image goes through the image tower once; or give its ``memory`` tokens
+        (:meth:`encode_images`, kept from earlier) instead of ``images``. Candidates are token
+        ids (end them with ``<eos>`` to count the end). Returns (N images, C candidates)
+        float64 on the CPU."""
         if not candidates or any(len(c) == 0 for c in candidates):
             raise UsageError("give at least one non-empty candidate sequence")
+        if (images is None) == (memory is None):
+            raise UsageError("give score_candidates either images or their memory tokens")
         with _evaluating(self):
-            pixels, prefixes = self._inputs(images, [question] * len(images))
+            if memory is None:
+                assert images is not None
+                pixels, prefixes = self._inputs(images, [question] * len(images))
+                memory = self.encode_images(pixels)  # (N, T, W)
+            else:
+                if memory.dim() != 3 or memory.shape[-1] != self.arch.width:
+                    raise UsageError(
+                        f"memory must be (N, tokens, {self.arch.width}), got {tuple(memory.shape)}"
+                    )
+                memory = memory.to(self.device, self.memory_proj.weight.dtype)
+                prefixes = [self.vocab.prefix(question, self.arch.max_positions)]
             prefix = prefixes[0]
-            memory = self.encode_images(pixels)  # (N, T, W)
             n, c = memory.shape[0], len(candidates)
             longest = len(prefix) + max(len(seq) for seq in candidates)
             tokens = torch.full((c, longest), self.vocab.pad, device=self.device)

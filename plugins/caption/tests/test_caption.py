@@ -304,6 +304,42 @@ def test_search_finds_a_text_and_an_image_and_keeps_its_index(tmp_path, vlm_home
     assert indexes[0].stat().st_mtime_ns != stamp  # rebuilt: a file was added
 
 
+def test_text_search_reads_the_kept_image_tokens_not_the_images(tmp_path, vlm_home, monkeypatch):
+    """The captioner index keeps its image tokens (float16): a text query decodes no image, and
+    ranks as decoding every image again does; without the tokens (a catalogue over the cap) it
+    falls back to decoding them."""
+    import vlm_caption.search as search_module
+
+    folder = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES, folder)
+    run("caption.search", folder=str(folder), query="a red mug", k=3)  # builds the index
+    (tokens,) = list(vlm_home.rglob(search_module.TOKENS))
+    count = len(list(folder.glob("*.png")))
+    assert np.load(tokens, mmap_mode="r").shape[0] == count
+    loads: list[Path] = []
+    real_load = search_module._load
+    monkeypatch.setattr(search_module, "_load", lambda p: loads.append(p) or real_load(p))
+
+    def ranked() -> list[tuple[str, float]]:
+        out = run("caption.search", folder=str(folder), query="a blue bottle", k=count)
+        labels = out.results[0].outputs["results"].labels
+        return [(a, float(b.strip("()"))) for a, b in (label.split(" ") for label in labels)]
+
+    cached = ranked()
+    assert len(loads) == count  # only the k results shown, none for the scoring
+    tokens.unlink()
+    loads.clear()
+    decoded = ranked()
+    assert len(loads) == 2 * count  # every image scored, then the results shown
+    assert [name for name, _ in cached][:3] == [name for name, _ in decoded][:3]
+    for (_, a), (_, b) in zip(sorted(cached), sorted(decoded), strict=True):
+        assert abs(a - b) < 0.05  # per-word log-likelihoods; float16 tokens
+    monkeypatch.setattr(search_module, "MAX_TOKEN_BYTES", 1)
+    (folder / "mug-red.png").touch()  # rebuild, now without keeping the tokens
+    run("caption.search", folder=str(folder), query="a red mug", k=1)
+    assert not list(vlm_home.rglob(search_module.TOKENS))
+
+
 @pytest.fixture(scope="module")
 def clip_file(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """A local open_clip weights file (the tiny test architecture, random weights)."""

@@ -9,7 +9,9 @@ Two engines:
 - **captioner** (default; offline): images compare by the cosine of the captioner's mean-pooled
   image tokens; a text ranks the images by how likely the captioner is to say it of each one
   (log-likelihood per word, the full teacher-forced pass), so a query may use only words the
-  captioner knows;
+  captioner knows. The image tokens are kept beside the index (``tokens.npy``, float16) for
+  catalogues up to :data:`MAX_TOKEN_BYTES`, so a text query runs only the text decoder; a
+  larger catalogue decodes its images again for each text query;
 - **clip** (``clip_model`` + ``clip_weights``): open_clip image and text embeddings, cosine
   similarity, any vocabulary.
 """
@@ -38,6 +40,9 @@ from vlm_core.types import Image, ImageSet
 
 BATCH = 64
 MAX_IMAGES = 20_000
+#: the largest image-token cache kept beside a captioner index (about 7,000 images of 96 px)
+MAX_TOKEN_BYTES = 256 * 2**20
+TOKENS = "tokens.npy"
 
 
 def catalogue(folder: str) -> list[Path]:
@@ -79,8 +84,14 @@ class _Engine:
     def embed_images(self, images: Sequence[Image]) -> torch.Tensor:
         raise NotImplementedError
 
-    def text_scores(self, query: str, index: EmbeddingIndex, root: Path) -> np.ndarray:
+    def text_scores(self, query: str, index: EmbeddingIndex, root: Path, where: Path) -> np.ndarray:
         raise NotImplementedError
+
+    def start_build(self, count: int) -> None:
+        """An index of ``count`` images is about to be built (``embed_images`` in order)."""
+
+    def finish_build(self, where: Path) -> None:
+        """The index was built and is about to be saved in ``where``."""
 
 
 class _CaptionerEngine(_Engine):
@@ -91,26 +102,65 @@ class _CaptionerEngine(_Engine):
         width = loaded.captioner.arch.width
         self.identity = ModelIdentity(f"vlm-captioner:{loaded.captioner.arch.backbone}",
                                       loaded.sha256, width)  # fmt: skip
+        self._tokens: list[np.ndarray] | None = None
+
+    def start_build(self, count: int) -> None:
+        self._tokens = []
 
     def embed_images(self, images: Sequence[Image]) -> torch.Tensor:
         model = self.loaded.captioner
         with torch.inference_mode():
             pixels = model.pixels(list(images)).to(model.device)
-            return model.encode_images(pixels).mean(dim=1).float().cpu()
+            tokens = model.encode_images(pixels)
+        if self._tokens is not None:
+            self._tokens.append(tokens.to(torch.float16).cpu().numpy())
+            if sum(t.nbytes for t in self._tokens) > MAX_TOKEN_BYTES:
+                self._tokens = None  # too large to keep: text queries decode the images
+        return tokens.mean(dim=1).float().cpu()
 
-    def text_scores(self, query: str, index: EmbeddingIndex, root: Path) -> np.ndarray:
+    def finish_build(self, where: Path) -> None:
+        tokens, self._tokens = self._tokens, None
+        (where / TOKENS).unlink(missing_ok=True)
+        if not tokens:
+            return
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = where / f".{TOKENS}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.concatenate(tokens), allow_pickle=False)
+        tmp.replace(where / TOKENS)
+
+    def _cached_tokens(self, where: Path, count: int) -> np.ndarray | None:
+        """The image tokens saved with the index, when they are there and fit it."""
+        try:
+            tokens = np.load(where / TOKENS, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        width = self.loaded.captioner.arch.width
+        if tokens.ndim != 3 or tokens.shape[0] != count or tokens.shape[2] != width:
+            return None
+        return tokens
+
+    def text_scores(self, query: str, index: EmbeddingIndex, root: Path, where: Path) -> np.ndarray:
         known, missing = self.loaded.known_words(query)
         if not known:
             raise InputError(
                 f"the captioner does not know the word(s) {', '.join(missing)} of the query; "
                 "use words of its captions, or search with an open_clip model (clip_model)"
             )
-        scores = []
+        model, vocab = self.loaded.captioner, self.loaded.captioner.vocab
+        sequence = [[*vocab.encode(query), vocab.eos]]
         ids = list(index.ids)
+        cached = self._cached_tokens(where, len(ids))
+        scores = []
         for start in range(0, len(ids), BATCH):
-            images = [_load(root / i) for i in ids[start : start + BATCH]]
-            pixels = self.loaded.captioner.pixels(images)
-            scores.append(score_texts(self.loaded, pixels, [query], None)[:, 0])
+            if cached is not None:
+                memory = torch.from_numpy(np.array(cached[start : start + BATCH]))
+                with torch.inference_mode():
+                    scores.append(model.score_candidates(None, sequence, memory=memory)[:, 0])
+            else:
+                images = [_load(root / i) for i in ids[start : start + BATCH]]
+                pixels = model.pixels(images)
+                scores.append(score_texts(self.loaded, pixels, [query], None)[:, 0])
         logp = torch.cat(scores).numpy()
         return logp / (len(query.split()) + 1)
 
@@ -132,7 +182,7 @@ class _ClipEngine(_Engine):
     def embed_images(self, images: Sequence[Image]) -> torch.Tensor:
         return self.encoder.encode_images(list(images))
 
-    def text_scores(self, query: str, index: EmbeddingIndex, root: Path) -> np.ndarray:
+    def text_scores(self, query: str, index: EmbeddingIndex, root: Path, where: Path) -> np.ndarray:
         vector = self.encoder.encode_texts([query])[0].numpy()
         return index.vectors @ vector
 
@@ -147,6 +197,7 @@ def build_index(
     engine: _Engine, root: Path, files: Sequence[Path], ctx: RunContext | None
 ) -> EmbeddingIndex:
     index = EmbeddingIndex(engine.identity)
+    engine.start_build(len(files))
     for start in range(0, len(files), BATCH):
         batch = files[start : start + BATCH]
         vectors = engine.embed_images([_load(p) for p in batch])
@@ -159,8 +210,9 @@ def build_index(
 
 def open_index(
     engine: _Engine, params: SearchParams, ctx: RunContext | None = None
-) -> tuple[EmbeddingIndex, Path]:
-    """The catalogue's index, (re)built when missing, stale or of another model."""
+) -> tuple[EmbeddingIndex, Path, Path]:
+    """The catalogue's index, (re)built when missing, stale or of another model; with the
+    catalogue's folder and the index's."""
     root = Path(params.folder).expanduser()
     files = catalogue(params.folder)
     where = index_folder(params, engine.name, root)
@@ -169,16 +221,18 @@ def open_index(
     try:
         recorded = json.loads(marker.read_text())
         if recorded.get("fingerprint") == stamp:
-            return EmbeddingIndex.load(where, model=engine.identity), root
+            return EmbeddingIndex.load(where, model=engine.identity), root, where
     except (OSError, ValueError, InputError, UsageError):
         pass  # missing, damaged, stale or another model's: rebuild
+    marker.unlink(missing_ok=True)  # the marker goes last: no half-written index is reused
     index = build_index(engine, root, files, ctx)
+    engine.finish_build(where)
     index.save(where)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps({"folder": str(root.resolve()), "fingerprint": stamp,
                                "images": len(files)}))  # fmt: skip
     tmp.replace(marker)
-    return index, root
+    return index, root, where
 
 
 def search(
@@ -187,14 +241,14 @@ def search(
     """``(file relative to the folder, score)`` of the best ``k`` catalogue images."""
     if bool(params.query.strip()) == bool(params.image):
         raise UsageError("give caption.search one query: a text (query) or an image file (image)")
-    index, root = open_index(engine, params, ctx)
+    index, root, where = open_index(engine, params, ctx)
     if params.image:
         path = Path(params.image).expanduser()
         if not path.is_file():
             raise InputError(f"query image {path} does not exist")
         vector = engine.embed_images([_load(path)])
         return [(hit.id, hit.score) for hit in index.search(vector, k=params.k)]
-    scores = engine.text_scores(params.query.strip(), index, root)
+    scores = engine.text_scores(params.query.strip(), index, root, where)
     order = np.argsort(-scores, kind="stable")[: params.k]
     return [(index.ids[i], float(scores[i])) for i in order]
 
