@@ -137,8 +137,13 @@ def group(files: Sequence[Path]) -> list[list[Path]]:
     pixel data (DICOMDIR, reports) are left out. An inconsistent series raises
     :class:`InputError` naming its folder and the problem.
     """
+    return [[h.path for h in headers] for headers in _grouped_headers(files)]
+
+
+def _grouped_headers(files: Sequence[Path]) -> list[list[_Header]]:
+    """The headers of :func:`group`'s groups, each file's header read once."""
     series: dict[str, list[_Header]] = {}
-    groups: list[list[Path]] = []
+    groups: list[list[_Header]] = []
     for path in files:
         try:
             header = _read_header(Path(path))
@@ -146,13 +151,13 @@ def group(files: Sequence[Path]) -> list[list[Path]]:
             log.info("skipping %s", exc)
             continue
         if header.frames > 1 or header.series is None:
-            groups.append([header.path])
+            groups.append([header])
         else:
             series.setdefault(header.series, []).append(header)
     for headers in series.values():
         geometry = _geometry(headers, _folder_of([h.path for h in headers]))
-        groups.append([s.header.path for s in geometry.slices])
-    return sorted(groups, key=min)
+        groups.append([s.header for s in geometry.slices])
+    return sorted(groups, key=lambda headers: min(h.path for h in headers))
 
 
 @dataclass(frozen=True)
@@ -169,9 +174,8 @@ def layouts(files: Sequence[Path]) -> list[SeriesLayout]:
     """The layout of every input among ``files`` (grouped as :func:`group` does), from headers
     only: what a writer needs to refer back to the source slices (a DICOM SEG)."""
     found = []
-    for paths in group(files):
-        headers = [_read_header(p) for p in paths]
-        geometry = _geometry(headers, _folder_of(paths))
+    for headers in _grouped_headers(files):
+        geometry = _geometry(headers, _folder_of([h.path for h in headers]))
         found.append(
             SeriesLayout(
                 shape=_shape(headers[0], len(geometry.slices)),
