@@ -145,9 +145,11 @@ def source_slices(volume: Volume) -> list[tuple[Path, int]]:
 
 
 def _is_dicom(path: Path) -> bool:
+    """Whether the core's content sniffer calls ``path`` DICOM (as it did when loading it)."""
+    from vlm_core.io.sniff import sniff_format
+
     try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
+        return sniff_format(path) == "dicom"
     except OSError:
         return False
 
@@ -207,11 +209,13 @@ def dicom_seg(
     algorithm: str,
     version: str,
     software_version: str,
+    slices: Sequence[tuple[Path, int]] | None = None,
 ) -> File:
     """A binary DICOM SEG of the label map ``labels`` (i, j, k) of ``volume``.
 
     One segment per class after the background (index 0), each with its own frames; empty
     frames are left out. The SEG's frames refer to the source slices by SOP Instance UID.
+    ``slices`` is :func:`source_slices` of ``volume`` when the caller has it already.
     """
     import highdicom as hd
     import numpy as np
@@ -219,7 +223,7 @@ def dicom_seg(
     from vlm_core.types import File
 
     require()
-    slices = source_slices(volume)
+    slices = list(slices) if slices is not None else source_slices(volume)
     paths = list(dict.fromkeys(path for path, _ in slices))
     references = {path: _reference(path) for path in paths}
     columns, rows = labels.shape[:2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,19 +127,24 @@ def segment_array(
     return result
 
 
-def _check_dicom_sources(inputs: Sequence[Image | Volume]) -> None:
+def _dicom_sources(inputs: Sequence[Image | Volume]) -> list[list[tuple[Path, int]]]:
+    """The source (file, frame) of every slice of every input, or a one-line error."""
     from vlm_medical import dicom_seg
 
     dicom_seg.require()
+    sources = []
     for item in inputs:
         if not isinstance(item, Volume):
             raise InputError(
                 f"{item.name or 'input'}: dicom_seg=true needs DICOM input, not an image"
             )
-        dicom_seg.source_slices(item)
+        sources.append(dicom_seg.source_slices(item))
+    return sources
 
 
-def _dicom_seg(volume: Volume, labels: np.ndarray, model: LoadedModel) -> File:
+def _dicom_seg(
+    volume: Volume, labels: np.ndarray, model: LoadedModel, slices: list[tuple[Path, int]]
+) -> File:
     from vlm_medical import __version__, dicom_seg
 
     return dicom_seg.dicom_seg(
@@ -148,6 +154,7 @@ def _dicom_seg(volume: Volume, labels: np.ndarray, model: LoadedModel) -> File:
         algorithm="vlm medical.segment",
         version=model.sha256[:16],
         software_version=f"vlm-medical {__version__}",
+        slices=slices,
     )
 
 
@@ -155,8 +162,8 @@ def run(
     inputs: Sequence[Image | Volume], params: SegmentParams, ctx: RunContext
 ) -> list[dict[str, Any]]:
     quiet_monai()
-    if params.dicom_seg:  # refuse before any work: every input must have a DICOM series
-        _check_dicom_sources(inputs)
+    # refuse before any work: with dicom_seg, every input must have a DICOM series
+    sources = _dicom_sources(inputs) if params.dicom_seg else []
     device = torch.device(ctx.device)
     models: dict[int, LoadedModel] = {}
 
@@ -189,8 +196,8 @@ def run(
         else:
             mask = Mask(labels=labels, class_names=model.class_names, affine=affine)
         output: dict[str, Any] = {"mask": mask, "measurements": Metrics(summary, per_class=table)}
-        if params.dicom_seg and isinstance(item, Volume):
-            output["dicom_seg"] = _dicom_seg(item, labels, model)
+        if sources and isinstance(item, Volume):
+            output["dicom_seg"] = _dicom_seg(item, labels, model, sources[n])
         outputs.append(output)
         ctx.report((n + 1) / max(len(inputs), 1), f"segmented {n + 1} of {len(inputs)}")
     return outputs
