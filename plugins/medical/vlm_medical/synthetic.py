@@ -17,6 +17,15 @@ import numpy as np
 SIZE = 64
 
 
+def _scanner(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """``image`` (values 0..1, any dimension) as a scanner might give it: a smooth linear bias
+    field, then a random gain and offset; float32."""
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n) for n in image.shape), indexing="ij"))
+    bias = 1.0 + 0.3 * np.tensordot(rng.uniform(-1, 1, image.ndim), grid, axes=1)
+    gain, offset = rng.uniform(50, 400), rng.uniform(-200, 200)
+    return (image * bias * gain + offset).astype(np.float32)
+
+
 def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``."""
     from monai.data.synthetic import create_test_image_3d
@@ -32,11 +41,7 @@ def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarra
         num_seg_classes=1,
         random_state=rng,
     )
-    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, size),) * 3, indexing="ij"))
-    bias = 1.0 + 0.3 * np.tensordot(rng.uniform(-1, 1, 3), grid, axes=1)  # a smooth bias field
-    gain, offset = rng.uniform(50, 400), rng.uniform(-200, 200)
-    image = (image * bias * gain + offset).astype(np.float32)
-    return image, (label > 0).astype(np.uint8)
+    return _scanner(image, rng), (label > 0).astype(np.uint8)
 
 
 def make_image(rng: np.random.RandomState, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -53,11 +58,7 @@ def make_image(rng: np.random.RandomState, size: int = 128) -> tuple[np.ndarray,
         num_seg_classes=1,
         random_state=rng,
     )
-    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, size),) * 2, indexing="ij"))
-    bias = 1.0 + 0.3 * np.tensordot(rng.uniform(-1, 1, 2), grid, axes=1)
-    gain, offset = rng.uniform(50, 400), rng.uniform(-200, 200)
-    image = (image * bias * gain + offset).astype(np.float32)
-    return image, (label > 0).astype(np.uint8)
+    return _scanner(image, rng), (label > 0).astype(np.uint8)
 
 
 def write_dataset(
