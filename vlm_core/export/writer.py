@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -160,8 +161,6 @@ def output_summary(output: Output) -> dict[str, Any]:
             "per_class": {k: dict(v) for k, v in output.per_class.items()},
         }
     if isinstance(output, File):
-        import hashlib
-
         return {
             "kind": kind,
             "suffix": output.suffix,
