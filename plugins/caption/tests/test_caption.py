@@ -85,6 +85,31 @@ def test_photos_are_reproducible_and_show_what_they_say() -> None:
         render_photo(64, 0, product="cup")
 
 
+def test_every_damaged_photo_shows_its_damage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crack, stain or dent that would land where the photo does not show it (a cap, an
+    inside, a spot of its own colour) is drawn again elsewhere: in the final pixels, each
+    damaged photo differs from the same photo drawn without the damage (the same random draws)
+    on at least 0.3% of its pixels by more than 20 levels."""
+    import vlm_caption.products as products
+
+    real = products._with_defect
+    damaged = {seed: render_photo(96, 40_000 + seed, defect=DEFECTS[1 + seed % 3])
+               for seed in range(60)}  # fmt: skip
+
+    def without(c, defect, base, product_rgb, body):  # type: ignore[no-untyped-def]
+        real(c, defect, base, product_rgb, body)  # the same draws, nothing drawn
+        return product_rgb
+
+    monkeypatch.setattr(products, "_with_defect", without)
+    shares = []
+    for seed, photo in damaged.items():
+        clean = render_photo(96, 40_000 + seed, defect=photo.defect)
+        assert clean.product == photo.product and clean.colour == photo.colour
+        changed = np.abs(photo.pixels.astype(int) - clean.pixels.astype(int)).max(-1) > 20
+        shares.append(changed.mean())
+    assert min(shares) >= 0.003, sorted(shares)[:5]
+
+
 def test_the_data_set_is_a_caption_and_qa_csv_the_core_reads(tmp_path: Path) -> None:
     target = write_dataset(tmp_path / "data", 12, size=48, seed=3)
     items = read_captions(target)

@@ -15,7 +15,9 @@ What a photo can show:
 - **colours**: red, orange, yellow, green, blue, purple, white, black (hue, saturation and
   value jittered);
 - **defects**: none, crack, stain, dent, or a missing part (the mug's handle, the bottle's
-  cap, the box's lid, the bowl's base, the vase's neck, the teapot's lid);
+  cap, the box's lid, the bowl's base, the vase's neck, the teapot's lid); a crack, stain or
+  dent always visibly changes at least :data:`MIN_DEFECT_AREA` of the photo (one that would
+  not is drawn again elsewhere), so a photo labelled damaged shows its damage;
 - **scenes**: a wall and a table of random neutral colours, a soft shadow, a directional light
   gradient, global brightness and sensor noise.
 
@@ -333,6 +335,33 @@ def _defect_layer(c: _Canvas, defect: str, base: np.ndarray) -> tuple[np.ndarray
     return colour, alpha * main
 
 
+#: the least share of the photo a crack, stain or dent must visibly change (more than
+#: :data:`DEFECT_CONTRAST` in a channel) for the photo to show it
+MIN_DEFECT_AREA = 0.003
+DEFECT_CONTRAST = 0.12
+
+
+def _with_defect(
+    c: _Canvas, defect: str, base: np.ndarray, product_rgb: np.ndarray, body: np.ndarray
+) -> np.ndarray:
+    """``product_rgb`` with a crack, stain or dent drawn on it where the photo shows it: a
+    defect that lands on a cap, an inside or a spot of its own colour and changes less than
+    :data:`MIN_DEFECT_AREA` of the photo is drawn again elsewhere (up to 8 tries, then the
+    most visible try), so that a photo labelled damaged shows its damage."""
+    best, best_area = product_rgb, -1.0
+    for _ in range(8):
+        colour_layer, alpha = _defect_layer(c, defect, base)
+        alpha = alpha[..., None]
+        drawn = product_rgb * (1 - alpha) + colour_layer * alpha
+        changed = (np.abs(drawn - product_rgb).max(-1) > DEFECT_CONTRAST) & (body > 0.5)
+        area = float(changed.mean())
+        if area > best_area:
+            best, best_area = drawn, area
+        if area >= MIN_DEFECT_AREA:
+            break
+    return best
+
+
 def render_photo(
     size: int = 96,
     seed: int = 0,
@@ -397,9 +426,7 @@ def render_photo(
     )
     product_rgb = product_rgb * (1 - dark_mask) + (base * 0.25)[None, None] * dark_mask
     if defect in ("crack", "stain", "dent"):
-        colour_layer, alpha = _defect_layer(canvas, defect, base)
-        alpha = alpha[..., None]
-        product_rgb = product_rgb * (1 - alpha) + colour_layer * alpha
+        product_rgb = _with_defect(canvas, defect, base, product_rgb, body)
     edge = np.clip(_blur(body, side * 0.004) * 2 - 1, 0, 1)[..., None]  # anti-aliased edge
     outline = (body[..., None] - edge).clip(0, 1)
     product_rgb = product_rgb * (1 - 0.5 * outline)
