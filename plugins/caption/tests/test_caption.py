@@ -38,13 +38,13 @@ SAMPLES = Path(__file__).resolve().parents[1] / "vlm_caption" / "samples"
 
 # the acceptance lines of issue 6 (figures measured on the bundled captioner are in
 # weights/captioner/TRAINING.md): BLEU-4 >= 0.5, CIDEr >= 1.0 and product, colour and defect
-# accuracy of the captions >= 0.90 (measured 0.894, 5.15, 0.993, 1.0, 0.903)
-MIN_BLEU4, MIN_CIDER, MIN_ATTRIBUTE_ACC = 0.5, 1.0, 0.90
-# NOT the acceptance targets, which these miss: the question answering's defect accuracy
-# (measured 0.89) and the share of the 50 answerable cases answered right (target 0.90,
-# measured 0.88; the other 12% are clarifying questions, none a wrong reply). Floors that catch
-# a regression until a better captioner is trained.
-MIN_QA_ACC, MIN_RIGHT_REPLIES = 0.85, 0.85
+# accuracy of the captions >= 0.90 (measured 0.867, 5.01, 1.0, 1.0, 0.907); the 50 answerable
+# cases answered right >= 0.90 (measured 0.96, one wrong reply: a vague message on a dent read
+# as a stain; 0.913 and 1 wrong reply on the 300 cases of seeds 2-7).
+MIN_BLEU4, MIN_CIDER, MIN_ATTRIBUTE_ACC, MIN_RIGHT_REPLIES = 0.5, 1.0, 0.90, 0.90
+# NOT an acceptance line: the question answering's accuracy (measured 0.997, 1.0, 0.903), a
+# floor that catches a regression
+MIN_QA_ACC = 0.85
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +108,24 @@ def test_every_damaged_photo_shows_its_damage(monkeypatch: pytest.MonkeyPatch) -
         changed = np.abs(photo.pixels.astype(int) - clean.pixels.astype(int)).max(-1) > 20
         shares.append(changed.mean())
     assert min(shares) >= 0.003, sorted(shares)[:5]
+
+
+def test_the_generator_command_writes_a_data_set_and_explains_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vlm_caption.products import main
+
+    with pytest.raises(SystemExit) as exit_help:
+        main(["--help"])
+    assert exit_help.value.code == 0 and "OUT" in capsys.readouterr().out.upper()
+    assert not Path("--help").exists()
+    with pytest.raises(SystemExit) as exit_bad:
+        main([str(tmp_path / "none"), "0"])
+    assert exit_bad.value.code == 2 and not (tmp_path / "none").exists()
+    main([str(tmp_path / "three"), "3", "32", "5"])
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == [
+        "00000.png", "00001.png", "00002.png", "attributes.csv", "captions.csv"
+    ]  # fmt: skip
 
 
 def test_the_data_set_is_a_caption_and_qa_csv_the_core_reads(tmp_path: Path) -> None:
@@ -254,6 +272,7 @@ def test_answers_name_the_right_problem_and_unclear_cases_are_asked(loaded) -> N
                       for k, s in scores.items()}))  # fmt: skip
     assert scores["answerable"]["cases"] == 50
     assert scores["answerable"]["right_reply_rate"] >= MIN_RIGHT_REPLIES
+    assert scores["answerable"]["wrong_replies"] <= 1  # see MIN_RIGHT_REPLIES
     # unknown products and unclear photos: a question, or (a blurred photo) the right reply
     assert scores["unknown_product"]["clarify_rate"] >= 0.9
     assert scores["unknown_product"]["wrong_replies"] == 0

@@ -107,13 +107,13 @@ class CaptionTrainParams(TaskParams):
         description="Pretrained weights of the image tower (a timm tag, hf-hub:..., or a "
         "local file; empty: random initialisation).",
     )
-    image_size: int = Field(96, ge=32, le=512, description="Side of the input images, pixels.")
+    image_size: int = Field(128, ge=32, le=512, description="Side of the input images, pixels.")
     feature_level: int = Field(
         2,
         ge=-1,
         le=5,
         description="The tower's feature map that the decoder attends to (timm index; 2: "
-        "stride 8, a 12x12 grid at 96 px).",
+        "stride 8, a 16x16 grid at 128 px).",
     )
     width: int = Field(128, ge=32, le=1024, description="Decoder width.")
     depth: int = Field(2, ge=1, le=12, description="Decoder blocks.")

@@ -47,7 +47,7 @@ def _describe() -> TaskSpec:
         memory_mb=200,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the bundled captioner (weights/captioner/TRAINING.md)
-        train_defaults={"max_steps": 8000, "batch_size": 64, "lr": 2e-3, "val_every": 1000},
+        train_defaults={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "val_every": 2000},
     )
 
 

@@ -544,17 +544,23 @@ def write_dataset(
     return target
 
 
-def main() -> None:
-    """``python -m vlm_caption.products OUT [N=16000] [SIZE=96] [SEED=0]``: write a data set."""
-    import sys
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m vlm_caption.products OUT [N=16000] [SIZE=128] [SEED=0]``: write a data set
+    (the bundled captioner's is ``/tmp/capdata128 16000 128 0``)."""
+    import argparse
 
-    args = sys.argv[1:]
-    if not args:
-        raise SystemExit("usage: python -m vlm_caption.products OUT [N] [SIZE] [SEED]")
-    n = int(args[1]) if len(args) > 1 else 16000
-    size = int(args[2]) if len(args) > 2 else 96
-    seed = int(args[3]) if len(args) > 3 else 0
-    print(write_dataset(Path(args[0]), n, size=size, seed=seed))
+    parser = argparse.ArgumentParser(
+        prog="python -m vlm_caption.products",
+        description="Write N generated product photos and their captions.csv to OUT.",
+    )
+    parser.add_argument("out", type=Path, help="folder for NNNNN.png, captions.csv, attributes.csv")
+    parser.add_argument("n", type=int, nargs="?", default=16000, help="photos (default 16000)")
+    parser.add_argument("size", type=int, nargs="?", default=128, help="side, px (default 128)")
+    parser.add_argument("seed", type=int, nargs="?", default=0, help="data seed (default 0)")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.size < 16:
+        parser.error("give at least one photo of at least 16 px")
+    print(write_dataset(args.out, args.n, size=args.size, seed=args.seed))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ from vlm_core.types import Image, ImageSet
 
 BATCH = 64
 MAX_IMAGES = 20_000
-#: the largest image-token cache kept beside a captioner index (about 7,000 images of 96 px)
+#: the largest image-token cache kept beside a captioner index (about 4,000 images of
+#: the bundled captioner's 16x16 tokens)
 MAX_TOKEN_BYTES = 256 * 2**20
 TOKENS = "tokens.npy"
 
