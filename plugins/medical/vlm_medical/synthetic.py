@@ -10,6 +10,7 @@ that a model must learn shape and contrast rather than one grey level. Labels ar
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,39 +27,35 @@ def _scanner(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     return (image * bias * gain + offset).astype(np.float32)
 
 
-def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``."""
-    from monai.data.synthetic import create_test_image_3d
+def _blobs(
+    rng: np.random.RandomState, size: int, dims: int, rad_max: int, rad_min: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """MONAI's test image of ``dims`` dimensions with 3-8 blobs, through :func:`_scanner`."""
+    from monai.data.synthetic import create_test_image_2d, create_test_image_3d
 
-    image, label = create_test_image_3d(
-        size,
-        size,
-        size,
+    create: Callable[..., tuple[np.ndarray, np.ndarray]] = (
+        create_test_image_3d if dims == 3 else create_test_image_2d
+    )
+    image, label = create(
+        *(size,) * dims,
         num_objs=int(rng.randint(3, 9)),
-        rad_max=max(4, size // 6),
-        rad_min=max(2, size // 16),
+        rad_max=rad_max,
+        rad_min=rad_min,
         noise_max=float(rng.uniform(0.2, 0.5)),
         num_seg_classes=1,
         random_state=rng,
     )
     return _scanner(image, rng), (label > 0).astype(np.uint8)
+
+
+def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``."""
+    return _blobs(rng, size, 3, rad_max=max(4, size // 6), rad_min=max(2, size // 16))
 
 
 def make_image(rng: np.random.RandomState, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """One 2D ``(image, label)`` pair of shape ``(size, size)``, as :func:`make_volume` in 2D."""
-    from monai.data.synthetic import create_test_image_2d
-
-    image, label = create_test_image_2d(
-        size,
-        size,
-        num_objs=int(rng.randint(3, 9)),
-        rad_max=max(5, size // 8),
-        rad_min=max(3, size // 24),
-        noise_max=float(rng.uniform(0.2, 0.5)),
-        num_seg_classes=1,
-        random_state=rng,
-    )
-    return _scanner(image, rng), (label > 0).astype(np.uint8)
+    return _blobs(rng, size, 2, rad_max=max(5, size // 8), rad_min=max(3, size // 24))
 
 
 def write_dataset(
