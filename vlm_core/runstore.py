@@ -2,21 +2,33 @@
 
 WAL journaling and a busy timeout make it safe for several processes writing at once (the
 CLI, dashboard sessions, batch jobs); each write is one short ``BEGIN IMMEDIATE`` transaction.
+
+A damaged store never stops a run. When SQLite reports that the file is not a database or is
+malformed, ``PRAGMA quick_check`` fails when a process first opens the store, or the ``runs``
+table lacks the columns vlm writes, the file (with its ``-wal`` and ``-shm`` siblings) is moved
+aside to ``runs.sqlite.corrupt-<UTC time>``, a fresh store is created, and one warning says
+where the old one went. The move happens under a lock file, so two processes that find the
+same damage move it once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vlm_core.config import Settings, settings
 from vlm_core.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -36,8 +48,63 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task);
 """
+#: The columns vlm reads and writes; a ``runs`` table without them is treated as damaged.
+COLUMNS = frozenset(
+    [
+        "id",
+        "task",
+        "status",
+        "params",
+        "inputs",
+        "outputs",
+        "out_dir",
+        "provenance",
+        "error",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+    ]
+)
 
 BUSY_TIMEOUT_S = 30.0
+#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+_DAMAGE_CODES = frozenset({11, 26})
+_DAMAGE_TEXT = ("file is not a database", "malformed", "corrupt")
+#: Stores checked with ``PRAGMA quick_check`` by this process (once each, not on every open).
+_checked: set[Path] = set()
+
+T = TypeVar("T")
+
+
+class StoreDamaged(Exception):
+    """The store file is damaged (internal: caught and recovered from inside this module)."""
+
+
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """True when ``exc`` says the database file is damaged (not locked, missing or read-only)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return False  # locked, unable to open, disk I/O error, read-only: the file may be fine
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DAMAGE_CODES:
+        return True
+    text = str(exc).lower()
+    return any(t in text for t in _DAMAGE_TEXT)
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: renaming an open file fails there anyway
+        yield
+        return
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -60,14 +127,12 @@ class RunRecord:
 
 
 class RunStore:
-    """Open (and create) the run store at ``path``."""
+    """Open (and create) the run store at ``path``, setting a damaged one aside."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
 
     @classmethod
     def default(cls, s: Settings | None = None) -> RunStore:
@@ -82,18 +147,114 @@ class RunStore:
         try:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             yield conn
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StoreDamaged(str(exc)) from exc
+            raise
         finally:
             conn.close()
 
-    def _write(self, sql: str, args: Sequence[Any]) -> None:
+    def _initialise(self, check: bool) -> None:
+        """Switch to WAL, check the file when ``check``, create the schema and check it.
+
+        Raises:
+            StoreDamaged: the file is damaged or holds a ``runs`` table vlm cannot use.
+        """
         with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.debug("the run store %s uses journal mode %s, not WAL", self.path, mode)
+            if check:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+                if problems != ["ok"]:
+                    raise StoreDamaged("; ".join(problems))
             try:
-                conn.execute(sql, args)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                conn.executescript(SCHEMA)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 1) & 0xFF != 1:  # not SQLITE_ERROR: busy, I/O
+                    raise
+                raise StoreDamaged(f"its schema cannot be created: {exc}") from exc
+            found = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+            missing = COLUMNS - found
+            if missing:
+                raise StoreDamaged(f"its runs table lacks the columns {', '.join(sorted(missing))}")
+
+    def _open(self) -> None:
+        check = self.path not in _checked
+        try:
+            self._initialise(check)
+        except StoreDamaged as exc:
+            self._recover(str(exc))
+        _checked.add(self.path)
+
+    def _recover(self, reason: str) -> None:
+        """Set the damaged store aside (once, across processes) and create a fresh one."""
+        with _exclusive(self.path.with_name(self.path.name + ".lock")):
+            try:  # another process may have set it aside while this one waited for the lock
+                self._initialise(check=True)
+                return
+            except StoreDamaged as exc:
+                reason = str(exc)
+            aside = self._set_aside()
+            try:
+                self._initialise(check=False)
+            except StoreDamaged as exc:
+                raise UsageError(f"cannot create a run store at {self.path}: {exc}") from None
+        log.warning(
+            "the run store %s is damaged (%s); moved it to %s and started a new one",
+            self.path,
+            " ".join(reason.replace("*", " ").split())[:200],  # one line, whatever SQLite said
+            aside,
+        )
+
+    def _set_aside(self) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        try:
+            for suffix in ("-wal", "-shm", ""):  # the database file last: it marks the store
+                src = self.path.with_name(self.path.name + suffix)
+                if src.exists():
+                    os.replace(src, aside.with_name(aside.name + suffix))
+        except OSError as exc:
+            raise UsageError(
+                f"the run store {self.path} is damaged and cannot be moved aside: "
+                f"{exc.strerror or exc}; move or delete it by hand"
+            ) from None
+        return aside
+
+    def _guarded(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; when the store turns out damaged, recover and run it once more."""
+        try:
+            return operation()
+        except StoreDamaged as exc:
+            self._recover(str(exc))
+            return operation()
+
+    def _write(self, sql: str, args: Sequence[Any]) -> None:
+        def write() -> None:
+            with self._connect() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(sql, args)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+
+        self._guarded(write)
+
+    def _read(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        def read() -> list[sqlite3.Row]:
+            with self._connect() as conn:
+                conn.row_factory = sqlite3.Row
+                return conn.execute(sql, args).fetchall()
+
+        return self._guarded(read)
 
     def start(
         self,
@@ -147,17 +308,13 @@ class RunStore:
             args.append(task)
         sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
         args.append(limit)
-        with self._connect() as conn:
-            conn.row_factory = sqlite3.Row
-            return [self._record(row) for row in conn.execute(sql, args)]
+        return [self._record(row) for row in self._read(sql, args)]
 
     def get(self, run_id: str) -> RunRecord:
-        with self._connect() as conn:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute(
-                "SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY started_at DESC LIMIT 2",
-                (run_id, run_id + "%"),
-            ).fetchall()
+        rows = self._read(
+            "SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY started_at DESC LIMIT 2",
+            (run_id, run_id + "%"),
+        )
         if not rows:
             raise UsageError(f"no run with id '{run_id}' (see `vlm runs list`)")
         if len(rows) > 1 and rows[0]["id"] != run_id:
