@@ -25,6 +25,10 @@ from vlm_core.tasks import TaskSpec
 
 SESSION_DIR_KEY = "vlm.session_dir"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: The most an uploaded dataset ZIP may expand to, in bytes (1 GiB): lower than the core's
+#: default for archives (4 GiB or half the free disk space) because anyone who reaches the
+#: dashboard can upload one. A bigger dataset belongs in a folder on the server.
+UPLOAD_ARCHIVE_BYTES = 1024**3
 
 
 class Upload(Protocol):
@@ -129,3 +133,43 @@ def save_uploads(files: Sequence[Upload], spec: TaskSpec) -> list[Path]:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return paths
+
+
+def extract_dataset_zip(upload: Upload) -> Path:
+    """Unpack an uploaded dataset ZIP into a new folder under ``<data folder>/train-data``.
+
+    The core's :func:`vlm_core.weights.safe_extract` does the work (no path traversal, links,
+    devices; all or nothing; a member may expand at most 200 times), capped at
+    :data:`UPLOAD_ARCHIVE_BYTES` or at the core's default when the disk has less room.
+
+    Returns:
+        The dataset folder: the archive's single top-level folder when it has one.
+
+    Raises:
+        InputError: the upload is over the upload limit or the archive is refused; nothing is
+            left behind.
+    """
+    from vlm_core.weights.archive import default_max_bytes, safe_extract
+    from vlm_core.weights.errors import WeightsError
+
+    limit = upload_limit_bytes()
+    if upload.size > limit:
+        raise InputError(f"{upload.name}: over the upload limit of {_size_text(limit)}")
+    dest = settings().data_dir / "train-data" / uuid.uuid4().hex[:12]
+    inner = dest / Path(safe_name(upload.name)).stem
+    dest.mkdir(parents=True)
+    archive = dest.with_suffix(".zip")
+    try:
+        archive.write_bytes(upload.getvalue())
+        cap = min(UPLOAD_ARCHIVE_BYTES, default_max_bytes(dest))
+        safe_extract(archive, inner, max_bytes=cap)
+    except WeightsError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise InputError(exc.problem.replace(str(archive), upload.name)) from None
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        archive.unlink(missing_ok=True)
+    entries = [p for p in inner.iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else inner

@@ -17,6 +17,7 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -402,6 +403,236 @@ def test_archive_size_cap_and_unreadable_archives(tmp_path):
     with pytest.raises(WeightsError, match=r"(cannot extract|neither a zip nor a tar)"):
         safe_extract(junk, tmp_path / "d")
     assert _files_under(tmp_path / "d") == []
+
+
+def _staging_left(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".extract-" in p.name]
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real zip bomb: one member of 200 MB of zeros, deflated to about 200 KB."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("readme.txt", b"hello")
+        with zf.open("data/zeros.bin", "w", force_zip64=True) as member:
+            block = bytes(8 * 2**20)
+            for _ in range(25):
+                member.write(block)
+    return path
+
+
+def _patch_central_directory(archive: Path, name: str, **fields: int) -> Path:
+    """Rewrite the central-directory sizes or CRC of member ``name`` (what zipfile trusts)."""
+    with zipfile.ZipFile(archive) as zf:
+        at = zf.start_dir
+    data = bytearray(archive.read_bytes())
+    offsets = {"crc": 16, "compress_size": 20, "file_size": 24}
+    while True:  # walk the central directory's records: 46 bytes + name + extra + comment
+        assert data[at : at + 4] == b"PK\x01\x02", "no such member"
+        name_len, extra_len, comment_len = (
+            int.from_bytes(data[at + k : at + k + 2], "little") for k in (28, 30, 32)
+        )
+        if data[at + 46 : at + 46 + name_len] == name.encode():
+            break
+        at += 46 + name_len + extra_len + comment_len
+    for field, value in fields.items():
+        data[at + offsets[field] : at + offsets[field] + 4] = value.to_bytes(4, "little")
+    out = archive.with_name(f"patched-{len(list(archive.parent.iterdir()))}.zip")
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_200_mb_zip_bomb_is_refused_before_anything_is_written(zip_bomb, tmp_path):
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match="refusing to extract") as info:
+        safe_extract(zip_bomb, dest)
+    message = str(info.value)
+    assert "member 'data/zeros.bin'" in message and "decompression bomb" in message
+    assert "209715200 bytes" in message and "nothing was extracted" in message
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_zip_bomb_under_a_low_total_cap_is_refused_too(zip_bomb, tmp_path):
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match=r"total size of 209715205 bytes > 1048576"):
+        safe_extract(zip_bomb, dest, max_bytes=2**20, max_ratio=float("inf"))
+    assert not dest.exists()
+
+
+def test_a_bomb_whose_header_understates_the_expansion_is_refused(zip_bomb, tmp_path):
+    """compress_size claims 50 MB: the bytes it really occupies in the archive still count."""
+    lying = _patch_central_directory(zip_bomb, "data/zeros.bin", compress_size=50 * 2**20)
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match="decompression bomb"):
+        safe_extract(lying, dest)
+    assert not dest.exists() and _staging_left(tmp_path) == []
+
+
+def test_a_bomb_whose_header_declares_a_small_size_is_refused(zip_bomb, tmp_path):
+    """file_size claims 1 MB: zipfile stops there and the CRC of what came out is wrong."""
+    lying = _patch_central_directory(zip_bomb, "data/zeros.bin", file_size=2**20)
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match=r"cannot extract .*Bad CRC-32.*nothing was extracted"):
+        safe_extract(lying, dest)
+    assert not dest.exists() and _staging_left(tmp_path) == []
+
+
+def test_a_member_shorter_than_its_header_says_is_refused_by_the_stream_check(tmp_path):
+    archive = tmp_path / "short.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.txt", b"first")
+        zf.writestr("b.bin", b"0123456789")
+    lying = _patch_central_directory(archive, "b.bin", file_size=20)
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match="10 bytes of data where its header declares 20"):
+        safe_extract(lying, dest)
+    assert not dest.exists() and _staging_left(tmp_path) == []
+
+
+def test_the_stream_check_stops_at_the_declared_size_and_the_budget(tmp_path):
+    from vlm_core.weights.archive import _Refused, _write_member
+
+    with pytest.raises(_Refused, match="more data than the 10 bytes its header declares"):
+        _write_member(io.BytesIO(b"x" * 100), tmp_path / "a", "a", 10, 1000)
+    with pytest.raises(_Refused, match="beyond the archive's size cap"):
+        _write_member(io.BytesIO(b"x" * 100), tmp_path / "b", "b", 100, 50)
+
+
+def test_a_zip_whose_last_member_is_corrupt_leaves_nothing(tmp_path):
+    archive = _zip(tmp_path / "w.zip", {f"set/{i}.txt": b"payload %d" % i for i in range(5)})
+    bad = _patch_central_directory(archive, "set/4.txt", crc=0xDEADBEEF)
+    dest = tmp_path / "out" / "dest"
+    with pytest.raises(WeightsError, match=r"Bad CRC-32 for file 'set/4.txt'"):
+        safe_extract(bad, dest)
+    assert not (tmp_path / "out").exists()  # the parent it created is gone too
+
+
+def test_an_existing_destination_is_left_as_it_was_when_extraction_fails(tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep")
+    archive = _zip(tmp_path / "w.zip", {"a.txt": b"a", "b.txt": b"b"})
+    bad = _patch_central_directory(archive, "b.txt", crc=1)
+    with pytest.raises(WeightsError, match="Bad CRC-32"):
+        safe_extract(bad, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
+    assert [p.name for p in safe_extract(archive, dest)] == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt", "b.txt", "mine.txt"]
+    with pytest.raises(WeightsError, match="already exists in"):
+        safe_extract(archive, dest)  # nothing is replaced
+    assert (dest / "mine.txt").read_text() == "keep"
+
+
+def _tar_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_tar_whose_last_member_is_truncated_leaves_nothing(tmp_path):
+    data = _tar_bytes({"a.bin": b"a" * 2000, "b.bin": b"b" * 5000})
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: 512 * 6 + 100])  # a's header and data, b's header, a bit of b
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match=r"cannot extract .*unexpected end of data"):
+        safe_extract(cut, dest)
+    assert not dest.exists() and _staging_left(tmp_path) == []
+
+
+def test_a_tar_whose_last_header_is_damaged_leaves_nothing(tmp_path):
+    """tarfile itself stops quietly at a damaged header after the first; safe_extract refuses."""
+    data = bytearray(_tar_bytes({"a.bin": b"a" * 600, "b.bin": b"b" * 10}))
+    data[512 * 3 : 512 * 3 + 100] = b"\xff" * 100  # b's header (after a's header + 2 blocks)
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes(bytes(data))
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError, match=r"member 'a\.bin' has a damaged header after it"):
+        safe_extract(damaged, dest)
+    assert not dest.exists()
+
+
+def test_a_truncated_tar_gz_leaves_nothing(tmp_path):
+    import gzip
+
+    data = gzip.compress(_tar_bytes({"a.bin": os.urandom(4000), "b.bin": os.urandom(4000)}))
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(data[: len(data) - 2000])
+    with pytest.raises(WeightsError, match="cannot extract"):
+        safe_extract(cut, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_tar_gz_bomb_is_refused_at_its_header(tmp_path):
+    import gzip
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, n: int) -> None:
+            self.left = n
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    archive = tmp_path / "bomb.tar.gz"
+    with gzip.open(archive, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 16 * 2**20
+        tf.addfile(info, io.BufferedReader(Zeros(info.size)))
+    with pytest.raises(WeightsError, match=r"member 'zeros\.bin' has an expansion of 16777216"):
+        safe_extract(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_symlink_chain_out_of_the_destination_is_refused(tmp_path):
+    """Each link looks inside on paper; on disk the second one resolves to the parent."""
+    members = [
+        _member("b", tarfile.DIRTYPE),
+        _member("a", tarfile.SYMTYPE, "b/.."),
+        _member("a2", tarfile.SYMTYPE, "a/.."),
+        _member("a2/evil.txt", size=4),
+    ]
+    archive = _tar(tmp_path / "chain.tar", members)
+    with pytest.raises(WeightsError, match="refusing to extract"):
+        safe_extract(archive, tmp_path / "x" / "dest")
+    assert not (tmp_path / "x" / "evil.txt").exists() and not (tmp_path / "x").exists()
+
+
+def test_zip_members_compressed_with_bzip2_are_refused(tmp_path):
+    archive = tmp_path / "b.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("a.txt", b"a" * 100)
+    with pytest.raises(WeightsError, match="compression method 12"):
+        safe_extract(archive, tmp_path / "dest")
+
+
+def test_the_default_cap_is_tied_to_free_space(tmp_path, monkeypatch):
+    from vlm_core.weights import archive as archive_mod
+
+    monkeypatch.setattr(archive_mod, "_free_bytes", lambda dest: 10 * 1024**3)
+    assert archive_mod.default_max_bytes(tmp_path) == 4 * 1024**3
+    monkeypatch.setattr(archive_mod, "_free_bytes", lambda dest: 150)
+    assert archive_mod.default_max_bytes(tmp_path) == 75
+    archive = _zip(tmp_path / "w.zip", {"a.bin": b"x" * 100})
+    with pytest.raises(WeightsError, match=r"100 bytes > 75 .*half the free space"):
+        safe_extract(archive, tmp_path / "dest")
+
+
+def test_small_very_compressible_members_pass_the_ratio_check(tmp_path):
+    archive = tmp_path / "masks.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("empty-mask.raw", bytes(2**20))  # 1 MiB of zeros: 1000:1, under the floor
+    [extracted] = safe_extract(archive, tmp_path / "dest")
+    assert extracted.stat().st_size == 2**20
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ it keeps going when the page changes or the tab closes, and any session can foll
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,8 @@ from vlm_dashboard.forms import parameter_form, validated_params
 from vlm_dashboard.serving import registry
 from vlm_dashboard.state import PREFILL_KEY
 from vlm_dashboard.training_jobs import TrainingJob, training_jobs
-from vlm_dashboard.uploads import safe_name, upload_limit_bytes
+from vlm_dashboard.uploads import extract_dataset_zip
 
-from vlm_core.config import settings
 from vlm_core.errors import InputError, VLMError
 from vlm_core.tasks import TaskSpec
 
@@ -68,29 +66,6 @@ def _settings(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
-def _extract_zip(upload: Any) -> Path:
-    """Unpack an uploaded dataset ZIP (no path traversal, size-capped) into the data folder."""
-    from vlm_core.weights.archive import safe_extract
-    from vlm_core.weights.errors import WeightsError
-
-    limit = upload_limit_bytes()
-    if upload.size > limit:
-        raise InputError(f"{upload.name}: over the upload limit of {limit // 2**20} MB")
-    dest = settings().data_dir / "train-data" / f"{uuid.uuid4().hex[:12]}"
-    dest.mkdir(parents=True)
-    archive = dest.with_suffix(".zip")
-    archive.write_bytes(upload.getvalue())
-    try:
-        safe_extract(archive, dest / Path(safe_name(upload.name)).stem)
-    except WeightsError as exc:
-        raise InputError(f"{upload.name}: {exc}") from None
-    finally:
-        archive.unlink(missing_ok=True)
-    inner = dest / Path(safe_name(upload.name)).stem
-    entries = [p for p in inner.iterdir() if not p.name.startswith(".")]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else inner
-
-
 def _start_form(spec: TaskSpec) -> None:
     from vlm_core.training.api import TrainRequest, default_out
 
@@ -120,7 +95,7 @@ def _start_form(spec: TaskSpec) -> None:
         if source == ZIP:
             if upload is None:
                 raise InputError("no dataset uploaded: add a .zip, or give a folder")
-            data = _extract_zip(upload)
+            data = extract_dataset_zip(upload)
         else:
             if not folder.strip():
                 raise InputError("no data folder given")

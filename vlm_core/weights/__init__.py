@@ -12,7 +12,7 @@ task's :class:`~vlm_core.tasks.WeightsRef`::
 Importing this package does not import torch (the loader imports it on first use).
 """
 
-from vlm_core.weights.archive import safe_extract
+from vlm_core.weights.archive import default_max_bytes, safe_extract
 from vlm_core.weights.download import OFFLINE_FLAGS, offline_reason
 from vlm_core.weights.errors import ChecksumError, WeightsError
 from vlm_core.weights.hashing import check_sha256, sha256_of
@@ -31,6 +31,7 @@ __all__ = [
     "WeightsSource",
     "allowed_globals",
     "check_sha256",
+    "default_max_bytes",
     "find_in_store",
     "import_file",
     "list_store",
