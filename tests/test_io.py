@@ -18,6 +18,8 @@ from vlm_core.io.load import collect_inputs
 from vlm_core.kinds import Kind
 from vlm_core.types import Image, Text, Volume
 
+NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
+
 
 def save(pixels: np.ndarray, path: Path, fmt: str) -> Path:
     PILImage.fromarray(pixels).save(path, format=fmt)
@@ -102,7 +104,7 @@ def test_nifti_loads_with_its_affine_and_spacing(tmp_path):
 
 
 def test_real_nifti_from_nibabel_loads():
-    data = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+    data = NIBABEL_DATA / "anatomical.nii"
     volume = load_input(probe_input(data, [Kind.VOLUME]))
     assert volume.array.shape == (33, 41, 25)
 
@@ -118,6 +120,73 @@ def test_nifti_header_over_the_voxel_cap_is_refused_before_reading(tmp_path, mon
     monkeypatch.setenv("VLM_MAX_VOLUME_VOXELS", str(10**12))
     with pytest.raises(InputError, match="truncated"):
         probe_input(path, [Kind.VOLUME], settings())
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".nii", "nifti"), (".nii.gz", "nifti-gz")])
+def test_nifti2_loads_with_its_shape_and_affine(tmp_path, suffix, fmt):
+    """NIfTI-2's header is 540 bytes: the sniff reads past 512 (of a gzip: decompressed)."""
+    affine = np.array([[0, -0.8, 0, 40], [0.6, 0, 0, -12], [0, 0, 2.5, 7], [0, 0, 0, 1]])
+    data = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    path = tmp_path / f"v2{suffix}"
+    nib.save(nib.Nifti2Image(data, affine), path)
+    assert sniff_format(path) == fmt
+    probe = probe_input(path, [Kind.VOLUME])
+    assert probe.format == fmt and probe.shape == (5, 6, 7)
+    volume = load_input(probe)
+    assert isinstance(volume, Volume) and volume.name == "v2"
+    np.testing.assert_array_equal(volume.array, data)
+    np.testing.assert_allclose(volume.affine, affine)
+    assert volume.spacing == pytest.approx((0.6, 0.8, 2.5))
+
+
+def test_nibabels_own_nifti2_example_loads():
+    path = NIBABEL_DATA / "example_nifti2.nii.gz"
+    assert sniff_format(path) == "nifti-gz"
+    volume = load_input(probe_input(path, [Kind.VOLUME]))
+    reference = nib.load(path)
+    assert isinstance(reference, nib.Nifti2Image)
+    assert volume.array.shape == reference.shape == (32, 20, 12, 2)
+    np.testing.assert_allclose(volume.affine, reference.affine)
+    np.testing.assert_array_equal(volume.array, np.asanyarray(reference.dataobj))
+
+
+def test_a_cifti_matrix_in_a_nifti2_file_is_not_a_volume():
+    path = NIBABEL_DATA / "row_major.dconn.nii"  # a CIFTI-2 connectivity matrix
+    assert sniff_format(path) == "nifti"
+    with pytest.raises(InputError, match=r"6 dimensions \(1, 1, 1, 1, 10, 10\); a volume"):
+        probe_input(path, [Kind.VOLUME])
+
+
+def test_a_nifti_signature_needs_its_header_size(tmp_path):
+    header = bytearray(nib.Nifti2Header().binaryblock + b"\x00" * 4)
+    path = tmp_path / "x.nii"
+    path.write_bytes(bytes(header))
+    assert sniff_format(path) == "nifti"
+    header[:4] = b"\x00\x00\x00\x00"  # magic at offset 4 but no sizeof_hdr of 540
+    path.write_bytes(bytes(header))
+    assert sniff_format(path) == "unknown"
+
+
+@pytest.mark.parametrize(
+    "pixdim,shown", [((0.0, 0.7, 2.0), "0, 0.7, 2"), ((1.0, float("nan"), 2.0), "1, nan, 2")]
+)
+def test_nifti_without_a_voxel_size_is_refused_not_taken_as_1mm(tmp_path, pixdim, shown):
+    """nibabel reads a zero pixdim as 1 mm (with a log line); measurements must not."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((4, 4, 4))
+    header.set_data_dtype(np.int16)
+    header["pixdim"][1:4] = pixdim  # no sform, no qform: the affine comes from pixdim
+    path = tmp_path / "p.nii"
+    path.write_bytes(header.binaryblock + b"\x00" * 4 + np.zeros(64, np.int16).tobytes())
+    with pytest.raises(InputError) as info:
+        probe_input(path, [Kind.VOLUME])
+    assert str(info.value) == (
+        f"{path}: NIfTI voxel size (pixdim) is {shown}: the size of a voxel in mm is unknown"
+    )
+    header.set_sform(np.diag([0.0, 1.0, 1.0, 1.0]), code=1)  # an sform with a zero column
+    path.write_bytes(header.binaryblock + b"\x00" * 4 + np.zeros(64, np.int16).tobytes())
+    with pytest.raises(InputError, match="NIfTI affine gives no voxel size"):
+        probe_input(path, [Kind.VOLUME])
 
 
 def test_corrupt_gzip_nifti_is_refused(tmp_path):

@@ -35,13 +35,35 @@ KNOWN_REFUSED = {
     b"Rar!": "rar",
 }
 
-HEAD_BYTES = 512
+#: Bytes read to sniff a format (of a gzip file: decompressed): enough for NIfTI-2's header,
+#: 540 bytes and the 4-byte extension flag, the longest header a sniff looks into.
+HEAD_BYTES = 544
+
+
+def nifti_version(header: bytes) -> int | None:
+    """1 or 2 when ``header`` starts a NIfTI-1 or NIfTI-2 file, else None.
+
+    NIfTI-1: ``sizeof_hdr`` 348 (either byte order) and the magic ``n+1`` (``ni1`` for a
+    header/image pair) at offset 344. NIfTI-2: ``sizeof_hdr`` 540 and the magic ``n+2`` (or
+    ``ni2``) at offset 4, and at least the 544 bytes of the header and its extension flag.
+    """
+    if (
+        len(header) >= 348
+        and header[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c")  # 348, LE or BE
+        and header[344:348] in (b"n+1\x00", b"ni1\x00")
+    ):
+        return 1
+    if (
+        len(header) >= 544
+        and header[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # 540, LE or BE
+        and header[4:8] in (b"n+2\x00", b"ni2\x00")
+    ):
+        return 2
+    return None
 
 
 def _nifti_magic(header: bytes) -> bool:
-    return (len(header) >= 348 and header[344:348] in (b"n+1\x00", b"ni1\x00")) or (
-        len(header) >= 544 and header[4:8] in (b"n+2\x00", b"ni2\x00")
-    )
+    return nifti_version(header) is not None
 
 
 def _is_text(head: bytes) -> bool:
@@ -52,6 +74,16 @@ def _is_text(head: bytes) -> bool:
     except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of the sample
         return exc.start >= len(head) - 3
     return True
+
+
+def gzip_head(path: Path) -> bytes | None:
+    """The first :data:`HEAD_BYTES` of a gzip file's decompressed content; None when it is
+    not a readable gzip stream. Decompresses no more than that."""
+    try:
+        with gzip.open(path, "rb") as gz:
+            return gz.read(HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 def sniff_format(path: Path) -> str:
@@ -76,12 +108,8 @@ def sniff_format(path: Path) -> str:
     if _nifti_magic(head):
         return "nifti"
     if head.startswith(b"\x1f\x8b"):
-        try:
-            with gzip.open(path, "rb") as gz:
-                inner = gz.read(HEAD_BYTES)
-        except (OSError, EOFError, zlib.error):
-            return "gzip"
-        return "nifti-gz" if _nifti_magic(inner) else "gzip"
+        inner = gzip_head(path)
+        return "nifti-gz" if inner is not None and _nifti_magic(inner) else "gzip"
     if head[4:8] == b"ftyp":
         return "mp4"
     for magic, name in KNOWN_REFUSED.items():
