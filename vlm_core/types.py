@@ -67,7 +67,10 @@ class Volume:
     """A 3D (or 3D + channels) volume in voxel order (i, j, k[, c]).
 
     ``affine`` maps voxel indices to world millimetres (RAS+, as in NIfTI). ``spacing`` is the
-    voxel size in millimetres along i, j, k, derived from the affine.
+    voxel size in millimetres along i, j, k, derived from the affine. ``warnings`` are what the
+    reader had to assume about the geometry (one line each, e.g. a slice spacing measured from
+    the slice positions because SliceThickness was invalid); they go into the result summary
+    of every result made from this volume.
     """
 
     kind: ClassVar[Kind] = Kind.VOLUME
@@ -75,6 +78,7 @@ class Volume:
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     name: str = ""
     source: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.array.ndim in (3, 4), f"volume must be 3D or 4D, got shape {self.array.shape}")

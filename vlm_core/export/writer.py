@@ -173,10 +173,13 @@ def output_summary(output: Output) -> dict[str, Any]:
 
 
 def result_summary(result: Result) -> dict[str, Any]:
+    """What ``result.json`` holds: task, input, output summaries, provenance, and the warnings
+    the input came with (what its reader had to assume, e.g. a volume's slice spacing)."""
     return {
         "task": result.task,
         "input": result.provenance.inputs[0].path if result.provenance.inputs else None,
         "outputs": {name: output_summary(out) for name, out in result.outputs.items()},
+        "warnings": list(getattr(result.input, "warnings", ())),
         "provenance": dataclasses.asdict(result.provenance),
     }
 

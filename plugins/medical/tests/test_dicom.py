@@ -49,7 +49,8 @@ def ct_series(
     uid: str | None = None,
 ) -> list[Path]:
     """Slices derived from CT_small at z + offset (mm), one series, with file names out of
-    slice order; pixel (0, 0) of slice k holds k so that tests can see the order."""
+    slice order; pixel (0, 0) of slice k holds k so that tests can see the order. Like most CT
+    series they have no SpacingBetweenSlices (CT_small's 5 mm would contradict the offsets)."""
     source = pydicom.dcmread(CT)
     x, y, z = (float(v) for v in source.ImagePositionPatient)
     uid = uid or generate_uid()
@@ -62,6 +63,7 @@ def ct_series(
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.ImagePositionPatient = [x, y, z + offset]
         ds.InstanceNumber = k + 1
+        del ds.SpacingBetweenSlices
         pixels = source.pixel_array.copy()
         pixels[0, 0] = k
         ds.PixelData = pixels.tobytes()
@@ -169,16 +171,23 @@ def test_two_series_in_one_folder_are_two_inputs(tmp_path):
     assert [(p.path.name, p.shape) for p in probes] == [("a", (128, 128, 3)), ("b", (128, 128, 2))]
 
 
-def test_float_rescale_and_missing_orientation_fall_back_with_a_note(tmp_path, caplog):
+def test_float_rescale_and_missing_orientation_fall_back_with_a_warning(tmp_path, caplog):
     def edit(k: int, ds: Any) -> None:
-        del ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.SpacingBetweenSlices
+        del ds.ImageOrientationPatient, ds.ImagePositionPatient
         ds.SliceThickness = 3.0
         ds.RescaleSlope = 0.5
 
     ct_series(tmp_path / "s", [0.0, 1.0, 2.0], edit)
     with caplog.at_level(logging.INFO, logger="vlm.medical.dicom"):
         volume = load_one(tmp_path / "s")
-    assert "no ImageOrientationPatient/ImagePositionPatient" in caplog.text
+    assert volume.warnings == (
+        "no ImageOrientationPatient: axial slices assumed",
+        "no slice positions along a known normal: slices in InstanceNumber order, 3 mm apart "
+        "by SliceThickness",
+        "no ImagePositionPatient: origin (0, 0, 0) assumed",
+    )
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged == [f"{tmp_path / 's'}: {w}" for w in volume.warnings]
     assert volume.spacing == pytest.approx((0.661468, 0.661468, 3.0))
     assert volume.array.dtype == np.float32
     stored = pydicom.dcmread(CT).pixel_array.T.astype(np.float32)

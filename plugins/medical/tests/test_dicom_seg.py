@@ -60,7 +60,7 @@ def lesion_series(
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.Rows, ds.Columns = array.shape[1], array.shape[0]
-        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 1.0
+        ds.PixelSpacing, ds.SliceThickness, ds.SpacingBetweenSlices = [1.0, 1.0], 1.0, 1.0
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.ImagePositionPatient = [0.0, 0.0, float(k)]
         ds.InstanceNumber = k + 1

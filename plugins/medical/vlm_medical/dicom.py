@@ -6,7 +6,8 @@ task of every plugin receives DICOM input as a :class:`vlm_core.types.Volume`.
 
 - :func:`group` turns the DICOM files found under a folder into one input per series
   (SeriesInstanceUID), slices sorted along the slice normal, and rejects inconsistent series
-  (different sizes, orientations or pixel spacings, duplicate positions, uneven gaps).
+  (different sizes, orientations or pixel spacings, duplicate positions, uneven gaps, slices
+  shifted in plane, slices with and without positions).
 - :func:`probe` reads headers only (``stop_before_pixels``) and checks the voxel cap of
   :func:`vlm_core.config.settings` before any pixel data is read; a file whose pixel data is
   shorter than its header declares is refused here.
@@ -15,12 +16,24 @@ task of every plugin receives DICOM input as a :class:`vlm_core.types.Volume`.
   PixelSpacing, the slice step from the positions (per-frame functional groups or
   GridFrameOffsetVector for multi-frame files), converted from DICOM's LPS to RAS as nibabel
   and MONAI do. Without orientation or positions it falls back to InstanceNumber order and
-  SpacingBetweenSlices/SliceThickness, and logs a note.
+  SpacingBetweenSlices/SliceThickness.
+
+Geometry is never defaulted in silence, so that no measurement in mm or mL rests on a made-up
+1 mm. A PixelSpacing, ImageOrientationPatient, ImagePositionPatient or GridFrameOffsetVector
+that is present but not valid numbers (text, zero or negative spacing, NaN, infinity, a wrong
+count, cosines that are not two orthogonal unit vectors) is refused with an
+:class:`~vlm_core.errors.InputError` naming the file, the attribute and its value. A missing
+PixelSpacing is refused (ImagerPixelSpacing stands in, with a warning). Between slices the
+positions give the spacing: a present but invalid SliceThickness/SpacingBetweenSlices is then
+only a warning; without positions that attribute must be valid, a stack without either is
+refused, and a single slice without a thickness is 1 mm thick with a warning. Every fallback
+is a line in the volume's ``warnings`` (and logged once, at load), which the core writes into
+each result's summary.
 
 Voxel order is (i, j, k[, c]) = (column, row, slice[, sample]), as MONAI's ``PydicomReader``
-returns it. Error messages and logs name files, folders and attribute keywords only, never
-patient data: the reader reads no identifying attribute, and silences pydicom's warnings,
-which may quote the values they complain about.
+returns it. Error messages and logs name files, folders, attribute keywords and the values of
+geometry attributes only, never patient data: the reader reads no identifying attribute, and
+silences pydicom's warnings, which may quote the values they complain about.
 
 Importing this module imports neither pydicom nor numpy; they load on first use.
 """
@@ -68,6 +81,11 @@ GAP_TOLERANCE = 0.02
 GAP_TOLERANCE_MM = 0.01
 #: Direction cosines of two slices differing by more than this are different orientations.
 ORIENTATION_TOLERANCE = 1e-4
+#: ImageOrientationPatient's vectors may differ from unit length and from a right angle (as a
+#: dot product) by this much (headers round them).
+ORTHONORMAL_TOLERANCE = 0.01
+#: A slice may lie this many pixels off the line through the first and last slice.
+IN_PLANE_TOLERANCE = 0.5
 
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}  # Pixel, Float Pixel, Double Float Pixel
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
@@ -82,6 +100,16 @@ def register_readers(register: Callable[[InputReader], None]) -> None:
 
 class _NoPixelData(InputError):
     """A DICOM file that is not an image (DICOMDIR, structured report, ...)."""
+
+
+@dataclass(frozen=True)
+class _SpacingTag:
+    """A slice spacing attribute present in a header: its keyword, its value as written
+    (quoted, for messages) and its value in mm, or None when that is not a positive number."""
+
+    keyword: str
+    written: str
+    mm: float | None
 
 
 @dataclass(frozen=True)
@@ -101,7 +129,8 @@ class _Header:
     positions: tuple[tuple[float, float, float], ...] | None  # one per frame, LPS mm
     origin: tuple[float, float, float] | None  # ImagePositionPatient (first frame), LPS mm
     pixel_spacing: tuple[float, float] | None  # (between rows, between columns) mm
-    slice_spacing: float | None  # SpacingBetweenSlices, else SliceThickness, mm
+    pixel_spacing_from: str  # the attribute pixel_spacing comes from; "" when absent
+    slice_tags: tuple[_SpacingTag, ...]  # SpacingBetweenSlices, SliceThickness when present
     rescale: tuple[tuple[float, float], ...]  # (slope, intercept) per frame
 
 
@@ -124,6 +153,7 @@ class _Geometry:
 
     slices: tuple[_Slice, ...]
     affine: tuple[tuple[float, ...], ...]
+    notes: tuple[str, ...] = ()  # what the geometry had to fall back on, for the warnings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +250,15 @@ def load(probe: Probe) -> Volume:
                 out = out.astype(np.int64)  # stored values beyond BitsStored: widen, once
         out[:, :, k] = np.swapaxes(values, 0, 1)  # (rows, columns) → (i, j) = (column, row)
     name = where.name if probe.members else _stem(where)
-    return Volume(array=out, affine=np.array(geometry.affine), name=name, source=probe.path)
+    for note in geometry.notes:
+        log.warning("%s: %s", where, note)
+    return Volume(
+        array=out,
+        affine=np.array(geometry.affine),
+        name=name,
+        source=probe.path,
+        warnings=geometry.notes,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +304,7 @@ def _read_header(path: Path) -> _Header:
                 path, ds, float_pixels, syntax.name if syntax.is_compressed else None
             )
     except _BadValue as exc:
-        raise InputError(f"{path}: DICOM header has no valid {exc.keyword}") from None
+        raise InputError(f"{path}: {exc.describe()}") from None
     except Exception as exc:  # a malformed sequence item, an unconvertible nested value
         raise InputError(
             f"{path}: DICOM header has an invalid image attribute ({type(exc).__name__})"
@@ -340,18 +378,65 @@ def _floats(value: Any, count: int) -> tuple[float, ...] | None:
     return numbers
 
 
-def _number(value: Any) -> float | None:
-    """A positive finite number, or None (missing or invalid)."""
-    numbers = _floats(value, 1)
-    return numbers[0] if numbers and numbers[0] > 0 else None
+def _absent(value: Any) -> bool:
+    """Whether an attribute's value is missing or empty (type 2 attributes may be empty)."""
+    if value is None or isinstance(value, str | bytes):
+        return not value
+    try:
+        return len(value) == 0
+    except TypeError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    """A geometry attribute's value as the header holds it, quoted for a message: values of a
+    multi-valued attribute joined by DICOM's backslash, non-printable characters as ``?``, cut
+    at 40 characters. Only geometry attributes are ever shown (never patient data)."""
+    if isinstance(value, bytes):
+        text = value.decode("latin-1")
+    elif isinstance(value, str | float | int):
+        text = str(value)
+    else:
+        try:
+            text = "\\".join(str(v) for v in value)
+        except TypeError:
+            text = str(value)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return f"'{text[:40]}...'" if len(text) > 40 else f"'{text}'"
 
 
 class _BadValue(ValueError):
-    """A header attribute the reader needs is missing or not a valid value."""
+    """A header attribute the reader needs is missing or not a valid value.
 
-    def __init__(self, keyword: str) -> None:
+    ``value`` (when given) is what the header holds and ``expected`` what it should be, so that
+    the message can name both: ``PixelSpacing is 'abc\\abc', not two positive numbers (mm)``.
+    """
+
+    def __init__(self, keyword: str, value: Any = None, expected: str = "") -> None:
         super().__init__(keyword)
         self.keyword = keyword
+        self.value = value
+        self.expected = expected
+
+    def describe(self) -> str:
+        if self.value is None or not self.expected:
+            return f"DICOM header has no valid {self.keyword}"
+        return f"DICOM {self.keyword} is {_shown(self.value)}, not {self.expected}"
+
+
+def _measured(
+    value: Any, keyword: str, count: int, expected: str, positive: bool = False
+) -> tuple[float, ...] | None:
+    """``count`` finite numbers from a geometry attribute's ``value``; None when the attribute
+    is missing or empty. Anything else (text, a wrong count, NaN, infinity, and with
+    ``positive`` zero or a negative number) is a :class:`_BadValue` quoting it: a geometry
+    value is never replaced by a default in silence."""
+    if _absent(value):
+        return None
+    numbers = _floats(value, count)
+    if numbers is None or (positive and not all(v > 0 for v in numbers)):
+        raise _BadValue(keyword, value, expected)
+    return numbers
 
 
 def _get(ds: Any, keyword: str) -> Any:
@@ -384,44 +469,9 @@ def _header_from(path: Path, ds: Any, float_pixels: bool, compressed: str | None
             raise _BadValue("BitsStored")
         signed = _int(ds, "PixelRepresentation", 0) == 1
         value_range = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    orientation = _floats(_get(ds, "ImageOrientationPatient"), 6) or _floats(
-        _functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6
-    )
-    if orientation is not None:
-        row, col = orientation[:3], orientation[3:]
-        if not (0.9 < _norm(row) < 1.1 and 0.9 < _norm(col) < 1.1 and abs(_dot(row, col)) < 0.1):
-            orientation = None  # not two orthogonal unit vectors: unusable
-    positions: tuple[tuple[float, float, float], ...] | None = None
-    per_frame_groups = _get(ds, "PerFrameFunctionalGroupsSequence") or ()
-    if len(per_frame_groups) == frames:
-        per_frame = [_floats(_functional_position(item), 3) for item in per_frame_groups]
-        if all(p is not None for p in per_frame):
-            positions = tuple((p[0], p[1], p[2]) for p in per_frame if p is not None)
-    single = _floats(_get(ds, "ImagePositionPatient"), 3)
-    origin = (single[0], single[1], single[2]) if single else None
-    if positions is None and frames == 1 and origin is not None:
-        positions = (origin,)
-    offsets = _floats(_get(ds, "GridFrameOffsetVector"), frames) if frames > 1 else None
-    if positions is None and offsets and origin is not None and orientation is not None:
-        # RT dose grids: frame f lies offsets[f] mm from the origin along the slice normal
-        normal = _cross(orientation[:3], orientation[3:])
-        positions = tuple(
-            (origin[0] + d * normal[0], origin[1] + d * normal[1], origin[2] + d * normal[2])
-            for d in offsets
-        )
-    spacing = (
-        _floats(_get(ds, "PixelSpacing"), 2)
-        or _floats(_functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
-        or _floats(_get(ds, "ImagerPixelSpacing"), 2)
-    )
-    if spacing is not None and not all(v > 0 for v in spacing):
-        spacing = None
-    slice_spacing = (
-        _number(_get(ds, "SpacingBetweenSlices"))
-        or _number(_functional(ds, "PixelMeasuresSequence", "SpacingBetweenSlices"))
-        or _number(_get(ds, "SliceThickness"))
-        or _number(_functional(ds, "PixelMeasuresSequence", "SliceThickness"))
-    )
+    orientation = _orientation(ds)
+    positions, origin = _positions(ds, frames, orientation)
+    spacing, spacing_from = _pixel_spacing(ds)
     try:
         instance: int | None = _int(ds, "InstanceNumber")
     except _BadValue:  # only orders slices without positions: missing is not fatal
@@ -440,15 +490,112 @@ def _header_from(path: Path, ds: Any, float_pixels: bool, compressed: str | None
         orientation=orientation,
         positions=positions,
         origin=origin or (positions[0] if positions else None),
-        pixel_spacing=(spacing[0], spacing[1]) if spacing else None,
-        slice_spacing=slice_spacing,
+        pixel_spacing=spacing,
+        pixel_spacing_from=spacing_from,
+        slice_tags=_slice_tags(ds),
         rescale=tuple(_rescale(ds, f) for f in range(frames)),
     )
+
+
+def _orientation(ds: Any) -> tuple[float, ...] | None:
+    """ImageOrientationPatient (or the functional groups'): two unit vectors at right angles,
+    else a :class:`_BadValue`; None when absent."""
+    keyword = "ImageOrientationPatient"
+    value = _get(ds, keyword)
+    if _absent(value):
+        value = _functional(ds, "PlaneOrientationSequence", keyword)
+    cosines = _measured(value, keyword, 6, "six direction cosines")
+    if cosines is None:
+        return None
+    row, col = cosines[:3], cosines[3:]
+    if not (
+        abs(_norm(row) - 1) < ORTHONORMAL_TOLERANCE
+        and abs(_norm(col) - 1) < ORTHONORMAL_TOLERANCE
+        and abs(_dot(row, col)) < ORTHONORMAL_TOLERANCE
+    ):
+        raise _BadValue(keyword, value, "two orthogonal unit vectors")
+    return cosines
+
+
+def _positions(
+    ds: Any, frames: int, orientation: tuple[float, ...] | None
+) -> tuple[tuple[tuple[float, float, float], ...] | None, tuple[float, float, float] | None]:
+    """(the position of each frame, or None; the first frame's position, or None), LPS mm.
+
+    Per-frame functional groups give each frame's position; a single frame has the file's
+    ImagePositionPatient; an RT dose grid has its GridFrameOffsetVector along the normal. A
+    position that is present but not three finite numbers is a :class:`_BadValue`.
+    """
+    keyword = "ImagePositionPatient"
+    expected = "three numbers (mm)"
+    positions: tuple[tuple[float, float, float], ...] | None = None
+    per_frame_groups = _get(ds, "PerFrameFunctionalGroupsSequence") or ()
+    if len(per_frame_groups) == frames:
+        per_frame = [
+            _measured(_functional_position(item), keyword, 3, expected) for item in per_frame_groups
+        ]
+        if all(p is not None for p in per_frame):
+            positions = tuple((p[0], p[1], p[2]) for p in per_frame if p is not None)
+    single = _measured(_get(ds, keyword), keyword, 3, expected)
+    origin = (single[0], single[1], single[2]) if single else None
+    if positions is None and frames == 1 and origin is not None:
+        positions = (origin,)
+    offsets = None
+    if frames > 1:
+        offsets = _measured(
+            _get(ds, "GridFrameOffsetVector"), "GridFrameOffsetVector", frames,
+            f"{frames} numbers (mm), one per frame",
+        )  # fmt: skip
+    if positions is None and offsets and origin is not None and orientation is not None:
+        # RT dose grids: frame f lies offsets[f] mm from the origin along the slice normal
+        normal = _cross(orientation[:3], orientation[3:])
+        positions = tuple(
+            (origin[0] + d * normal[0], origin[1] + d * normal[1], origin[2] + d * normal[2])
+            for d in offsets
+        )
+    return positions, origin or (positions[0] if positions else None)
 
 
 def _functional_position(item: Any) -> Any:
     position = _item(item, "PlanePositionSequence")
     return position.get("ImagePositionPatient") if position is not None else None
+
+
+def _pixel_spacing(ds: Any) -> tuple[tuple[float, float] | None, str]:
+    """(the in-plane spacing (between rows, between columns) in mm, the attribute it comes
+    from): PixelSpacing (or the functional groups'), else ImagerPixelSpacing (projection
+    radiographs: at the detector), else (None, ""). A value present but not two positive
+    numbers is a :class:`_BadValue`, even when another attribute could stand in for it."""
+    expected = "two positive numbers (mm)"
+    for keyword, value in (
+        ("PixelSpacing", _get(ds, "PixelSpacing")),
+        ("PixelSpacing", _functional(ds, "PixelMeasuresSequence", "PixelSpacing")),
+        ("ImagerPixelSpacing", _get(ds, "ImagerPixelSpacing")),
+    ):
+        spacing = _measured(value, keyword, 2, expected, positive=True)
+        if spacing is not None:
+            return (spacing[0], spacing[1]), keyword
+    return None, ""
+
+
+def _slice_tags(ds: Any) -> tuple[_SpacingTag, ...]:
+    """SpacingBetweenSlices and SliceThickness (the file's, else its functional groups'), those
+    present, valid or not: whether an invalid one matters depends on the slice positions."""
+    tags = []
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = _get(ds, keyword)
+        except _BadValue:
+            tags.append(_SpacingTag(keyword, "(unreadable)", None))
+            continue
+        if _absent(value):
+            value = _functional(ds, "PixelMeasuresSequence", keyword)
+        if _absent(value):
+            continue
+        number = _floats(value, 1)
+        mm = number[0] if number and number[0] > 0 else None
+        tags.append(_SpacingTag(keyword, _shown(value), mm))
+    return tuple(tags)
 
 
 def _rescale(ds: Any, frame: int) -> tuple[float, float]:
@@ -553,18 +700,36 @@ def _check_consistent(headers: Sequence[_Header], where: Path) -> None:
 def _geometry(headers: Sequence[_Header], where: Path) -> _Geometry:
     """Order the slices of one volume along its normal, check their spacing, build the affine.
 
-    Falls back to InstanceNumber order and SpacingBetweenSlices/SliceThickness (logged) when
-    orientation or positions are missing.
+    The in-plane spacing must be known: PixelSpacing, else ImagerPixelSpacing (noted). Between
+    slices, the slice positions projected on the normal give the spacing, and a present but
+    invalid SpacingBetweenSlices/SliceThickness is only noted; without positions those
+    attributes must give it (a single slice without thickness is taken as 1 mm thick, noted),
+    and slices go in InstanceNumber order (noted). Nothing defaults in silence: every fallback
+    is in the geometry's ``notes``; a geometry that cannot be known is an :class:`InputError`.
     """
     _check_consistent(headers, where)
     first = headers[0]
-    slices = [_Slice(h, f) for h in headers for f in range(h.frames)]
+    notes: list[str] = []
     if first.pixel_spacing is None:
-        log.info("%s: no PixelSpacing; assuming 1 mm pixels", where.name)
-    row_mm, col_mm = first.pixel_spacing or (1.0, 1.0)
+        raise InputError(
+            f"{where}: DICOM has no PixelSpacing (nor ImagerPixelSpacing): the size of its "
+            "pixels in mm is unknown"
+        )
+    if first.pixel_spacing_from != "PixelSpacing":
+        notes.append(
+            f"no PixelSpacing: pixel size from {first.pixel_spacing_from}, at the detector "
+            "(not corrected for magnification)"
+        )
+    row_mm, col_mm = first.pixel_spacing
+    slices = [_Slice(h, f) for h in headers for f in range(h.frames)]
+    unplaced = [s for s in slices if s.position is None]
+    if unplaced and len(unplaced) < len(slices):
+        raise InputError(
+            f"{where}: DICOM series has slices with and without ImagePositionPatient "
+            f"({_label(unplaced[0])} has none)"
+        )
     orientation = first.orientation
-    positioned = orientation is not None and all(s.position is not None for s in slices)
-    if positioned and orientation is not None:
+    if orientation is not None and not unplaced:
         row, col = orientation[:3], orientation[3:]
         normal = _cross(row, col)
         slices.sort(key=lambda s: _dot(normal, s.position or (0.0, 0.0, 0.0)))
@@ -574,27 +739,109 @@ def _geometry(headers: Sequence[_Header], where: Path) -> _Geometry:
         if len(slices) > 1:
             last = slices[-1].position or origin
             step = tuple((b - a) / (len(slices) - 1) for a, b in zip(origin, last, strict=True))
+            _check_line(slices, step, normal, min(row_mm, col_mm), where)
+            notes += _tag_notes(first.slice_tags, (depths[-1] - depths[0]) / (len(slices) - 1))
         else:
-            thickness = first.slice_spacing or 1.0
+            thickness = _tag_spacing(first, where, len(slices), notes)
             step = tuple(n * thickness for n in normal)
     else:
-        log.info(
-            "%s: no ImageOrientationPatient/ImagePositionPatient; ordering slices by "
-            "InstanceNumber and spacing them by SpacingBetweenSlices/SliceThickness",
-            where.name,
-        )
+        if orientation is None:
+            notes.append("no ImageOrientationPatient: axial slices assumed")
         slices = _by_instance(slices, where)
         cosines = orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial, when unknown
         row, col = cosines[:3], cosines[3:]
         normal = _cross(row, col)
-        thickness = first.slice_spacing or 1.0
+        thickness = _tag_spacing(first, where, len(slices), notes)
         step = tuple(n * thickness for n in normal)
         origin = slices[0].position or slices[0].header.origin or (0.0, 0.0, 0.0)
+        if slices[0].position is None and slices[0].header.origin is None:
+            notes.append("no ImagePositionPatient: origin (0, 0, 0) assumed")
     # voxel (i, j, k) = (column, row, slice) → LPS mm (one row per axis x, y, z), then
     # LPS → RAS by negating x and y
     lps = [[row[a] * col_mm, col[a] * row_mm, step[a], origin[a]] for a in range(3)]
     ras = [[0.0 - v for v in lps[0]], [0.0 - v for v in lps[1]], lps[2], [0.0, 0.0, 0.0, 1.0]]
-    return _Geometry(slices=tuple(slices), affine=tuple(tuple(r) for r in ras))
+    return _Geometry(slices=tuple(slices), affine=tuple(tuple(r) for r in ras), notes=tuple(notes))
+
+
+def _tag_spacing(header: _Header, where: Path, count: int, notes: list[str]) -> float:
+    """The slice spacing (mm) from the header's attributes, for ``count`` slices that have no
+    positions to measure it from (or one slice): for one slice its SliceThickness first, for a
+    stack SpacingBetweenSlices first. The attribute used must be a positive number; one slice
+    without either is taken as 1 mm thick (noted); a stack without either is refused."""
+    order = ["SpacingBetweenSlices", "SliceThickness"]
+    if count == 1:
+        order.reverse()
+    tags = sorted(header.slice_tags, key=lambda t: order.index(t.keyword))
+    if tags:
+        tag = tags[0]
+        if tag.mm is None:
+            instead = (
+                "and a single slice has no other measure of its thickness"
+                if count == 1
+                else "and there are no slice positions to measure the slice spacing from"
+            )
+            raise InputError(
+                f"{where}: DICOM {tag.keyword} is {tag.written}, not a positive number (mm), "
+                f"{instead}"
+            )
+        if count > 1:
+            notes.append(
+                f"no slice positions along a known normal: slices in InstanceNumber order, "
+                f"{tag.mm:g} mm apart by {tag.keyword}"
+            )
+        return tag.mm
+    if count == 1:
+        notes.append("no SliceThickness: the slice is taken as 1 mm thick (volumes scale with it)")
+        return 1.0
+    raise InputError(
+        f"{where}: DICOM has {count} slices and neither their positions "
+        "(ImagePositionPatient with ImageOrientationPatient) nor SpacingBetweenSlices or "
+        "SliceThickness: the spacing between slices is unknown"
+    )
+
+
+def _tag_notes(tags: Sequence[_SpacingTag], gap: float) -> list[str]:
+    """Notes on slice spacing attributes that disagree with the ``gap`` (mm) measured from the
+    slice positions, which the geometry uses: an invalid value, or a SpacingBetweenSlices that
+    says otherwise (SliceThickness may differ from the gap: slices may overlap or leave gaps)."""
+    notes = []
+    for tag in tags:
+        if tag.mm is None:
+            notes.append(
+                f"{tag.keyword} is {tag.written}, not a positive number (mm): slice spacing "
+                f"{gap:.3f} mm measured from the slice positions"
+            )
+        elif tag.keyword == "SpacingBetweenSlices" and abs(tag.mm - gap) > max(
+            GAP_TOLERANCE * gap, GAP_TOLERANCE_MM
+        ):
+            notes.append(
+                f"SpacingBetweenSlices is {tag.written} but the slice positions lie "
+                f"{gap:.3f} mm apart: the positions are used"
+            )
+    return notes
+
+
+def _check_line(
+    slices: Sequence[_Slice],
+    step: Sequence[float],
+    normal: Sequence[float],
+    pixel_mm: float,
+    where: Path,
+) -> None:
+    """Every slice lies in plane where even steps from the first slice put it, within
+    :data:`IN_PLANE_TOLERANCE` pixels (the gaps along the normal are :func:`_check_spacing`'s)."""
+    origin = slices[0].position or (0.0, 0.0, 0.0)
+    tolerance = max(IN_PLANE_TOLERANCE * pixel_mm, GAP_TOLERANCE_MM)
+    for k, s in enumerate(slices):
+        position = s.position or origin
+        off = [position[a] - origin[a] - k * step[a] for a in range(3)]
+        along = _dot(off, normal)
+        shift = _norm([off[a] - along * normal[a] for a in range(3)])
+        if shift > tolerance:
+            raise InputError(
+                f"{where}: DICOM series slices are not stacked in line: {_label(s)} lies "
+                f"{shift:.3f} mm in plane off the line through the first and last slice"
+            )
 
 
 def _check_spacing(slices: Sequence[_Slice], depths: Sequence[float], where: Path) -> None:
