@@ -67,18 +67,18 @@ def test_run_folder_writes_outputs_provenance_and_run_store(vlm, tmp_path):
     assert listed[0]["id"] == data["run_id"]
 
 
-def test_run_twice_into_the_same_folder_replaces_items(vlm, tmp_path):
+def test_run_twice_into_the_same_folder_keeps_the_first_unless_overwrite(vlm, tmp_path):
     sample = vlm.paths[0] / "vlm_fixture_good" / "square.png"
     out = tmp_path / "out"
-    for gain in ("1", "0"):
-        assert (
-            vlm(
-                "run", "good.invert", str(sample), "-p", f"gain={gain}", "--out", str(out)
-            ).returncode
-            == 0
-        )
-    stats = json.loads((out / "square" / "stats.json").read_text())
-    assert stats["values"]["mean"] == 0.0
+
+    def mean(folder):
+        return json.loads((folder / "square" / "stats.json").read_text())["values"]["mean"]
+
+    for gain, extra in (("1", ()), ("0", ()), ("0", ("--overwrite",))):
+        args = ("run", "good.invert", str(sample), "-p", f"gain={gain}", "--out", str(out))
+        assert vlm(*args, *extra).returncode == 0
+    assert mean(out) == 0.0  # replaced by the third run
+    assert mean(tmp_path / "out-2") == 0.0  # the second wrote beside the first
 
 
 def test_unknown_device_is_a_usage_error(vlm, tmp_path):

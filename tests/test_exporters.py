@@ -243,6 +243,16 @@ def test_item_names_are_unique(tmp_path, photo):
     assert (tmp_path / "photo").is_dir() and (tmp_path / "photo-2").is_dir()
 
 
+def test_names_from_inputs_and_outputs_stay_inside_the_folder_without_controls(tmp_path, photo):
+    out = tmp_path / "out"
+    sources = [Image(photo.pixels, name=name) for name in ("a\x1b[31mb", "..", "c\nd")]
+    export_results([result({"../up\x07": Metrics({"a": 1})}, s) for s in sources], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["__", "a_[31mb", "c_d", "run.json"]
+    assert (out / "__" / ".._up_.json").is_file()
+    assert not any(c in str(p) for p in out.rglob("*") for c in "\x1b\x07\n")
+
+
 def test_types_reject_inconsistent_data():
     with pytest.raises(ValueError, match="xyxy"):
         Boxes(np.zeros((2, 3)), ("a", "b"), np.zeros(2), (4, 4))

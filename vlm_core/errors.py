@@ -7,6 +7,7 @@ found and what to do. The CLI prints the message on one line and exits with ``ex
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -89,3 +90,55 @@ def describe_exception(exc: BaseException) -> str:
         return f"SystemExit({exc.code!r})"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class OutputInUseError(UsageError):
+    """Another run holds the output folder (its lock file) and is still running."""
+
+    def __init__(
+        self,
+        folder: str,
+        run_id: str | None = None,
+        pid: int | None = None,
+        started: str | None = None,
+        host: str = "",
+    ) -> None:
+        if run_id is None:
+            who = "another run"
+        else:
+            where = f" on {host}" if host else ""
+            who = f"run {run_id[:12]} (pid {pid}{where}, started {started})"
+        super().__init__(f"--out {folder} is in use by {who}; wait for it or choose another folder")
+        self.folder = folder
+        self.run_id = run_id
+        self.pid = pid
+
+
+class DiskFullError(VLMError):
+    """A file could not be written: its device is full or the user's disk quota is used up.
+
+    An environment failure, not a bad request: exit 1, without "internal error".
+    """
+
+    def __init__(self, path: str | None, *, quota: bool = False, detail: str = "") -> None:
+        reason = " (disk quota exceeded)" if quota else ""
+        where = f" while writing {path}" if path else ""
+        super().__init__(f"no space left on device{reason}{where}{detail}")
+        self.path = path
+
+
+#: errno values that mean "no room to write": device full, quota exceeded (POSIX only)
+DISK_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
+)
+
+
+def disk_full(
+    exc: BaseException, path: str | None = None, detail: str = ""
+) -> DiskFullError | None:
+    """A :class:`DiskFullError` for an ``OSError`` that says the disk is full or over quota,
+    naming ``path`` (else the file the error names), or None for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_FULL_ERRNOS:
+        return None
+    name = path or (str(exc.filename) if exc.filename else None)
+    return DiskFullError(name, quota=exc.errno != errno.ENOSPC, detail=detail)

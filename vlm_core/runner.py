@@ -8,12 +8,14 @@ Order of work, so that a bad request writes nothing under the output folder:
 4. load inputs and run the task batch by batch, wrapping each call so that a plugin that raises
    (``SystemExit`` included) is reported against its name and quarantined;
 5. export into a staging folder beside ``--out`` and move it into place only on success.
+
+A run with ``--out`` holds a lock on that folder from step 3 to its end, and writes beside a
+folder that holds a finished run unless asked to overwrite it (:mod:`vlm_core.outdir`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -25,9 +27,10 @@ from typing import Any
 
 from vlm_core import __version__
 from vlm_core.config import edit_user_config
-from vlm_core.errors import TaskRunError, UsageError, VLMError, describe_exception
+from vlm_core.errors import TaskRunError, UsageError, VLMError, describe_exception, disk_full
 from vlm_core.io.load import Probe, collect_inputs, load_input
 from vlm_core.io.readers import ReaderError
+from vlm_core.outdir import OutputClaim, claim_output, printable, publish, staging_dir
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
@@ -52,6 +55,7 @@ class RunRequest:
     batch_size: int = 1
     seed: int = 0
     image_format: str = "png"
+    overwrite: bool = False  # replace a finished run in out_dir instead of writing beside it
 
 
 @dataclass
@@ -62,6 +66,7 @@ class RunOutcome:
     out_dir: Path | None
     timings_ms: dict[str, float]
     summaries: list[dict[str, Any]] = field(default_factory=list)  # one JSON summary per result
+    requested_out: Path | None = None  # the --out asked for, when out_dir is beside it
 
 
 def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:
@@ -135,23 +140,6 @@ def quarantine_reader(registry: Registry, exc: ReaderError) -> ReaderError:
 def _plugin_version(registry: Registry, plugin: str) -> str | None:
     record = registry.plugins.get(plugin)
     return record.version if record else None
-
-
-def _staging_dir(out_dir: Path, run_id: str) -> Path:
-    return out_dir.parent / f".{out_dir.name}.vlm-staging-{run_id[:8]}"
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Move the staged outputs into ``out_dir`` (created if missing), replacing same names."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    for entry in staging.iterdir():
-        target = out_dir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    staging.rmdir()
 
 
 def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskParams, list[Probe]]:
@@ -246,21 +234,28 @@ def _results(
             progress((index + 1) / len(batches), f"{done} of {max(len(probes), 1)} done")
 
 
-def _export(results: Iterable[Any], out_dir: Path, run_id: str, image_format: str) -> list[Path]:
-    """Export into a staging folder beside ``out_dir``, then move it into place."""
+def _export(results: Iterable[Any], claim: OutputClaim, image_format: str) -> list[Path]:
+    """Export into a staging folder beside the claimed folder, then move it into place; on any
+    failure the staging folder is removed, and a full disk is said as such."""
     from vlm_core.export import ExportOptions, export_results
 
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_dir(out_dir, run_id)
+    target = claim.target
+    staging = staging_dir(target, claim.run_id)
     options = ExportOptions(image_format="jpeg" if image_format in ("jpg", "jpeg") else "png")
     try:
         staged = export_results(results, staging, options)
-        _publish(staging, out_dir)
-    except BaseException:
+        publish(staging, claim)
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        where = Path(exc.filename) if isinstance(exc, OSError) and exc.filename else None
+        if where is not None and where.is_relative_to(staging):
+            where = target / where.relative_to(staging)
+        kept = f"; nothing of this run was written to {printable(str(target))}"
+        full = disk_full(exc, printable(str(where or target)), kept)
+        if full is not None:
+            raise full from exc
         raise
-    return [out_dir / p.relative_to(staging) for p in staged]
+    return [target / p.relative_to(staging) for p in staged]
 
 
 def run_task(
@@ -284,8 +279,12 @@ def run_task(
     run_id = uuid.uuid4().hex
     started = time.perf_counter()
     out_text = str(request.out_dir) if request.out_dir else None
+    claim: OutputClaim | None = None
     try:
         spec, params, probes = prepare(request, registry)
+        if request.out_dir is not None:
+            claim = claim_output(request.out_dir, run_id, overwrite=request.overwrite)
+            out_text = str(claim.target)
     except VLMError as exc:
         inputs = [str(p) for p in request.inputs]
         store.start(run_id, request.task, dict(request.params), inputs, out_text)
@@ -296,7 +295,12 @@ def run_task(
         store.finish(run_id, "rejected", error=str(exc))
         raise
     param_values = params.model_dump(mode="json")
-    store.start(run_id, spec.id, param_values, [str(p.path) for p in probes], out_text)
+    try:
+        store.start(run_id, spec.id, param_values, [str(p.path) for p in probes], out_text)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
     base = {
         "run_id": run_id,
         "task": spec.id,
@@ -331,8 +335,8 @@ def run_task(
                 yield result
 
         files: list[Path] = []
-        if request.out_dir is not None:
-            files = _export(tap(), request.out_dir, run_id, request.image_format)
+        if claim is not None:
+            files = _export(tap(), claim, request.image_format)
         else:
             for _ in tap():
                 pass
@@ -350,8 +354,13 @@ def run_task(
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
         store.finish(run_id, "ok", outputs=[str(f) for f in files], provenance=summary)
-        return RunOutcome(run_id, kept, files, request.out_dir, timings, summaries)
+        out_dir = claim.target if claim is not None else None
+        beside = claim.requested if claim is not None and claim.beside else None
+        return RunOutcome(run_id, kept, files, out_dir, timings, summaries, beside)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, VLMError) else describe_exception(exc)
         store.finish(run_id, "failed", error=error)
         raise
+    finally:
+        if claim is not None:
+            claim.release()

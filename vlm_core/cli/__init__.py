@@ -1,8 +1,9 @@
 """The `vlm` command line.
 
-Exit codes: 0 success; 1 a task, plugin or internal failure; 2 a bad request (unknown task,
-bad parameter, bad input, usage); 130 interrupted. Errors print one line on stderr; ``--debug``
-(or ``VLM_DEBUG=1``) adds the traceback.
+Exit codes: 0 success; 1 a task, plugin, environment (a full disk) or internal failure; 2 a bad
+request (unknown task, bad parameter, bad input, usage, an output folder another run holds);
+130 interrupted. Errors print one line on stderr, control characters escaped; ``--debug`` (or
+``VLM_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
@@ -33,16 +34,19 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # one line for users, the traceback in debug mode
-        from vlm_core.errors import VLMError, describe_exception
+        from vlm_core.errors import VLMError, describe_exception, disk_full
+        from vlm_core.outdir import printable
 
         if _debug(argv):
             import traceback
 
             traceback.print_exc()
-        if isinstance(exc, VLMError):
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+        known = disk_full(exc) or exc
+        if isinstance(known, VLMError):
+            click.echo(f"error: {printable(str(known))}", err=True)
+            sys.exit(known.exit_code)
         click.echo(
-            f"error: internal error: {describe_exception(exc)} (rerun with --debug)", err=True
+            f"error: internal error: {printable(describe_exception(exc))} (rerun with --debug)",
+            err=True,
         )
         sys.exit(1)

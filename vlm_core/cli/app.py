@@ -141,7 +141,13 @@ def info_cmd(task: str, as_json: bool) -> None:
     "-o",
     type=click.Path(path_type=Path),
     default=None,
-    help="Folder for outputs, exports and provenance (nothing is written without it).",
+    help="Folder for outputs, exports and provenance (nothing is written without it). A folder "
+    "that holds a finished run is kept: the outputs go beside it (OUT-2, OUT-3, ...).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the finished run in --out (its whole contents) instead of writing beside it.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Inputs per task call.")
@@ -164,10 +170,12 @@ def run_cmd(
     seed: int,
     image_format: str,
     as_json: bool,
+    overwrite: bool,
 ) -> None:
     """Run TASK on INPUTS (files, folders or globs)."""
     import sys
 
+    from vlm_core.outdir import printable
     from vlm_core.params import parse_pairs
     from vlm_core.runner import RunRequest, run_task
 
@@ -180,6 +188,7 @@ def run_cmd(
         batch_size=batch_size,
         seed=seed,
         image_format=image_format,
+        overwrite=overwrite,
     )
     # results are exported as they come and only their summaries kept: memory stays flat
     if as_json or not sys.stderr.isatty():
@@ -198,7 +207,8 @@ def run_cmd(
         emit_json(
             {
                 "run_id": outcome.run_id,
-                "out_dir": str(out) if out else None,
+                "out_dir": str(outcome.out_dir) if outcome.out_dir else None,
+                "requested_out": str(outcome.requested_out) if outcome.requested_out else None,
                 "results": outcome.summaries,
                 "files": [str(f) for f in outcome.files],
                 "timings_ms": {k: round(v, 3) for k, v in outcome.timings_ms.items()},
@@ -228,14 +238,21 @@ def run_cmd(
                 parts.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in o["counts"].items()))
             else:
                 parts.append(f"{name}: {o['kind']}")
-        click.echo(f"{source}: " + "; ".join(parts))
+        click.echo(printable(f"{source}: " + "; ".join(parts)))
     from vlm_core.plugins import get_registry
 
     spec = get_registry().tasks.get(task)  # the registry the run loaded (cached)
     notice = spec.notice if spec is not None else ""
     if notice:
         click.echo(f"notice: {notice}", err=True)
-    where = f", outputs in {out}" if out else " (no --out: nothing written)"
+    where = " (no --out: nothing written)"
+    if outcome.out_dir is not None:
+        where = f", outputs in {printable(str(outcome.out_dir))}"
+    if outcome.requested_out is not None:
+        where += (
+            f" (beside {printable(str(outcome.requested_out))}, which holds a finished run; "
+            "--overwrite replaces it)"
+        )
     click.echo(
         f"run {outcome.run_id[:12]}: {len(outcome.summaries)} result(s) in "
         f"{outcome.timings_ms['total_ms'] / 1000:.2f} s{where}"

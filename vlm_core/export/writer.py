@@ -24,6 +24,7 @@ from vlm_core.export.images import (
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.volumes import write_nifti
 from vlm_core.fileio import atomic_write_bytes, atomic_write_text
+from vlm_core.outdir import safe_name
 from vlm_core.types import (
     Boxes,
     Caption,
@@ -204,7 +205,9 @@ class _RunExport:
         self.files: list[Path] = []
 
     def item_dir(self, result: Result) -> Path:
-        base = getattr(result.input, "name", "") or "result"
+        """A folder of its own for each result, named after its input (made safe: no control
+        characters, separators or dot names), ``-2``, ``-3``, … for repeated names."""
+        base = safe_name(getattr(result.input, "name", "") or "result")
         name, n = base, 1
         while name in self.used:
             n += 1
@@ -372,7 +375,7 @@ def export_results(
         folder = export.item_dir(result)
         first = len(export.files)
         for name, output in result.outputs.items():
-            export.write_output(name, output, result, folder)
+            export.write_output(safe_name(name, "output"), output, result, folder)
         summary = result_summary(result)
         summary["files"] = [str(p.relative_to(out_dir)) for p in export.files[first:]]
         atomic_write_text(folder / "result.json", dumps(summary))
