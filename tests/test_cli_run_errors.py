@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error
+from conftest import REPO, one_line_error
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -129,3 +129,26 @@ def test_debug_shows_the_traceback(vlm):
     proc = vlm("--debug", "run", "good.invrt", "x.png")
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "UnknownTaskError" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (["coco_weights={tmp}/coco.pth"], "coco_weights is given without coco_model"),
+        (["coco_model=fcos_resnet50_fpn"], "coco_model needs coco_weights"),
+        (
+            ["coco_model=fcos_resnet50_fpn", "coco_weights=torchvision", "weights={tmp}/w.pt"],
+            "weights and coco_model are two different detectors; give one of them",
+        ),
+    ],
+)
+def test_a_parameter_that_would_be_ignored_is_refused(params, expected, vlm, tmp_path):
+    street = REPO / "plugins" / "driving" / "vlm_driving" / "samples" / "street.png"
+    pairs = [x for p in params for x in ("-p", p.format(tmp=tmp_path))]
+    out = tmp_path / "out"
+    proc = vlm("run", "driving.detect", str(street), *pairs, "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    line = one_line_error(proc)
+    assert line.startswith("error: bad parameters for task 'driving.detect': ")
+    assert expected in line
+    assert not out.exists()

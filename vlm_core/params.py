@@ -51,6 +51,9 @@ def validate_params(
         return model.model_validate(dict(raw))
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not err["loc"]:  # a model validator: a rule across parameters, not one bad value
+            rule = err["msg"].removeprefix("Value error, ")
+            raise ParameterError(f"bad parameters for task '{spec.id}': {rule}") from None
         loc = ".".join(str(p) for p in err["loc"]) or "parameters"
         value = err.get("input")
         raise ParameterError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vlm_core.tasks import TaskParams
 
@@ -59,6 +59,24 @@ class DetectParams(TaskParams):
     weights: str = _WEIGHTS
     coco_model: CocoModel = _COCO_MODEL
     coco_weights: str = _COCO_WEIGHTS
+
+    @model_validator(mode="after")
+    def _one_detector(self) -> DetectParams:
+        """``coco_model`` and ``coco_weights`` go together, and replace ``weights``: a
+        parameter that would be ignored is refused, not dropped."""
+        if self.coco_weights and not self.coco_model:
+            raise ValueError(
+                "coco_weights is given without coco_model; name the COCO detector the weights "
+                "belong to (e.g. -p coco_model=fasterrcnn_resnet50_fpn_v2) or drop coco_weights"
+            )
+        if self.coco_model and not self.coco_weights:
+            raise ValueError(
+                "coco_model needs coco_weights (the torchvision .pth file, or `torchvision` to "
+                "download it)"
+            )
+        if self.coco_model and self.weights:
+            raise ValueError("weights and coco_model are two different detectors; give one of them")
+        return self
 
 
 class DetectTrainParams(TaskParams):
