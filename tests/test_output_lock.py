@@ -147,10 +147,29 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(vlm, sample, tmp_path):
     out = tmp_path / "out"
     record = {"run_id": "d" * 32, "pid": dead.pid, "host": socket.gethostname()}
     lock_path(out).write_text(json.dumps({**record, "started": "2026-01-01T00:00:00+00:00"}))
+    left = tmp_path / ".out.vlm-staging-dddddddd" / "x"  # what the dead run had half-written
+    left.mkdir(parents=True)
+    (left / "half.png").write_bytes(b"\x89PNG")
     proc = vlm("run", "good.invert", str(sample), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (out / "square" / "inverted.png").is_file()
-    assert not lock_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out"]
+
+
+def test_a_run_killed_while_replacing_a_folder_gets_it_back(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    parked = tmp_path / ".out.vlm-replaced-eeeeeeee"  # killed between the two renames
+    parked.mkdir()
+    (parked / "run.json").write_text(json.dumps({"task": "t.x", "items": [], "run_id": "e"}))
+    record = {"run_id": "e" * 32, "pid": dead.pid, "host": socket.gethostname()}
+    lock_path(out).write_text(json.dumps({**record, "started": "2026-01-01T00:00:00+00:00"}))
+    claim = claim_output(out, "f" * 32)
+    assert (out / "run.json").is_file() and not parked.exists()
+    assert claim.target == tmp_path / "out-2"  # the run it holds is kept
+    claim.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_a_lock_kept_by_a_forked_child_of_a_killed_run_is_taken_over(tmp_path):

@@ -128,13 +128,17 @@ if hasattr(os, "register_at_fork"):
 
 
 class LockFile:
-    """A held lock file; :meth:`release` (or leaving the ``with`` block) removes it."""
+    """A held lock file; :meth:`release` (or leaving the ``with`` block) removes it.
 
-    def __init__(self, path: Path, fd: int, holder: Holder, os_locked: bool) -> None:
+    ``previous`` is the holder whose stale lock was taken over (None: the lock was free), so
+    the caller can clean up after a run that died.
+    """
+
+    def __init__(self, path: Path, fd: int, holder: Holder, previous: Holder | None) -> None:
         self.path = path
         self.holder = holder
+        self.previous = previous
         self._fd: int | None = fd
-        self._os_locked = os_locked
 
     @classmethod
     def acquire(cls, path: Path, holder: Holder, attempts: int = 100) -> LockFile:
@@ -144,6 +148,7 @@ class LockFile:
             LockHeld: a live process holds it (or is writing its record after ``attempts``
                 short retries).
         """
+        previous: Holder | None = None
         for _ in range(attempts):
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
@@ -155,19 +160,25 @@ class LockFile:
                     continue  # released between the two calls
                 created = False
             try:
-                lock = cls._take(path, fd, holder, created)
+                taken = cls._take(path, fd, holder, created, previous)
             except BaseException:
                 os.close(fd)
                 raise
-            if lock is not None:
-                return lock
+            if isinstance(taken, LockFile):
+                return taken
             os.close(fd)
-            time.sleep(0.01)
+            if isinstance(taken, Holder):
+                previous = taken  # its stale record is gone: create a fresh one
+            else:
+                time.sleep(0.01)
         raise LockHeld(path, None)
 
     @classmethod
-    def _take(cls, path: Path, fd: int, holder: Holder, created: bool) -> LockFile | None:
-        """The lock, a :class:`LockHeld` raised, or None to try again."""
+    def _take(
+        cls, path: Path, fd: int, holder: Holder, created: bool, previous: Holder | None
+    ) -> LockFile | Holder | None:
+        """The lock; the stale holder whose record was removed, to try again; None to try
+        again later; or :class:`LockHeld` raised."""
         locked = _os_lock(fd)
         if locked is False:
             current = _read(fd)
@@ -184,13 +195,14 @@ class LockFile:
                 if stale is not None and stale.alive():
                     raise LockHeld(path, stale)
                 os.unlink(path)  # only a fresh O_EXCL create may win it now
-                return None
+                return stale
             log.info("taking over %s from %s: that process is gone", path, stale)
+            previous = stale or previous
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(asdict(holder)).encode("utf-8"))
         _held.add(fd)
-        return cls(path, fd, holder, os_locked=bool(locked))
+        return cls(path, fd, holder, previous)
 
     def release(self) -> None:
         """Remove the file and drop the lock (idempotent)."""

@@ -5,7 +5,8 @@ A run given ``--out DIR`` first *claims* it (:func:`claim_output`):
 - it takes the lock file ``.DIR.vlm-lock`` beside the folder for the whole run
   (:mod:`vlm_core.lockfile`); a second run into the same folder is refused (exit 2) with the
   first one's run id, pid and start time, until the first ends; a lock left by a process that
-  is gone is taken over;
+  is gone is taken over, and what that run left is cleaned up (its staging folder; a run it
+  was replacing is put back if the kill came mid-swap);
 - when DIR holds a finished run (its ``run.json``), the new run writes *beside* it, into the
   first free ``DIR-2``, ``DIR-3``, … (locked too), unless ``overwrite`` is set: then DIR's
   contents are replaced by the new run's outputs as a whole, so no file of the old run stays;
@@ -85,6 +86,25 @@ def staging_dir(folder: Path, run_id: str) -> Path:
     return folder.parent / f".{folder.name}.vlm-staging-{run_id[:8]}"
 
 
+def replaced_dir(folder: Path, run_id: str) -> Path:
+    """Where :func:`publish` parks a replaced run until the new one is in place."""
+    return folder.parent / f".{folder.name}.vlm-replaced-{run_id[:8]}"
+
+
+def _clean_after(folder: Path, dead: Holder | None) -> None:
+    """Remove what a run that died holding ``folder``'s lock left: its staging folder, and a
+    run it was replacing (put back when the kill came between the two renames)."""
+    if dead is None:
+        return
+    old = replaced_dir(folder, dead.run_id)
+    if old.is_dir():
+        if os.path.lexists(folder):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, folder)
+    shutil.rmtree(staging_dir(folder, dead.run_id), ignore_errors=True)
+
+
 @dataclass
 class OutputClaim:
     """The folder a run writes (``target``) for the ``--out`` it was given (``requested``)."""
@@ -107,7 +127,7 @@ class OutputClaim:
 
 def _lock(folder: Path, shown: Path, holder: Holder) -> LockFile:
     try:
-        return LockFile.acquire(lock_path(folder), holder)
+        lock = LockFile.acquire(lock_path(folder), holder)
     except LockHeld as exc:
         held = exc.holder
         if held is None:
@@ -116,6 +136,8 @@ def _lock(folder: Path, shown: Path, holder: Holder) -> LockFile:
         raise OutputInUseError(
             printable(str(shown)), held.run_id, held.pid, held.started, "" if here else held.host
         ) from None
+    _clean_after(folder, lock.previous)
+    return lock
 
 
 def _writable(action: str, out: Path, exc: OSError) -> Exception:
@@ -173,6 +195,7 @@ def _beside(folder: Path, holder: Holder, claim: OutputClaim) -> Path:
             claim.locks.append(LockFile.acquire(lock_path(candidate), holder))
         except LockHeld:
             continue
+        _clean_after(candidate, claim.locks[-1].previous)
         if os.path.lexists(candidate):  # made between the check and the lock
             claim.locks.pop().release()
             continue
@@ -191,7 +214,7 @@ def publish(staging: Path, claim: OutputClaim) -> None:
         os.replace(staging, target)
         return
     if claim.replace:
-        old = target.parent / f".{target.name}.vlm-replaced-{claim.run_id[:8]}"
+        old = replaced_dir(target, claim.run_id)
         os.replace(target, old)
         try:
             os.replace(staging, target)
