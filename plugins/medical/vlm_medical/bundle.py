@@ -7,15 +7,18 @@ and ``models/model.safetensors`` (or ``model.pt``), or a MONAI model-zoo bundle 
 Order of work, so that nothing from an unsafe bundle ever runs:
 
 1. find the folder (download a zoo bundle when online; fail at once when offline);
-2. refuse it unless it lies under a trusted root or the operator passed ``trust=true``;
-3. read its config with safe loaders, expand ``%`` macros from files inside the bundle only,
-   and statically scan every ``$`` expression and ``_target_``
-   (:mod:`vlm_medical.bundle_safety`);
-4. load the weights with the core's safe loader (safetensors, or ``torch.load`` with
+2. refuse it unless it lies under a trusted root or the operator passed ``trust=true``
+   (:mod:`vlm_medical.bundle_safety`), and refuse it if it ships Python code unless the
+   operator passed ``trust_code=true`` (:mod:`vlm_medical.bundle_code`);
+3. read its config with safe loaders, expanding ``%`` macros from files inside the bundle only;
+4. check what building ``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing``
+   would run against the allow-list, the same for every bundle however trusted
+   (:mod:`vlm_medical.bundle_check`); the rest of the config is dropped unread;
+5. load the weights with the core's safe loader (safetensors, or ``torch.load`` with
    ``weights_only=True``), never with the bundle's own ``CheckpointLoader``;
-5. only then build ``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing`` with
-   MONAI's :class:`~monai.bundle.ConfigParser` (expressions see a reduced ``__builtins__``),
-   drop file writers (``SaveImage``/``SaveImaged``) and run the volume through them.
+6. only then build those four pieces with MONAI's :class:`~monai.bundle.ConfigParser` from
+   the checked config (allowed objects in place of names, expressions seeing only allowed
+   names) and run the volume through them.
 
 The output keeps the input's grid and affine; nothing of the bundle's metadata reaches the
 outputs except the class names of its ``channel_def``, cleaned to plain words.
@@ -30,6 +33,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from vlm_core.types import Output, Volume
+    from vlm_medical.bundle_check import CheckedConfig
 
 DEMO_BUNDLE = package_file("vlm_medical", "samples", "bundle-demo")
 DEMO_INPUT = package_file("vlm_medical", "samples", "bundle-demo-input.nii.gz")
@@ -55,7 +60,9 @@ ZOO_HOSTS: dict[str, tuple[str, ...]] = {
 }
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 WEIGHT_NAMES = ("model.safetensors", "model.pt", "model.pth")
-WRITER_NAMES = ("SaveImage", "SaveImaged")
+#: The config keys the task builds (the network under the first of its two names).
+NETWORK_KEYS = ("network_def", "network")
+PIPELINE_KEYS = ("preprocessing", "inferer", "postprocessing")
 
 
 class BundleParams(TaskParams):
@@ -70,8 +77,17 @@ class BundleParams(TaskParams):
     trust: bool = Field(
         False,
         description="Run a bundle from a folder outside the trusted roots (the plugin's "
-        "samples, MONAI's bundle cache, VLM_TRUSTED_BUNDLES, trusted-bundles.txt). Its config "
-        "is still scanned and refused if it reaches unsafe code.",
+        "samples, MONAI's bundle cache, VLM_TRUSTED_BUNDLES, trusted-bundles.txt). It widens "
+        "where a bundle may come from, not what it may do: its config must still pass the "
+        "allow-list, and its Python code (if any) still needs trust_code.",
+    )
+    trust_code: bool = Field(
+        False,
+        description="RUNS THE BUNDLE'S OWN PYTHON CODE (its scripts/ package, custom "
+        "networks and transforms) with your rights, unchecked: the bundle's packages become "
+        "importable and its config may name what they define. Only for bundles whose code "
+        "you have read or whose source you trust. Without it a bundle that ships code is "
+        "refused; trust=true never runs bundle code.",
     )
     config: str = Field(
         "inference",
@@ -287,12 +303,10 @@ class PreparedBundle:
         return self.network.buffers()
 
 
-def prepare(files: BundleFiles, tree: dict, device: str, input_key: str) -> PreparedBundle:
-    """Load the weights safely, then build the scanned config's pieces (see the module doc)."""
-    import shutil
-    import tempfile
-    import weakref
-
+def prepare(
+    files: BundleFiles, checked: CheckedConfig, device: str, input_key: str
+) -> PreparedBundle:
+    """Load the weights safely, then build the checked config's pieces (see the module doc)."""
     from vlm_core.weights import WeightsError, load_state_dict
     from vlm_medical.bundle_safety import BundleError, BundleRefused
 
@@ -301,35 +315,21 @@ def prepare(files: BundleFiles, tree: dict, device: str, input_key: str) -> Prep
     except WeightsError as exc:
         kind = BundleRefused if "refused" in exc.problem else BundleError
         raise kind(f"bundle '{files.label}' weights: {exc}") from None
-    scratch = tempfile.mkdtemp(prefix="vlm-bundle-")  # where a leftover writer would write
-    try:
-        ready = _build_pipeline(files, tree, state, device, input_key, scratch)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    weakref.finalize(ready, shutil.rmtree, scratch, ignore_errors=True)
-    return ready
+    return _build_pipeline(files, checked, state, device, input_key)
 
 
 def _build_pipeline(
-    files: BundleFiles, tree: dict, state: dict, device: str, input_key: str, scratch: str
+    files: BundleFiles, checked: CheckedConfig, state: dict, device: str, input_key: str
 ) -> PreparedBundle:
-    import copy
-
     import torch
     from monai.bundle import ConfigParser
     from monai.inferers import SimpleInferer
-    from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged
 
-    from vlm_medical.bundle_safety import BundleError, safe_builtins
+    from vlm_medical.bundle_safety import BundleError
 
     label = files.label
-    parser = ConfigParser(config=copy.deepcopy(tree), globals={"__builtins__": safe_builtins()})
-    parser["bundle_root"] = str(files.folder.resolve())
-    parser["device"] = torch.device(device)
-    for key in ("output_dir", "dataset_dir"):
-        parser[key] = scratch
-    key = next((k for k in ("network_def", "network") if k in parser), None)
+    parser = ConfigParser(config=checked.config, globals=checked.globals)
+    key = next((k for k in NETWORK_KEYS if k in checked.config), None)
     if key is None:
         raise BundleError(
             f"bundle '{label}': its config defines neither 'network_def' nor 'network'"
@@ -348,21 +348,26 @@ def _build_pipeline(
         problem = lines[1] if len(lines) > 1 else lines[0]
     if problem:
         raise BundleError(f"bundle '{label}': {files.weights.name} does not fit '{key}': {problem}")
-    pre = (
-        _build(parser, "preprocessing", label)
-        if "preprocessing" in parser
-        else Compose([
-            LoadImaged(keys=input_key, image_only=True),
-            EnsureChannelFirstd(keys=input_key),
-            EnsureTyped(keys=input_key, dtype=torch.float32),
-        ])
-    )  # fmt: skip
-    inferer = _build(parser, "inferer", label) if "inferer" in parser else SimpleInferer()
-    post = _build(parser, "postprocessing", label) if "postprocessing" in parser else None
-    for pipeline in (pre, post):
-        _drop_writers(pipeline)
+    config = checked.config
+    pre = _build(parser, "preprocessing", label) if "preprocessing" in config else None
+    inferer = _build(parser, "inferer", label) if "inferer" in config else SimpleInferer()
+    post = _build(parser, "postprocessing", label) if "postprocessing" in config else None
     network = network.to(device).eval()
-    return PreparedBundle(network, pre, inferer, post, _channel_defs(tree), device)
+    pre = pre if pre is not None else _default_preprocessing(input_key)
+    defs = _channel_defs(config)
+    return PreparedBundle(network, pre, inferer, post, defs, device)
+
+
+def _default_preprocessing(key: str) -> Any:
+    """Load, channel first, float: for a bundle without a ``preprocessing``."""
+    import torch
+    from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged
+
+    return Compose([
+        LoadImaged(keys=key, image_only=True),
+        EnsureChannelFirstd(keys=key),
+        EnsureTyped(keys=key, dtype=torch.float32),
+    ])  # fmt: skip
 
 
 def _channel_defs(tree: dict) -> dict[str, Mapping[str, Any]]:
@@ -387,29 +392,25 @@ def _build(parser: Any, key: str, label: str) -> Any:
     except BundleError:
         raise
     except Exception as exc:  # whatever the bundle's own config raises
+        cause = _innermost(exc)
+        if isinstance(cause, BundleError):  # an argument rule refused a call (MONAI wraps it)
+            raise cause from None
         raise BundleError(
             f"bundle '{label}': building '{key}' failed: {_root_cause(exc)}"
         ) from None
 
 
-def _root_cause(exc: BaseException) -> str:
-    from vlm_core.errors import describe_exception
-
+def _innermost(exc: BaseException) -> BaseException:
     seen = exc
     while seen.__cause__ is not None or seen.__context__ is not None:
         seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    return describe_exception(seen)
+    return seen
 
 
-def _drop_writers(pipeline: Any) -> None:
-    """Remove transforms that write files (at any depth of nested ``Compose``)."""
-    transforms = getattr(pipeline, "transforms", None)
-    if not isinstance(transforms, list | tuple):
-        return
-    kept = [t for t in transforms if type(t).__name__ not in WRITER_NAMES]
-    pipeline.transforms = type(transforms)(kept)
-    for t in kept:
-        _drop_writers(t)
+def _root_cause(exc: BaseException) -> str:
+    from vlm_core.errors import describe_exception
+
+    return describe_exception(_innermost(exc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,32 +426,54 @@ def run(inputs: Sequence[Volume], params: BundleParams, ctx: RunContext) -> list
 
     quiet_monai()
 
+    import torch
+
     from vlm_core.runtime import CacheKey, model_cache
     from vlm_core.weights import sha256_of
-    from vlm_medical.bundle_safety import check_trusted, read_bundle_config, scan_config
+    from vlm_medical.bundle_check import check_config
+    from vlm_medical.bundle_code import bundle_importable, check_code
+    from vlm_medical.bundle_safety import BundleError, check_trusted, read_bundle_config
 
     folder, label = locate_bundle(params)
     why = check_trusted(folder, trust=params.trust, label=label)
     files = bundle_files(folder, label, params)
+    packages = check_code(folder, trust_code=params.trust_code, label=label)
     tree = read_bundle_config(files.config, files.metadata, folder, label)
-    checked = scan_config(tree, label)
-    ctx.logger.info("bundle '%s' (%s): %d config items checked", label, why, checked)
-    sha = sha256_of(files.weights)
-    ctx.record_weights(f"bundle:{label}/{files.weights.name}", sha)
     digest = hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
     device = ctx.device
-    name = f"{folder.resolve()}/configs/{files.config.name}#{digest[:16]}:{params.input_key}"
-    key = CacheKey(
-        model=f"medical.bundle:{name}",
-        weights_sha256=sha,
-        device=device,
-        dtype="float32",
-    )
-    results = []
-    with model_cache().lease(key, lambda: prepare(files, tree, device, params.input_key)) as ready:
-        for i, volume in enumerate(inputs):
-            results.append(infer(ready, volume, params, label))
-            ctx.report((i + 1) / len(inputs), f"bundle '{label}': {i + 1} of {len(inputs)}")
+    # the task's own settings: where the bundle is, which device runs it
+    tree = {**tree, "bundle_root": str(folder.resolve()), "device": torch.device(device)}
+    net_key = next((k for k in NETWORK_KEYS if k in tree), None)
+    if net_key is None:
+        raise BundleError(
+            f"bundle '{label}': its config defines neither 'network_def' nor 'network'"
+        )
+    roots = [net_key, *(k for k in PIPELINE_KEYS if k in tree)]
+    with bundle_importable(folder, packages):
+        checked = check_config(tree, roots, label, packages)
+        ctx.logger.info(
+            "bundle '%s' (%s): %d config items checked against the allow-list%s%s",
+            label,
+            why,
+            checked.checked,
+            f"; result writers not built: {', '.join(checked.dropped)}" if checked.dropped else "",
+            f"; its code is trusted ({', '.join(sorted(packages))})" if packages else "",
+        )
+        sha = sha256_of(files.weights)
+        ctx.record_weights(f"bundle:{label}/{files.weights.name}", sha)
+        name = f"{folder.resolve()}/configs/{files.config.name}#{digest[:16]}:{params.input_key}"
+        key = CacheKey(
+            model=f"medical.bundle:{name}",
+            weights_sha256=sha,
+            device=device,
+            dtype="float32",
+        )
+        results = []
+        build = partial(prepare, files, checked, device, params.input_key)
+        with model_cache().lease(key, build) as ready:
+            for i, volume in enumerate(inputs):
+                results.append(infer(ready, volume, params, label))
+                ctx.report((i + 1) / len(inputs), f"bundle '{label}': {i + 1} of {len(inputs)}")
     return results
 
 
