@@ -224,6 +224,67 @@ def test_corrupt_safetensors_header_is_a_clear_error(st_file):
         load_state_dict(huge)
 
 
+@pytest.fixture
+def no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if safetensors is asked to parse a header."""
+    import safetensors.torch
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("safetensors was asked to parse the header")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+
+
+def _with_header(path: Path, header_bytes: int, data_bytes: int = 0) -> Path:
+    """A sparse .safetensors file: an 8-byte length, a header of ``header_bytes`` opening with
+    ``{`` (spaces then ``}``: valid JSON), then ``data_bytes`` of data."""
+    with open(path, "wb") as fh:
+        fh.write(header_bytes.to_bytes(8, "little") + b"{")
+        fh.seek(8 + header_bytes - 1)
+        fh.write(b"}")
+        if data_bytes:
+            fh.seek(8 + header_bytes + data_bytes - 1)
+            fh.write(b"\0")
+    return path
+
+
+def test_a_45_mb_header_is_refused_before_it_is_parsed(tmp_path, no_parse):
+    """The issue's case: a 45 MB header took 25 s and 1.5 GB to reject; now the length is
+    checked first (about 0.1 ms) and the header is never read."""
+    huge = _with_header(tmp_path / "huge.safetensors", 45 * 10**6, data_bytes=10**6)
+    with pytest.raises(WeightsError, match="its header is 45000000 bytes, over the 8388608"):
+        load_state_dict(huge)
+
+
+def test_a_header_length_beyond_the_file_is_refused_before_it_is_parsed(tmp_path, no_parse):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((45 * 10**6).to_bytes(8, "little") + b'{"a": 1}')
+    with pytest.raises(WeightsError, match="header length field says 45000000 bytes but only 8"):
+        load_state_dict(cut)
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(b"\x01\x02")
+    with pytest.raises(WeightsError, match="it is 2 bytes, too short for a header"):
+        load_state_dict(tiny)
+
+
+def test_a_header_larger_than_its_tensors_is_refused(tmp_path, no_parse):
+    """Over 1 MiB of header describing fewer bytes: entries for empty tensors, not weights."""
+    hollow = _with_header(tmp_path / "hollow.safetensors", 2 * 2**20, data_bytes=1000)
+    with pytest.raises(WeightsError, match=r"header of 2097152 bytes describes only 1000 bytes"):
+        load_state_dict(hollow)
+    not_json = tmp_path / "not-json.safetensors"
+    not_json.write_bytes((4).to_bytes(8, "little") + b"[1] ")
+    with pytest.raises(WeightsError, match="its header is not a JSON object"):
+        load_state_dict(not_json)
+
+
+def test_a_big_header_with_its_data_still_loads(tmp_path):
+    """1.2 MB of header (a long metadata entry) over 2 MB of tensors: under both caps."""
+    path = tmp_path / "big-meta.safetensors"
+    save_file({"w": torch.zeros(512, 1024)}, str(path), metadata={"notes": "x" * 1_200_000})
+    assert load_state_dict(path)["w"].shape == (512, 1024)
+
+
 class _WritesMarker:
     """Unpickling this runs code that creates a file: what a malicious checkpoint does."""
 
@@ -875,3 +936,4 @@ def test_open_clip_reference(monkeypatch):
     ]
     with pytest.raises(WeightsError, match="did you mean 'ViT-B-32/openai'"):
         locations(parse_ref("open_clip:ViT-B-32/openal"))
+

@@ -177,7 +177,21 @@ def create_backbone(
         )
         if head is not None:
             overlay["num_classes"] = int(head.shape[0])
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **create)
+        try:
+            model = timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay=overlay, **create
+            )
+        except RuntimeError as exc:  # timm's strict load_state_dict: weights of another network
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "RuntimeError")
+            from vlm_core.weights import WeightsError
+
+            raise WeightsError(
+                f"they do not fit the timm backbone '{name}': {detail[:200]}",
+                plugin=plugin,
+                filename=str(weights),
+                hint="give weights trained for this architecture",
+            ) from None
     config = timm.data.resolve_model_data_config(model)
     preprocessing = Preprocessing(
         input_size=tuple(config["input_size"]),

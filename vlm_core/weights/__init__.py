@@ -14,9 +14,19 @@ Importing this package does not import torch (the loader imports it on first use
 
 from vlm_core.weights.archive import default_max_bytes, safe_extract
 from vlm_core.weights.download import OFFLINE_FLAGS, offline_reason
-from vlm_core.weights.errors import ChecksumError, WeightsError
+from vlm_core.weights.errors import (
+    ChecksumError,
+    WeightsError,
+    WeightsRequestError,
+    requested,
+)
 from vlm_core.weights.hashing import check_sha256, sha256_of
-from vlm_core.weights.load import allowed_globals, load_state_dict
+from vlm_core.weights.load import (
+    allowed_globals,
+    check_safetensors_header,
+    load_into,
+    load_state_dict,
+)
 from vlm_core.weights.refs import WeightsSource, normalize_sha256, parse_ref, source_of
 from vlm_core.weights.resolve import HubFile, UrlFile, locate, locations, resolve
 from vlm_core.weights.store import StoreEntry, find_in_store, import_file, list_store, store_dir
@@ -28,19 +38,23 @@ __all__ = [
     "StoreEntry",
     "UrlFile",
     "WeightsError",
+    "WeightsRequestError",
     "WeightsSource",
     "allowed_globals",
+    "check_safetensors_header",
     "check_sha256",
     "default_max_bytes",
     "find_in_store",
     "import_file",
     "list_store",
+    "load_into",
     "load_state_dict",
     "locate",
     "locations",
     "normalize_sha256",
     "offline_reason",
     "parse_ref",
+    "requested",
     "resolve",
     "safe_extract",
     "sha256_of",

@@ -1,8 +1,17 @@
-"""The one exception the weights package raises."""
+"""The exceptions the weights package raises, and whose fault they are.
+
+Weights a plugin ships or declares that cannot be used are the plugin's (or the machine's)
+problem: :class:`WeightsError`, exit 1. Weights the user named in a parameter that cannot be
+used (missing, not a weights file, refused, made for another network) are a bad request:
+inside :func:`requested` a :class:`WeightsError` becomes a :class:`WeightsRequestError`, exit 2.
+"""
 
 from __future__ import annotations
 
-from vlm_core.errors import VLMError
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from vlm_core.errors import ParameterError, VLMError
 
 
 class WeightsError(VLMError):
@@ -68,3 +77,48 @@ class ChecksumError(WeightsError):
     ) -> None:
         super().__init__(problem, plugin=plugin, filename=filename, sha256=sha256, hint=hint)
         self.found = found
+
+
+class WeightsRequestError(WeightsError, ParameterError):
+    """Weights that a parameter of the request names cannot be used: a bad request (exit 2).
+
+    The message is the parameter and its value, then the :class:`WeightsError` it replaces::
+
+        weights='/data/w.safetensors': plugin 'art': weights 'w.safetensors' (no sha256
+        pinned): no such file: /data/w.safetensors; check the path
+    """
+
+    def __init__(self, param: str, value: str, cause: WeightsError) -> None:
+        super().__init__(
+            cause.problem,
+            plugin=cause.plugin,
+            filename=cause.filename,
+            sha256=cause.sha256,
+            hint=cause.hint,
+        )
+        self.args = (f"{param}={value!r}: {cause}",)
+        self.param = param
+        self.value = value
+
+
+@contextmanager
+def requested(param: str, value: object) -> Iterator[None]:
+    """Make weights errors inside the block the request's fault when ``value`` is set.
+
+    Wrap what resolves, loads and fits the weights that parameter ``param`` names::
+
+        with requested("weights", params.weights):
+            trained = load_trained(params.weights or default_weights(), plugin="art")
+            load_into(network, trained.state_dict, source=trained.path)
+
+    An empty ``value`` means the plugin's own default weights: their errors pass unchanged.
+    """
+    if not value:
+        yield
+        return
+    try:
+        yield
+    except WeightsRequestError:
+        raise
+    except WeightsError as exc:
+        raise WeightsRequestError(param, str(value), exc) from exc

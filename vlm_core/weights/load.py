@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES: tuple[str, ...] = (".safetensors",)
+#: The largest safetensors header vlm parses, in bytes (8 MiB). An entry takes about 100 bytes
+#: (name, dtype, shape, offsets), so this is some 80,000 tensors; a single checkpoint file
+#: holds a few thousand at most (one shard of a 70B model: under 1,000 in about 100 KB).
+#: safetensors itself parses up to 100 MB, which costs tens of seconds and gigabytes.
+MAX_SAFETENSORS_HEADER = 8 * 1024**2
+#: A header over this size (1 MiB: ~10,000 tensors) must not be larger than the tensor data it
+#: describes: a real checkpoint's entries describe far more bytes than they take.
+SAFETENSORS_HEADER_FLOOR = 1024**2
 PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin", ".ckpt")
 #: Keys under which training scripts nest the state dict, tried in this order.
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "module")
@@ -114,7 +122,52 @@ def load_state_dict(
     return _as_state_dict(loaded, path, plugin)
 
 
+def check_safetensors_header(path: Path, *, plugin: str = "core") -> None:
+    """Refuse a ``.safetensors`` file from its first bytes, before its header is parsed: the
+    8-byte header length must fit in the file, be at most :data:`MAX_SAFETENSORS_HEADER`, not
+    exceed the tensor data once over :data:`SAFETENSORS_HEADER_FLOOR`, and the header must
+    open with ``{``.
+
+    Raises:
+        WeightsError: naming the file and which of these it breaks.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    length = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    data = size - 8 - length
+    if length < 0:
+        problem = f"it is {size} bytes, too short for a header"
+    elif data < 0:
+        problem = (
+            f"its header length field says {length} bytes but only {size - 8} follow "
+            "(truncated, or not a safetensors file)"
+        )
+    elif length > MAX_SAFETENSORS_HEADER:
+        problem = (
+            f"its header is {length} bytes, over the {MAX_SAFETENSORS_HEADER} bytes vlm parses "
+            "(about 80,000 tensors)"
+        )
+    elif length > SAFETENSORS_HEADER_FLOOR and length > data:
+        problem = (
+            f"its header of {length} bytes describes only {data} bytes of tensor data "
+            "(not a model's weights)"
+        )
+    elif head[8:9] != b"{":
+        problem = "its header is not a JSON object"
+    else:
+        return
+    raise WeightsError(
+        f"{path} is not a valid safetensors file: {problem}",
+        plugin=plugin,
+        filename=path.name,
+        hint="the file is truncated, corrupt or not weights; fetch or import it again",
+    )
+
+
 def _load_safetensors(path: Path, plugin: str) -> dict[str, torch.Tensor]:
+    check_safetensors_header(path, plugin=plugin)  # before torch is even imported
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -227,3 +280,31 @@ def _as_state_dict(loaded: Any, path: Path, plugin: str) -> dict[str, torch.Tens
         state = {k[len("module.") :]: v for k, v in state.items()}
     log.debug("loaded %d tensors from %s", len(state), path)
     return state
+
+
+def load_into(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    plugin: str = "core",
+    source: Path | str | None = None,
+) -> None:
+    """``module.load_state_dict(state)`` (strict), with weights made for another network
+    reported as a :class:`WeightsError` naming ``source`` and the first mismatch.
+
+    Inside :func:`vlm_core.weights.requested` that error is the request's (exit 2).
+    """
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        if len(detail) > 200:
+            detail = detail[:197] + "..."
+        name = Path(source).name if source else None
+        raise WeightsError(
+            f"{source or 'the weights'} do not fit the {type(module).__name__} network: {detail}",
+            plugin=plugin,
+            filename=name,
+            hint="give weights trained for this task and architecture",
+        ) from None

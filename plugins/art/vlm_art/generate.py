@@ -20,6 +20,7 @@ from vlm_core.gan.models import GAN
 from vlm_core.gan.sampling import generate, slerp, to_unit, truncated_latents
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image, ImageSet, Video
+from vlm_core.weights import load_into, requested
 from vlm_core.weights.trained import load_trained
 
 TASK = "art.generate"
@@ -50,17 +51,18 @@ class Generator:
 
 def load_generator(weights: str = "", device: str = "cpu") -> Generator:
     """The generator of ``weights`` (a training folder, checkpoint or file; empty: bundled)."""
-    trained = load_trained(weights or default_weights(), plugin="art", task=TASK)
-    card: Mapping[str, Any] = trained.sidecar.get("card") or {}
-    if "architecture" not in card:
-        raise InputError(f"{trained.path} has no GAN architecture in its model.json card")
-    gan = build_gan(card["architecture"])
-    state = trained.state_dict
-    prefix = "g_ema." if any(k.startswith("g_ema.") for k in state) else "g."
-    g_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not g_state:
-        raise InputError(f"{trained.path} holds no generator weights (g_ema.* or g.*)")
-    gan.generator.load_state_dict(g_state)
+    with requested("weights", weights):  # a bad weights= is the request's fault (exit 2)
+        trained = load_trained(weights or default_weights(), plugin="art", task=TASK)
+        card: Mapping[str, Any] = trained.sidecar.get("card") or {}
+        if "architecture" not in card:
+            raise InputError(f"{trained.path} has no GAN architecture in its model.json card")
+        gan = build_gan(card["architecture"])
+        state = trained.state_dict
+        prefix = "g_ema." if any(k.startswith("g_ema.") for k in state) else "g."
+        g_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not g_state:
+            raise InputError(f"{trained.path} holds no generator weights (g_ema.* or g.*)")
+        load_into(gan.generator, g_state, plugin="art", source=trained.path)
     gan.to(device).eval()
     return Generator(gan, tuple(card.get("class_names") or ()), trained.sha256)
 

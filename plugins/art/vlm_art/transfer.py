@@ -20,6 +20,7 @@ from vlm_core.backbones import create_backbone
 from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image
+from vlm_core.weights import requested
 
 CONTENT_LEVEL = 2  # the feature level whose maps define content (stride 4 on VGG)
 
@@ -116,8 +117,9 @@ class StyleTransfer:
 
 def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[dict[str, Any]]:
     style = _resized(_load_style(params.style), params.size)
-    transfer = StyleTransfer(params.backbone, params.backbone_weights, seed=params.seed,
-                             device=ctx.device)  # fmt: skip
+    with requested("backbone_weights", params.backbone_weights):
+        transfer = StyleTransfer(params.backbone, params.backbone_weights, seed=params.seed,
+                                 device=ctx.device)  # fmt: skip
     if transfer.backbone.weights_sha256:
         ctx.record_weights(params.backbone, transfer.backbone.weights_sha256)
     results = []

@@ -22,6 +22,7 @@ from vlm_caption.params import DescribeParams
 from vlm_core.errors import InputError, UsageError
 from vlm_core.tasks import RunContext
 from vlm_core.types import Caption, Image
+from vlm_core.weights import requested
 
 
 def labels_of(text: str) -> list[str]:
@@ -61,9 +62,10 @@ def clip_outputs(
 
     if not params.clip_weights:
         raise UsageError("clip_model needs clip_weights (a file, a pretrained tag or hf-hub:...)")
-    encoder, release = cached_clip(
-        params.clip_model, params.clip_weights, device=device, plugin="caption"
-    )
+    with requested("clip_weights", params.clip_weights):
+        encoder, release = cached_clip(
+            params.clip_model, params.clip_weights, device=device, plugin="caption"
+        )
     try:
         result = zero_shot_classifier(encoder, labels).classify(list(images))
         probs = [dict(zip(result.labels, row.tolist(), strict=True)) for row in result.probs]

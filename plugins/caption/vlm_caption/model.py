@@ -23,6 +23,7 @@ from vlm_core.crossmodal import Captioner
 from vlm_core.errors import InputError
 from vlm_core.tasks import package_file
 from vlm_core.types import Image
+from vlm_core.weights import load_into, requested
 from vlm_core.weights.trained import load_trained
 
 TASK = "caption.describe"
@@ -57,22 +58,21 @@ def load_captioner(weights: str = "", device: str = "cpu") -> Loaded:
     from vlm_core.weights.resolve import resolve
 
     ref = weights or default_weights()
-    path = resolve(ref, plugin="caption")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, device)
-    with _lock:
-        if key in _loaded:
-            return _loaded[key]
-    trained = load_trained(ref, plugin="caption", task=TASK)
-    card: Mapping[str, Any] = trained.sidecar.get("card") or {}
-    if "architecture" not in card or "vocab" not in card:
-        raise InputError(f"{trained.path} has no captioner architecture and vocabulary in its card")
-    model = Captioner.from_card(card, plugin="caption")
-    try:
-        model.load_state_dict(trained.state_dict)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"{trained.path}: weights do not fit its card ({first})") from None
+    with requested("weights", weights):  # a bad weights= is the request's fault (exit 2)
+        path = resolve(ref, plugin="caption")
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, device)
+        with _lock:
+            if key in _loaded:
+                return _loaded[key]
+        trained = load_trained(ref, plugin="caption", task=TASK)
+        card: Mapping[str, Any] = trained.sidecar.get("card") or {}
+        if "architecture" not in card or "vocab" not in card:
+            raise InputError(
+                f"{trained.path} has no captioner architecture and vocabulary in its card"
+            )
+        model = Captioner.from_card(card, plugin="caption")
+        load_into(model, trained.state_dict, plugin="caption", source=trained.path)
     model.to(device).eval()
     loaded = Loaded(model, trained.sha256, str(trained.path))
     with _lock:

@@ -37,6 +37,7 @@ from vlm_core.io.load import collect_inputs
 from vlm_core.kinds import Kind
 from vlm_core.tasks import RunContext
 from vlm_core.types import Image, ImageSet
+from vlm_core.weights import requested
 
 BATCH = 64
 MAX_IMAGES = 20_000
@@ -176,8 +177,9 @@ class _ClipEngine(_Engine):
             raise UsageError(
                 "clip_model needs clip_weights (a file, a pretrained tag or hf-hub:...)"
             )
-        self.encoder = load_clip(params.clip_model, params.clip_weights, device=device,
-                                 plugin="caption")  # fmt: skip
+        with requested("clip_weights", params.clip_weights):
+            self.encoder = load_clip(params.clip_model, params.clip_weights, device=device,
+                                     plugin="caption")  # fmt: skip
         self.identity = self.encoder.identity
 
     def embed_images(self, images: Sequence[Image]) -> torch.Tensor:

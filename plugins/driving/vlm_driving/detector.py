@@ -21,6 +21,7 @@ from torch import nn
 
 from vlm_core.errors import InputError
 from vlm_core.tasks import package_file
+from vlm_core.weights import load_into, requested
 from vlm_driving.classes import CLASSES, COCO_TO_DRIVING
 from vlm_driving.models import build_detector, coco_detector, set_input_size, set_postprocess
 
@@ -145,17 +146,21 @@ def detector_request(
         ref = coco_weights
     else:
         ref = weights or default_weights()
-    path = resolve(ref, plugin="driving") if ref != "torchvision" else None
+    # weights the request named that cannot be used are its fault (exit 2), the bundled ones not
+    param, given = ("coco_weights", coco_weights) if coco_model else ("weights", weights)
+    with requested(param, given):
+        path = resolve(ref, plugin="driving") if ref != "torchvision" else None
     stat = path.stat() if path else None
     where = f"{path}|{stat.st_size}|{stat.st_mtime_ns}" if path and stat else ref
     name = f"driving.detect[{coco_model or 'trained'},compile={compile}]"
     key = CacheKey(name, where, str(policy.device), policy.dtype_name)
 
     def build() -> Detector:
-        if coco_model:
-            module, sha, title, sizes = _coco(coco_model, ref)
-        else:
-            module, sha, title, sizes = _trained(ref)
+        with requested(param, given):
+            if coco_model:
+                module, sha, title, sizes = _coco(coco_model, ref)
+            else:
+                module, sha, title, sizes = _trained(ref)
         prepared = prepare_model(module, policy)
         names = tuple(module.arch["class_names"])  # type: ignore[index]
         return Detector(prepared, module, names, sha, title, sizes[0], sizes[1], policy)
@@ -196,11 +201,7 @@ def _trained(ref: str) -> tuple[nn.Module, str, str, tuple[int, int]]:
     if not isinstance(arch, Mapping) or "family" not in arch:
         raise InputError(f"{trained.path} has no detector architecture in its card")
     module = build_detector(arch)
-    try:
-        module.load_state_dict(trained.state_dict)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"{trained.path}: weights do not fit their card ({first})") from None
+    load_into(module, trained.state_dict, plugin="driving", source=trained.path)
     arch = module.arch  # type: ignore[assignment]
     name = f"{arch['family']} on {arch['backbone']}"
     return module, trained.sha256, name, (int(arch["min_size"]), int(arch["max_size"]))

@@ -24,26 +24,21 @@ def load_network(
     """The network ``build(card["architecture"])`` with the weights of ``ref`` (``default``
     when empty), in eval mode on ``device``, through the core's model cache."""
     from vlm_core.runtime.cache import CacheKey, model_cache
-    from vlm_core.weights.errors import WeightsError
+    from vlm_core.weights import load_into, requested
     from vlm_core.weights.trained import load_trained
 
-    try:
+    # the bundled weights are the plugin's own (their failure is the plugin's, exit 1); the
+    # ones a weights= names are the request's (exit 2)
+    with requested("weights", ref):
         trained = load_trained(ref or default, plugin="medical", task=task)
-    except WeightsError as exc:
-        if not ref:  # the bundled weights are the plugin's own: a fault of the plugin
-            raise
-        raise ParameterError(f"weights={ref!r}: {exc}") from None
     architecture = trained.card.get("architecture")
     if not isinstance(architecture, dict):
         raise ParameterError(f"weights={ref!r}: {trained.path} has no architecture in its sidecar")
 
     def factory() -> nn.Module:
         network = build(architecture)
-        try:
-            network.load_state_dict(trained.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ParameterError(f"weights={ref!r}: do not fit the network: {first}") from None
+        with requested("weights", ref):
+            load_into(network, trained.state_dict, plugin="medical", source=trained.path)
         return network.eval().requires_grad_(False).to(device)
 
     label = architecture.get("name") or architecture.get("variant") or "network"
