@@ -937,3 +937,32 @@ def test_open_clip_reference(monkeypatch):
     with pytest.raises(WeightsError, match="did you mean 'ViT-B-32/openai'"):
         locations(parse_ref("open_clip:ViT-B-32/openal"))
 
+
+# ---------------------------------------------------------------------------------------------
+# a training folder's pointer file after a kill
+
+_KILLED_DURING_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from vlm_core import fileio
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)  # the kill lands after the temp file is written
+fileio.os.replace = killed
+fileio.atomic_write_text(Path(sys.argv[1]), '{"last": "step-00000002"}')
+"""
+
+
+def test_a_pointer_file_left_by_a_kill_is_removed_at_the_next_start(tmp_path):
+    from vlm_core.training.checkpoint import prune, read_pointer
+    from vlm_core.weights.trained import POINTER
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / POINTER).write_text('{"last": "step-00000001", "best": "step-00000001"}')
+    proc = subprocess.run([sys.executable, "-c", _KILLED_DURING_RENAME, str(out / POINTER)])
+    assert proc.returncode == -9
+    [stale] = [p for p in out.iterdir() if p.name != POINTER]
+    assert stale.name.startswith(f".{POINTER}.") and stale.name.endswith(".tmp")
+    assert read_pointer(out)["last"] == "step-00000001"  # the old pointer is intact
+    prune(out, keep_last=2)  # what the trainer does when it starts
+    assert [p.name for p in out.iterdir()] == [POINTER]

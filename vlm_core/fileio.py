@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import os
 import tempfile
@@ -46,6 +47,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(path)  # a failed write() names no file: say which one
         raise
+
+
+def atomic_leftovers(path: Path) -> list[Path]:
+    """The temporary files (``.NAME.XXXXXXXX.tmp``) that :func:`atomic_write_bytes` left beside
+    ``path`` when its process was killed between creating one and renaming it into place.
+
+    Only the folder's owner may remove them, at its start: a concurrent writer's are alike.
+    """
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vlm_core.errors import VLMError
-from vlm_core.fileio import atomic_write_text, file_mode, sha256_file
+from vlm_core.fileio import atomic_leftovers, atomic_write_text, file_mode, sha256_file
 from vlm_core.training.state import flatten, unflatten
 from vlm_core.weights.trained import CHECKPOINTS, MODEL_FILE, POINTER, SIDECAR_FILE
 
@@ -181,7 +181,9 @@ def read_pointer(out: Path) -> dict[str, Any]:
 
 def prune(out: Path, keep_last: int) -> None:
     """Remove checkpoints other than the best and the ``keep_last`` most recent, and leftovers
-    of interrupted saves."""
+    of interrupted saves (a pointer file a kill left half-written included)."""
+    for stale in atomic_leftovers(out / POINTER):
+        stale.unlink(missing_ok=True)
     root = out / CHECKPOINTS
     if not root.is_dir():
         return
