@@ -451,7 +451,8 @@ def run(inputs: Sequence[Volume], params: BundleParams, ctx: RunContext) -> list
     roots = [net_key, *(k for k in PIPELINE_KEYS if k in tree)]
     with bundle_importable(folder, packages):
         checked = check_config(tree, roots, label, packages)
-        ctx.logger.info(
+        log = ctx.logger.warning if "trust=true" in why else ctx.logger.info
+        log(
             "bundle '%s' (%s): %d config items checked against the allow-list%s%s",
             label,
             why,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 from collections.abc import Iterator
 from itertools import islice
@@ -29,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from vlm_core.errors import UsageError
-
-log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 8 * 1024**2
 MAX_CONFIG_NODES = 200_000
@@ -83,14 +80,16 @@ def trusted_roots() -> list[tuple[Path, str]]:
 
 
 def check_trusted(folder: Path, *, trust: bool, label: str) -> str:
-    """Say why ``folder`` may run (``"trusted: ..."``) or raise :class:`BundleRefused`."""
+    """Say why ``folder`` may run (``"trusted: ..."``) or raise :class:`BundleRefused`.
+
+    The caller logs the reason once the bundle has passed its other checks, so that a refusal
+    stays one line."""
     real = folder.resolve()
     for root, where in trusted_roots():
         if real == root or root in real.parents:
             return f"trusted: under {root} ({where})"
     if trust:
-        log.warning("running bundle %s from an untrusted location on the operator's word", real)
-        return "trusted by the operator (trust=true)"
+        return f"{real} is not under a trusted folder; trusted by the operator (trust=true)"
     raise BundleRefused(
         f"bundle '{label}' refused: {real} is not under a trusted bundle folder (the plugin's "
         f"samples, the MONAI bundle cache, {TRUST_ENV} or {TRUST_FILE} in the vlm config "
