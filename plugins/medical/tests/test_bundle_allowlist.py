@@ -425,3 +425,17 @@ def test_demo_bundle_config_is_unchanged_by_checking():
     tree = json.loads(text)
     check_config(tree, ROOTS, "bundle-demo")
     assert json.loads((DEMO_BUNDLE / "configs" / "inference.json").read_text()) == tree
+
+
+def test_configs_too_deep_to_check_are_refused(tmp_path):
+    from vlm_medical.bundle_safety import read_bundle_config
+
+    for expression in ("$" + "-" * 100_000 + "1", "$(" + "lambda x: " * 2000 + "1)"):
+        with pytest.raises(BundleRefused, match="'network_def' nests too deeply to be checked"):
+            check_config(base_config(network_def=expression), ROOTS, "b")
+    config = tmp_path / "configs" / "inference.json"
+    config.parent.mkdir()
+    for depth in (900, 5000):  # deeper than the checker can walk, deeper than json can read
+        config.write_text('{"network_def": ' + "[" * depth + "]" * depth + "}")
+        with pytest.raises(BundleRefused, match="nests too deeply to be checked"):
+            check_config(read_bundle_config(config, None, tmp_path, "b"), ROOTS, "b")

@@ -124,8 +124,13 @@ def check_config(
     checker = _Checker(tree, label, packages)
     for root in roots:
         checker.follow(root, None)
-    checker.drain()
-    return checker.result()
+    try:
+        checker.drain()
+        return checker.result()
+    except RecursionError:
+        raise BundleRefused(
+            f"bundle '{label}' refused: its config nests too deeply to be checked {SEE}"
+        ) from None
 
 
 class _Checker:
@@ -381,7 +386,12 @@ class _Checker:
             if _import_statement(value) is not None:
                 self.refuse(key, "is an import statement used as a value")
             self.refuse(key, "is not a single Python expression")
-        _Expression(self, key, set(refs)).visit(tree.body, frozenset())
+        except (RecursionError, MemoryError):
+            self.refuse(key, "nests too deeply to be checked")
+        try:
+            _Expression(self, key, set(refs)).visit(tree.body, frozenset())
+        except RecursionError:
+            self.refuse(key, "nests too deeply to be checked")
 
     # -- the result -----------------------------------------------------------------------------
     def result(self) -> CheckedConfig:

@@ -129,6 +129,10 @@ def load_config_file(path: Path, root: Path, label: str) -> Any:
         return yaml.safe_load(text)
     except ValueError as exc:  # json.JSONDecodeError
         raise BundleError(f"bundle '{label}': {path.name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleRefused(
+            f"bundle '{label}' refused: {path.name} nests too deeply to be checked"
+        ) from None
     except Exception as exc:  # yaml.YAMLError and its constructor errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"bundle '{label}': {path.name} is not valid YAML ({first})") from None
@@ -141,6 +145,15 @@ def read_bundle_config(config: Path, metadata: Path | None, root: Path, label: s
     looked up from the bundle folder, then from its ``configs`` folder); they are expanded
     recursively, up to :data:`MAX_MACRO_DEPTH` levels.
     """
+    try:
+        return _read_bundle_config(config, metadata, root, label)
+    except RecursionError:
+        raise BundleRefused(
+            f"bundle '{label}' refused: its config nests too deeply to be checked"
+        ) from None
+
+
+def _read_bundle_config(config: Path, metadata: Path | None, root: Path, label: str) -> dict:
     from monai.bundle import ConfigParser
 
     meta = load_config_file(metadata, root, label) if metadata is not None else {}
