@@ -439,3 +439,44 @@ def test_configs_too_deep_to_check_are_refused(tmp_path):
         config.write_text('{"network_def": ' + "[" * depth + "]" * depth + "}")
         with pytest.raises(BundleRefused, match="nests too deeply to be checked"):
             check_config(read_bundle_config(config, None, tmp_path, "b"), ROOTS, "b")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        (  # keyword arguments unpacked from a dict
+            {"overlap": "$[monai.transforms.LoadImage(**{'allow_pickle': True}), 0.25][-1]"},
+            "inferer::overlap",
+        ),
+        (  # the loader handed over uncalled (_mode_ callable), called by an expression
+            {"loader": {"_target_": "LoadImaged", "_mode_": "callable"},
+             "overlap": "$[@loader(keys='image', reader=['NumpyReader']), 0.25][-1]"},
+            "loader",
+        ),
+        (  # the loader named by an expression in _target_
+            {"sub": {"_target_": "$monai.transforms.LoadImaged", "keys": "image",
+                     "reader": "NumpyReader"},
+             "overlap": "$[@sub, 0.25][-1]"},
+            "sub::_target_",
+        ),
+    ],
+    ids=["unpacked-keywords", "callable-mode", "expression-target"],
+)  # fmt: skip
+def test_argument_rules_hold_for_calls_only_known_at_run_time(
+    changes, key, registry, tmp_path, volume
+):
+    loose = {k: v for k, v in changes.items() if k != "overlap"}
+    inferer = {"_target_": "SlidingWindowInferer", "roi_size": [16] * 3}
+    config = base_config(**loose, inferer={**inferer, "overlap": changes["overlap"]})
+    check_config(config, ROOTS, "b")  # nothing to see before it runs...
+    bundle = make_bundle(tmp_path / "bundle", config)
+    with pytest.raises(BundleRefused) as refused:  # ...but the call itself is checked
+        run_bundle(registry, bundle, volume, trust=True)
+    message = str(refused.value)
+    assert "\n" not in message and f"config key '{key}' calls monai.transforms.LoadImage" in message
+
+
+def test_local_names_cannot_be_dunders():
+    for expression in ("$(lambda __builtins__: 1)(2)", "$[1 for __x in [1]]"):
+        with pytest.raises(BundleRefused, match="binds the dunder name"):
+            check_config(base_config(network_def=expression), ROOTS, "b")

@@ -165,8 +165,8 @@ class Checked:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from vlm_medical.bundle_safety import BundleRefused
 
-        assert self.entry.rule is not None
-        problem = self.entry.rule(bound_arguments(self.entry.obj, args, kwargs))
+        rule = self.entry.rule
+        problem = rule(bound_arguments(self.entry.obj, args, kwargs)) if rule else None
         if problem:
             raise BundleRefused(f"{self.where} calls {self.entry.name} {problem} (see BUNDLE.md)")
         return self.entry.obj(*args, **kwargs)

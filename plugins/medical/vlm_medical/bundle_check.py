@@ -455,7 +455,9 @@ class _Expression:
             for default in [*args.defaults, *(d for d in args.kw_defaults if d is not None)]:
                 self.visit(default, local)
             params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-            self.visit(node.body, local | {a.arg for a in params if a is not None})
+            names = {a.arg for a in params if a is not None}
+            self.local_names(names)
+            self.visit(node.body, local | names)
         elif isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             scope = local
             for gen in node.generators:
@@ -528,8 +530,14 @@ class _Expression:
         kwargs = {str(k.arg): _literal(k.value) for k in node.keywords}
         self.checker.check_rule(self.key, callee, args, kwargs)
 
+    def local_names(self, names: set[str] | frozenset[str]) -> None:
+        for name in names:
+            if name.startswith("__"):
+                self.refuse(f"binds the dunder name '{name}'")
+
     def targets(self, target: ast.AST) -> frozenset[str]:
         if isinstance(target, ast.Name):
+            self.local_names({target.id})
             return frozenset({target.id})
         if isinstance(target, ast.Tuple | ast.List):
             return frozenset().union(*(self.targets(t) for t in target.elts))
