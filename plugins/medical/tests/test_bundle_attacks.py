@@ -504,3 +504,44 @@ def forget_scripts() -> None:
 @pytest.fixture
 def registry(vlm_registry: Any) -> Any:
     return vlm_registry({"medical": _BundlePlugin()})
+
+
+def run_cli(args: list[str], registry: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any):
+    """``vlm run medical.bundle ARGS`` in-process; (exit code, stdout, stderr)."""
+    from vlm_core import plugins
+    from vlm_core.cli import main
+
+    monkeypatch.setattr(plugins, "_cached", registry)
+    with pytest.raises(SystemExit) as info:
+        main(["run", "medical.bundle", *args])
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+@pytest.mark.parametrize(
+    ("case", "placement"),
+    [("delete-filebaton", "trust=true"), ("unpickle-loadimaged-numpyreader", "MONAI cache")],
+)
+def test_cli_refuses_with_one_line_and_exit_2(
+    case, placement, scene, registry, monkeypatch, capsys
+):
+    bundle, _ = build_attack(scene, ATTACKS[case], place(scene, placement, case, monkeypatch))
+    trust = ["-p", "trust=true"] if placement == "trust=true" else []
+    code, _, err = run_cli(
+        [str(scene.volume), "-p", f"bundle={bundle}", *trust, "--out", str(scene.root / "o")],
+        registry, monkeypatch, capsys,
+    )  # fmt: skip
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: bundle '{case}' refused: config key '")
+    scene.assert_untouched()
+
+
+def test_cli_runs_the_demo_sample(registry, monkeypatch, capsys, tmp_path, vlm_home):
+    from vlm_medical.bundle import DEMO_INPUT
+
+    code, out, err = run_cli([str(DEMO_INPUT), "--out", str(tmp_path / "o")], registry,
+                             monkeypatch, capsys)  # fmt: skip
+    assert code == 0, err
+    assert "mask: background=" in out and "sphere=" in out
