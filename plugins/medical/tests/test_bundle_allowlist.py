@@ -480,3 +480,18 @@ def test_local_names_cannot_be_dunders():
     for expression in ("$(lambda __builtins__: 1)(2)", "$[1 for __x in [1]]"):
         with pytest.raises(BundleRefused, match="binds the dunder name"):
             check_config(base_config(network_def=expression), ROOTS, "b")
+
+
+def test_bundle_code_that_fails_to_import_is_the_bundles_error(registry, tmp_path, volume):
+    from vlm_medical.bundle_safety import BundleError
+
+    config = base_config(network_def={**NETWORK, "_target_": "scripts.net.Net"})
+    files = {"scripts/__init__.py": "", "scripts/net.py": "import a_package_nobody_installed\n"}
+    bundle = make_bundle(tmp_path / "bundle", config, files=files)
+    with pytest.raises(BundleError, match=r"needs 'scripts\.net', and importing it failed") as e:
+        run_bundle(registry, bundle, volume, trust=True, trust_code=True)
+    assert "a_package_nobody_installed" in str(e.value) and "\n" not in str(e.value)
+    assert registry.plugins["medical"].status == "healthy"
+    missing = base_config(network_def={**NETWORK, "_target_": "monai.no_such_module.UNet"})
+    with pytest.raises(BundleRefused, match=r"'monai\.no_such_module', which does not exist"):
+        check_config(missing, ROOTS, "b")

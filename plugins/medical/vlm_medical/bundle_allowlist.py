@@ -126,7 +126,7 @@ LOADER_ARGS = frozenset(
     keys reader dtype meta_keys meta_key_postfix overwriting image_only ensure_channel_first
     simple_keys prune_meta_pattern prune_meta_sep allow_missing_keys expanduser
     channel_dim as_closest_canonical squeeze_non_spatial_dims reverse_indexing series_name
-    series_meta affine_lps_to_ras
+    series_meta affine_lps_to_ras converter
 """)
 )
 #: Network arguments that make it download weights when set.

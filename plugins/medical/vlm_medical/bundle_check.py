@@ -33,6 +33,7 @@ from functools import cache
 from types import ModuleType
 from typing import Any, NoReturn
 
+from vlm_core.errors import describe_exception
 from vlm_medical.bundle_allowlist import (
     BUILTINS,
     IMPORT_ROOTS,
@@ -271,7 +272,10 @@ class _Checker:
             parts = name.split(".")
             if not self.importable(parts[0]):
                 self.refuse(key, f"targets '{name}', outside the modules a bundle may use")
-            obj, used = self.walk(key, importlib.import_module(parts[0]), parts[0], parts[1:])
+            module = self.load(key, parts[0])
+            if module is None:
+                self.refuse(key, f"targets '{name}', whose module '{parts[0]}' does not exist")
+            obj, used = self.walk(key, module, parts[0], parts[1:])
             if used < len(parts) - 1:
                 self.refuse(key, f"targets '{name}', which is not a class or function")
         if isinstance(obj, ModuleType) or not callable(obj):
@@ -292,10 +296,8 @@ class _Checker:
                 nxt = getattr(obj, part, _MISSING)
                 sub = f"{obj.__name__}.{part}"
                 if nxt is _MISSING and self.importable(sub):
-                    try:
-                        nxt = importlib.import_module(sub)
-                    except ImportError:
-                        nxt = _MISSING
+                    loaded = self.load(key, sub)
+                    nxt = _MISSING if loaded is None else loaded
             elif isinstance(obj, type) and not self.allowed(obj):
                 nxt = getattr(obj, part, _MISSING)  # enum-like constants: CommonKeys.IMAGE
             else:
@@ -310,6 +312,24 @@ class _Checker:
         if not (self.allowed(obj) or is_inert(obj)):
             self.refuse(key, f"names {_shown(name, obj)}, which is not on the allow-list")
         return obj, len(parts)
+
+    def load(self, key: str, module: str) -> ModuleType | None:
+        """Import ``module`` (one a bundle may use), or None when there is no such module.
+
+        Importing runs the module's code: the bundle's own (with ``trust_code``) may fail in
+        any way, which is the bundle's failure, reported as such."""
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+                return None
+            problem = describe_exception(exc)
+        except Exception as exc:  # whatever the imported code raises
+            problem = describe_exception(exc)
+        raise BundleError(
+            f"bundle '{self.label}': config key '{key}' needs '{module}', and importing it "
+            f"failed: {problem}"
+        )
 
     def binding(self, key: str, name: str) -> _Binding | None:
         """What the global ``name`` of an expression is: a module, an allowed value, or
@@ -336,9 +356,8 @@ class _Checker:
         where = f"imports '{imported.module}'" + (f" ({imported.name})" if imported.name else "")
         if not self.importable(imported.module):
             self.refuse(imported.key, f"{where}, which is not on the allow-list (used by '{key}')")
-        try:
-            module = importlib.import_module(imported.module)
-        except ImportError:
+        module = self.load(imported.key, imported.module)
+        if module is None:
             self.refuse(imported.key, f"{where}, which does not exist")
         if imported.name is None:
             return _Binding(module=module)
