@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vlm_core.training.checkpoint import Checkpoint, CheckpointError, find_checkpoint
     from vlm_core.training.config import TrainConfig
     from vlm_core.training.loop import TrainError
+    from vlm_core.training.resume_check import ResumeCheck, check_resume
     from vlm_core.training.setup import TrainSetup
     from vlm_core.training.trainer import Trainer, TrainEvent, TrainResult
 
@@ -31,6 +32,8 @@ _EXPORTS = {
     "find_checkpoint": "checkpoint",
     "TrainConfig": "config",
     "TrainError": "loop",
+    "ResumeCheck": "resume_check",
+    "check_resume": "resume_check",
     "TrainSetup": "setup",
     "TrainEvent": "trainer",
     "Trainer": "trainer",
@@ -41,6 +44,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "EvalResult",
+    "ResumeCheck",
     "TrainConfig",
     "TrainError",
     "TrainEvent",
@@ -48,6 +52,7 @@ __all__ = [
     "TrainResult",
     "TrainSetup",
     "Trainer",
+    "check_resume",
     "evaluate_task",
     "find_checkpoint",
     "train_task",

@@ -279,7 +279,7 @@ def evaluate_task(
     model.to(torch_device)
     precision = str((sidecar.get("config") or {}).get("precision", "auto"))
     loader = val_loader(setup, World(), batch=batch_size, num_workers=num_workers,
-                        pin=torch_device.type == "cuda")  # fmt: skip
+                        pin=torch_device.type == "cuda", seed=seed)  # fmt: skip
     assert loader is not None
     metrics = validate(
         model,
@@ -289,6 +289,7 @@ def evaluate_task(
         dtype=amp_dtype(precision, torch_device),
         world=World(),
         task=spec.id,
+        seed=seed,
     )
     recorded = sidecar.get("metrics")
     recorded_vals = (

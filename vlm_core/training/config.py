@@ -73,7 +73,9 @@ class TrainConfig(BaseModel):
         None, ge=1, le=100_000, description="Stop after N validations without improvement."
     )
     log_every: int = Field(10, ge=1, le=1_000_000, description="Log training loss every N steps.")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of weights, data order, dropout.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed of weights, data order, augmentation, dropout."
+    )
     deterministic: bool = Field(False, description="Deterministic kernels (slower; bitwise).")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     device: str = Field("auto", max_length=32, description="auto, cpu, cuda, cuda:N or mps.")

@@ -13,7 +13,14 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
 from vlm_core.errors import VLMError
+from vlm_core.runtime.seeding import derive_seed, forked_rng
 from vlm_core.training.distributed import World
+from vlm_core.training.seeded_data import (
+    TRAIN_STREAM,
+    VAL_STREAM,
+    VALIDATE_STREAM,
+    SeededSamples,
+)
 from vlm_core.training.setup import TrainSetup
 
 
@@ -127,13 +134,17 @@ def train_loader(
     num_workers: int,
     pin: bool,
 ) -> DataLoader[Any]:
-    """Epoch ``epoch``'s loader from micro-batch ``start``: the same order on every resume.
+    """Epoch ``epoch``'s loader from micro-batch ``start``: the same order and the same
+    augmentation on every resume.
 
     One process and N processes see the same global batches: each global batch is the next
-    ``micro * N`` indices of the epoch's permutation, split across ranks.
+    ``micro * N`` indices of the epoch's permutation, split across ranks. Each sample is made
+    under generators seeded from ``(seed, epoch, index)`` (:class:`SeededSamples`), so its
+    augmentation does not depend on the worker, the process or the step a run resumed at.
     """
+    data = SeededSamples(setup.train_data, seed=seed, stream=TRAIN_STREAM, epoch=epoch)
     sampler: DistributedSampler[Any] = DistributedSampler(
-        setup.train_data,
+        data,
         num_replicas=world.size,
         rank=world.rank,
         shuffle=True,
@@ -144,7 +155,7 @@ def train_loader(
     batches = BatchSampler(_Skip(sampler, start * micro), micro, drop_last=True)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(
-        setup.train_data,
+        data,
         batch_sampler=batches,
         collate_fn=setup.collate,
         num_workers=num_workers,
@@ -155,13 +166,16 @@ def train_loader(
 
 
 def val_loader(
-    setup: TrainSetup, world: World, *, batch: int, num_workers: int, pin: bool
+    setup: TrainSetup, world: World, *, batch: int, num_workers: int, pin: bool, seed: int = 0
 ) -> DataLoader[Any] | None:
+    """The validation split in order, sharded across ranks; a sample is made the same way
+    at every validation (generators seeded from ``(seed, index)``)."""
     if setup.val_data is None:
         return None
-    n = len(setup.val_data)  # type: ignore[arg-type]
+    data = SeededSamples(setup.val_data, seed=seed, stream=VAL_STREAM)
+    n = len(data)
     return DataLoader(
-        setup.val_data,
+        data,
         batch_size=batch,
         sampler=_Shard(n, world),
         collate_fn=setup.collate,
@@ -209,36 +223,43 @@ def validate(
     dtype: torch.dtype | None,
     world: World,
     task: str,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` over the whole validation split (all ranks together)."""
+    """``val_loss`` and ``val_<metric>`` over the whole validation split (all ranks together).
+
+    What the task draws at random here (a GAN's latents) comes from private generators seeded
+    from ``seed``: the same draws at every validation and in ``vlm eval``, and none taken
+    from the training's streams, so how often a run validates does not change its training.
+    """
     was_training = model.training
     model.eval()
     metrics = build_metrics(setup, device)
     loss_sum, count = 0.0, 0
-    try:
-        for batch in loader:
-            batch = to_device(batch, device)
-            with autocast(device, dtype):
-                size = batch_len(batch)
-                count += size
-                extra: dict[str, Any] = {}
-                if setup.loss is not None:
-                    loss, extra = split_loss(setup.loss(model, batch), task)
-                    loss_sum += float(loss.float().item()) * size
-                if metrics is not None:
-                    if "preds" in extra and "target" in extra:
-                        preds, target = extra["preds"], extra["target"]
-                    else:
-                        preds, target = setup.predict(model, batch)
-                    metrics.update(preds, target)
-    finally:
-        model.train(was_training)
-    loss_sum, total = world.sum([loss_sum, float(count)])
-    if total == 0:
-        raise TrainError("the validation split is empty")
-    result = {"val_loss": loss_sum / total} if setup.loss is not None else {}
-    if metrics is not None:
-        result.update({f"val_{k}": v for k, v in _scalars(metrics.compute()).items()})
+    with forked_rng(derive_seed(seed, VALIDATE_STREAM, world.rank), device=device):
+        try:
+            for batch in loader:
+                batch = to_device(batch, device)
+                with autocast(device, dtype):
+                    size = batch_len(batch)
+                    count += size
+                    extra: dict[str, Any] = {}
+                    if setup.loss is not None:
+                        loss, extra = split_loss(setup.loss(model, batch), task)
+                        loss_sum += float(loss.float().item()) * size
+                    if metrics is not None:
+                        if "preds" in extra and "target" in extra:
+                            preds, target = extra["preds"], extra["target"]
+                        else:
+                            preds, target = setup.predict(model, batch)
+                        metrics.update(preds, target)
+        finally:
+            model.train(was_training)
+        loss_sum, total = world.sum([loss_sum, float(count)])
+        if total == 0:
+            raise TrainError("the validation split is empty")
+        result = {"val_loss": loss_sum / total} if setup.loss is not None else {}
+        if metrics is not None:
+            result.update({f"val_{k}": v for k, v in _scalars(metrics.compute()).items()})
     return result
 
 

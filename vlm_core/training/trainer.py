@@ -1,9 +1,11 @@
 """The trainer every plugin's training goes through.
 
 The task supplies a :class:`~vlm_core.training.setup.TrainSetup`; the trainer owns the device
-and precision, data order and sharding, gradient accumulation and clipping, the EMA of weights,
-NaN/inf guards, validation with the task's metrics, atomic best/last checkpoints, resume, early
-stopping, the metrics log, progress events and the final report. Under ``torchrun`` it wraps the
+and precision, data order and sharding, the seeding of every random source (so that a resumed
+run repeats an uninterrupted one bit for bit, augmentation included), gradient accumulation and
+clipping, the EMA of weights, NaN/inf guards, validation with the task's metrics, atomic
+best/last checkpoints, resume, early stopping, the metrics log, progress events and the final
+report. Under ``torchrun`` it wraps the
 model in :class:`~torch.nn.parallel.DistributedDataParallel`; only rank 0 writes.
 """
 
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from vlm_core import __version__
+from vlm_core.runtime.seeding import derive_seed, seed_everything
 from vlm_core.training import checkpoint as ckpt
 from vlm_core.training.config import TrainConfig
 from vlm_core.training.distributed import World
@@ -39,12 +42,20 @@ from vlm_core.training.loop import (
 )
 from vlm_core.training.metrics_log import MetricsLog
 from vlm_core.training.report import write_report
+from vlm_core.training.seeded_data import STEP_STREAM
 from vlm_core.training.setup import TrainSetup
 from vlm_core.training.stepping import AutoStepper, ManualStepper
 
 log = logging.getLogger(__name__)
 
 Status = Literal["completed", "early_stopped", "stopped", "diverged"]
+
+#: How a run's random numbers are drawn, recorded in every checkpoint's training state: the
+#: main process's generators re-seeded from (seed, rank, step) before each optimizer step, each
+#: sample's from (seed, epoch, index) (:mod:`vlm_core.training.seeded_data`), validation's
+#: from (seed, rank). A run resumed from a checkpoint of another scheme cannot repeat the draws
+#: the interrupted run would have made.
+SEEDING = "vlm-seeding/2: step (seed, rank, step); sample (seed, epoch, index); validation"
 
 
 @dataclass(frozen=True)
@@ -273,6 +284,12 @@ class Trainer:
             if ema is not None and "ema" in state:
                 ema.load_state_dict(state["ema"])
             step = int(state["step"])
+            if state.get("seeding") != SEEDING:
+                log.warning(
+                    "%s was written by a vlm that drew random numbers differently: the resumed "
+                    "run will not repeat the interrupted run's draws (augmentation, dropout)",
+                    found.path,
+                )
             best = state.get("best")
             bad_validations = int(state.get("bad_validations", 0))
             skipped = int(state.get("nonfinite_skipped", 0))
@@ -308,7 +325,9 @@ class Trainer:
                 )
 
         pin = device.type == "cuda"
-        vloader = val_loader(setup, world, batch=micro, num_workers=cfg.num_workers, pin=pin)
+        vloader = val_loader(
+            setup, world, batch=micro, num_workers=cfg.num_workers, pin=pin, seed=cfg.seed
+        )
         metrics_log = (
             MetricsLog(self.out, resume_step=step, tensorboard=cfg.tensorboard)
             if world.is_main
@@ -366,6 +385,9 @@ class Trainer:
                     if world.any(self._stop_requested):
                         status, message = "stopped", f"stopped on request at step {step}"
                         break
+                    # everything the step draws in this process (dropout, a GAN's latents and
+                    # DiffAugment, on the CPU and CUDA) follows from the seed and the step alone
+                    seed_everything(derive_seed(cfg.seed, STEP_STREAM, world.rank, step))
                     outcome = stepper.step(train_model, batches)
                     loss_value, extra, n = outcome.loss, outcome.values, outcome.samples
                     grad_norm = outcome.grad_norm
@@ -422,6 +444,7 @@ class Trainer:
                             dtype=dtype,
                             world=world,
                             task=self.task,
+                            seed=cfg.seed,
                         )
                         validated = True
                         last_values.update(values)
@@ -534,6 +557,7 @@ class Trainer:
             "step": step,
             **stepper.state_dict(),
             "rng": rngs,
+            "seeding": SEEDING,
             "best": best,
             "bad_validations": bad_validations,
             "nonfinite_skipped": skipped,
