@@ -398,7 +398,9 @@ def test_captioner_learns_captions_and_answers_through_the_trainer(tmp_path: Pat
     assert greedy.texts == expected
     beam = model.beam_search(images, questions, beam=3, length_penalty=0.0)
     assert beam.texts == expected
-    assert all(b >= g - 1e-9 for b, g in zip(beam.log_probs, greedy.log_probs, strict=True))
+    # float32: the two decoders sum the same tokens' log-probabilities in different batch
+    # layouts, so an equal text may score a few 1e-7 apart
+    assert all(b >= g - 1e-6 for b, g in zip(beam.log_probs, greedy.log_probs, strict=True))
 
     trained = load_trained(str(tmp_path / "run"))
     rebuilt = Captioner.from_card(json.loads(json.dumps(trained.card)))
