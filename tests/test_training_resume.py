@@ -6,6 +6,7 @@ DataLoader workers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from vlm_core.kinds import Capability, Kind
 from vlm_core.runtime.seeding import seed_everything
 from vlm_core.tasks import TaskParams, TaskSpec, TrainContext
 from vlm_core.training import TrainConfig, Trainer, TrainSetup, find_checkpoint
+from vlm_core.training import trainer as trainer_module
 from vlm_core.training.api import TrainRequest, train_task
 from vlm_core.training.checkpoint import read_pointer
 from vlm_core.training.distributed import World
@@ -257,3 +260,15 @@ def test_the_checkpoint_records_the_generators_and_the_seeding(
     (rng,) = state["rng"]
     assert {"torch", "numpy", "python"} <= set(rng)
     assert os.path.getsize(last.path / "state.safetensors") > 0
+
+
+def test_a_checkpoint_of_another_seeding_scheme_resumes_with_a_warning(
+    tmp_path: Path, registry: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = toy_request(tmp_path, max_steps=4)
+    train_task(request, registry=registry)
+    monkeypatch.setattr(trainer_module, "SEEDING", "vlm-seeding/next")
+    longer = replace(toy_request(tmp_path, max_steps=6), resume=True)
+    with caplog.at_level(logging.WARNING, logger="vlm_core.training.trainer"):
+        assert train_task(longer, registry=registry).step == 6
+    assert "drew random numbers differently" in caplog.text
