@@ -30,10 +30,14 @@ def debug_mode() -> bool:
 def show_error(exc: BaseException, *, doing: str = "") -> None:
     """Show ``exc`` in one error box; ``doing`` says what failed ("running good.invert")."""
     if isinstance(exc, TaskRunError):
+        after = (
+            "Its own bundled sample crashed too, so the plugin is now disabled for every user "
+            "until someone enables it again on the Plugins page; everything else keeps working."
+            if exc.quarantined
+            else "The plugin stays enabled: a crash on one input does not disable it."
+        )
         st.error(
-            f"Plugin '{exc.plugin}' failed in task '{exc.task}': {exc.reason}. The plugin is "
-            "disabled until you enable it again on the Plugins page; everything else keeps "
-            "working.",
+            f"Plugin '{exc.plugin}' failed in task '{exc.task}': {exc.reason}. {after}",
             icon="🧩",
         )
     elif isinstance(exc, PluginError):

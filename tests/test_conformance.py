@@ -67,7 +67,8 @@ def test_a_crash_on_an_edge_input_fails_the_check(make_plugin, vlm_home):
     body = "if image.height < 2: raise ValueError('image too small')"
     report = check_plugin("fragile", registry=make_plugin("fragile", body=body))
     assert report.problems == [
-        "fragile.t: edge input tiny-1x1-gray.png: ValueError: image too small"
+        "fragile.t: edge input tiny-1x1-gray.png: ValueError: image too small",
+        "fragile.t: edge input line-65535x1.png: ValueError: image too small",
     ]
 
 

@@ -329,7 +329,9 @@ def test_crashing_plugin_shows_an_error_naming_it_and_the_app_stays_usable(
     at = run_page("exits.boom")
     at = healthy(click_run(at))
     assert "Plugin 'exits' failed in task 'exits.boom': SystemExit(3)" in errors(at)
-    assert "exits" in read_user_config().quarantined
+    assert "disabled for every user" in errors(at)  # its own sample exits too
+    record = read_user_config().quarantined["exits"]
+    assert record.by == "dashboard" and record.run_id and record.at
 
     at = healthy(at.selectbox(key="run.task").set_value("good.invert").run())
     assert "exits.boom" not in at.selectbox(key="run.task").options  # quarantined: gone
@@ -338,6 +340,10 @@ def test_crashing_plugin_shows_an_error_naming_it_and_the_app_stays_usable(
 
     at = healthy(at.switch_page("pages/plugins.py").run())
     assert "Plugin 'exits' failed at run" in errors(at)
+    # who quarantined it, when, and that it is off for everyone until enabled
+    (note,) = [w.value for w in at.warning if "Quarantined" in w.value]
+    assert f"by a dashboard run {record.run_id[:8]}" in note and record.at[:10] in note
+    assert "off for every user" in note and "vlm plugins enable exits" in note
     at = healthy(at.button(key="plugins.enable.exits").click().run())
     assert "Enabled plugin 'exits'" in at.success[0].value
     assert "exits" not in read_user_config().quarantined

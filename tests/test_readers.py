@@ -27,7 +27,7 @@ from vlm_core.io.readers import InputReader, ReaderError
 from vlm_core.kinds import Kind
 from vlm_core.runner import RunRequest, run_task
 from vlm_core.runstore import RunStore
-from vlm_core.tasks import TaskSpec
+from vlm_core.tasks import Sample, TaskSpec
 from vlm_core.types import Metrics, Volume
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
@@ -86,9 +86,12 @@ def measure(inputs, params, ctx):
 class ReaderPlugin:
     """A plugin with a volume task and a reader, like the medical plugin."""
 
-    def __init__(self, reader: InputReader = READER, tasks: bool = True) -> None:
+    def __init__(
+        self, reader: InputReader = READER, tasks: bool = True, samples: tuple[Sample, ...] = ()
+    ) -> None:
         self.reader = reader
         self.tasks = tasks
+        self.samples = samples
 
     @hookimpl
     def register_tasks(self, register):
@@ -103,6 +106,7 @@ class ReaderPlugin:
                 run=measure,
                 inputs=(Kind.VOLUME,),
                 outputs=(Kind.METRICS,),
+                samples=self.samples,
             )
         )
 
@@ -301,8 +305,10 @@ def test_a_crashing_reader_is_reported_against_its_plugin_and_quarantined(
     def crash(probe):
         raise ZeroDivisionError("reader bug")
 
-    registry = vlm_registry({"scan": ReaderPlugin(InputReader("dicom", probe, crash, group))})
-    series(tmp_path / "s", "s", [0.0, 1.0])
+    # the plugin's own sample crashes in the reader too: it is broken, and quarantined
+    sample = Sample("s", tuple(series(tmp_path / "s", "s", [0.0, 1.0])))
+    reader = InputReader("dicom", probe, crash, group)
+    registry = vlm_registry({"scan": ReaderPlugin(reader, samples=(sample,))})
     store = RunStore(tmp_path / "runs.sqlite")
     with pytest.raises(ReaderError) as info:
         run_task(RunRequest("scan.measure", [str(tmp_path / "s")]), registry=registry, store=store)
@@ -325,6 +331,34 @@ def test_a_crashing_reader_is_reported_against_its_plugin_and_quarantined(
     found = probe_input(tmp_path / "s" / "s-0.dcm", readers=registry.readers)
     with pytest.raises(ReaderError, match="load: returned str, not a Volume"):
         load_input(found, registry.readers)
+
+
+def test_a_reader_crash_on_one_input_fails_that_input_only(vlm_registry, vlm_home, tmp_path):
+    def picky(probe):  # a reader bug that only one series meets
+        if probe.path.name == "odd":
+            raise IndexError("slice index out of range")
+        return load(probe)
+
+    sample = Sample("s", tuple(series(tmp_path / "sample", "s", [0.0, 1.0])))
+    reader = InputReader("dicom", probe, picky, group)
+    registry = vlm_registry({"scan": ReaderPlugin(reader, samples=(sample,))})
+    series(tmp_path / "in" / "odd", "odd", [0.0, 1.0])
+    series(tmp_path / "in" / "fine", "fine", [0.0, 1.0, 2.0])
+    store = RunStore(tmp_path / "runs.sqlite")
+    outcome = run_task(
+        RunRequest("scan.measure", [str(tmp_path / "in")], batch_size=2),
+        registry=registry,
+        store=store,
+    )
+    assert [s["input"] for s in outcome.summaries] == [str(tmp_path / "in" / "fine")]
+    [failure] = outcome.failures
+    assert failure.input == str(tmp_path / "in" / "odd")
+    assert failure.error == (
+        "plugin 'scan': dicom reader failed in load: IndexError: slice index out of range"
+    )
+    assert store.list(limit=1)[0].status == "partial"
+    assert registry.plugins["scan"].status == "healthy"  # its own sample reads: not broken
+    assert not (vlm_home / "config.json").exists()
 
 
 def test_runs_hash_the_member_files_of_a_series(vlm_registry, tmp_path):

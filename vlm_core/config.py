@@ -90,25 +90,49 @@ def settings() -> Settings:
     )
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """Why a plugin was quarantined, when, and by which run (shown on the dashboard's Plugins
+    page and by `vlm plugins list`)."""
+
+    reason: str
+    at: str = ""  # ISO 8601 time, UTC
+    by: str = ""  # what started the run: "cli", "dashboard", "python"
+    run_id: str = ""
+
+    @classmethod
+    def from_json(cls, value: Any) -> Quarantine:
+        if isinstance(value, dict):
+            return cls(**{k: str(value.get(k) or "") for k in ("reason", "at", "by", "run_id")})
+        return cls(reason=str(value))  # an older config file: the reason alone
+
+    def to_json(self) -> dict[str, str]:
+        return {"reason": self.reason, "at": self.at, "by": self.by, "run_id": self.run_id}
+
+
 @dataclass
 class UserConfig:
     """The user config file: plugins switched off by the user, and plugins quarantined after
-    they crashed in a run (cleared by ``vlm plugins enable``)."""
+    they crashed in a run and on their own samples (cleared by ``vlm plugins enable``)."""
 
     disabled: set[str]
-    quarantined: dict[str, str]
+    quarantined: dict[str, Quarantine]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserConfig:
+        quarantined = data.get("quarantined", {})
         return cls(
             disabled=set(data.get("disabled", [])),
-            quarantined=dict(data.get("quarantined", {})),
+            quarantined={
+                str(name): Quarantine.from_json(value)
+                for name, value in (quarantined.items() if isinstance(quarantined, dict) else ())
+            },
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "disabled": sorted(self.disabled),
-            "quarantined": dict(sorted(self.quarantined.items())),
+            "quarantined": {k: v.to_json() for k, v in sorted(self.quarantined.items())},
         }
 
 

@@ -56,7 +56,9 @@ class PluginValidationError(PluginError):
 
 
 class TaskRunError(VLMError):
-    """A task raised while running; the plugin has been marked as failed."""
+    """A task raised something other than a :class:`UsageError` while running: a bug in the
+    plugin, reported against its name. ``quarantined``: the plugin's own samples crashed too,
+    so it is disabled until `vlm plugins enable` (otherwise only this input failed)."""
 
     def __init__(self, plugin: str, task: str, reason: str, quarantined: bool = False) -> None:
         hint = f"; plugin disabled until `vlm plugins enable {plugin}`" if quarantined else ""
@@ -64,6 +66,7 @@ class TaskRunError(VLMError):
         self.plugin = plugin
         self.task = task
         self.reason = reason
+        self.quarantined = quarantined
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import pluggy
 
 from vlm_core import hookspecs
-from vlm_core.config import Settings, read_user_config, settings
+from vlm_core.config import Quarantine, Settings, read_user_config, settings
 from vlm_core.errors import (
     PluginError,
     PluginValidationError,
@@ -50,6 +50,8 @@ class PluginRecord:
     stage: str | None = None  # where it failed: import, validate, register, run
     tasks: list[str] = field(default_factory=list)
     readers: list[str] = field(default_factory=list)  # formats it reads (register_readers)
+    #: when, why and by which run it was quarantined (failed at stage "run"); None otherwise
+    quarantine: Quarantine | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class PluginRecord:
             "stage": self.stage,
             "tasks": list(self.tasks),
             "readers": list(self.readers),
+            "quarantine": self.quarantine.to_json() if self.quarantine else None,
         }
 
 
@@ -97,10 +100,13 @@ class Registry:
                 f"unknown plugin '{name}'{did_you_mean(name, self.plugins)}"
             ) from None
 
-    def mark_failed(self, name: str, stage: str, reason: str) -> None:
+    def mark_failed(
+        self, name: str, stage: str, reason: str, quarantine: Quarantine | None = None
+    ) -> None:
         """Disable a plugin for the rest of this process (its tasks and readers disappear)."""
         record = self.plugins[name]
         record.status, record.stage, record.error = "failed", stage, reason
+        record.quarantine = quarantine
         for task_id in record.tasks:
             self.tasks.pop(task_id, None)
         for fmt in record.readers:
@@ -265,7 +271,8 @@ def load_registry(
             continue
         if record.name in config.quarantined:
             record.status, record.stage = "failed", "run"
-            record.error = config.quarantined[record.name]
+            record.quarantine = config.quarantined[record.name]
+            record.error = record.quarantine.reason
             loader.records[record.name] = record
             if s.strict_plugins:
                 raise PluginError(record.name, f"run: {record.error}")

@@ -6,7 +6,10 @@ Order of work, so that a bad request writes nothing under the output folder:
 2. probe every input from its header (format allow-list, size caps);
 3. record the run in the run store;
 4. load inputs and run the task batch by batch, wrapping each call so that a plugin that raises
-   (``SystemExit`` included) is reported against its name and quarantined;
+   (``SystemExit`` included) is reported against its name. A crash fails the input it happened
+   on (a batch that crashes runs again one input at a time to find which) and the run goes on
+   with the others; the plugin is quarantined only when its own bundled samples crash as well
+   (:func:`judge_crash`), since one input it cannot handle does not make it broken;
 5. export into a staging folder beside ``--out`` and move it into place only on success.
 
 A run with ``--out`` holds a lock on that folder from step 3 to its end, and writes beside a
@@ -26,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from vlm_core import __version__
-from vlm_core.config import edit_user_config
+from vlm_core.config import Quarantine, edit_user_config
 from vlm_core.errors import TaskRunError, UsageError, VLMError, describe_exception, disk_full
+from vlm_core.io.limits import check_image_size
 from vlm_core.io.load import Probe, collect_inputs, load_input
 from vlm_core.io.readers import ReaderError
 from vlm_core.outdir import OutputClaim, claim_output, printable, publish, staging_dir
@@ -56,6 +60,18 @@ class RunRequest:
     seed: int = 0
     image_format: str = "png"
     overwrite: bool = False  # replace a finished run in out_dir instead of writing beside it
+    origin: str = "python"  # what asks for the run ("cli", "dashboard"): kept with a quarantine
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """An input the plugin crashed on; the run went on with the others."""
+
+    input: str  # the input's path
+    error: str  # one line: the plugin, the task and what it raised
+
+    def to_json(self) -> dict[str, str]:
+        return {"input": self.input, "error": self.error}
 
 
 @dataclass
@@ -67,6 +83,7 @@ class RunOutcome:
     timings_ms: dict[str, float]
     summaries: list[dict[str, Any]] = field(default_factory=list)  # one JSON summary per result
     requested_out: Path | None = None  # the --out asked for, when out_dir is beside it
+    failures: list[InputFailure] = field(default_factory=list)  # inputs the plugin crashed on
 
 
 def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:
@@ -103,9 +120,9 @@ def call_task(
     Errors the task raises on purpose for bad input (:class:`~vlm_core.errors.UsageError`)
     and weights that cannot be found, fetched or verified (:class:`~vlm_core.weights.errors.
     WeightsError`: a wrong ``weights`` path, offline without the file) pass through: the plugin
-    is not broken. Anything else, ``SystemExit`` included, quarantines the plugin (persisted in
-    the user config until `vlm plugins enable`) and becomes a :class:`TaskRunError`.
-    With ``isolate=False`` (the conformance check) the plugin is not quarantined.
+    is not broken. Anything else, ``SystemExit`` included, becomes a :class:`TaskRunError`
+    naming the plugin; whether the plugin is quarantined is for the caller to judge
+    (:func:`judge_crash`). ``registry`` and ``isolate`` are kept for callers of earlier versions.
     """
     try:
         run = spec.resolve_run()
@@ -116,24 +133,86 @@ def call_task(
     except (UsageError, WeightsError):
         raise
     except BaseException as exc:
-        reason = describe_exception(exc)
-        if isolate:
-            quarantine(registry, spec.plugin, f"run of '{spec.id}' raised {reason}")
-        raise TaskRunError(spec.plugin, spec.id, reason, quarantined=isolate) from exc
+        raise TaskRunError(spec.plugin, spec.id, describe_exception(exc)) from exc
 
 
-def quarantine(registry: Registry, plugin: str, reason: str) -> None:
-    """Mark a plugin failed in this process and in the user config."""
+def _call_batch(
+    registry: Registry,
+    spec: TaskSpec,
+    inputs: Sequence[Any],
+    params: TaskParams,
+    ctx: RunContext,
+) -> list[Mapping[str, Any] | TaskRunError]:
+    """:func:`call_task` on a batch; when it crashes, the batch's inputs again one by one, so
+    that only those the task crashes on fail (each as its :class:`TaskRunError`)."""
+    try:
+        return list(call_task(registry, spec, inputs, params, ctx))
+    except TaskRunError as exc:
+        if len(inputs) <= 1:
+            return [exc]
+        log.info("%s; running the batch's %d inputs one by one", exc, len(inputs))
+    out: list[Mapping[str, Any] | TaskRunError] = []
+    for item in inputs:
+        try:
+            out += call_task(registry, spec, [item], params, ctx)
+        except TaskRunError as exc:
+            out.append(exc)
+    return out
+
+
+def judge_crash(
+    registry: Registry, spec: TaskSpec, reason: str, *, device: str, by: str, run_id: str
+) -> Quarantine | None:
+    """After ``spec`` crashed (``reason``) on an input: run its own bundled samples, without
+    isolation, on ``device``. If one of them crashes too, the plugin is broken: it is
+    quarantined (:func:`quarantine`) and the record returned. Otherwise, and for a task that
+    has no samples, the crash was the input's: None, and nothing is persisted. A sample that
+    is refused (missing weights offline) proves nothing either way."""
+    from vlm_core.testing.conformance import sample_crashes
+
+    if not spec.samples:
+        log.info("task '%s' has no bundled samples to judge its crash by", spec.id)
+        return None
+    try:
+        crashes = sample_crashes(spec, registry, device=device)
+    except Exception as exc:  # the judgement itself failed: keep the plugin, say why
+        log.warning("could not run the samples of '%s': %s", spec.id, describe_exception(exc))
+        return None
+    if not crashes:
+        log.info("the samples of '%s' run: the crash was the input's (%s)", spec.id, reason)
+        return None
+    name, detail = crashes[0]
+    why = f"run of '{spec.id}' raised {reason}; its sample '{name}' fails too: {detail}"
+    return quarantine(registry, spec.plugin, why, by=by, run_id=run_id)
+
+
+def quarantine(
+    registry: Registry, plugin: str, reason: str, *, by: str = "", run_id: str = ""
+) -> Quarantine:
+    """Mark a plugin failed in this process and in the user config (for every process that
+    shares it, until `vlm plugins enable`), recording when, why and by which run."""
     log.info("plugin '%s' quarantined: %s", plugin, reason)
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = Quarantine(reason=reason, at=at, by=by, run_id=run_id)
     if plugin in registry.plugins:
-        registry.mark_failed(plugin, "run", reason)
+        registry.mark_failed(plugin, "run", reason, record)
     with edit_user_config() as config:
-        config.quarantined[plugin] = reason
+        config.quarantined[plugin] = record
+    return record
 
 
-def quarantine_reader(registry: Registry, exc: ReaderError) -> ReaderError:
-    """Quarantine the plugin whose input reader crashed; the error to raise in its place."""
-    quarantine(registry, exc.plugin, f"{exc.reader.format} reader raised {exc.detail}")
+def _reader_verdict(
+    registry: Registry, spec: TaskSpec | None, exc: ReaderError, request: RunRequest, run_id: str
+) -> ReaderError:
+    """A plugin's input reader crashed: judged like a task crash, by the samples of the task
+    that was asked for when the reader is its own plugin's (a crash in another plugin's reader
+    says nothing about the task); the error to raise or record in its place."""
+    if spec is None or spec.plugin != exc.plugin:
+        return exc
+    reason = f"{exc.reader.format} reader raised {exc.detail}"
+    if judge_crash(registry, spec, reason, device=request.device, by=request.origin,
+                   run_id=run_id) is None:  # fmt: skip
+        return exc
     return ReaderError(exc.reader, exc.stage, exc.detail, quarantined=True)
 
 
@@ -154,7 +233,12 @@ def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskPara
         kinds = ", ".join(str(k) for k in spec.inputs)
         raise UsageError(f"task '{spec.id}' needs at least one input ({kinds})")
     probes = (
-        collect_inputs([str(p) for p in request.inputs], spec.inputs, readers=registry.readers)
+        collect_inputs(
+            [str(p) for p in request.inputs],
+            spec.inputs,
+            readers=registry.readers,
+            check=lambda probe: check_image_size(probe, spec.image_limits, spec.id),
+        )
         if spec.inputs
         else []
     )
@@ -178,6 +262,43 @@ class _Progress:
 
     ctx: RunContext
     timings: dict[str, float] = field(default_factory=lambda: {"load_ms": 0.0, "run_ms": 0.0})
+    failures: list[InputFailure] = field(default_factory=list)
+    first_error: BaseException | None = None  # the first crash, raised when nothing ran
+    judged: bool = False  # whether the plugin was judged by its samples in this run
+
+
+def _judge_task_crash(
+    exc: TaskRunError, spec: TaskSpec, request: RunRequest, registry: Registry, run_id: str
+) -> None:
+    """Judge the plugin after ``exc``; raise its quarantined error when it is found broken."""
+    found = judge_crash(registry, spec, exc.reason, device=request.device, by=request.origin,
+                        run_id=run_id)  # fmt: skip
+    if found is not None:
+        raise TaskRunError(spec.plugin, spec.id, exc.reason, quarantined=True) from exc
+
+
+def _fail(
+    state: _Progress,
+    probe: Probe,
+    exc: TaskRunError | ReaderError,
+    spec: TaskSpec,
+    request: RunRequest,
+    registry: Registry,
+    run_id: str,
+) -> None:
+    """Record a crash on one input. The first crash of a run has the plugin judged by its own
+    samples; a plugin found broken is quarantined and the run ends with its error."""
+    if not state.judged:
+        state.judged = True
+        if isinstance(exc, ReaderError):
+            verdict = _reader_verdict(registry, spec, exc, request, run_id)
+            if verdict is not exc:
+                raise verdict from exc
+        else:
+            _judge_task_crash(exc, spec, request, registry, run_id)
+    log.info("%s: %s", probe.path, exc)
+    state.failures.append(InputFailure(str(probe.path), str(exc)))
+    state.first_error = state.first_error or exc
 
 
 def _results(
@@ -191,25 +312,44 @@ def _results(
     isolate: bool,
 ) -> Iterator[Any]:
     """Load inputs and call the task batch by batch, yielding one Result per input (with its
-    provenance) as soon as its batch is done, so callers can export and drop it."""
+    provenance) as soon as its batch is done, so callers can export and drop it.
+
+    With ``isolate``, an input the plugin crashes on (in its reader or its task) is recorded in
+    ``state.failures`` and the others go on; when every input crashed, the first crash is
+    raised. Without it (conformance checks), the first crash is raised at once."""
     from vlm_core.types import InputRecord, Provenance, Result
 
     ctx, timings = state.ctx, state.timings
     progress = ctx.progress
     size = request.batch_size
     batches = [probes[i : i + size] for i in range(0, len(probes), size)] or [[]]
+    run_id = str(base["run_id"])
     done = 0
     for index, batch in enumerate(batches):
         t0 = time.perf_counter()
-        try:
-            inputs = [load_input(p, registry.readers) for p in batch]
-        except ReaderError as exc:
-            if not isolate:
-                raise
-            raise quarantine_reader(registry, exc) from exc
-        records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p in batch]
+        loaded: list[tuple[Probe, Any]] = []
+        for probe in batch:
+            try:
+                loaded.append((probe, load_input(probe, registry.readers)))
+            except ReaderError as exc:
+                if not isolate:
+                    raise
+                _fail(state, probe, exc, spec, request, registry, run_id)
+        inputs = [item for _, item in loaded]
+        records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p, _ in loaded]
         t1 = time.perf_counter()
-        produced = call_task(registry, spec, inputs, params, ctx, isolate=isolate)
+        produced: list[Mapping[str, Any] | TaskRunError] = []
+        if isolate and inputs:
+            produced = _call_batch(registry, spec, inputs, params, ctx)
+        elif not batch:  # a task without inputs runs once: its crash is the run's
+            try:
+                produced += call_task(registry, spec, inputs, params, ctx)
+            except TaskRunError as exc:
+                if isolate:
+                    _judge_task_crash(exc, spec, request, registry, run_id)
+                raise
+        elif inputs:
+            produced += call_task(registry, spec, inputs, params, ctx, isolate=isolate)
         t2 = time.perf_counter()
         timings["load_ms"] += (t1 - t0) * 1e3
         timings["run_ms"] += (t2 - t1) * 1e3
@@ -219,6 +359,9 @@ def _results(
             "run": round((t2 - t1) * 1e3 / share, 3),
         }
         for i, outputs in enumerate(produced):
+            if isinstance(outputs, TaskRunError):
+                _fail(state, loaded[i][0], outputs, spec, request, registry, run_id)
+                continue
             provenance = Provenance(
                 **base,
                 weights_sha256=dict(ctx.weights_sha256),
@@ -232,6 +375,8 @@ def _results(
             yield Result(spec.id, dict(outputs), provenance, source)
         if progress is not None:
             progress((index + 1) / len(batches), f"{done} of {max(len(probes), 1)} done")
+    if state.first_error is not None and done == 0:
+        raise state.first_error
 
 
 def _export(results: Iterable[Any], claim: OutputClaim, image_format: str) -> list[Path]:
@@ -258,6 +403,12 @@ def _export(results: Iterable[Any], claim: OutputClaim, image_format: str) -> li
     return [target / p.relative_to(staging) for p in staged]
 
 
+def _failures_text(failures: Sequence[InputFailure], total: int) -> str:
+    """One line for the run store: how many inputs failed, and each with its error."""
+    listed = "; ".join(f"{f.input}: {f.error}" for f in failures)
+    return f"{len(failures)} of {total} inputs failed: {listed}"
+
+
 def run_task(
     request: RunRequest,
     *,
@@ -271,8 +422,12 @@ def run_task(
 
     Results are exported batch by batch as they are made. ``keep_results=False`` keeps only
     their JSON summaries (``outcome.summaries``), so memory does not grow with the number of
-    inputs; the CLI runs that way. ``isolate=False`` reports a crashing plugin without
-    quarantining it (conformance checks).
+    inputs; the CLI runs that way.
+
+    An input the plugin crashes on is left out and listed in ``outcome.failures`` (the run is
+    recorded as ``partial``, and `vlm run` exits 1 after printing the others' results); when
+    every input crashed, the first crash is raised. ``isolate=False`` (conformance checks and
+    the samples that judge a crash) raises the first crash at once and never quarantines.
     """
     registry = registry or get_registry()
     store = store or RunStore.default()
@@ -289,8 +444,11 @@ def run_task(
         inputs = [str(p) for p in request.inputs]
         store.start(run_id, request.task, dict(request.params), inputs, out_text)
         if isolate and isinstance(exc, ReaderError):
-            crashed = quarantine_reader(registry, exc)
+            crashed = _reader_verdict(registry, registry.tasks.get(request.task), exc, request,
+                                      run_id)  # fmt: skip
             store.finish(run_id, "failed", error=str(crashed))
+            if crashed is exc:
+                raise
             raise crashed from exc
         store.finish(run_id, "rejected", error=str(exc))
         raise
@@ -311,6 +469,7 @@ def run_task(
         "params": param_values,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    failed: list[InputFailure] = []  # inputs the plugin crashed on, filled by the batch loop
     try:
         seed_everything(request.seed)
         ctx = RunContext(
@@ -321,7 +480,7 @@ def run_task(
             batch_size=request.batch_size,
             progress=progress,
         )
-        state = _Progress(ctx)
+        state = _Progress(ctx, failures=failed)
         kept: list[Any] = []
         summaries: list[dict[str, Any]] = []
 
@@ -353,12 +512,22 @@ def run_task(
             "weights_sha256": dict(ctx.weights_sha256),
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
-        store.finish(run_id, "ok", outputs=[str(f) for f in files], provenance=summary)
+        if failed:
+            summary["failures"] = [f.to_json() for f in failed]
+        store.finish(
+            run_id,
+            "partial" if failed else "ok",
+            outputs=[str(f) for f in files],
+            provenance=summary,
+            error=_failures_text(failed, len(probes)) if failed else None,
+        )
         out_dir = claim.target if claim is not None else None
         beside = claim.requested if claim is not None and claim.beside else None
-        return RunOutcome(run_id, kept, files, out_dir, timings, summaries, beside)
+        return RunOutcome(run_id, kept, files, out_dir, timings, summaries, beside, failed)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, VLMError) else describe_exception(exc)
+        if len(failed) > 1:
+            error = _failures_text(failed, len(probes))
         store.finish(run_id, "failed", error=error)
         raise
     finally:

@@ -55,6 +55,67 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class ImageLimits:
+    """The image sizes a task accepts, checked by the core from each input's header before the
+    run (no pixel is decoded): an input outside them is refused with one line (exit code 2).
+
+    They apply to image inputs and to the frames of video inputs. The defaults accept every
+    image the core's caps let through (``VLM_MAX_IMAGE_PIXELS``); a task declares narrower
+    limits where an image outside them would crash it or give a meaningless result, and pads or
+    resizes inside them where that is its natural behaviour.
+    """
+
+    #: the shorter side must be at least this many pixels
+    min_side: int = 1
+    #: the longer side may be at most this many pixels (None: only the core's pixel cap)
+    max_side: int | None = None
+    #: the longer side may be at most this many times the shorter one (None: any)
+    max_aspect: float | None = None
+
+    def problem(self, width: int, height: int, task: str) -> str | None:
+        """Why an image of ``width`` x ``height`` pixels is outside the limits (one line naming
+        ``task``), or None when it is inside."""
+        short, long = min(width, height), max(width, height)
+        size = f"{width}x{height}"
+        if short < self.min_side:
+            how = "thinner" if long >= self.min_side else "smaller"
+            return f"image {size} is {how} than {task} accepts (min side {self.min_side} px)"
+        if self.max_side is not None and long > self.max_side:
+            return f"image {size} is larger than {task} accepts (max side {self.max_side} px)"
+        if self.max_aspect is not None and long > self.max_aspect * short:
+            return (
+                f"image {size} is more elongated than {task} accepts (aspect ratio "
+                f"{long / short:.3g}:1, at most {self.max_aspect:g}:1)"
+            )
+        return None
+
+    def problems(self) -> list[str]:
+        """Contradictions in the limits themselves; an empty list means valid."""
+        found: list[str] = []
+        if self.min_side < 1:
+            found.append(f"image_limits.min_side must be at least 1, got {self.min_side}")
+        if self.max_side is not None and self.max_side < max(self.min_side, 1):
+            found.append(
+                f"image_limits.max_side ({self.max_side}) is below min_side ({self.min_side})"
+            )
+        if self.max_aspect is not None and not self.max_aspect >= 1:
+            found.append(f"image_limits.max_aspect must be at least 1, got {self.max_aspect}")
+        return found
+
+    def describe(self) -> str:
+        """The limits in words, for `vlm info` and the dashboard."""
+        parts = [f"shorter side at least {self.min_side} px"] if self.min_side > 1 else []
+        if self.max_side is not None:
+            parts.append(f"longer side at most {self.max_side} px")
+        if self.max_aspect is not None:
+            parts.append(f"aspect ratio at most {self.max_aspect:g}:1")
+        return ", ".join(parts) or "any (up to the core's pixel cap)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"min_side": self.min_side, "max_side": self.max_side, "max_aspect": self.max_aspect}
+
+
+@dataclass(frozen=True)
 class WeightsRef:
     """Weights a task needs: a name, the file name, its sha256 and where it can come from."""
 
@@ -173,6 +234,9 @@ class TaskSpec:
     memory_mb: int = 256  # rough peak device memory of one batch of one item
     capabilities: frozenset[Capability] = frozenset({Capability.RUN})
     max_inputs: int | None = None  # None: any number
+    #: the image sizes and aspect ratios accepted (images and video frames), checked before
+    #: the run from the inputs' headers
+    image_limits: ImageLimits = ImageLimits()
     #: builds the model, data, loss and metrics for `vlm train`/`vlm eval`: a callable or
     #: "module:function" (imported on first use); needs the "train" capability
     train: TrainFunction | str | None = None
@@ -358,6 +422,10 @@ def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
             ]
     if spec.train_defaults:
         problems += [f"task '{spec.id}': {p}" for p in train_defaults_problems(spec.train_defaults)]
+    if not isinstance(spec.image_limits, ImageLimits):
+        problems.append(f"task '{spec.id}': image_limits must be a vlm_core.tasks.ImageLimits")
+    else:
+        problems += [f"task '{spec.id}': {p}" for p in spec.image_limits.problems()]
     if spec.memory_mb <= 0:
         problems.append(f"task '{spec.id}': memory_mb must be positive")
     if Capability.RUN not in spec.capabilities:

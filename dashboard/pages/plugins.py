@@ -1,4 +1,9 @@
-"""Plugins: every installed plugin with its status and error; enable, disable, validate."""
+"""Plugins: every installed plugin with its status and error; enable, disable, validate.
+
+A plugin quarantined after a crash (its task crashed, and then on its own bundled sample too)
+is off for every user of this vlm home, dashboard sessions and CLI alike: its card says when,
+by which run and why, and offers the Enable button.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from vlm_dashboard.errors import show_error
 from vlm_dashboard.serving import registry
 from vlm_dashboard.state import STATUS_ICON
 
-from vlm_core.config import edit_user_config, read_user_config
+from vlm_core.config import Quarantine, edit_user_config, read_user_config, settings
 from vlm_core.plugins import PluginRecord
 from vlm_core.testing import ConformanceReport, check_plugin
 
@@ -61,6 +66,21 @@ def _show_report(name: str) -> None:
     )
 
 
+def quarantine_note(name: str, record: Quarantine) -> str:
+    """Who quarantined plugin ``name``, when and why, and that it is off for everyone."""
+    when = record.at.replace("T", " ").replace("+00:00", " UTC") if record.at else "earlier"
+    by = {"dashboard": "a dashboard run", "cli": "a `vlm run`", "python": "a Python run"}
+    who = by.get(record.by, f"a run ({record.by})" if record.by else "a run")
+    run = f" {record.run_id[:8]}" if record.run_id else ""
+    where = settings().config_file
+    return (
+        f"Quarantined {when} by {who}{run}: its task crashed, and then its own bundled sample "
+        f"crashed too, so the plugin looks broken rather than one input odd. This is kept in "
+        f"the shared config ({where}): '{name}' is off for every user and process of this vlm "
+        f"home until someone enables it (here, or `vlm plugins enable {name}`)."
+    )
+
+
 def _card(record: PluginRecord, can_enable: bool) -> None:
     with st.container(border=True):
         version = record.version or "in-process"
@@ -68,6 +88,8 @@ def _card(record: PluginRecord, can_enable: bool) -> None:
         st.caption(f"{record.distribution or 'no distribution'} · entry point {record.module}")
         if record.status == "failed":
             st.error(f"Plugin '{record.name}' failed at {record.stage}: {record.error}")
+            if record.quarantine is not None:
+                st.warning(quarantine_note(record.name, record.quarantine), icon="🔒")
         elif record.status == "disabled":
             st.warning(f"Plugin '{record.name}' is disabled ({record.error}).")
         elif record.tasks:
@@ -126,6 +148,7 @@ def main() -> None:
                 "distribution": r.distribution or "",
                 "tasks": len(r.tasks),
                 "failed at": r.stage or "",
+                "quarantined": r.quarantine.at if r.quarantine else "",
                 "error": r.error or "",
             }
             for r in records

@@ -159,7 +159,7 @@ def _submit(
         show_error(exc)
         return
     out_dir = session_dir() / "runs" / uuid.uuid4().hex[:12]
-    request = RunRequest(spec.id, inputs=inputs, params=params, out_dir=out_dir)
+    request = RunRequest(spec.id, inputs=inputs, params=params, out_dir=out_dir, origin="dashboard")
     st.session_state[JOB_KEY] = device_queue().submit_run(request, registry())
 
 
@@ -202,6 +202,8 @@ def _show(outcome: RunOutcome, task: str) -> None:
         f"Run {outcome.run_id[:8]} of {task}: {len(outcome.results)} result(s) in "
         f"{total / 1000:.2f} s"
     )
+    for failure in outcome.failures:  # inputs the plugin crashed on; the others' results follow
+        st.error(f"{Path(failure.input).name}: {failure.error}", icon="🧩")
     spec = registry().tasks.get(task)
     if spec is not None and spec.notice:
         st.warning(spec.notice, icon=":material/info:")

@@ -1,6 +1,7 @@
 """The `vlm` command line.
 
-Exit codes: 0 success; 1 a task, plugin, environment (a full disk) or internal failure; 2 a bad
+Exit codes: 0 success; 1 a task, plugin, environment (a full disk) or internal failure, and a
+run in which the plugin crashed on some inputs (the others' results are kept); 2 a bad
 request (unknown task, bad parameter, bad input, usage, an output folder another run holds);
 130 interrupted. Errors print one line on stderr, control characters escaped; ``--debug`` (or
 ``VLM_DEBUG=1``) adds the traceback.

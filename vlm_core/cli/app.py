@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def info_cmd(task: str, as_json: bool) -> None:
         "notice": spec.notice,
         "weights": [w.__dict__ for w in spec.weights],
         "memory_mb": spec.memory_mb,
+        "image_limits": spec.image_limits.to_json(),
         "samples": [
             {"name": s.name, "files": [str(f) for f in s.files], "params": dict(s.params)}
             for s in spec.samples
@@ -105,6 +107,8 @@ def info_cmd(task: str, as_json: bool) -> None:
         f"outputs: {', '.join(info['outputs'])}   memory: ~{spec.memory_mb} MB"
     )
     click.echo(f"capabilities: {', '.join(info['capabilities'])}")
+    if {"image", "video"} & set(info["inputs"]):
+        click.echo(f"image sizes: {spec.image_limits.describe()}")
 
     def bounds(p: dict[str, Any]) -> str:
         if p["choices"]:
@@ -189,6 +193,7 @@ def run_cmd(
         seed=seed,
         image_format=image_format,
         overwrite=overwrite,
+        origin="cli",
     )
     # results are exported as they come and only their summaries kept: memory stays flat
     if as_json or not sys.stderr.isatty():
@@ -212,8 +217,10 @@ def run_cmd(
                 "results": outcome.summaries,
                 "files": [str(f) for f in outcome.files],
                 "timings_ms": {k: round(v, 3) for k, v in outcome.timings_ms.items()},
+                "failures": [f.to_json() for f in outcome.failures],
             }
         )
+        _exit_on_failures(outcome.failures)
         return
     for summary in outcome.summaries:
         source = summary["input"] or task
@@ -253,10 +260,24 @@ def run_cmd(
             f" (beside {printable(str(outcome.requested_out))}, which holds a finished run; "
             "--overwrite replaces it)"
         )
+    failed = f", {len(outcome.failures)} input(s) failed" if outcome.failures else ""
     click.echo(
-        f"run {outcome.run_id[:12]}: {len(outcome.summaries)} result(s) in "
+        f"run {outcome.run_id[:12]}: {len(outcome.summaries)} result(s){failed} in "
         f"{outcome.timings_ms['total_ms'] / 1000:.2f} s{where}"
     )
+    _exit_on_failures(outcome.failures)
+
+
+def _exit_on_failures(failures: Sequence[Any]) -> None:
+    """A run some inputs of which the plugin crashed on: one line each on stderr, exit 1 (the
+    other inputs' results are kept)."""
+    from vlm_core.outdir import printable
+
+    if not failures:
+        return
+    for failure in failures:
+        click.echo(printable(f"error: {failure.input}: {failure.error}"), err=True)
+    raise SystemExit(1)
 
 
 @cli.command("doctor")

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ MAX_TEXT_BYTES = 1 << 20
 
 
 Readers = Mapping[str, InputReader]
+#: a further check of a probed input (a task's accepted image sizes): raises ``InputError``
+ProbeCheck = Callable[["Probe"], None]
 
 
 @dataclass(frozen=True)
@@ -413,16 +415,19 @@ def collect_inputs(
     s: Settings | None = None,
     *,
     readers: Readers | None = None,
+    check: ProbeCheck | None = None,
 ) -> list[Probe]:
     """Expand files, folders and globs into probed inputs.
 
     Files named explicitly must be usable; files found in folders or by globs that do not fit
     are skipped (logged), and a folder or glob that yields nothing usable is an error. Files
     found of a format whose reader groups files (``readers``) become one input per group: a
-    DICOM series folder is one volume.
+    DICOM series folder is one volume. ``check`` (e.g. the task's accepted image sizes) is one
+    more condition every input must meet, from its header.
     """
     s = s or settings()
     readers = readers or {}
+    check = check or _accept_all
     probes: list[Probe] = []
     for arg in args:
         path = Path(arg).expanduser()
@@ -433,7 +438,7 @@ def collect_inputs(
             else:
                 found = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
                 where = f"pattern '{arg}'"
-            usable, reasons = _probe_found(found, list(accept), s, readers)
+            usable, reasons = _probe_found(found, list(accept), s, readers, check)
             if not usable:
                 kinds = ", ".join(str(k) for k in accept)
                 detail = f" ({len(found)} files, none usable; first: {reasons[0]})" if found else ""
@@ -442,12 +447,18 @@ def collect_inputs(
                 )
             probes += usable
         else:
-            probes.append(probe_input(path, accept, s, readers=readers))
+            probe = probe_input(path, accept, s, readers=readers)
+            check(probe)
+            probes.append(probe)
     return probes
 
 
+def _accept_all(probe: Probe) -> None:
+    return None
+
+
 def _probe_found(
-    found: list[Path], accept: list[Kind], s: Settings, readers: Readers
+    found: list[Path], accept: list[Kind], s: Settings, readers: Readers, check: ProbeCheck
 ) -> tuple[list[Probe], list[str]]:
     """Probe the files found in a folder or by a glob, grouping those whose reader groups.
 
@@ -467,7 +478,9 @@ def _probe_found(
                 kinds[fmt] = kind
                 slots.append(candidate)
             else:
-                slots.append(_probe_checked(candidate, fmt, kind, size, s, readers))
+                checked = _probe_checked(candidate, fmt, kind, size, s, readers)
+                check(checked)
+                slots.append(checked)
         except InputError as exc:
             reasons.append(str(exc))
             log.info("skipping %s", exc)
@@ -477,7 +490,9 @@ def _probe_found(
         groups = _groups(reader, files)
         for group in groups:
             try:
-                probe: Probe | None = _probe_group(group, fmt, kinds[fmt], reader, s)
+                grouped_probe = _probe_group(group, fmt, kinds[fmt], reader, s)
+                check(grouped_probe)
+                probe: Probe | None = grouped_probe
             except InputError as exc:
                 probe = None
                 reasons.append(str(exc))

@@ -17,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vlm_core.errors import TaskRunError, UsageError, VLMError
+from vlm_core.errors import PluginError, TaskRunError, UsageError, VLMError
 from vlm_core.kinds import Kind
 from vlm_core.plugins import Registry, get_registry
-from vlm_core.tasks import TaskSpec, param_problems, validate_spec
+from vlm_core.tasks import Sample, TaskSpec, param_problems, validate_spec
+
+if TYPE_CHECKING:
+    from vlm_core.runstore import RunStore
 
 HEAVY_MODULES = ("torch", "torchvision", "timm", "open_clip", "monai", "streamlit")
 
@@ -84,6 +87,10 @@ def _edge_inputs(kind: Kind, folder: Path) -> list[Path]:
             "tiny-1x1-gray.png": np.zeros((1, 1), np.uint8),
             "rgba-3x5.png": np.full((3, 5, 4), 200, np.uint8),
             "gray16-8x6.png": (np.arange(48, dtype=np.uint16).reshape(8, 6) * 1000),
+            # extreme sizes and aspect ratios: accepted, or refused by the task's image_limits
+            "wide-4000x3.png": np.full((3, 4000, 3), 90, np.uint8),
+            "tall-3x4000.png": np.full((4000, 3, 3), 90, np.uint8),
+            "line-65535x1.png": np.zeros((1, 65535), np.uint8),
         }
         for name, pixels in cases.items():
             PILImage.fromarray(pixels).save(folder / name)
@@ -113,10 +120,75 @@ def _try_run(run: Callable[[], Any]) -> tuple[bool, str]:
     return True, "ran"
 
 
+def _run(
+    spec: TaskSpec,
+    registry: Registry,
+    store: RunStore,
+    files: list[Path],
+    params: dict[str, Any],
+    out: Path | None,
+    device: str = "cpu",
+) -> Any:
+    """One run of ``spec`` without isolation: a crash raises and quarantines nothing."""
+    from vlm_core.runner import RunRequest, run_task
+
+    request = RunRequest(spec.id, [str(f) for f in files], params, out_dir=out, device=device)
+    return run_task(request, registry=registry, store=store, isolate=False)
+
+
+def run_sample(
+    spec: TaskSpec,
+    sample: Sample,
+    registry: Registry,
+    out: Path,
+    store: RunStore,
+    device: str = "cpu",
+) -> tuple[bool, str]:
+    """Run one bundled sample into ``out``: (whether it ran and wrote outputs of the declared
+    kinds, what happened). A refused sample (a :class:`UsageError`) has not run."""
+    files, params = list(sample.files), dict(sample.params)
+    ok, detail = _try_run(partial(_run, spec, registry, store, files, params, out, device))
+    if ok and detail.startswith("refused"):
+        return False, detail  # a bundled sample must run, not be refused
+    if not ok:
+        return False, detail
+    declared = {str(k) for k in spec.outputs}
+    kinds = set()
+    for summary in out.glob("*/result.json"):
+        kinds |= {o["kind"] for o in json.loads(summary.read_text())["outputs"].values()}
+    if not kinds or not kinds <= declared:
+        return False, f"wrote {sorted(kinds)}, declared {sorted(declared)}"
+    return True, f"outputs {sorted(kinds)}"
+
+
+def sample_crashes(
+    spec: TaskSpec, registry: Registry, *, device: str = "cpu"
+) -> list[tuple[str, str]]:
+    """``(sample name, reason)`` of each of ``spec``'s bundled samples that crashes in the
+    plugin (its task or its reader raises something other than a :class:`UsageError`), run
+    without isolation in a temporary folder with a run store of its own. The runner asks this
+    after a task crashed on an input, before it quarantines the plugin: a plugin whose own
+    samples run is not broken. Samples that are refused (e.g. weights missing offline) are not
+    crashes."""
+    from vlm_core.runstore import RunStore
+
+    crashes: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix=f"vlm-samples-{spec.id}-") as tmp:
+        store = RunStore(Path(tmp) / "runs.sqlite")
+        for i, sample in enumerate(spec.samples):
+            try:
+                _run(spec, registry, store, list(sample.files), dict(sample.params),
+                     Path(tmp) / f"sample-{i}", device)  # fmt: skip
+            except (TaskRunError, PluginError) as exc:
+                crashes.append((sample.name, getattr(exc, "reason", str(exc))))
+            except UsageError:
+                continue
+    return crashes
+
+
 def _check_task(
     report: ConformanceReport, spec: TaskSpec, registry: Registry, run_samples: bool, work: Path
 ) -> None:
-    from vlm_core.runner import RunRequest, run_task
     from vlm_core.runstore import RunStore
 
     problems = validate_spec(spec, report.plugin)
@@ -132,31 +204,12 @@ def _check_task(
     if not run_samples:
         return
     store = RunStore(work / "runs.sqlite")
-
-    def run(files: list[Path], params: dict[str, Any], out: Path | None) -> Any:
-        return run_task(
-            RunRequest(spec.id, [str(f) for f in files], params, out_dir=out, device="cpu"),
-            registry=registry,
-            store=store,
-            isolate=False,
-        )
+    run = partial(_run, spec, registry, store)
 
     if not spec.samples:
         report.add(f"{spec.id}: has bundled samples", False, "declare at least one Sample")
-    declared = {str(k) for k in spec.outputs}
     for i, sample in enumerate(spec.samples):
-        out = work / f"sample-{spec.id}-{i}"
-        ok, detail = _try_run(partial(run, list(sample.files), dict(sample.params), out))
-        if ok and detail.startswith("refused"):
-            ok = False  # a bundled sample must run, not be refused
-        elif ok:
-            kinds = set()
-            for summary in out.glob("*/result.json"):
-                kinds |= {o["kind"] for o in json.loads(summary.read_text())["outputs"].values()}
-            if not kinds or not kinds <= declared:
-                ok, detail = False, f"wrote {sorted(kinds)}, declared {sorted(declared)}"
-            else:
-                detail = f"outputs {sorted(kinds)}"
+        ok, detail = run_sample(spec, sample, registry, work / f"sample-{spec.id}-{i}", store)
         report.add(f"{spec.id}: sample '{sample.name}' runs", ok, detail)
     for kind in spec.inputs:
         edge_dir = work / f"edge-{spec.id}-{kind}"
