@@ -112,6 +112,8 @@ def test_scikit_images_motorcycle_photograph_runs(tmp_path: Path) -> None:
         ({"classes": "car, tram"}, "unknown class 'tram' in classes"),
         ({"coco_model": "fcos_resnet50_fpn"}, "coco_model needs coco_weights"),
         ({"weights": "/nowhere/model.safetensors"}, "/nowhere/model.safetensors"),
+        # a detector input size that left a wide image under a pixel tall crashed torchvision
+        ({"input_size": 1}, "input_size must be 0 .* or at least 64 pixels, got 1"),
     ],
 )
 def test_bad_requests_get_one_line_errors(params: dict[str, object], error: str) -> None:
@@ -164,3 +166,33 @@ def test_runs_lease_one_cached_detector_and_keep_their_own_thresholds() -> None:
     assert after.entries == before.entries and after.misses == before.misses  # reused
     assert after.bytes >= 5 * 2**20  # the cache counts the detector's 5.5 MB of weights
     assert len(loose) > len(strict) and (strict.scores >= 0.9).all()
+
+
+def test_odd_sizes_are_refused_before_the_detector_and_by_it(tmp_path: Path) -> None:
+    """Issue 19: a valid 4000x3 PNG crashed torchvision's resize (and quarantined the plugin).
+    The task's declared sizes refuse it before any model loads; the detector itself refuses a
+    frame it would resize to nothing, for callers that skip the task (scripts)."""
+    import torch
+    from vlm_driving.models import resized_shape
+
+    with pytest.raises(InputError, match=r"image 4000x3 is thinner than driving.detect accepts"):
+        run([_png_of(tmp_path, 4000, 3)])
+    with pytest.raises(InputError, match=r"aspect ratio 9:1, at most 8:1"):
+        run([_png_of(tmp_path, 288, 32)])
+    detector = load_detector()
+    with pytest.raises(InputError, match=r"image 4000x3 is too elongated for the detector"):
+        detector([np.zeros((3, 4000, 3), np.uint8)])
+    # the resize arithmetic is torchvision's own
+    transform = detector.module.transform
+    for height, width in ((360, 640), (32, 256), (500, 741)):
+        resized = transform.resize(torch.zeros(3, height, width), None)[0].shape[-2:]
+        assert tuple(resized) == resized_shape(height, width, 224, 400), (height, width)
+    # the most elongated image the task accepts runs
+    boxes = run([_png_of(tmp_path, 256, 32)], input_size=64).results[0].outputs["detections"]
+    assert boxes.image_size == (32, 256)
+
+
+def _png_of(folder: Path, width: int, height: int) -> Path:
+    path = folder / f"{width}x{height}.png"
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path)
+    return path

@@ -23,7 +23,13 @@ from vlm_core.errors import InputError
 from vlm_core.tasks import package_file
 from vlm_core.weights import load_into, requested
 from vlm_driving.classes import CLASSES, COCO_TO_DRIVING
-from vlm_driving.models import build_detector, coco_detector, set_input_size, set_postprocess
+from vlm_driving.models import (
+    build_detector,
+    check_frame_sizes,
+    coco_detector,
+    set_input_size,
+    set_postprocess,
+)
 
 TASK = "driving.detect"
 
@@ -94,6 +100,7 @@ class Detector:
         with self.lock:
             if settings is not None:
                 self._apply(settings)
+            check_frame_sizes(self.module, frames)
             return self._detect(frames)
 
     def _detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:

@@ -15,6 +15,7 @@ the weights rebuild their model)::
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -211,6 +212,30 @@ def set_input_size(model: nn.Module, min_size: int, max_size: int) -> None:
     """The size torchvision's transform resizes every image to (shorter side, longest side)."""
     model.transform.min_size = (int(min_size),)  # type: ignore[union-attr]
     model.transform.max_size = int(max_size)  # type: ignore[union-attr]
+
+
+def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The (height, width) torchvision's detection transform resizes an image to: the shorter
+    side scaled to ``min_size`` unless that takes the longer one past ``max_size`` (then the
+    longer side to ``max_size``), rounded down as its interpolation does."""
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return math.floor(height * scale), math.floor(width * scale)
+
+
+def check_frame_sizes(model: nn.Module, frames: Sequence[Any]) -> None:
+    """Refuse (one-line ``InputError``) a frame ((H, W, 3) array) the detector would resize to
+    nothing: a strip so elongated that its shorter side falls under a pixel at the model's input
+    size (torchvision would raise instead)."""
+    min_size = int(model.transform.min_size[-1])  # type: ignore[union-attr, index]
+    max_size = int(model.transform.max_size)  # type: ignore[union-attr, arg-type]
+    for frame in frames:
+        height, width = int(frame.shape[0]), int(frame.shape[1])
+        if min(resized_shape(height, width, min_size, max_size)) < 1:
+            raise InputError(
+                f"image {width}x{height} is too elongated for the detector: at its input size "
+                f"({min_size} px, longer side at most {max_size} px) its shorter side is under "
+                "a pixel"
+            )
 
 
 # --------------------------------------------------------------------------- COCO weights

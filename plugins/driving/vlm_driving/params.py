@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vlm_core.tasks import TaskParams
 
@@ -26,6 +26,9 @@ _COCO_MODEL = Field(
     description="A COCO-pretrained torchvision detector to use instead of `weights`, its "
     "classifier mapped onto the driving classes (needs coco_weights).",
 )
+#: The smallest ``input_size`` besides 0: below it the detector's resize leaves the shorter side of
+#: a wide image under one pixel (torchvision cannot resize to that) and finds nothing anyway.
+MIN_INPUT_SIZE = 64
 _COCO_WEIGHTS = Field(
     "",
     max_length=1000,
@@ -48,8 +51,8 @@ class DetectParams(TaskParams):
         0,
         ge=0,
         le=2048,
-        description="Shorter side the detector sees, in pixels (0: the weights' own; larger "
-        "finds smaller objects, slower).",
+        description=f"Shorter side the detector sees, in pixels: 0 (the weights' own) or "
+        f"{MIN_INPUT_SIZE} to 2048 (larger finds smaller objects, slower).",
     )
     max_detections: int = Field(100, ge=1, le=1000, description="Most boxes per image or frame.")
     track: bool = Field(True, description="Track objects through videos (ByteTrack ids).")
@@ -59,6 +62,16 @@ class DetectParams(TaskParams):
     weights: str = _WEIGHTS
     coco_model: CocoModel = _COCO_MODEL
     coco_weights: str = _COCO_WEIGHTS
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, value: int) -> int:
+        if 0 < value < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"input_size must be 0 (the weights' own) or at least {MIN_INPUT_SIZE} pixels, "
+                f"got {value}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_detector(self) -> DetectParams:

@@ -5,8 +5,14 @@ from __future__ import annotations
 from vlm_core import hookimpl
 from vlm_core.io.readers import InputReader
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import ImageLimits, Sample, TaskSpec, WeightsRef, package_file
 from vlm_driving.params import DetectParams, DetectTrainParams
+
+#: Road photographs and video frames: the detector scales the shorter side to its input size
+#: (224 px for the bundled weights) within a cap on the longer one (400 px), so a strip more
+#: elongated than 8:1 would reach it under 28 px tall, and an image under 32 px holds no object
+#: it was trained to find.
+IMAGE_LIMITS = ImageLimits(min_side=32, max_aspect=8)
 
 
 def _detect() -> TaskSpec:
@@ -28,6 +34,7 @@ def _detect() -> TaskSpec:
         params=DetectParams,
         train_params=DetectTrainParams,
         inputs=(Kind.IMAGE, Kind.VIDEO),
+        image_limits=IMAGE_LIMITS,
         outputs=(Kind.BOXES, Kind.TRACKS, Kind.METRICS),
         weights=(
             WeightsRef(
