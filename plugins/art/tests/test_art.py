@@ -185,3 +185,41 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
     assert "no images in" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     with pytest.raises(VLMError):
         run("art.generate", count=65)
+
+
+def test_style_transfer_pads_an_image_thinner_than_the_backbone(tmp_path: Path) -> None:
+    """Issue 19: `size=32` on a 96x128 image left VGG's last pooling nothing (a crash that
+    quarantined the plugin). The content is padded to the backbone's stride and cropped back;
+    a style image is tiled; the output keeps the content's shape."""
+    from PIL import Image as PILImage
+    from vlm_art.transfer import pad_edges, tile_to
+
+    content = tmp_path / "portrait.png"
+    PILImage.fromarray(render("brush", 128, seed=1)[:, :96]).save(content)
+    out = run("art.style_transfer", [content], size=32, steps=1)
+    assert out.results[0].outputs["stylised"].pixels.shape == (32, 24, 3)
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    padded, (top, left) = pad_edges(x, 4)
+    assert padded.shape[-2:] == (4, 4) and (top, left) == (1, 0)
+    assert torch.equal(padded[..., top : top + 2, left : left + 3], x)
+    tiled = tile_to(x, 5)
+    assert tiled.shape[-2:] == (5, 5) and torch.equal(tiled[..., 2:4, 0:3], x)
+
+
+def test_the_style_image_is_checked_like_an_input(tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    content = Path(__file__).parents[1] / "vlm_art/samples/content.png"
+    strip = tmp_path / "strip.png"
+    PILImage.fromarray(np.zeros((3, 4000, 3), np.uint8)).save(strip)
+    with pytest.raises(InputError) as info:
+        run("art.style_transfer", [content], style=str(strip), size=32, steps=1)
+    assert str(info.value) == (
+        f"style image {strip}: image 4000x3 is thinner than art.style_transfer accepts "
+        "(min side 16 px)"
+    )
+    fake = tmp_path / "style.png"
+    fake.write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # a zip named .png: the core's sniff refuses
+    with pytest.raises(InputError, match=r"style image .*style.png: content is a ZIP file"):
+        run("art.style_transfer", [content], style=str(fake), size=32, steps=1)
+    assert load_registry().plugins["art"].status == "healthy"

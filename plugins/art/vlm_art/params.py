@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from vlm_core.tasks import TaskParams
+from vlm_core.tasks import ImageLimits, TaskParams
+
+#: The content and style images of art.style_transfer: each is resized to ``size`` on its longer
+#: edge and padded (content) or tiled (style) up to the backbone's stride on its shorter one, so
+#: a strip more elongated than 16:1 would be mostly padding, and under 16 px there is nothing to
+#: restyle.
+TRANSFER_IMAGE_LIMITS = ImageLimits(min_side=16, max_aspect=16)
 
 
 class GenerateParams(TaskParams):
@@ -115,8 +121,9 @@ class TransferParams(TaskParams):
     style: str = Field(
         "",
         max_length=4096,
-        description="Path of the style image (PNG/JPEG; empty: the bundled sample, a painting "
-        "the default GAN generated). Every input file is a content image.",
+        description="Path of the style image (PNG/JPEG, checked like the inputs; empty: the "
+        "bundled sample, a painting the default GAN generated). Every input file is a content "
+        "image.",
     )
     size: int = Field(256, ge=32, le=512, description="Side of the output's longer edge, pixels.")
     steps: int = Field(100, ge=1, le=2000, description="Optimisation steps (Adam on pixels).")

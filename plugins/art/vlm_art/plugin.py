@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from vlm_art.params import GenerateParams, GenerateTrainParams, TransferParams
+from vlm_art.params import (
+    TRANSFER_IMAGE_LIMITS,
+    GenerateParams,
+    GenerateTrainParams,
+    TransferParams,
+)
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
@@ -70,6 +75,7 @@ def _style_transfer() -> TaskSpec:
         run="vlm_art.transfer:run",
         params=TransferParams,
         inputs=(Kind.IMAGE,),
+        image_limits=TRANSFER_IMAGE_LIMITS,
         outputs=(Kind.IMAGE,),
         samples=(
             Sample(

@@ -4,6 +4,12 @@ image and are optimised (Adam) so that a backbone's feature maps stay close to t
 
 Both losses are relative (divided by the target's squared norm) so that the weights mean the
 same at every level and for random and pretrained backbones alike.
+
+An image whose shorter side is under the backbone's stride (32 px for VGG, whose last pooling
+would leave nothing) is padded up to it, the content by repeating its edge and the style by
+tiling it (which keeps its Gram statistics), and the output is cropped back to the content.
+The style image is checked like the inputs: the core's format allow-list, pixel cap and the
+task's accepted sizes.
 """
 
 from __future__ import annotations
@@ -14,15 +20,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from vlm_art.params import TransferParams
+from vlm_art.params import TRANSFER_IMAGE_LIMITS, TransferParams
 from vlm_core.backbones import create_backbone
 from vlm_core.errors import InputError
+from vlm_core.io import load_input, probe_input
+from vlm_core.io.limits import check_image_size
+from vlm_core.kinds import Kind
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image
 from vlm_core.weights import requested
 
 CONTENT_LEVEL = 2  # the feature level whose maps define content (stride 4 on VGG)
+TASK = "art.style_transfer"
 
 
 def default_style() -> Path:
@@ -30,28 +41,48 @@ def default_style() -> Path:
 
 
 def _load_style(path: str) -> np.ndarray:
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
-
+    """The style image as (H, W, 3) uint8, through the core's safe loader and the task's
+    accepted sizes, as an input file would be; a one-line ``InputError`` naming it otherwise."""
     file = Path(path).expanduser() if path else default_style()
     if not file.is_file():
         raise InputError(f"style image {file} does not exist")
     try:
-        with PILImage.open(file) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read style image {file}: {exc}") from exc
+        probe = probe_input(file, [Kind.IMAGE])
+        check_image_size(probe, TRANSFER_IMAGE_LIMITS, TASK)
+        image = load_input(probe)
+    except InputError as exc:
+        raise InputError(f"style image {exc}") from None
+    return np.asarray(image.to_rgb_uint8())
 
 
 def _resized(rgb: np.ndarray, longer: int) -> torch.Tensor:
-    """(H, W, 3) uint8 to (1, 3, h, w) float in [0, 1] with the longer edge ``longer``."""
+    """(H, W, 3) uint8 to (1, 3, h, w) float in [0, 1] with the longer edge ``longer`` (each
+    side at least a pixel)."""
     from PIL import Image as PILImage
 
     pil = PILImage.fromarray(rgb)
     scale = longer / max(pil.size)
-    size = (max(8, round(pil.width * scale)), max(8, round(pil.height * scale)))
+    size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
     pil = pil.resize(size, PILImage.Resampling.LANCZOS)
     return torch.from_numpy(np.asarray(pil, np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def pad_edges(x: torch.Tensor, side: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(N, C, H, W) padded by repeating its edges, centred, to at least ``side`` on each axis;
+    and the (top, left) offset of the original in the result."""
+    h, w = x.shape[-2:]
+    dh, dw = max(0, side - h), max(0, side - w)
+    if not dh and not dw:
+        return x, (0, 0)
+    top, left = dh // 2, dw // 2
+    return F.pad(x, (left, dw - left, top, dh - top), mode="replicate"), (top, left)
+
+
+def tile_to(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(N, C, H, W) repeated along an axis shorter than ``side`` and cut to ``side`` there."""
+    h, w = x.shape[-2:]
+    reps_h, reps_w = -(-side // h) if h < side else 1, -(-side // w) if w < side else 1
+    return x.repeat(1, 1, reps_h, reps_w)[..., : max(h, side), : max(w, side)]
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
@@ -75,6 +106,9 @@ class StyleTransfer:
         self.mean = torch.tensor(pre.mean, device=device)[None, :, None, None]
         self.std = torch.tensor(pre.std, device=device)[None, :, None, None]
         self.device = device
+        info = self.backbone.feature_info
+        #: the shorter side the backbone needs so that its coarsest map is not empty
+        self.min_side = max(info.strides) if info is not None else 32
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.model((x - self.mean) / self.std))
@@ -90,8 +124,11 @@ class StyleTransfer:
         lr: float,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``content`` (1, 3, H, W) and ``style`` (1, 3, h, w) in [0, 1] to the stylised
-        image (1, 3, H, W) and the final losses."""
-        content, style = content.to(self.device), style.to(self.device)
+        image (1, 3, H, W) and the final losses. Sides under ``min_side`` are padded (content)
+        or tiled (style) for the backbone; the result is cropped back to the content's."""
+        height, width = content.shape[-2:]
+        content, (top, left) = pad_edges(content.to(self.device), self.min_side)
+        style = tile_to(style.to(self.device), self.min_side)
         with torch.no_grad():
             target_c = self.features(content)[CONTENT_LEVEL]
             target_g = [gram(f) for f in self.features(style)]
@@ -112,7 +149,7 @@ class StyleTransfer:
             with torch.no_grad():
                 x.clamp_(0, 1)
             losses = {"content": loss_c.item(), "style": float(loss_s.item())}
-        return x.detach(), losses
+        return x.detach()[..., top : top + height, left : left + width], losses
 
 
 def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[dict[str, Any]]:
