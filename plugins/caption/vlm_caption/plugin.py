@@ -7,7 +7,12 @@ from pathlib import Path
 from vlm_caption.params import AnswerParams, CaptionTrainParams, DescribeParams, SearchParams
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import ImageLimits, Sample, TaskSpec, WeightsRef, package_file
+
+#: The photos the tasks read: the captioner squashes the whole image into its square (open_clip
+#: models crop the centre square), so a strip more elongated than 8:1 would be unrecognisable
+#: (or mostly cut away), and an image under 16 px has nothing to describe.
+IMAGE_LIMITS = ImageLimits(min_side=16, max_aspect=8)
 
 
 def _weights() -> tuple[WeightsRef, ...]:
@@ -38,6 +43,7 @@ def _describe() -> TaskSpec:
         params=DescribeParams,
         train_params=CaptionTrainParams,
         inputs=(Kind.IMAGE,),
+        image_limits=IMAGE_LIMITS,
         outputs=(Kind.CAPTION,),
         weights=_weights(),
         samples=(
@@ -67,6 +73,7 @@ def _answer() -> TaskSpec:
         run="vlm_caption.answer:run",
         params=AnswerParams,
         inputs=(Kind.IMAGE,),
+        image_limits=IMAGE_LIMITS,
         outputs=(Kind.REPLY, Kind.CAPTION),
         weights=_weights(),
         samples=(

@@ -8,13 +8,17 @@ from typing import Literal
 from pydantic import Field
 
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskParams, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import ImageLimits, Sample, TaskParams, TaskSpec, WeightsRef, package_file
 from vlm_medical.params import Preset
 
 NOTICE = "Research use only: not a medical device, not for diagnosis."
 #: Folder of the bundled default weights under ``vlm_medical/weights``.
 DEFAULT_WEIGHTS = "classify-densenet"
 SAMPLE = "synthetic-lesion-32.nii.gz"
+#: The 2D images medical.classify and medical.segment take: classify resizes the whole image
+#: to the network's square, segment's 2D UNet halves it four times, so a side under 16 px or a
+#: strip more elongated than 8:1 (no medical image is) would be mostly padding or distortion.
+IMAGE_LIMITS = ImageLimits(min_side=16, max_aspect=8)
 #: An intensity preset at run time: "trained" (the checkpoint's own) or any training preset.
 RunPreset = Literal[
     "trained", "auto", "mr", "ct-abdomen", "ct-lung", "ct-bone", "ct-brain", "ct-liver", "none"
@@ -107,5 +111,6 @@ def spec() -> TaskSpec:
         ),
         memory_mb=400,
         notice=NOTICE,
+        image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
     )

@@ -6,6 +6,7 @@ from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
 from vlm_medical import bundle
+from vlm_medical.classify_params import IMAGE_LIMITS
 from vlm_medical.classify_params import spec as classify_spec
 from vlm_medical.params import SegmentParams, SegmentTrainParams
 
@@ -45,6 +46,7 @@ def _segment() -> TaskSpec:
         samples=(Sample("synthetic lesions", (sample,), description="A 64³ synthetic volume."),),
         memory_mb=600,
         notice="Research use only: not a medical device, not for diagnosis.",
+        image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
     )
 
