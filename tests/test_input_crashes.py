@@ -194,3 +194,30 @@ def test_a_batch_without_a_crash_is_run_once(
     outcome = run_task(RunRequest("fragile.contrast", three, batch_size=3), registry=registry)
     assert calls == [3, 1, 1, 1, 1]  # the batch, its inputs one by one, the plugin's sample
     assert [Path(f.input).name for f in outcome.failures] == ["b-flat.png"]
+
+
+def test_a_full_disk_inside_a_task_is_said_as_such_and_judges_no_plugin(
+    fragile: Path, three: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that hits a full disk is not crashing: the run fails with "no space left on
+    device", the plugin's samples are not run to judge it and nothing is quarantined."""
+    import errno
+
+    from vlm_core.errors import DiskFullError
+    from vlm_core.plugins import get_registry
+    from vlm_core.runner import RunRequest, run_task
+
+    registry = get_registry()
+    spec = registry.tasks["crashy.contrast"]  # its sample crashes: a judged crash quarantines
+    calls: list[int] = []
+
+    def full(inputs, params, ctx):  # type: ignore[no-untyped-def]
+        calls.append(len(inputs))
+        raise OSError(errno.ENOSPC, "No space left on device", "/scratch/cache.bin")
+
+    monkeypatch.setattr(type(spec), "resolve_run", lambda self: full)
+    with pytest.raises(DiskFullError, match="no space left on device while writing /scratch"):
+        run_task(RunRequest("crashy.contrast", three, batch_size=3), registry=registry)
+    assert calls == [3]  # neither retried one by one nor judged by the plugin's sample
+    assert read_user_config().quarantined == {}
+    assert registry.plugins["crashy"].status == "healthy"

@@ -38,7 +38,7 @@ from vlm_core.outdir import OutputClaim, claim_output, printable, publish, stagi
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
-from vlm_core.runtime.seeding import seed_everything
+from vlm_core.runtime.seeding import forked_rng, seed_everything
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
 from vlm_core.weights.errors import WeightsError
 
@@ -107,22 +107,16 @@ def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping
 
 
 def call_task(
-    registry: Registry,
-    spec: TaskSpec,
-    inputs: Sequence[Any],
-    params: TaskParams,
-    ctx: RunContext,
-    *,
-    isolate: bool = True,
+    spec: TaskSpec, inputs: Sequence[Any], params: TaskParams, ctx: RunContext
 ) -> list[Mapping[str, Any]]:
     """Call the task's run function, isolating the host from whatever it raises.
 
     Errors the task raises on purpose for bad input (:class:`~vlm_core.errors.UsageError`)
     and weights that cannot be found, fetched or verified (:class:`~vlm_core.weights.errors.
     WeightsError`: a wrong ``weights`` path, offline without the file) pass through: the plugin
-    is not broken. Anything else, ``SystemExit`` included, becomes a :class:`TaskRunError`
-    naming the plugin; whether the plugin is quarantined is for the caller to judge
-    (:func:`judge_crash`). ``registry`` and ``isolate`` are kept for callers of earlier versions.
+    is not broken; so does a full disk (as :class:`~vlm_core.errors.DiskFullError`). Anything
+    else, ``SystemExit`` included, becomes a :class:`TaskRunError` naming the plugin; whether
+    the plugin is quarantined is for the caller to judge (:func:`judge_crash`).
     """
     try:
         run = spec.resolve_run()
@@ -133,11 +127,13 @@ def call_task(
     except (UsageError, WeightsError):
         raise
     except BaseException as exc:
+        full = disk_full(exc)
+        if full is not None:  # the machine's trouble, not the plugin's: never judged a crash
+            raise full from exc
         raise TaskRunError(spec.plugin, spec.id, describe_exception(exc)) from exc
 
 
 def _call_batch(
-    registry: Registry,
     spec: TaskSpec,
     inputs: Sequence[Any],
     params: TaskParams,
@@ -146,7 +142,7 @@ def _call_batch(
     """:func:`call_task` on a batch; when it crashes, the batch's inputs again one by one, so
     that only those the task crashes on fail (each as its :class:`TaskRunError`)."""
     try:
-        return list(call_task(registry, spec, inputs, params, ctx))
+        return list(call_task(spec, inputs, params, ctx))
     except TaskRunError as exc:
         if len(inputs) <= 1:
             return [exc]
@@ -154,7 +150,7 @@ def _call_batch(
     out: list[Mapping[str, Any] | TaskRunError] = []
     for item in inputs:
         try:
-            out += call_task(registry, spec, [item], params, ctx)
+            out += call_task(spec, [item], params, ctx)
         except TaskRunError as exc:
             out.append(exc)
     return out
@@ -174,7 +170,8 @@ def judge_crash(
         log.info("task '%s' has no bundled samples to judge its crash by", spec.id)
         return None
     try:
-        crashes = sample_crashes(spec, registry, device=device)
+        with forked_rng():  # the run's own random streams go on as if nothing had been judged
+            crashes = sample_crashes(spec, registry, device=device)
     except Exception as exc:  # the judgement itself failed: keep the plugin, say why
         log.warning("could not run the samples of '%s': %s", spec.id, describe_exception(exc))
         return None
@@ -340,16 +337,16 @@ def _results(
         t1 = time.perf_counter()
         produced: list[Mapping[str, Any] | TaskRunError] = []
         if isolate and inputs:
-            produced = _call_batch(registry, spec, inputs, params, ctx)
+            produced = _call_batch(spec, inputs, params, ctx)
         elif not batch:  # a task without inputs runs once: its crash is the run's
             try:
-                produced += call_task(registry, spec, inputs, params, ctx)
+                produced += call_task(spec, inputs, params, ctx)
             except TaskRunError as exc:
                 if isolate:
                     _judge_task_crash(exc, spec, request, registry, run_id)
                 raise
         elif inputs:
-            produced += call_task(registry, spec, inputs, params, ctx, isolate=isolate)
+            produced += call_task(spec, inputs, params, ctx)
         t2 = time.perf_counter()
         timings["load_ms"] += (t1 - t0) * 1e3
         timings["run_ms"] += (t2 - t1) * 1e3
