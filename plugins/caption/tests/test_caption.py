@@ -444,6 +444,10 @@ def test_bad_describe_and_answer_requests_are_one_line(tmp_path) -> None:
         run("caption.describe", image, tags="a mug")
     with pytest.raises(VLMError, match="clip_model needs clip_weights"):
         run("caption.describe", image, clip_model="ViT-B-32")
+    for task, extra in (("caption.describe", {}), ("caption.search", {"query": "a mug"})):
+        # an open_clip file without its architecture would be ignored: refused instead
+        with pytest.raises(VLMError, match="clip_weights is given without clip_model"):
+            run(task, [] if extra else image, clip_weights=str(tmp_path / "clip.pt"), **extra)
     with pytest.raises(VLMError, match=r"nope\.safetensors"):
         run("caption.answer", image, weights=str(tmp_path / "nope.safetensors"))
     bad = tmp_path / "kb.yaml"

@@ -19,7 +19,7 @@ from typing import Any
 from vlm_caption.knowledge import load_knowledge_base
 from vlm_caption.model import Loaded, load_captioner, recognise, score_texts
 from vlm_caption.params import DescribeParams
-from vlm_core.errors import InputError, UsageError
+from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext
 from vlm_core.types import Caption, Image
 from vlm_core.weights import requested
@@ -60,8 +60,6 @@ def clip_outputs(
     CoCa (else None); and the weights' sha256."""
     from vlm_core.crossmodal import cached_clip, coca_captions, is_coca, zero_shot_classifier
 
-    if not params.clip_weights:
-        raise UsageError("clip_model needs clip_weights (a file, a pretrained tag or hf-hub:...)")
     with requested("clip_weights", params.clip_weights):
         encoder, release = cached_clip(
             params.clip_model, params.clip_weights, device=device, plugin="caption"

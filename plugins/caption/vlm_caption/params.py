@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vlm_core.tasks import TaskParams
 
@@ -26,6 +26,20 @@ _CLIP_WEIGHTS = Field(
 )
 
 
+def _check_clip_pair(clip_model: str, clip_weights: str) -> None:
+    """``clip_model`` and ``clip_weights`` go together: a parameter that would be ignored is
+    refused before the run, not dropped."""
+    if clip_weights and not clip_model:
+        raise ValueError(
+            "clip_weights is given without clip_model; name the open_clip architecture the "
+            "weights belong to (e.g. -p clip_model=ViT-B-32) or drop clip_weights"
+        )
+    if clip_model and not clip_weights:
+        raise ValueError(
+            "clip_model needs clip_weights (a file, an open_clip pretrained tag or hf-hub:org/repo)"
+        )
+
+
 class DescribeParams(TaskParams):
     beam: int = Field(3, ge=1, le=8, description="Beam width of caption decoding (1: greedy).")
     max_words: int = Field(20, ge=2, le=40, description="Longest caption, in words.")
@@ -39,6 +53,11 @@ class DescribeParams(TaskParams):
     weights: str = _WEIGHTS
     clip_model: str = _CLIP_MODEL
     clip_weights: str = _CLIP_WEIGHTS
+
+    @model_validator(mode="after")
+    def _clip_pair(self) -> DescribeParams:
+        _check_clip_pair(self.clip_model, self.clip_weights)
+        return self
 
 
 class AnswerParams(TaskParams):
@@ -88,6 +107,11 @@ class SearchParams(TaskParams):
     weights: str = _WEIGHTS
     clip_model: str = _CLIP_MODEL
     clip_weights: str = _CLIP_WEIGHTS
+
+    @model_validator(mode="after")
+    def _clip_pair(self) -> SearchParams:
+        _check_clip_pair(self.clip_model, self.clip_weights)
+        return self
 
 
 class CaptionTrainParams(TaskParams):

@@ -173,10 +173,6 @@ class _ClipEngine(_Engine):
     def __init__(self, params: SearchParams, device: str) -> None:
         from vlm_core.crossmodal import load_clip
 
-        if not params.clip_weights:
-            raise UsageError(
-                "clip_model needs clip_weights (a file, a pretrained tag or hf-hub:...)"
-            )
         with requested("clip_weights", params.clip_weights):
             self.encoder = load_clip(params.clip_model, params.clip_weights, device=device,
                                      plugin="caption")  # fmt: skip
