@@ -5,6 +5,9 @@
                      loads plugins into an isolated registry
 ``vlm_conformance``  factory: ``vlm_conformance("name")`` runs the conformance check on an
                      installed plugin and fails the test with every problem listed
+``vlm_resume_check`` factory: ``vlm_resume_check(request)`` trains a TrainRequest straight and
+                     killed at a drawn step then resumed, and fails the test unless the final
+                     checkpoints are equal tensor for tensor
 
 It also registers the ``slow`` and ``gpu`` markers and skips ``gpu`` tests without CUDA.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +57,38 @@ def vlm_conformance(vlm_home: Path) -> Callable[..., object]:
                 pytrace=False,
             )
         return report
+
+    return check
+
+
+@pytest.fixture
+def vlm_resume_check(vlm_home: Path) -> Callable[..., object]:
+    """Does a task's training resume bit for bit (:func:`~vlm_core.training.resume_check.
+    check_resume`)? The run is killed at a step drawn from the task id (the same on every test
+    run) after its first checkpoint, on one torch thread (tiny tensors run faster on one than
+    on several that wait for each other); the :class:`ResumeCheck` is returned."""
+    import random
+
+    def check(request: Any, *, kill_at: int | None = None, registry: Any = None) -> Any:
+        import torch
+
+        from vlm_core.training.resume_check import check_resume, given_config
+
+        if kill_at is None:
+            config = given_config(request.config)
+            if "max_steps" not in config or "save_every" not in config:
+                raise ValueError("give kill_at, or max_steps and save_every in request.config")
+            first, last = config["save_every"] + 1, config["max_steps"] - 1
+            kill_at = random.Random(f"{request.task} kill").randint(first, max(first, last))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            found = check_resume(request, kill_at=kill_at, registry=registry)
+        finally:
+            torch.set_num_threads(threads)
+        if not found.identical:
+            pytest.fail(f"'{request.task}' does not resume bit for bit: {found.summary()}")
+        return found
 
     return check
 

@@ -62,7 +62,8 @@ class ResumeCheck:
         return f"{head} (max abs diff {self.max_abs_diff:.3g}; e.g. {examples})"
 
 
-def _given(config: Mapping[str, Any] | TrainConfig) -> dict[str, Any]:
+def given_config(config: Mapping[str, Any] | TrainConfig) -> dict[str, Any]:
+    """The settings a request gives (a mapping, or those set on a :class:`TrainConfig`)."""
     if isinstance(config, TrainConfig):
         return config.model_dump(include=config.model_fields_set)
     return dict(config)
@@ -104,7 +105,7 @@ def check_resume(
     """
     if request.out is None:
         raise UsageError("check_resume needs request.out, the folder of its two runs")
-    config = {**_given(request.config), "log_every": 1}
+    config = {**given_config(request.config), "log_every": 1}
     base = replace(request, config=config, resume=False)
     root = Path(request.out)
     straight: TrainResult = train_task(replace(base, out=root / "straight"), registry=registry)
@@ -134,4 +135,4 @@ def check_resume(
     return ResumeCheck(kill_at, resumed_from, straight.total_steps, compared, differing, worst)
 
 
-__all__ = ["Killed", "ResumeCheck", "check_resume"]
+__all__ = ["Killed", "ResumeCheck", "check_resume", "given_config"]

@@ -4,39 +4,22 @@ from torch's generator, which the core trainer seeds at every step)."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-import torch
 from vlm_caption.products import write_dataset
 
 from vlm_core.training.api import TrainRequest
-from vlm_core.training.resume_check import check_resume
+from vlm_core.training.resume_check import ResumeCheck
 
 #: 6 steps, a checkpoint every 2: a kill at step 3..5 resumes from 2 or 4 and replays the rest
 CONFIG = {"max_steps": 6, "batch_size": 4, "save_every": 2, "val_every": 6,
           "device": "cpu", "tensorboard": False}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _private_home(vlm_home: Path) -> Path:
-    """A private VLM_HOME (the vlm pytest plugin's). (A fixture here, not a conftest.py: tests/
-    imports its conftest by that module name.)"""
-    return vlm_home
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_describe_with_dropout_resumes_bitwise(tmp_path: Path) -> None:
+def test_describe_with_dropout_resumes_bitwise(
+    tmp_path: Path, vlm_resume_check: Callable[..., ResumeCheck]
+) -> None:
     write_dataset(tmp_path / "data", 4, size=32, seed=5)
     request = TrainRequest(
         "caption.describe",
@@ -45,7 +28,6 @@ def test_describe_with_dropout_resumes_bitwise(tmp_path: Path) -> None:
         params={"image_size": 32, "width": 32, "depth": 1, "dropout": 0.3, "val_fraction": 0.25},
         config=CONFIG,
     )
-    kill_at = random.Random("caption.describe kill").randint(3, CONFIG["max_steps"] - 1)
-    check = check_resume(request, kill_at=kill_at)
+    check = vlm_resume_check(request)  # killed at a step drawn from the task id
     assert check.resumed_from in (2, 4), check.summary()
     assert check.identical, check.summary()

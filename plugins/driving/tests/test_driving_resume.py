@@ -5,40 +5,24 @@ trainer seeds for every sample)."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from vlm_driving.scenes import write_dataset
 
 from vlm_core.training.api import TrainRequest
-from vlm_core.training.resume_check import check_resume
+from vlm_core.training.resume_check import ResumeCheck
 
 #: 6 steps, a checkpoint every 2: a kill at step 3..5 resumes from 2 or 4 and replays the rest
 CONFIG = {"max_steps": 6, "batch_size": 2, "save_every": 2, "val_every": 6,
           "device": "cpu", "tensorboard": False}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _private_home(vlm_home: Path) -> Path:
-    """A private VLM_HOME (the vlm pytest plugin's). (A fixture here, not a conftest.py: tests/
-    imports its conftest by that module name.)"""
-    return vlm_home
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
-def test_detect_with_augmentation_resumes_bitwise(tmp_path: Path, workers: int) -> None:
+def test_detect_with_augmentation_resumes_bitwise(
+    tmp_path: Path, workers: int, vlm_resume_check: Callable[..., ResumeCheck]
+) -> None:
     """In the main process or in two DataLoader workers."""
     data = write_dataset(tmp_path / "data", 8, (64, 64), seed=50, fmt="coco")
     request = TrainRequest(
@@ -56,7 +40,6 @@ def test_detect_with_augmentation_resumes_bitwise(tmp_path: Path, workers: int) 
         },
         config={**CONFIG, "num_workers": workers},
     )
-    kill_at = random.Random("driving.detect kill").randint(3, CONFIG["max_steps"] - 1)
-    check = check_resume(request, kill_at=kill_at)
+    check = vlm_resume_check(request)  # killed at a step drawn from the task id
     assert check.resumed_from in (2, 4), check.summary()
     assert check.identical, check.summary()

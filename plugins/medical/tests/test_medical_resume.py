@@ -4,18 +4,16 @@ their own generators; the core trainer re-seeds them for every sample)."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from vlm_medical import classify, networks
 from vlm_medical.synthetic import write_dataset
 from vlm_medical.synthetic_classes import write_class_dataset
 
 from vlm_core.training.api import TrainRequest
-from vlm_core.training.resume_check import check_resume
+from vlm_core.training.resume_check import ResumeCheck
 
 #: 6 steps, a checkpoint every 2: a kill at step 3..5 resumes from 2 or 4 and replays the rest,
 #: mid-epoch (the training splits hold several batches)
@@ -23,30 +21,12 @@ CONFIG = {"max_steps": 6, "batch_size": 2, "save_every": 2, "val_every": 6, "lr"
           "device": "cpu", "tensorboard": False}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _private_home(vlm_home: Path) -> Path:
-    """A private VLM_HOME (the vlm pytest plugin's). (A fixture here, not a conftest.py: tests/
-    imports its conftest by that module name.)"""
-    return vlm_home
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def kill_step(task: str) -> int:
-    """The step the run is killed at: drawn, but the same on every test run."""
-    return random.Random(f"{task} kill").randint(3, CONFIG["max_steps"] - 1)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_classify_with_augmentation_resumes_bitwise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    vlm_resume_check: Callable[..., ResumeCheck],
 ) -> None:
     """Random flips, 90° rotations and intensity jitter (MONAI), in the main process or in
     two DataLoader workers."""
@@ -61,13 +41,13 @@ def test_classify_with_augmentation_resumes_bitwise(
         params={"network": "densenet121-slim", "size": 32, "augment": True, "dropout": 0.2},
         config={**CONFIG, "num_workers": workers},
     )
-    check = check_resume(request, kill_at=kill_step("medical.classify"))
+    check = vlm_resume_check(request)  # killed at a step drawn from the task id
     assert check.resumed_from in (2, 4), check.summary()
     assert check.identical, check.summary()
 
 
 def test_segment_with_augmentation_resumes_bitwise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vlm_resume_check: Callable[..., ResumeCheck]
 ) -> None:
     """Random positive/negative crops, flips and intensity jitter (MONAI), 3D."""
     tiny = {**networks.DEFAULT_UNET, "channels": [4, 8], "strides": [2], "num_res_units": 0}
@@ -80,6 +60,6 @@ def test_segment_with_augmentation_resumes_bitwise(
         params={"patch": 16, "roi": 16, "samples_per_volume": 2, "val_fraction": 0.2},
         config=CONFIG,
     )
-    check = check_resume(request, kill_at=kill_step("medical.segment"))
+    check = vlm_resume_check(request)  # killed at a step drawn from the task id
     assert check.resumed_from in (2, 4), check.summary()
     assert check.identical, check.summary()
