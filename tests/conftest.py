@@ -3,6 +3,7 @@ helper that runs the real `vlm` command against them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,30 @@ FIXTURE_PLUGINS = HERE / "fixtures" / "plugins"
 VLM = [sys.executable, "-m", "vlm_core.cli.__main__"]
 #: the fixture plugins' entry-point names (tests/fixtures/plugins)
 FIXTURE_PLUGIN_NAMES = ("good", "exits", "broken_hook", "broken_import", "misspelled")
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`vlm ARGV` in this process: (exit code, stdout, stderr)."""
+    from vlm_core.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def plugin_statuses(capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:
+    """`vlm plugins list --json` by name, loaded afresh from the user config (as a new process
+    would see it)."""
+    from vlm_core.plugins import get_registry
+
+    get_registry(reload=True)
+    code, out, err = cli(["plugins", "list", "--json"], capsys)
+    assert code == 0, err
+    return {p["name"]: p for p in json.loads(out)}
 
 
 def builtin_plugins() -> set[str]:

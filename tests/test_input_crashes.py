@@ -15,23 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli, plugin_statuses
 from PIL import Image as PILImage
 
 from vlm_core.config import read_user_config
 from vlm_core.runstore import RunStore
-
-
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`vlm ARGV` in this process: (exit code, stdout, stderr)."""
-    from vlm_core.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -54,16 +42,6 @@ def three(tmp_path: Path) -> list[Path]:
     PILImage.fromarray(np.full((6, 25), 77, np.uint8)).save(folder / "b-flat.png")
     PILImage.fromarray(ramp[:, ::-1]).save(folder / "c.png")
     return [folder / n for n in ("a.png", "b-flat.png", "c.png")]
-
-
-def statuses(capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:
-    """`vlm plugins list --json` as a new process sees it (from the user config)."""
-    from vlm_core.plugins import get_registry
-
-    get_registry(reload=True)
-    code, out, err = cli(["plugins", "list", "--json"], capsys)
-    assert code == 0, err
-    return {p["name"]: p for p in json.loads(out)}
 
 
 def test_a_crash_on_one_input_of_a_batch_fails_only_that_input(
@@ -95,7 +73,7 @@ def test_a_crash_on_one_input_of_a_batch_fails_only_that_input(
     ]
     # no quarantine: the plugin's own sample runs
     assert read_user_config().quarantined == {}
-    assert statuses(capsys)["fragile"]["status"] == "healthy"
+    assert plugin_statuses(capsys)["fragile"]["status"] == "healthy"
     # and it still runs, in this process and the next
     code, stdout, _ = cli(["run", "fragile.contrast", str(three[0])], capsys)
     assert code == 0 and "1 result(s)" in stdout
@@ -125,7 +103,7 @@ def test_when_every_input_crashes_the_run_fails_in_one_line_and_writes_nothing(
     )
     assert not out.exists()
     assert RunStore.default().list(limit=1)[0].status == "failed"
-    assert statuses(capsys)["fragile"]["status"] == "healthy"
+    assert plugin_statuses(capsys)["fragile"]["status"] == "healthy"
 
 
 def test_a_plugin_whose_own_sample_crashes_too_is_quarantined_with_who_and_when(
@@ -147,7 +125,7 @@ def test_a_plugin_whose_own_sample_crashes_too_is_quarantined_with_who_and_when(
     entry = quarantined["crashy"]
     assert entry.by == "cli" and entry.run_id == record.id and entry.at
     assert "its sample 'flat' fails too" in entry.reason
-    listed = statuses(capsys)
+    listed = plugin_statuses(capsys)
     assert listed["crashy"]["status"] == "failed"
     assert listed["crashy"]["quarantine"]["run_id"] == record.id
     assert listed["fragile"]["status"] == "healthy"  # the other plugin is untouched
@@ -163,7 +141,7 @@ def test_an_older_config_with_a_bare_reason_still_reads(
     (fragile / "config.json").write_text(
         json.dumps({"disabled": [], "quarantined": {"crashy": "run of 'crashy.contrast' raised X"}})
     )
-    listed = statuses(capsys)
+    listed = plugin_statuses(capsys)
     assert listed["crashy"]["status"] == "failed"
     assert listed["crashy"]["error"] == "run of 'crashy.contrast' raised X"
     assert listed["crashy"]["quarantine"]["reason"] == "run of 'crashy.contrast' raised X"

@@ -4,41 +4,17 @@ command run in-process: each ends in a result (exit 0) or one line (exit 2), nev
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import builtin_plugins
+from conftest import builtin_plugins, cli, plugin_statuses
 from PIL import Image as PILImage
 
 from vlm_core.kinds import Kind
 
 #: (width, height): a wide strip, a tall one, a single pixel and the widest PNG row of one pixel
 ODD_SIZES = [(4000, 3), (3, 4000), (1, 1), (65535, 1)]
-
-
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`vlm ARGV` in this process: (exit code, stdout, stderr)."""
-    from vlm_core.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def plugin_statuses(capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:
-    """`vlm plugins list --json`, loaded afresh from the user config (as a new process would)."""
-    from vlm_core.plugins import get_registry
-
-    get_registry(reload=True)
-    code, out, err = cli(["plugins", "list", "--json"], capsys)
-    assert code == 0, err
-    return {p["name"]: p for p in json.loads(out)}
 
 
 def image_tasks() -> list[str]:

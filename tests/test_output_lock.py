@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error
+from conftest import cli, one_line_error
 
 from vlm_core import hookimpl
 from vlm_core.errors import OutputInUseError
@@ -293,15 +293,6 @@ def test_a_held_beside_folder_is_skipped(tmp_path):
 
 
 # ---- a full disk -------------------------------------------------------------------------
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from vlm_core.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture
