@@ -17,13 +17,14 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from vlm_core.errors import UsageError
 from vlm_core.fileio import atomic_write_text
@@ -156,8 +157,7 @@ def edit_user_config(s: Settings | None = None) -> Iterator[UserConfig]:
     """Read, modify and atomically write the config file under an exclusive lock."""
     s = s or settings()
     s.config_dir.mkdir(parents=True, exist_ok=True)
-    with open(s.config_dir / ".config.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(s.config_dir / ".config.lock"):
         config = read_user_config(s)
         yield config
         atomic_write_text(s.config_file, json.dumps(config.to_json(), indent=2) + "\n")

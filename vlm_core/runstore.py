@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from filelock import FileLock
+
 from vlm_core.config import Settings, settings
 from vlm_core.errors import UsageError
 
@@ -89,22 +91,6 @@ def is_damage(exc: sqlite3.DatabaseError) -> bool:
         return True
     text = str(exc).lower()
     return any(t in text for t in _DAMAGE_TEXT)
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: renaming an open file fails there anyway
-        yield
-        return
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -189,7 +175,7 @@ class RunStore:
 
     def _recover(self, reason: str) -> None:
         """Set the damaged store aside (once, across processes) and create a fresh one."""
-        with _exclusive(self.path.with_name(self.path.name + ".lock")):
+        with FileLock(self.path.with_name(self.path.name + ".lock")):
             try:  # another process may have set it aside while this one waited for the lock
                 self._initialise(check=True)
                 return
