@@ -165,27 +165,40 @@ class RunStore:
             if missing:
                 raise StoreDamaged(f"its runs table lacks the columns {', '.join(sorted(missing))}")
 
+    def _lock(self) -> FileLock:
+        return FileLock(self.path.with_name(self.path.name + ".lock"))
+
     def _open(self) -> None:
+        """Create or check the store under its lock.
+
+        Switching a fresh file to WAL needs an exclusive lock that SQLite's busy handler
+        does not wait for when another process is creating the same file, so two first
+        opens at once are serialised here rather than left to ``busy_timeout``.
+        """
         check = self.path not in _checked
-        try:
-            self._initialise(check)
-        except StoreDamaged as exc:
-            self._recover(str(exc))
+        with self._lock():
+            try:
+                self._initialise(check)
+            except StoreDamaged as exc:
+                self._recover_locked(str(exc))
         _checked.add(self.path)
 
     def _recover(self, reason: str) -> None:
         """Set the damaged store aside (once, across processes) and create a fresh one."""
-        with FileLock(self.path.with_name(self.path.name + ".lock")):
+        with self._lock():
             try:  # another process may have set it aside while this one waited for the lock
                 self._initialise(check=True)
                 return
             except StoreDamaged as exc:
                 reason = str(exc)
-            aside = self._set_aside()
-            try:
-                self._initialise(check=False)
-            except StoreDamaged as exc:
-                raise UsageError(f"cannot create a run store at {self.path}: {exc}") from None
+            self._recover_locked(reason)
+
+    def _recover_locked(self, reason: str) -> None:
+        aside = self._set_aside()
+        try:
+            self._initialise(check=False)
+        except StoreDamaged as exc:
+            raise UsageError(f"cannot create a run store at {self.path}: {exc}") from None
         log.warning(
             "the run store %s is damaged (%s); moved it to %s and started a new one",
             self.path,
