@@ -21,6 +21,7 @@ import streamlit as st
 from vlm_core.config import settings
 from vlm_core.errors import InputError
 from vlm_core.io import probe_input
+from vlm_core.io.load import Readers
 from vlm_core.tasks import TaskSpec
 
 SESSION_DIR_KEY = "vlm.session_dir"
@@ -81,12 +82,15 @@ def _unique(path: Path) -> Path:
 GROUPED_FORMATS = ("dicom",)
 
 
-def save_uploads(files: Sequence[Upload], spec: TaskSpec) -> list[Path]:
+def save_uploads(
+    files: Sequence[Upload], spec: TaskSpec, readers: Readers | None = None
+) -> list[Path]:
     """Save ``files`` into a new folder of the session's temporary folder and probe each one.
 
     Every file is refused before it is written when it is over :func:`upload_limit_bytes`, and
-    after it is written when its content is not an allowed format of a kind ``spec`` takes
-    (:func:`vlm_core.io.probe_input` reads the header only). Nothing is decoded here.
+    after it is written when its content is not a format of a kind ``spec`` takes that one of
+    ``readers`` (the registry's; the core's own always) reads (:func:`vlm_core.io.probe_input`
+    reads the header only). Nothing is decoded here.
 
     Files of a grouped format (DICOM) uploaded together are moved into one sub-folder, which
     is returned as one input in their place: the runner reads a folder of DICOM files as its
@@ -113,7 +117,7 @@ def save_uploads(files: Sequence[Upload], spec: TaskSpec) -> list[Path]:
             path = _unique(folder / safe_name(upload.name))
             path.write_bytes(upload.getvalue())
             try:
-                probe = probe_input(path, spec.inputs)
+                probe = probe_input(path, spec.inputs, readers=readers)
             except InputError as exc:
                 raise InputError(str(exc).replace(str(path), upload.name)) from None
             if probe.format in GROUPED_FORMATS:

@@ -225,3 +225,23 @@ def test_folders_skip_unusable_and_hidden_files(tmp_path):
     assert [p.path.name for p in probes] == ["a.png"]
     with pytest.raises(InputError, match="content is a ZIP"):
         collect_inputs([str(tmp_path / "c.png")], [Kind.IMAGE])
+
+
+def test_an_unreadable_format_is_named_with_the_readable_ones(tmp_path):
+    """The refusal names the file, what its content is and the formats that are readable for
+    the kinds the task takes; no reader of any kind: says so."""
+    path = save(np.zeros((4, 4), np.uint8), tmp_path / "a.png", "GIF")
+    with pytest.raises(InputError) as info:
+        probe_input(path, [Kind.IMAGE])
+    assert str(info.value) == (
+        f"{path}: content is a GIF file, not one of the readable formats "
+        "(bmp, jpeg, png, tiff, webp)"
+    )
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64)
+    with pytest.raises(InputError) as info:
+        probe_input(clip, [Kind.VIDEO])  # no plugin registered an mp4 reader
+    assert (
+        str(info.value)
+        == f"{clip}: content is an MP4 file, and no format of video inputs is readable"
+    )

@@ -22,6 +22,7 @@ from vlm_core.config import settings
 from vlm_core.errors import InputError, PluginError
 from vlm_core.fileio import sha256_file
 from vlm_core.io import load_input, probe_input
+from vlm_core.io.core_readers import CORE_PLUGIN
 from vlm_core.io.load import Probe, collect_inputs
 from vlm_core.io.readers import InputReader, ReaderError
 from vlm_core.kinds import Kind
@@ -77,6 +78,11 @@ def group(files: Sequence[Path]) -> list[list[Path]]:
 
 
 READER = InputReader(format="dicom", probe=probe, load=load, group=group, description="test")
+
+
+def plugin_readers(registry) -> dict[str, InputReader]:
+    """The readers plugins registered (the registry always holds the core's own too)."""
+    return {f: r for f, r in registry.readers.items() if r.plugin != CORE_PLUGIN}
 
 
 def measure(inputs, params, ctx):
@@ -142,14 +148,22 @@ def test_hook_register_readers(vlm_registry, tmp_path):
     ]
 
 
-def test_without_a_reader_dicom_is_refused_as_before(tmp_path):
+def test_without_a_reader_dicom_is_refused_naming_the_readable_formats(tmp_path):
+    """No reader for a sniffed format: refused at the header check, in words about the file
+    (what its content is, which formats are readable), not about plugins."""
     path = write_slice(tmp_path / "one.dcm", "a", 0.0, np.zeros((3, 4)))
-    found = probe_input(path, [Kind.VOLUME], readers={})
-    assert found.shape == () and found.format == "dicom"
-    with pytest.raises(InputError, match="DICOM by the medical plugin"):
-        load_input(found)
-    [only] = collect_inputs([str(tmp_path)], [Kind.VOLUME])  # no readers: one file, one input
-    assert only.path == path and only.members == ()
+    expected = f"{path}: content is a DICOM file, not one of the readable formats (nifti, nifti-gz)"
+    with pytest.raises(InputError) as info:
+        probe_input(path, [Kind.VOLUME], readers={})
+    assert str(info.value) == expected
+    probe = Probe(path=path, format="dicom", kind=Kind.VOLUME, shape=(4, 3, 1), size_bytes=1)
+    with pytest.raises(InputError) as info:
+        load_input(probe)  # probed with a reader, loaded without one
+    assert str(info.value) == expected
+    with pytest.raises(InputError, match=r"none usable; first: .*content is a DICOM file, not"):
+        collect_inputs([str(tmp_path)], [Kind.VOLUME])
+    [found] = collect_inputs([str(tmp_path)], [Kind.VOLUME], readers={"dicom": READER})
+    assert found.path == path and found.shape == (4, 3, 1)
 
 
 def test_string_functions_are_imported_on_first_use(vlm_registry, tmp_path):
@@ -216,7 +230,7 @@ def test_a_second_reader_for_a_format_fails_its_plugin(vlm_registry):
 
     registry = vlm_registry({"twice": Twice()})
     assert "format 'dicom' is registered twice" in registry.plugins["twice"].error
-    assert registry.readers == {}
+    assert plugin_readers(registry) == {}
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("reader hook broke"), SystemExit(3)])
@@ -230,7 +244,7 @@ def test_a_raising_reader_hook_fails_only_its_plugin(vlm_registry, exc, monkeypa
     record = registry.plugins["bad"]
     assert (record.status, record.stage) == ("failed", "register")
     assert record.error in ("RuntimeError: reader hook broke", "SystemExit(3)")
-    assert registry.readers == {} and "bad.measure" not in registry.tasks
+    assert plugin_readers(registry) == {} and "bad.measure" not in registry.tasks
     assert registry.plugins["other"].status == "healthy"
     monkeypatch.setenv("VLM_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="plugin 'bad': register: "):
@@ -318,7 +332,7 @@ def test_a_crashing_reader_is_reported_against_its_plugin_and_quarantined(
         "plugin 'scan': dicom reader failed in load: ZeroDivisionError: reader bug"
     )
     assert message.endswith("plugin disabled until `vlm plugins enable scan`")
-    assert registry.plugins["scan"].status == "failed" and registry.readers == {}
+    assert registry.plugins["scan"].status == "failed" and plugin_readers(registry) == {}
     assert store.list(limit=1)[0].status == "failed"
 
     def wrong(probe):
@@ -391,4 +405,62 @@ def test_runs_hash_the_member_files_of_a_series(vlm_registry, tmp_path):
 def test_a_failed_plugin_loses_its_readers(vlm_registry):
     registry = vlm_registry({"scan": ReaderPlugin()})
     registry.mark_failed("scan", "run", "crashed")
-    assert registry.readers == {} and registry.plugins["scan"].status == "failed"
+    assert plugin_readers(registry) == {} and registry.plugins["scan"].status == "failed"
+
+
+def test_the_core_reads_its_formats_through_register_readers(vlm_registry):
+    """The core's readers are a built-in plugin: registered through the same hook, first,
+    not an entry point and not listed among the installed plugins."""
+    from vlm_core.io import core_readers
+    from vlm_core.io.readers import CORE_DECODED
+
+    registry = vlm_registry({"scan": ReaderPlugin()})
+    assert registry.manager.get_plugin("vlm_core.io.core_readers") is core_readers
+    owners = {fmt: reader.plugin for fmt, reader in registry.readers.items()}
+    assert owners == {**dict.fromkeys(CORE_DECODED, CORE_PLUGIN), "dicom": "scan"}
+    assert set(registry.plugins) == {"scan"}
+    for reader in (registry.readers[f] for f in CORE_DECODED):
+        assert isinstance(reader.probe, str) and isinstance(reader.load, str)  # lazy
+        assert reader.resolve_probe() and reader.resolve_load() and reader.description
+
+
+def test_the_core_readers_come_first(tmp_path):
+    """A mapping handed to the io functions cannot replace a core reader, as a plugin cannot
+    register one (test_invalid_readers_fail_the_plugin_at_validation)."""
+    path = tmp_path / "a.png"
+    PILImage.fromarray(np.zeros((2, 3), np.uint8)).save(path)
+    called: list[str] = []
+    impostor = InputReader(format="png", probe=lambda files: called.append("probe") or (9,),
+                           load=lambda p: called.append("load"))  # fmt: skip
+    found = probe_input(path, [Kind.IMAGE], readers={"png": impostor})
+    assert found.shape == (2, 3, 1) and load_input(found, {"png": impostor}).pixels.shape == (2, 3)
+    assert called == []
+
+
+def test_a_crash_in_a_core_reader_is_reported_against_the_core(tmp_path, monkeypatch):
+    import vlm_core.io.images
+
+    path = tmp_path / "a.png"
+    PILImage.fromarray(np.zeros((2, 3), np.uint8)).save(path)
+
+    def broken(files):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(vlm_core.io.images, "probe_image", broken)
+    with pytest.raises(ReaderError) as info:
+        probe_input(path)
+    assert (
+        str(info.value) == "plugin 'vlm_core': png reader failed in probe: ZeroDivisionError: bug"
+    )
+
+
+def test_importing_the_core_readers_imports_no_decoder():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vlm_core.io.core_readers, vlm_core.io.readers\n"
+        "print(sorted(m for m in ('PIL', 'nibabel', 'numpy', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

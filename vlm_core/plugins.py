@@ -2,9 +2,10 @@
 
 Nothing happens at import time: :func:`load_registry` finds the entry points of the
 ``vlm.plugins`` group, imports each plugin module, checks its hooks against the hookspecs and
-collects its tasks and input readers through the ``register`` callbacks. A plugin that fails
-at any step (even by raising ``SystemExit``) is recorded as failed with its reason, and the
-others keep working; with ``VLM_STRICT_PLUGINS=1`` the first failure raises
+collects its tasks and input readers through the ``register`` callbacks (the core's own input
+readers come through the same hook, registered first, from :mod:`vlm_core.io.core_readers`). A
+plugin that fails at any step (even by raising ``SystemExit``) is recorded as failed with its
+reason, and the others keep working; with ``VLM_STRICT_PLUGINS=1`` the first failure raises
 :class:`~vlm_core.errors.PluginError`.
 """
 
@@ -29,6 +30,7 @@ from vlm_core.errors import (
     describe_exception,
     did_you_mean,
 )
+from vlm_core.io import core_readers
 from vlm_core.io.readers import InputReader, validate_reader
 from vlm_core.tasks import TaskSpec, validate_spec
 
@@ -155,7 +157,9 @@ def _reader_problems(readers: list[Any], taken: Mapping[str, InputReader]) -> li
             problems += found
             continue
         owner = taken.get(reader.format)
-        if owner is not None:
+        if owner is not None and owner.plugin == core_readers.CORE_PLUGIN:
+            problems.append(f"reader format '{reader.format}' is decoded by the core")
+        elif owner is not None:
             problems.append(
                 f"format '{reader.format}' already has a reader from plugin '{owner.plugin}'"
             )
@@ -171,6 +175,10 @@ class _Loader:
         self.records: dict[str, PluginRecord] = {}
         self.tasks: dict[str, TaskSpec] = {}
         self.readers: dict[str, InputReader] = {}
+        # the core's input readers, through the same hook and first: their formats are taken
+        self.pm.register(core_readers, name=core_readers.__name__)
+        for reader in _collect(self.pm, "register_readers", core_readers):
+            self.readers[reader.format] = replace(reader, plugin=core_readers.CORE_PLUGIN)
 
     def fail(self, record: PluginRecord, stage: str, reason: str, exc: type = PluginError) -> None:
         record.status, record.stage, record.error = "failed", stage, reason

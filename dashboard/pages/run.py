@@ -134,7 +134,7 @@ def _inputs(
     if source == SAMPLE and sample is not None:
         return [str(f) for f in sample.files]
     if source == UPLOAD:
-        return [str(p) for p in save_uploads(uploads or [], spec)]
+        return [str(p) for p in save_uploads(uploads or [], spec, registry().readers)]
     if source == EARLIER and initial:
         return list(initial["inputs"])
     return []

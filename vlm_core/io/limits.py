@@ -4,11 +4,18 @@ probed input's header before the run: no pixel is decoded and no plugin code run
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from vlm_core.errors import InputError
-from vlm_core.io.load import Probe
+from vlm_core.io.probe import Probe
 from vlm_core.kinds import Kind
-from vlm_core.tasks import ImageLimits
+
+
+class SizeLimits(Protocol):
+    """What :func:`check_image_size` asks of the limits: :class:`vlm_core.tasks.ImageLimits`
+    (declared here as an interface, so the input layer does not import the task contract)."""
+
+    def problem(self, width: int, height: int, task: str) -> str | None: ...
 
 
 def frame_size(probe: Probe) -> tuple[int, int] | None:
@@ -24,7 +31,7 @@ def frame_size(probe: Probe) -> tuple[int, int] | None:
 
 
 def check_image_size(
-    probe: Probe, limits: ImageLimits, task: str, what: str | Path | None = None
+    probe: Probe, limits: SizeLimits, task: str, what: str | Path | None = None
 ) -> None:
     """Raise :class:`InputError` (one line, naming ``what``, default the input's path, and
     ``task``) when the probed image or video frames are outside ``limits``. Tasks use it for

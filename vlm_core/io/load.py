@@ -5,189 +5,73 @@ against the allow-list and the caps in :class:`~vlm_core.config.Settings`, and f
 one-line :class:`~vlm_core.errors.InputError` before any pixel data is decoded.
 :func:`load_input` then decodes a probed file into a core type.
 
-Formats the core recognises but does not decode (DICOM, video) are probed and loaded by the
-:class:`~vlm_core.io.readers.InputReader` a plugin registered for them (``register_readers``);
-pass the registry's ``readers`` to these functions. A reader with a ``group`` function turns the
-files of its format found under a folder into inputs of several files (a DICOM series: one
-:class:`Probe` whose ``path`` is the series folder and ``members`` its slices).
+Every format is probed and loaded by the :class:`~vlm_core.io.readers.InputReader` registered
+for it through ``register_readers``: the core's own readers (images, NIfTI, text; see
+:mod:`vlm_core.io.core_readers`) and a plugin's (DICOM, video). Pass the registry's
+``readers`` to these functions; the core's readers are always among them. A reader with a
+``group`` function turns the files of its format found under a folder into inputs of several
+files (a DICOM series: one :class:`Probe` whose ``path`` is the series folder and ``members``
+its slices).
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlm_core.config import Settings, settings
 from vlm_core.errors import InputError, VLMError, describe_exception
-from vlm_core.fileio import sha256_file
+from vlm_core.io.core_readers import CORE_READERS
+from vlm_core.io.probe import Probe
 from vlm_core.io.readers import InputReader, ReaderError
-from vlm_core.io.sniff import ALLOWED, HEAD_BYTES, gzip_head, nifti_version, sniff_format
+from vlm_core.io.sniff import ALLOWED, sniff_format
 from vlm_core.kinds import Kind
+
+__all__ = ["Probe", "ProbeCheck", "Readers", "collect_inputs", "load_input", "probe_input"]
 
 log = logging.getLogger("vlm.io")
 
-_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}
-MAX_TEXT_BYTES = 1 << 20
-
-
 Readers = Mapping[str, InputReader]
 #: a further check of a probed input (a task's accepted image sizes): raises ``InputError``
-ProbeCheck = Callable[["Probe"], None]
+ProbeCheck = Callable[[Probe], None]
 
 
-@dataclass(frozen=True)
-class Probe:
-    """An input that passed the header checks: its format, kind and header-reported shape.
-
-    An input of several files (a DICOM series) has ``path`` = the folder that holds them and
-    ``members`` = the files in load order; ``size_bytes`` is then their total size.
-    """
-
-    path: Path
-    format: str
-    kind: Kind
-    shape: tuple[int, ...]
-    size_bytes: int
-    members: tuple[Path, ...] = ()
-
-    @property
-    def files(self) -> tuple[Path, ...]:
-        """The files to read: the members, or the one file at ``path``."""
-        return self.members or (self.path,)
-
-    def sha256(self) -> str:
-        """The file's sha256; for several files, the sha256 of their sha256s (hex, one per
-        line, in member order), so it changes when any member's content or the order does."""
-        if not self.members:
-            return sha256_file(self.path)
-        digests = "\n".join(sha256_file(member) for member in self.members)
-        return hashlib.sha256(digests.encode("ascii")).hexdigest()
+def _with_core(readers: Readers | None) -> Readers:
+    """``readers`` (the registry's, by format) with the core's own: the core's come first, as
+    in the registry, where a plugin cannot register a reader for a format the core reads."""
+    if not readers:
+        return CORE_READERS
+    return {**readers, **CORE_READERS}
 
 
-def _image_header(path: Path, fmt: str, s: Settings) -> tuple[int, ...]:
-    from PIL import Image as PILImage
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(path, formats=[_PIL_FORMATS[fmt]]) as im:
-                width, height = im.size
-                bands = len(im.getbands())
-    except PILImage.DecompressionBombError as exc:
-        raise InputError(f"{path}: refused by Pillow's decompression-bomb guard: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path}: not a readable {fmt.upper()} image ({exc})") from None
-    if width < 1 or height < 1:
-        raise InputError(f"{path}: image header claims an empty {width}x{height} image")
-    if width * height > s.max_image_pixels:
-        raise InputError(
-            f"{path}: image header claims {width}x{height} = {width * height:,} pixels, over the "
-            f"limit of {s.max_image_pixels:,} (VLM_MAX_IMAGE_PIXELS)"
-        )
-    return (height, width, bands)
+def _article(name: str) -> str:
+    """ "a" or "an" before a format's name: an MP4, an HDF5, a NIFTI (read as a word), a PNG."""
+    spelled = len(name) > 1 and name[1].lower() not in "aeiou"  # letter by letter: M-P-4
+    vowel_sound = name[0].lower() in "aeiou" or (spelled and name[0].lower() in "fhlmnrsx")
+    return "an" if vowel_sound else "a"
 
 
-def _nifti_head(path: Path) -> bytes:
-    """The first :data:`HEAD_BYTES` of a NIfTI file, decompressed when it is gzipped."""
-    with open(path, "rb") as fh:
-        head = fh.read(HEAD_BYTES)
-    return (gzip_head(path) or b"") if head.startswith(b"\x1f\x8b") else head
+def _unreadable(path: Path, fmt: str, readers: Readers, accepted: list[Kind] | None) -> str:
+    """The one-line refusal of a file whose content is ``fmt``: what it looks like and the
+    formats that are readable (of the kinds ``accepted``)."""
+    what = "an unrecognised format" if fmt == "unknown" else f"{_article(fmt)} {fmt.upper()} file"
+    readable = sorted(f for f in readers if not accepted or ALLOWED.get(f) in accepted)
+    if not readable:
+        kinds = ", ".join(str(k) for k in accepted or ())
+        return f"{path}: content is {what}, and no format of {kinds} inputs is readable"
+    return f"{path}: content is {what}, not one of the readable formats ({', '.join(readable)})"
 
 
-def _open_nifti(path: Path, head: bytes | None = None) -> Any:
-    """The NIfTI-1 or NIfTI-2 image at ``path`` (header read, data not), of the version its
-    header declares, never another nibabel class that claims the file by its name (a CIFTI-2
-    matrix is a NIfTI-2 file too)."""
-    import nibabel as nib
-
-    version = nifti_version(_nifti_head(path) if head is None else head)
-    cls = nib.Nifti2Image if version == 2 else nib.Nifti1Image
-    return cls.from_filename(str(path))
-
-
-def _check_pixdim(path: Path, head: bytes) -> None:
-    """Refuse a NIfTI whose voxel size is unknown, from the header as written. Without an
-    sform, nibabel builds the affine from ``pixdim`` and takes a zero there as 1 mm (with a log
-    line); measurements in mm and mL must not rest on that."""
-    import nibabel as nib
-
-    version = nifti_version(head)
-    if version is None:
-        return  # not a NIfTI header after all: nibabel says why
-    cls = nib.Nifti2Header if version == 2 else nib.Nifti1Header
-    little = head[:4] in (b"\x5c\x01\x00\x00", b"\x1c\x02\x00\x00")
-    raw: Any = cls(
-        binaryblock=head[: cls.sizeof_hdr], endianness="<" if little else ">", check=False
-    )
-    if int(raw["sform_code"]) != 0:
-        return  # the sform gives the affine; _check_affine checks it
-    spatial = max(min(int(raw["dim"][0]), 3), 1)
-    pixdim = [float(v) for v in raw["pixdim"][1 : 1 + spatial]]
-    if not all(math.isfinite(v) and v != 0 for v in pixdim):
-        shown = ", ".join(f"{v:g}" for v in pixdim)
-        raise InputError(
-            f"{path}: NIfTI voxel size (pixdim) is {shown}: the size of a voxel in mm is unknown"
-        )
-
-
-def _check_affine(path: Path, img: Any) -> None:
-    """Refuse a NIfTI whose affine (sform, qform or pixdim) gives no voxel size."""
-    import numpy as np
-
-    affine = np.asarray(img.affine, dtype=np.float64)
-    spatial = min(len(img.shape), 3)
-    if (
-        not np.isfinite(affine).all()
-        or not (np.linalg.norm(affine[:3, :spatial], axis=0) > 0).all()
-    ):
-        raise InputError(f"{path}: NIfTI affine gives no voxel size (a zero or non-finite column)")
-
-
-def _nifti_header(path: Path, s: Settings) -> tuple[int, ...]:
-    import numpy as np
-
-    head = _nifti_head(path)
-    _check_pixdim(path, head)
-    try:
-        img: Any = _open_nifti(path, head)
-        shape = tuple(int(d) for d in img.shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * img.get_data_dtype().itemsize
-    except Exception as exc:  # nibabel raises many types for broken headers
-        raise InputError(f"{path}: not a readable NIfTI volume ({exc})") from None
-    voxels = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    if len(shape) < 2 or voxels < 1:
-        raise InputError(f"{path}: NIfTI header claims an empty volume of shape {shape}")
-    if len(shape) > 4:
-        raise InputError(
-            f"{path}: NIfTI header claims {len(shape)} dimensions {shape}; a volume has 2 to 4 "
-            "(a CIFTI matrix or a 5D field is not one)"
-        )
-    _check_affine(path, img)
-    if voxels > s.max_volume_voxels:
-        raise InputError(
-            f"{path}: NIfTI header claims {voxels:,} voxels {shape}, over the limit of "
-            f"{s.max_volume_voxels:,} (VLM_MAX_VOLUME_VOXELS)"
-        )
-    if not str(path).endswith(".gz") and sniff_format(path) == "nifti":
-        offset = int(img.header.get("vox_offset", 352))
-        if path.stat().st_size < offset + nbytes:
-            raise InputError(
-                f"{path}: NIfTI file is truncated ({path.stat().st_size:,} bytes, header needs "
-                f"{offset + nbytes:,})"
-            )
-    return shape
-
-
-def _check_file(path: Path, accepted: list[Kind] | None, s: Settings) -> tuple[str, Kind, int]:
-    """The checks every file passes before its header is read: existence, size, format, kind."""
+def _check_file(
+    path: Path, accepted: list[Kind] | None, s: Settings, readers: Readers
+) -> tuple[str, Kind, int]:
+    """The checks every file passes before its header is read: existence, size, format, kind,
+    and a reader for its format."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
@@ -206,15 +90,13 @@ def _check_file(path: Path, accepted: list[Kind] | None, s: Settings) -> tuple[s
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     kind = ALLOWED.get(fmt)
     if kind is None:
-        what = "an unrecognised format" if fmt == "unknown" else f"a {fmt.upper()} file"
-        allowed = ", ".join(
-            sorted({f for f, k in ALLOWED.items() if not accepted or k in accepted})
-        )
-        raise InputError(f"{path}: content is {what}, not one of the allowed formats ({allowed})")
+        raise InputError(_unreadable(path, fmt, readers, accepted))
     if accepted is not None and kind not in accepted:
         wanted = ", ".join(str(k) for k in accepted) or "no input files"
         what = str(kind) if fmt == str(kind) else f"{fmt} {kind}"  # "a text", "a png image"
         raise InputError(f"{path}: is a {what}, but this task takes {wanted}")
+    if fmt not in readers:
+        raise InputError(_unreadable(path, fmt, readers, accepted))
     return fmt, kind, size
 
 
@@ -227,35 +109,26 @@ def probe_input(
 ) -> Probe:
     """Check ``path`` from its header only; raise :class:`InputError` naming the problem.
 
-    ``readers`` (the registry's, by format) probe the formats the core does not decode.
+    ``readers`` are the registry's, by format (the core's own readers are always added); a
+    file of a format none of them reads is refused here, before anything is decoded.
     """
     s = s or settings()
-    fmt, kind, size = _check_file(path, list(accept) if accept is not None else None, s)
-    return _probe_checked(path, fmt, kind, size, s, readers or {})
+    readers = _with_core(readers)
+    fmt, kind, size = _check_file(path, list(accept) if accept is not None else None, s, readers)
+    return _probe_checked(path, fmt, kind, size, s, readers)
 
 
 def _probe_checked(
     path: Path, fmt: str, kind: Kind, size: int, s: Settings, readers: Readers
 ) -> Probe:
-    """Read the header of a file that passed :func:`_check_file`."""
-    reader = readers.get(fmt)
-    if reader is not None:
-        shape = _reader_probe(reader, path, (path,), kind, s)
-    elif kind is Kind.IMAGE:
-        shape = _image_header(path, fmt, s)
-    elif fmt in ("nifti", "nifti-gz"):
-        shape = _nifti_header(path, s)
-    elif kind is Kind.TEXT:
-        if size > MAX_TEXT_BYTES:
-            raise InputError(f"{path}: text input is {size:,} bytes, over {MAX_TEXT_BYTES:,}")
-        shape = (size,)
-    else:
-        shape = ()
+    """Read the header of a file that passed :func:`_check_file`, with its format's reader."""
+    shape = _reader_probe(readers[fmt], path, (path,), kind, s)
     return Probe(path=path, format=fmt, kind=kind, shape=shape, size_bytes=size)
 
 
 def _call_reader(reader: InputReader, stage: str, *args: Any) -> Any:
-    """Call one of a reader's functions; anything but a :class:`VLMError` is the plugin's bug."""
+    """Call one of a reader's functions; anything but a :class:`VLMError` is a bug of the
+    reader's plugin (of the core, for the core's readers)."""
     try:
         func = getattr(reader, f"resolve_{stage}")()
         return func(*args)
@@ -309,59 +182,6 @@ def _probe_group(
     return Probe(path=folder, format=fmt, kind=kind, shape=shape, size_bytes=size, members=files)
 
 
-def _load_image(probe: Probe) -> Any:
-    import numpy as np
-    from PIL import Image as PILImage
-    from PIL import ImageOps
-
-    from vlm_core.types import Image
-
-    try:
-        with PILImage.open(probe.path, formats=[_PIL_FORMATS[probe.format]]) as opened:
-            opened.load()
-            im = ImageOps.exif_transpose(opened)
-            if im.mode in ("I;16", "I;16B", "I;16L"):
-                pixels = np.asarray(im, dtype=np.uint16)
-            elif im.mode in ("I", "F"):
-                pixels = np.asarray(im, dtype=np.float32)
-            elif im.mode in ("L", "RGB", "RGBA"):
-                pixels = np.asarray(im)
-            elif im.mode == "1":
-                pixels = np.asarray(im.convert("L"))
-            else:  # P, PA, LA, CMYK, YCbCr, ...
-                has_alpha = "A" in im.getbands() or "transparency" in im.info
-                pixels = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{probe.path}: image data is truncated or corrupt ({exc})") from None
-    return Image(pixels=np.ascontiguousarray(pixels), name=probe.path.stem, source=probe.path)
-
-
-def _load_nifti(probe: Probe) -> Any:
-    import numpy as np
-
-    from vlm_core.types import Volume
-
-    try:
-        img: Any = _open_nifti(probe.path)
-        array = np.asanyarray(img.dataobj)
-        affine = np.asarray(img.affine, dtype=np.float64)
-    except Exception as exc:  # truncated gzip streams, bad data offsets, ...
-        raise InputError(f"{probe.path}: NIfTI data is truncated or corrupt ({exc})") from None
-    if array.ndim > 4:
-        raise InputError(f"{probe.path}: volumes of more than 4 dimensions are not supported")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return Volume(array=array, affine=affine, name=_stem(probe.path), source=probe.path)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".gz"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _load_with_reader(probe: Probe, reader: InputReader) -> Any:
     from vlm_core.types import Image, Text, Video, Volume
 
@@ -380,29 +200,16 @@ def _load_with_reader(probe: Probe, reader: InputReader) -> Any:
 
 
 def load_input(probe: Probe, readers: Readers | None = None) -> Any:
-    """Decode a probed input into an :class:`Image`, :class:`Volume` or :class:`Text`.
+    """Decode a probed input into the core type of its kind (:class:`Image`, :class:`Volume`,
+    :class:`Video` or :class:`Text`) with its format's reader.
 
-    ``readers`` (the registry's, by format) decode the formats the core does not.
+    ``readers`` are the registry's, by format (the core's own readers are always added).
     """
-    reader = (readers or {}).get(probe.format)
-    if reader is not None:
-        return _load_with_reader(probe, reader)
-    if probe.kind is Kind.IMAGE:
-        return _load_image(probe)
-    if probe.format in ("nifti", "nifti-gz"):
-        return _load_nifti(probe)
-    if probe.kind is Kind.TEXT:
-        from vlm_core.types import Text
-
-        try:
-            text = probe.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{probe.path}: text is not valid UTF-8 ({exc.reason})") from None
-        return Text(text=text, name=probe.path.stem, source=probe.path)
-    raise InputError(
-        f"{probe.path}: {probe.format} files are read by the plugins of their domain "
-        "(DICOM by the medical plugin, video by the driving plugin), not by this task"
-    )
+    readers = _with_core(readers)
+    reader = readers.get(probe.format)
+    if reader is None:
+        raise InputError(_unreadable(probe.path, probe.format, readers, [probe.kind]))
+    return _load_with_reader(probe, reader)
 
 
 def _is_pattern(arg: str) -> bool:
@@ -426,7 +233,7 @@ def collect_inputs(
     more condition every input must meet, from its header.
     """
     s = s or settings()
-    readers = readers or {}
+    readers = _with_core(readers)
     check = check or _accept_all
     probes: list[Probe] = []
     for arg in args:
@@ -471,9 +278,8 @@ def _probe_found(
     reasons: list[str] = []
     for candidate in found:
         try:
-            fmt, kind, size = _check_file(candidate, accept, s)
-            reader = readers.get(fmt)
-            if reader is not None and reader.group is not None:
+            fmt, kind, size = _check_file(candidate, accept, s, readers)
+            if readers[fmt].group is not None:
                 pending.setdefault(fmt, []).append(candidate)
                 kinds[fmt] = kind
                 slots.append(candidate)

@@ -1,10 +1,12 @@
-"""Input readers: how a plugin decodes a format the core recognises but does not decode.
+"""Input readers: how each allowed format is probed and decoded.
 
-The core sniffs every allowed format by content (:mod:`vlm_core.io.sniff`) but decodes only
-images, NIfTI and text itself. A plugin registers an :class:`InputReader` for the others
-(``dicom``, ``mp4``) through the ``register_readers`` hook; :mod:`vlm_core.io.load` then probes,
-groups and loads such files with it. This module is imported by plugin entry modules, so it
-stays light: the standard library only (no numpy, no torch).
+The core sniffs every allowed format by content (:mod:`vlm_core.io.sniff`). Every format is
+then read by an :class:`InputReader` registered through the ``register_readers`` hook: the core
+registers its own for images, NIfTI and text (:data:`CORE_DECODED`, a built-in plugin:
+:mod:`vlm_core.io.core_readers`) before any plugin loads, and a plugin registers one for the
+others (``dicom``, ``mp4``: :data:`READER_FORMATS`). :mod:`vlm_core.io.load` probes, groups and
+loads files with them. This module is imported by plugin entry modules, so it stays light: the
+standard library only (no numpy, no torch).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from vlm_core.errors import PluginError
 from vlm_core.io.sniff import ALLOWED
 
 if TYPE_CHECKING:
-    from vlm_core.io.load import Probe
+    from vlm_core.io.probe import Probe
 
-#: Formats the core decodes itself; a reader cannot replace these.
+#: Formats the core's own readers read; a plugin's reader cannot replace these.
 CORE_DECODED = frozenset({"png", "jpeg", "tiff", "bmp", "webp", "nifti", "nifti-gz", "text"})
 
-#: Formats a plugin may register a reader for: allowed, sniffed, but not decoded by the core.
+#: Formats a plugin may register a reader for: allowed, sniffed, but not read by the core.
 READER_FORMATS = frozenset(f for f in ALLOWED if f not in CORE_DECODED)
 
 #: ``probe(files) -> shape``: read headers only, check the caps, raise ``InputError``.
@@ -40,8 +42,8 @@ _FUNCTION_PATH = re.compile(r"^[\w.]+:\w+$")
 
 @dataclass(frozen=True)
 class InputReader:
-    """A plugin's reader for one format; functions are callables or ``"module:function"``
-    strings imported on first use (so registering stays cheap).
+    """The reader of one format (the core's or a plugin's); functions are callables or
+    ``"module:function"`` strings imported on first use (so registering stays cheap).
 
     ``probe(files)`` receives the files of one input (one file, or the members of a group in
     the order ``group`` returned them), reads their headers only, checks the caps of
@@ -55,12 +57,12 @@ class InputReader:
     rejects the whole argument (an inconsistent series).
     """
 
-    format: str  # a format of READER_FORMATS, e.g. "dicom"
+    format: str  # a format of READER_FORMATS, e.g. "dicom" (of CORE_DECODED: the core's own)
     probe: ProbeFunction | str
     load: LoadFunction | str
     group: GroupFunction | str | None = None
     description: str = ""  # one line, shown by `vlm plugins list`
-    plugin: str = ""  # set by the host: the plugin that registered the reader
+    plugin: str = ""  # set by the host: the plugin that registered the reader ("vlm_core")
 
     def resolve_probe(self) -> ProbeFunction:
         func: ProbeFunction = _resolve(self.probe)
@@ -78,8 +80,9 @@ class InputReader:
 
 
 class ReaderError(PluginError):
-    """A plugin's reader raised something other than ``InputError``: a bug in the plugin,
-    reported against its name (the runner quarantines the plugin, as for a crashing task)."""
+    """A reader raised something other than ``InputError``: a bug in the plugin that
+    registered it, reported against its name (the runner quarantines the plugin, as for a
+    crashing task; never the core, whose readers a task's samples do not judge)."""
 
     def __init__(
         self, reader: InputReader, stage: str, reason: str, quarantined: bool = False
@@ -101,16 +104,15 @@ def _resolve(target: Any) -> Any:
 
 
 def validate_reader(reader: object) -> list[str]:
-    """Problems with a registered reader; an empty list means valid."""
+    """Problems with a registered reader on its own; an empty list means valid. Whether its
+    format is already taken (by the core's readers, registered first, or another plugin's) is
+    the host's check: :func:`vlm_core.plugins.load_registry`."""
     if not isinstance(reader, InputReader):
         return [f"registered {type(reader).__name__}, not an InputReader"]
     problems: list[str] = []
-    if reader.format not in READER_FORMATS:
-        if reader.format in CORE_DECODED:
-            problems.append(f"reader format '{reader.format}' is decoded by the core")
-        else:
-            known = ", ".join(sorted(READER_FORMATS))
-            problems.append(f"reader format '{reader.format}' is not one of {known}")
+    if reader.format not in ALLOWED:
+        known = ", ".join(sorted(READER_FORMATS))
+        problems.append(f"reader format '{reader.format}' is not one of {known}")
     for attr in ("probe", "load", "group"):
         value = getattr(reader, attr)
         if value is None and attr == "group":
