@@ -26,8 +26,7 @@ from vlm_core.gan.augment import check_policy, diff_augment
 from vlm_core.gan.losses import gan_losses, r1_penalty
 from vlm_core.gan.models import GAN
 from vlm_core.training.config import TrainConfig
-from vlm_core.training.setup import TrainSetup
-from vlm_core.training.stepping import Optimizers
+from vlm_core.training.setup import StepOptimizers, TrainSetup
 
 
 def _snapshot(module: nn.Module) -> list[torch.Tensor]:
@@ -101,7 +100,7 @@ def gan_setup(
     def augment(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, policy) if policy else x
 
-    def train_step(m: Any, batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
+    def train_step(m: Any, batch: Any, opt: StepOptimizers) -> dict[str, torch.Tensor]:
         real_all: torch.Tensor = batch[0]
         labels_all: torch.Tensor | None = batch[1] if cond else None
         g, d = m["g"], m["d"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -12,7 +13,30 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from vlm_core.training.config import TrainConfig
-    from vlm_core.training.stepping import Optimizers
+
+
+class StepOptimizers(Protocol):
+    """What a ``train_step`` receives as ``opt``: the task's named optimizers behind the
+    trainer's guards (the trainer's :class:`vlm_core.training.stepping.Optimizers`).
+
+    ``autocast()`` is the run's precision context for forward passes; ``backward(loss)`` scales
+    and back-propagates a scalar loss; ``step(name)`` unscales, clips and applies optimizer
+    ``name``'s step, returning False when the step was skipped as non-finite; ``opt[name]`` is
+    the optimizer itself.
+    """
+
+    def __getitem__(self, name: str) -> torch.optim.Optimizer: ...
+
+    def names(self) -> list[str]: ...
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def zero_grad(self, name: str | None = None) -> None: ...
+
+    def step(self, name: str) -> bool: ...
+
 
 #: ``loss(model, batch)``: a scalar tensor, or a mapping with a scalar ``"loss"`` and other
 #: scalars to log.
@@ -22,7 +46,7 @@ PredictFunction = Callable[[Any, Any], "tuple[Any, Any]"]
 #: ``optimizers(model, config) -> {name: Optimizer}`` for a ``train_step``.
 OptimizersFunction = Callable[[Any, "TrainConfig"], "Mapping[str, torch.optim.Optimizer]"]
 #: ``train_step(model, batch, opt) -> {name: scalar}``: one step with several optimizers.
-TrainStepFunction = Callable[[Any, Any, "Optimizers"], "Mapping[str, Any]"]
+TrainStepFunction = Callable[[Any, Any, StepOptimizers], "Mapping[str, Any]"]
 
 
 def default_predict(model: Any, batch: Any) -> tuple[Any, Any]:
