@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vlm_core.export.images import colour
-from vlm_core.export.writer import output_summary
+from vlm_core.outputs.summaries import box_items
 from vlm_core.types import Boxes, Embeddings, Mask, Provenance
 
 #: Window presets: name → (level, width) in the volume's units (Hounsfield units for CT), or
@@ -181,7 +181,7 @@ def blend(base: np.ndarray, top: np.ndarray, opacity: float) -> np.ndarray:
 def boxes_rows(boxes: Boxes) -> list[dict[str, Any]]:
     """One row per box: label, score, pixel corners x1, y1, x2, y2 and the track id if any."""
     rows = []
-    for item in output_summary(boxes)["boxes"]:
+    for item in box_items(boxes):
         x1, y1, x2, y2 = item.pop("xyxy")
         rows.append({**item, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
     return rows

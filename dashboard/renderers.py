@@ -1,7 +1,9 @@
-"""One Streamlit renderer per core output type, so plugins write no UI code for standard types.
+"""One Streamlit renderer per core output kind, so plugins write no UI code for standard types.
 
 Pages call :func:`render_result` (every output of a result, with its provenance) or
-:func:`render_output` (one output). Widget keys derive from the caller's ``key`` and the output
+:func:`render_output` (one output), which look the output's kind up in the registry's table of
+output kinds and call the renderer it names (``render_<kind>`` here for the core's kinds, see
+:mod:`vlm_core.outputs.builtin`). Widget keys derive from the caller's ``key`` and the output
 name, so several results can share a page. What is shown is computed by the pure helpers in
 :mod:`vlm_dashboard.render_helpers`, re-exported here.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,12 @@ from vlm_dashboard.render_helpers import (
     window_bounds,
     window_slice,
 )
+from vlm_dashboard.serving import registry
 
 from vlm_core.export.images import boxes_overlay, encode_gif, mask_overlay, small_video
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.writer import video_under
+from vlm_core.outputs.kind import OutputKinds
 from vlm_core.types import (
     Boxes,
     Caption,
@@ -60,8 +63,21 @@ __all__ = [
     "AXES",
     "WINDOW_PRESETS",
     "legend_rows",
+    "render_boxes",
+    "render_caption",
+    "render_embeddings",
+    "render_file",
+    "render_image",
+    "render_image_set",
+    "render_mask",
+    "render_metrics",
     "render_output",
+    "render_reply",
     "render_result",
+    "render_text",
+    "render_tracks",
+    "render_video",
+    "render_volume",
     "window_bounds",
     "window_slice",
 ]
@@ -90,7 +106,7 @@ def _image(source: Input | None, size: tuple[int, int]) -> Image | None:
     return None
 
 
-def _render_image(name: str, img: Image, source: Input | None, key: str, **_: Any) -> None:
+def render_image(name: str, img: Image, source: Input | None, key: str, **_: Any) -> None:
     base = _image(source, (img.height, img.width))
     shape = f"{img.width}x{img.height} · {img.pixels.dtype}"
     if base is None:
@@ -104,7 +120,7 @@ def _render_image(name: str, img: Image, source: Input | None, key: str, **_: An
     right.image(mixed, caption=f"overlay at {opacity:.0%}", width="stretch")
 
 
-def _render_boxes(name: str, boxes: Boxes, source: Input | None, key: str, **_: Any) -> None:
+def render_boxes(name: str, boxes: Boxes, source: Input | None, key: str, **_: Any) -> None:
     base = _image(source, boxes.image_size)
     if base is not None:
         canvas = base.to_rgb_uint8()
@@ -132,7 +148,7 @@ def _legend(mask: Mask, key: str, name: str) -> None:
     )
 
 
-def _render_mask(name: str, mask: Mask, source: Input | None, key: str, **_: Any) -> None:
+def render_mask(name: str, mask: Mask, source: Input | None, key: str, **_: Any) -> None:
     if mask.labels.ndim == 3:
         volume = source if isinstance(source, Volume) else None
         if volume is not None and volume.array.shape[:3] != mask.labels.shape:
@@ -203,7 +219,7 @@ def _volume_viewer(name: str, volume: Volume | None, mask: Mask | None, key: str
             )
 
 
-def _render_volume(name: str, volume: Volume, source: Input | None, key: str, **_: Any) -> None:
+def render_volume(name: str, volume: Volume, source: Input | None, key: str, **_: Any) -> None:
     _volume_viewer(name, volume, None, key)
 
 
@@ -217,7 +233,7 @@ def _mp4(video: Video) -> bytes | None:
     return _MP4_CACHE[video]
 
 
-def _render_video(name: str, video: Video, source: Input | None, key: str, **_: Any) -> None:
+def render_video(name: str, video: Video, source: Input | None, key: str, **_: Any) -> None:
     count = int(video.frames.shape[0])
     small = small_video(video.frames)
     playable = count > 1 and small and video.frames.dtype == np.uint8
@@ -236,7 +252,7 @@ def _render_video(name: str, video: Video, source: Input | None, key: str, **_: 
     st.image(frame, caption=f"frame {t + 1} / {count} · {t / video.fps:.2f} s at {video.fps:g} fps")
 
 
-def _render_tracks(name: str, tracks: Tracks, source: Input | None, key: str, **_: Any) -> None:
+def render_tracks(name: str, tracks: Tracks, source: Input | None, key: str, **_: Any) -> None:
     summaries = tracks.track_summaries()
     frames, found, boxes = st.columns(3)
     frames.metric("Frames", len(tracks))
@@ -264,11 +280,11 @@ def _render_tracks(name: str, tracks: Tracks, source: Input | None, key: str, **
         st.info("No tracks.")
 
 
-def _render_text(name: str, text: Text, source: Input | None, key: str, **_: Any) -> None:
+def render_text(name: str, text: Text, source: Input | None, key: str, **_: Any) -> None:
     st.text_area(name, text.text, disabled=True, key=_k(key, name, "text"))
 
 
-def _render_caption(name: str, caption: Caption, source: Input | None, key: str, **_: Any) -> None:
+def render_caption(name: str, caption: Caption, source: Input | None, key: str, **_: Any) -> None:
     if isinstance(source, Image):
         left, right = st.columns([1, 2])
         left.image(source.to_rgb_uint8(), caption="input", width="stretch")
@@ -292,7 +308,7 @@ def _render_caption(name: str, caption: Caption, source: Input | None, key: str,
             )
 
 
-def _render_reply(
+def render_reply(
     name: str, reply: Reply, source: Input | None, key: str, message: str | None = None
 ) -> None:
     if message is None and isinstance(source, Text):
@@ -312,9 +328,7 @@ def _render_reply(
             st.dataframe(evidence, hide_index=True, key=_k(key, name, "evidence"))
 
 
-def _render_image_set(
-    name: str, images: ImageSet, source: Input | None, key: str, **_: Any
-) -> None:
+def render_image_set(name: str, images: ImageSet, source: Input | None, key: str, **_: Any) -> None:
     shown = images.images[:GALLERY_MAX]
     labels = images.labels or tuple(f"#{i}" for i in range(len(images.images)))
     for start in range(0, len(shown), GALLERY_COLUMNS):
@@ -325,9 +339,7 @@ def _render_image_set(
         st.caption(f"showing {GALLERY_MAX} of {len(images.images)} images")
 
 
-def _render_embeddings(
-    name: str, emb: Embeddings, source: Input | None, key: str, **_: Any
-) -> None:
+def render_embeddings(name: str, emb: Embeddings, source: Input | None, key: str, **_: Any) -> None:
     n, d = emb.vectors.shape
     st.caption(f"{n} vectors x {d} dimensions" + (f" · {emb.model}" if emb.model else ""))
     rows = embedding_rows(emb)
@@ -336,7 +348,7 @@ def _render_embeddings(
         st.caption(f"first {len(rows)} of {n} rows")
 
 
-def _render_metrics(name: str, metrics: Metrics, source: Input | None, key: str, **_: Any) -> None:
+def render_metrics(name: str, metrics: Metrics, source: Input | None, key: str, **_: Any) -> None:
     if metrics.values:
         values = pd.DataFrame(list(metrics.values.items()), columns=["metric", "value"])
         st.dataframe(values, hide_index=True, key=_k(key, name, "values"))
@@ -350,7 +362,7 @@ def _render_metrics(name: str, metrics: Metrics, source: Input | None, key: str,
         st.bar_chart(table[[metric]], horizontal=True)
 
 
-def _render_file(name: str, file: File, source: Input | None, key: str, **_: Any) -> None:
+def render_file(name: str, file: File, source: Input | None, key: str, **_: Any) -> None:
     size = len(file.data)
     shown = f"{size / 1024:,.1f} KiB" if size >= 1024 else f"{size} bytes"
     st.caption(f"{file.description or name} · {file.media_type} · {shown}")
@@ -365,23 +377,6 @@ def _render_file(name: str, file: File, source: Input | None, key: str, **_: Any
     )
 
 
-_RENDERERS: dict[type, Callable[..., None]] = {
-    Image: _render_image,
-    Boxes: _render_boxes,
-    Tracks: _render_tracks,
-    Mask: _render_mask,
-    Volume: _render_volume,
-    Video: _render_video,
-    Text: _render_text,
-    Caption: _render_caption,
-    Reply: _render_reply,
-    ImageSet: _render_image_set,
-    Embeddings: _render_embeddings,
-    Metrics: _render_metrics,
-    File: _render_file,
-}
-
-
 def render_output(
     name: str,
     output: Output,
@@ -389,28 +384,34 @@ def render_output(
     *,
     key: str,
     message: str | None = None,
+    kinds: OutputKinds | None = None,
 ) -> None:
-    """Show one output, with ``source`` (the task's input) where it helps.
+    """Show one output with the renderer of its kind, with ``source`` (the task's input) where
+    it helps.
 
     Args:
         name: the output's name in its result; part of every widget key.
-        output: a core output; an unknown type is reported with ``st.warning``.
+        output: an output of a registered kind; another object is reported with
+            ``st.warning``, and a kind without a renderer is shown as its JSON summary.
         source: the input the output was made from: the image under boxes and masks, the
             volume under a 3D mask, the customer's image or message beside a reply.
         key: unique per call on a page; widget keys are ``f"{key}:{name}:{part}"``.
         message: the customer's message for a reply whose source is an image.
+        kinds: the output kinds to look the output up in (default: the dashboard's registry's).
 
     A renderer that fails shows an error naming the output instead of breaking the page.
     """
-    renderer = _RENDERERS.get(type(output))
-    if renderer is None:
+    kinds = kinds if kinds is not None else registry().output_kinds
+    kind = kinds.for_output(output)
+    if kind is None:
         st.warning(f"No renderer for output '{name}' of type {type(output).__name__}.")
         return
     try:
-        if isinstance(output, Reply):
-            renderer(name, output, source, key, message=message)
+        renderer = kind.resolve_render()
+        if renderer is None:
+            st.json(kind.summarise(output), expanded=False)
         else:
-            renderer(name, output, source, key)
+            renderer(name, output, source, key, message=message)
     except Exception as exc:  # a bad output must not take the page down
         log.exception("rendering output %r (%s) failed", name, type(output).__name__)
         st.error(f"Could not show output '{name}' ({type(output).__name__}): {exc}")

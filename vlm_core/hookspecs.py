@@ -16,6 +16,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from vlm_core.io.readers import InputReader
+    from vlm_core.outputs.kind import OutputKind
     from vlm_core.tasks import TaskSpec
 
 PROJECT_NAME = "vlm"
@@ -49,4 +50,18 @@ def register_readers(register: Callable[[InputReader], None]) -> None:
 
     Keep this cheap: name the reader's functions as ``"module:function"`` strings (or import
     nothing heavy), so that decoding libraries load only when a file of the format is read.
+    """
+
+
+@hookspec
+def register_output_kinds(register: Callable[[OutputKind], None]) -> None:
+    """Register kinds of output the plugin's tasks return beyond the core's.
+
+    :param register: call once per kind with a :class:`vlm_core.outputs.OutputKind` named
+        ``<plugin>.<kind>``: its class, JSON summary, exporters, ``vlm run`` line, dashboard
+        renderer and History view. The plugin's tasks may then declare the kind in ``outputs``.
+        An invalid kind or a name registered twice marks the plugin as failed.
+
+    Keep this cheap: name the kind's class and functions as ``"module:function"`` strings, so
+    that they are imported when an output of the kind is first made, exported or shown.
     """

@@ -2,10 +2,11 @@
 
 Nothing happens at import time: :func:`load_registry` finds the entry points of the
 ``vlm.plugins`` group, imports each plugin module, checks its hooks against the hookspecs and
-collects its tasks and input readers through the ``register`` callbacks (the core's own input
-readers come through the same hook, registered first, from :mod:`vlm_core.io.core_readers`). A
-plugin that fails at any step (even by raising ``SystemExit``) is recorded as failed with its
-reason, and the others keep working; with ``VLM_STRICT_PLUGINS=1`` the first failure raises
+collects its tasks, input readers and output kinds through the ``register`` callbacks (the
+core's own output kinds and input readers come through the same hooks, registered first, from
+:mod:`vlm_core.outputs.builtin` and :mod:`vlm_core.io.core_readers`). A plugin that fails at
+any step (even by raising ``SystemExit``) is recorded as failed with its reason, and the others
+keep working; with ``VLM_STRICT_PLUGINS=1`` the first failure raises
 :class:`~vlm_core.errors.PluginError`.
 """
 
@@ -32,6 +33,8 @@ from vlm_core.errors import (
 )
 from vlm_core.io import core_readers
 from vlm_core.io.readers import InputReader, validate_reader
+from vlm_core.outputs import builtin as builtin_kinds
+from vlm_core.outputs.kind import OutputKind, OutputKinds, validate_output_kind
 from vlm_core.tasks import TaskSpec, validate_spec
 
 log = logging.getLogger("vlm.plugins")
@@ -52,6 +55,7 @@ class PluginRecord:
     stage: str | None = None  # where it failed: import, validate, register, run
     tasks: list[str] = field(default_factory=list)
     readers: list[str] = field(default_factory=list)  # formats it reads (register_readers)
+    output_kinds: list[str] = field(default_factory=list)  # its kinds (register_output_kinds)
     #: when, why and by which run it was quarantined (failed at stage "run"); None otherwise
     quarantine: Quarantine | None = None
 
@@ -66,6 +70,7 @@ class PluginRecord:
             "stage": self.stage,
             "tasks": list(self.tasks),
             "readers": list(self.readers),
+            "output_kinds": list(self.output_kinds),
             "quarantine": self.quarantine.to_json() if self.quarantine else None,
         }
 
@@ -78,6 +83,8 @@ class Registry:
     tasks: dict[str, TaskSpec]
     manager: pluggy.PluginManager
     readers: dict[str, InputReader] = field(default_factory=dict)
+    #: the output kinds: the core's and those the plugins registered (register_output_kinds)
+    output_kinds: OutputKinds = field(default_factory=OutputKinds)
 
     def task(self, task_id: str) -> TaskSpec:
         try:
@@ -114,6 +121,7 @@ class Registry:
         for fmt in record.readers:
             if fmt in self.readers and self.readers[fmt].plugin == name:
                 del self.readers[fmt]
+        self.output_kinds.remove_plugin(name)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -168,6 +176,18 @@ def _reader_problems(readers: list[Any], taken: Mapping[str, InputReader]) -> li
     return list(dict.fromkeys(problems))
 
 
+def _kind_problems(kinds: list[Any], plugin: str) -> list[str]:
+    """Problems with the output kinds one plugin registered (named ``<plugin>.<kind>``, so no
+    other plugin's can clash)."""
+    problems: list[str] = []
+    names = [k.name for k in kinds if isinstance(k, OutputKind)]
+    for kind in kinds:
+        problems += validate_output_kind(kind, plugin)
+        if isinstance(kind, OutputKind) and names.count(kind.name) > 1:
+            problems.append(f"output kind '{kind.name}' is registered twice")
+    return list(dict.fromkeys(problems))
+
+
 class _Loader:
     def __init__(self, s: Settings) -> None:
         self.settings = s
@@ -175,6 +195,12 @@ class _Loader:
         self.records: dict[str, PluginRecord] = {}
         self.tasks: dict[str, TaskSpec] = {}
         self.readers: dict[str, InputReader] = {}
+        self.kinds = OutputKinds()
+        # the core's output kinds, through the same hook as a plugin's
+        self.pm.register(builtin_kinds, name="vlm_core.outputs")
+        for kind in _collect(self.pm, "register_output_kinds", builtin_kinds):
+            self.kinds.add(kind)
+        self.core_kinds = list(self.kinds)  # what any plugin's tasks may return
         # the core's input readers, through the same hook and first: their formats are taken
         self.pm.register(core_readers, name=core_readers.__name__)
         for reader in _collect(self.pm, "register_readers", core_readers):
@@ -182,7 +208,7 @@ class _Loader:
 
     def fail(self, record: PluginRecord, stage: str, reason: str, exc: type = PluginError) -> None:
         record.status, record.stage, record.error = "failed", stage, reason
-        record.tasks, record.readers = [], []
+        record.tasks, record.readers, record.output_kinds = [], [], []
         log.info("plugin '%s' failed at %s: %s", record.name, stage, reason)
         if self.settings.strict_plugins:
             raise exc(record.name, f"{stage}: {reason}")
@@ -207,17 +233,19 @@ class _Loader:
         try:
             specs = _collect(self.pm, "register_tasks", plugin)
             readers = _collect(self.pm, "register_readers", plugin)
+            kinds = _collect(self.pm, "register_output_kinds", plugin)
         except (KeyboardInterrupt, PluginError):
             raise
         except BaseException as exc:
             self.pm.unregister(plugin)
             return self.fail(record, "register", describe_exception(exc))
-        problems = []
+        problems = _kind_problems(kinds, record.name)
+        own = [k.name for k in kinds if isinstance(k, OutputKind)]
         for spec in specs:
             if not isinstance(spec, TaskSpec):
                 problems.append(f"registered {type(spec).__name__}, not a TaskSpec")
                 continue
-            problems += validate_spec(spec, record.name)
+            problems += validate_spec(spec, record.name, [*self.core_kinds, *own])
             if spec.id in self.tasks or [s.id for s in specs].count(spec.id) > 1:
                 problems.append(f"task id '{spec.id}' is registered twice")
         problems += _reader_problems(readers, self.readers)
@@ -228,6 +256,9 @@ class _Loader:
         self.tasks.update({spec.id: spec for spec in specs})
         record.readers = [reader.format for reader in readers]
         self.readers.update({r.format: replace(r, plugin=record.name) for r in readers})
+        record.output_kinds = own
+        for kind in kinds:
+            self.kinds.add(replace(kind, plugin=record.name))
         return None
 
 
@@ -287,7 +318,11 @@ def load_registry(
             continue
         loader.add(record, load)
     return Registry(
-        plugins=loader.records, tasks=loader.tasks, manager=loader.pm, readers=loader.readers
+        plugins=loader.records,
+        tasks=loader.tasks,
+        manager=loader.pm,
+        readers=loader.readers,
+        output_kinds=loader.kinds,
     )
 
 

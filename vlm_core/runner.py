@@ -35,6 +35,8 @@ from vlm_core.io.limits import check_image_size
 from vlm_core.io.load import Probe, collect_inputs, load_input
 from vlm_core.io.readers import ReaderError
 from vlm_core.outdir import OutputClaim, claim_output, printable, publish, staging_dir
+from vlm_core.outputs.builtin import builtin_output_kinds
+from vlm_core.outputs.kind import OutputKinds
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
@@ -86,10 +88,11 @@ class RunOutcome:
     failures: list[InputFailure] = field(default_factory=list)  # inputs the plugin crashed on
 
 
-def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping[str, Any]]:
-    """The task's return value must be ``expected`` mappings of core outputs of declared kinds."""
-    from vlm_core.types import OUTPUT_TYPES
-
+def _check_outputs(
+    spec: TaskSpec, produced: Any, expected: int, kinds: OutputKinds
+) -> list[Mapping[str, Any]]:
+    """The task's return value must be ``expected`` mappings of outputs of declared kinds (the
+    core's types, or a type of a kind its plugin registered)."""
     if not isinstance(produced, Sequence) or len(produced) != expected:
         got = len(produced) if isinstance(produced, Sequence) else type(produced).__name__
         raise TypeError(f"returned {got} results for {expected} inputs")
@@ -97,9 +100,13 @@ def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping
         if not isinstance(item, Mapping) or not item:
             raise TypeError(f"returned {type(item).__name__}, not a mapping of outputs")
         for name, out in item.items():
-            if not isinstance(out, OUTPUT_TYPES):
-                raise TypeError(f"output '{name}' is a {type(out).__name__}, not a core type")
-            kind = out.kind
+            found = kinds.for_output(out)
+            if found is None:
+                raise TypeError(
+                    f"output '{name}' is a {type(out).__name__}, not a core type or the type "
+                    "of a registered output kind"
+                )
+            kind = found.name
             if kind not in spec.outputs:
                 declared = ", ".join(str(k) for k in spec.outputs)
                 raise TypeError(f"output '{name}' is of kind '{kind}', not declared ({declared})")
@@ -107,7 +114,11 @@ def _check_outputs(spec: TaskSpec, produced: Any, expected: int) -> list[Mapping
 
 
 def call_task(
-    spec: TaskSpec, inputs: Sequence[Any], params: TaskParams, ctx: RunContext
+    spec: TaskSpec,
+    inputs: Sequence[Any],
+    params: TaskParams,
+    ctx: RunContext,
+    kinds: OutputKinds | None = None,
 ) -> list[Mapping[str, Any]]:
     """Call the task's run function, isolating the host from whatever it raises.
 
@@ -116,12 +127,14 @@ def call_task(
     WeightsError`: a wrong ``weights`` path, offline without the file) pass through: the plugin
     is not broken; so does a full disk (as :class:`~vlm_core.errors.DiskFullError`). Anything
     else, ``SystemExit`` included, becomes a :class:`TaskRunError` naming the plugin; whether
-    the plugin is quarantined is for the caller to judge (:func:`judge_crash`).
+    the plugin is quarantined is for the caller to judge (:func:`judge_crash`). The outputs
+    are checked against ``kinds`` (the registry's ``output_kinds``; default: the core's).
     """
     try:
         run = spec.resolve_run()
         produced = run(inputs, params, ctx)
-        return _check_outputs(spec, produced, max(len(inputs), 1))
+        known = kinds if kinds is not None else builtin_output_kinds()
+        return _check_outputs(spec, produced, max(len(inputs), 1), known)
     except KeyboardInterrupt:
         raise
     except (UsageError, WeightsError):
@@ -138,11 +151,12 @@ def _call_batch(
     inputs: Sequence[Any],
     params: TaskParams,
     ctx: RunContext,
+    kinds: OutputKinds,
 ) -> list[Mapping[str, Any] | TaskRunError]:
     """:func:`call_task` on a batch; when it crashes, the batch's inputs again one by one, so
     that only those the task crashes on fail (each as its :class:`TaskRunError`)."""
     try:
-        return list(call_task(spec, inputs, params, ctx))
+        return list(call_task(spec, inputs, params, ctx, kinds))
     except TaskRunError as exc:
         if len(inputs) <= 1:
             return [exc]
@@ -150,10 +164,38 @@ def _call_batch(
     out: list[Mapping[str, Any] | TaskRunError] = []
     for item in inputs:
         try:
-            out += call_task(spec, [item], params, ctx)
+            out += call_task(spec, [item], params, ctx, kinds)
         except TaskRunError as exc:
             out.append(exc)
     return out
+
+
+def sample_crashes(
+    spec: TaskSpec, registry: Registry, *, device: str = "cpu"
+) -> list[tuple[str, str]]:
+    """``(sample name, reason)`` of each of ``spec``'s bundled samples that crashes in the
+    plugin (its task or its reader raises something other than a :class:`UsageError`), run
+    without isolation in a temporary folder with a run store of its own. :func:`judge_crash`
+    asks this after a task crashed on an input, before it quarantines the plugin: a plugin
+    whose own samples run is not broken. Samples that are refused (e.g. weights missing
+    offline) are not crashes."""
+    import tempfile
+
+    from vlm_core.errors import PluginError
+
+    crashes: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix=f"vlm-samples-{spec.id}-") as tmp:
+        store = RunStore(Path(tmp) / "runs.sqlite")
+        for i, sample in enumerate(spec.samples):
+            request = RunRequest(spec.id, [str(f) for f in sample.files], dict(sample.params),
+                                 out_dir=Path(tmp) / f"sample-{i}", device=device)  # fmt: skip
+            try:
+                run_task(request, registry=registry, store=store, isolate=False)
+            except (TaskRunError, PluginError) as exc:
+                crashes.append((sample.name, getattr(exc, "reason", str(exc))))
+            except UsageError:
+                continue
+    return crashes
 
 
 def judge_crash(
@@ -164,8 +206,6 @@ def judge_crash(
     quarantined (:func:`quarantine`) and the record returned. Otherwise, and for a task that
     has no samples, the crash was the input's: None, and nothing is persisted. A sample that
     is refused (missing weights offline) proves nothing either way."""
-    from vlm_core.testing.conformance import sample_crashes
-
     if not spec.samples:
         log.info("task '%s' has no bundled samples to judge its crash by", spec.id)
         return None
@@ -337,16 +377,16 @@ def _results(
         t1 = time.perf_counter()
         produced: list[Mapping[str, Any] | TaskRunError] = []
         if isolate and inputs:
-            produced = _call_batch(spec, inputs, params, ctx)
+            produced = _call_batch(spec, inputs, params, ctx, registry.output_kinds)
         elif not batch:  # a task without inputs runs once: its crash is the run's
             try:
-                produced += call_task(spec, inputs, params, ctx)
+                produced += call_task(spec, inputs, params, ctx, registry.output_kinds)
             except TaskRunError as exc:
                 if isolate:
                     _judge_task_crash(exc, spec, request, registry, run_id)
                 raise
         elif inputs:
-            produced += call_task(spec, inputs, params, ctx)
+            produced += call_task(spec, inputs, params, ctx, registry.output_kinds)
         t2 = time.perf_counter()
         timings["load_ms"] += (t1 - t0) * 1e3
         timings["run_ms"] += (t2 - t1) * 1e3
@@ -376,7 +416,9 @@ def _results(
         raise state.first_error
 
 
-def _export(results: Iterable[Any], claim: OutputClaim, image_format: str) -> list[Path]:
+def _export(
+    results: Iterable[Any], claim: OutputClaim, image_format: str, kinds: OutputKinds
+) -> list[Path]:
     """Export into a staging folder beside the claimed folder, then move it into place; on any
     failure the staging folder is removed, and a full disk is said as such."""
     from vlm_core.export import ExportOptions, export_results
@@ -385,7 +427,7 @@ def _export(results: Iterable[Any], claim: OutputClaim, image_format: str) -> li
     staging = staging_dir(target, claim.run_id)
     options = ExportOptions(image_format="jpeg" if image_format in ("jpg", "jpeg") else "png")
     try:
-        staged = export_results(results, staging, options)
+        staged = export_results(results, staging, options, kinds)
         publish(staging, claim)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -485,14 +527,14 @@ def run_task(
 
         def tap() -> Iterator[Any]:
             for result in _results(spec, params, probes, request, registry, base, state, isolate):
-                summaries.append(result_summary(result))
+                summaries.append(result_summary(result, registry.output_kinds))
                 if keep_results:
                     kept.append(result)
                 yield result
 
         files: list[Path] = []
         if claim is not None:
-            files = _export(tap(), claim, request.image_format)
+            files = _export(tap(), claim, request.image_format, registry.output_kinds)
         else:
             for _ in tap():
                 pass

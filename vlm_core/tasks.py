@@ -13,7 +13,7 @@ import logging
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -228,7 +228,7 @@ class TaskSpec:
     run: RunFunction | str  # a callable, or "module:function" imported on first run
     params: type[TaskParams] = TaskParams
     inputs: tuple[Kind, ...] = (Kind.IMAGE,)  # kinds accepted for each input file; () = none
-    outputs: tuple[Kind, ...] = ()
+    outputs: tuple[Kind | str, ...] = ()  # output kinds: the core's, or the plugin's own
     weights: tuple[WeightsRef, ...] = ()
     samples: tuple[Sample, ...] = ()
     memory_mb: int = 256  # rough peak device memory of one batch of one item
@@ -376,8 +376,12 @@ def merge_train_settings(defaults: Mapping[str, Any], given: Mapping[str, Any]) 
     return {**base, **given}
 
 
-def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
-    """Problems with a task spec registered by ``plugin``; an empty list means valid."""
+def validate_spec(
+    spec: TaskSpec, plugin: str, output_kinds: Collection[str] = OUTPUT_KINDS
+) -> list[str]:
+    """Problems with a task spec registered by ``plugin``; an empty list means valid.
+    ``output_kinds``: the names of the kinds its outputs may be (the core's and the plugin's
+    own, :mod:`vlm_core.outputs`)."""
     problems: list[str] = []
     if not TASK_ID.match(spec.id):
         problems.append(f"task id '{spec.id}' is not of the form '<plugin>.<task>' (lowercase)")
@@ -395,10 +399,10 @@ def validate_spec(spec: TaskSpec, plugin: str) -> list[str]:
             problems.append(f"task '{spec.id}': '{kind}' cannot be an input kind")
     if not spec.outputs:
         problems.append(f"task '{spec.id}' declares no output kinds")
-    for kind in spec.outputs:
-        if kind not in OUTPUT_KINDS:
-            known = ", ".join(sorted(str(k) for k in OUTPUT_KINDS))
-            problems.append(f"task '{spec.id}': '{kind}' is not an output kind (one of {known})")
+    for output in spec.outputs:
+        if output not in output_kinds:
+            known = ", ".join(sorted(str(k) for k in output_kinds))
+            problems.append(f"task '{spec.id}': '{output}' is not an output kind (one of {known})")
     for attr in ("run", "train"):
         value = getattr(spec, attr)
         if isinstance(value, str):

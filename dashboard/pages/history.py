@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 from vlm_dashboard.downloads import offer_downloads
+from vlm_dashboard.history_views import json_history
 from vlm_dashboard.serving import registry
 from vlm_dashboard.state import PREFILL_KEY, StoredResult, rerun_inputs, run_rows, stored_results
 
@@ -28,26 +29,13 @@ def _label(record: RunRecord) -> str:
 
 
 def _show_output(name: str, summary: dict[str, Any]) -> None:
-    """One output from its JSON summary (the exported images are shown beside)."""
+    """One output from its JSON summary, with the History view of its kind (the exported
+    images are shown beside); a kind no longer registered is shown as JSON."""
     kind = summary.get("kind", "?")
     st.markdown(f"**{name}** · {kind}")
-    if kind in ("text", "caption", "reply"):
-        st.text(summary.get("text", ""))
-        extra = {k: v for k, v in summary.items() if k not in ("kind", "text") and v}
-        if extra:
-            st.json(extra, expanded=False)
-    elif kind == "metrics":
-        rows = [{"metric": k, "value": v} for k, v in summary.get("values", {}).items()]
-        st.dataframe(rows, hide_index=True)
-        if summary.get("per_class"):
-            st.json(summary["per_class"], expanded=False)
-    elif kind == "boxes":
-        st.dataframe(summary.get("boxes", []), hide_index=True)
-    elif kind == "mask":
-        counts = summary.get("counts", {})
-        st.dataframe([{"class": k, "pixels": v} for k, v in counts.items()], hide_index=True)
-    else:
-        st.json({k: v for k, v in summary.items() if k != "affine"}, expanded=False)
+    found = registry().output_kinds.get(str(kind))
+    view = found.resolve_history() if found is not None else None
+    (view or json_history)(name, summary)
 
 
 def _show_stored(stored: StoredResult) -> None:

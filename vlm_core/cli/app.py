@@ -222,33 +222,14 @@ def run_cmd(
         )
         _exit_on_failures(outcome.failures)
         return
-    for summary in outcome.summaries:
-        source = summary["input"] or task
-        parts = []
-        for name, o in summary["outputs"].items():
-            if o.get("kind") == "tracks":
-                parts.append(
-                    f"{name}: {o['num_tracks']} tracks, {o['num_boxes']} boxes "
-                    f"in {o['frames']} frames"
-                )
-            elif "boxes" in o:
-                parts.append(f"{name}: {len(o['boxes'])} boxes")
-            elif "text" in o:
-                parts.append(f"{name}: {o['text']!r}")
-            elif "values" in o:
-                parts.append(
-                    f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in o["values"].items())
-                )
-            elif o.get("kind") == "file":
-                parts.append(f"{name}: {o['bytes']:,} bytes ({o['media_type']})")
-            elif "counts" in o:
-                parts.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in o["counts"].items()))
-            else:
-                parts.append(f"{name}: {o['kind']}")
-        click.echo(printable(f"{source}: " + "; ".join(parts)))
     from vlm_core.plugins import get_registry
 
-    spec = get_registry().tasks.get(task)  # the registry the run loaded (cached)
+    kinds = get_registry().output_kinds  # the registry the run loaded (cached)
+    for summary in outcome.summaries:
+        source = summary["input"] or task
+        parts = [f"{name}: {kinds.line(o)}" for name, o in summary["outputs"].items()]
+        click.echo(printable(f"{source}: " + "; ".join(parts)))
+    spec = get_registry().tasks.get(task)
     notice = spec.notice if spec is not None else ""
     if notice:
         click.echo(f"notice: {notice}", err=True)

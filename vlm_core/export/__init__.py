@@ -12,8 +12,12 @@ Layout under the output folder::
     OUT/<name>.coco.json          boxes of every item in one COCO document
     OUT/<name>.jsonl              captions and replies, one line per item
     OUT/run.json                  the run: task, parameters, items and their files
+
+Which files an output gets is set by its kind's exporters (docs/output-kinds.md): the core's
+are in :mod:`vlm_core.export.exporters`; a plugin's kind names its own, which write through an
+:class:`ItemExport`.
 """
 
-from vlm_core.export.writer import ExportOptions, export_results, result_summary
+from vlm_core.export.writer import ExportOptions, ItemExport, export_results, result_summary
 
-__all__ = ["ExportOptions", "export_results", "result_summary"]
+__all__ = ["ExportOptions", "ItemExport", "export_results", "result_summary"]

@@ -191,7 +191,8 @@ def _check_task(
 ) -> None:
     from vlm_core.runstore import RunStore
 
-    problems = validate_spec(spec, report.plugin)
+    kinds = [n for n, k in registry.output_kinds.items() if k.plugin in ("", report.plugin)]
+    problems = validate_spec(spec, report.plugin, kinds)
     report.add(f"{spec.id}: spec valid", not problems, "; ".join(problems))
     documented = param_problems(spec.params)
     report.add(f"{spec.id}: parameters documented", not documented, "; ".join(documented))

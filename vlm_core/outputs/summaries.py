@@ -1,0 +1,169 @@
+"""The core kinds' JSON summaries (``result.json``, ``vlm run --json``) and ``vlm run`` lines.
+
+A summary holds the full data of small outputs (boxes, captions, metrics) and the shape of
+large ones (images, volumes); :class:`~vlm_core.outputs.kind.OutputKind` adds ``"kind"``. A line
+is made from the summary, since ``vlm run`` keeps only summaries (memory stays flat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vlm_core.types import (
+    Boxes,
+    Caption,
+    Embeddings,
+    File,
+    Image,
+    ImageSet,
+    Mask,
+    Metrics,
+    Reply,
+    Text,
+    Tracks,
+    Video,
+    Volume,
+)
+
+
+def box_items(boxes: Boxes) -> list[dict[str, Any]]:
+    """One JSON object per box: ``track_id`` (tracked boxes only), ``label``, ``score`` and
+    ``xyxy`` (pixel corners)."""
+    items = []
+    for i in range(len(boxes)):
+        item: dict[str, Any] = {}
+        if boxes.track_ids is not None:
+            item["track_id"] = int(boxes.track_ids[i])
+        item["label"] = boxes.labels[i]
+        item["score"] = round(float(boxes.scores[i]), 6)
+        item["xyxy"] = [round(v, 3) for v in boxes.xyxy[i].tolist()]
+        items.append(item)
+    return items
+
+
+def image_summary(image: Image) -> dict[str, Any]:
+    return {"shape": list(image.pixels.shape), "dtype": str(image.pixels.dtype)}
+
+
+def volume_summary(volume: Volume) -> dict[str, Any]:
+    return {
+        "shape": list(volume.array.shape),
+        "spacing_mm": list(volume.spacing),
+        "affine": volume.affine.tolist(),
+    }
+
+
+def video_summary(video: Video) -> dict[str, Any]:
+    return {"frames": int(video.frames.shape[0]), "fps": video.fps}
+
+
+def text_summary(text: Text) -> dict[str, Any]:
+    return {"text": text.text}
+
+
+def boxes_summary(boxes: Boxes) -> dict[str, Any]:
+    return {"image_size": list(boxes.image_size), "boxes": box_items(boxes)}
+
+
+def tracks_summary(tracks: Tracks) -> dict[str, Any]:
+    """Frames, fps, image size, counts of tracks and boxes, boxes per class, and per track its
+    id, label, first and last frame, frames seen and mean score."""
+    per_class = dict.fromkeys(tracks.all_class_names, 0)
+    for boxes in tracks.frames:
+        for label in boxes.labels:
+            per_class[label] += 1
+    per_track = tracks.track_summaries()
+    return {
+        "frames": len(tracks),
+        "fps": tracks.fps,
+        "image_size": list(tracks.image_size),
+        "num_tracks": len(per_track),
+        "num_boxes": tracks.num_boxes,
+        "boxes_per_class": per_class,
+        "tracks": [
+            {**dataclasses.asdict(track), "mean_score": round(track.mean_score, 6)}
+            for track in per_track
+        ],
+    }
+
+
+def mask_summary(mask: Mask) -> dict[str, Any]:
+    """Shape, class names and the pixels (voxels) of each class present."""
+    values, counts = np.unique(mask.labels, return_counts=True)
+    pixels = {mask.class_names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}
+    return {"shape": list(mask.labels.shape), "class_names": list(mask.class_names),
+            "counts": pixels}  # fmt: skip
+
+
+def caption_summary(caption: Caption) -> dict[str, Any]:
+    return {"text": caption.text, "score": caption.score, "tags": dict(caption.tags)}
+
+
+def reply_summary(reply: Reply) -> dict[str, Any]:
+    return {
+        "text": reply.text,
+        "confidence": reply.confidence,
+        "clarifying_question": reply.clarifying_question,
+        "evidence": dict(reply.evidence),
+    }
+
+
+def image_set_summary(images: ImageSet) -> dict[str, Any]:
+    return {"count": len(images.images), "labels": list(images.labels)}
+
+
+def embeddings_summary(emb: Embeddings) -> dict[str, Any]:
+    return {"shape": list(emb.vectors.shape), "ids": list(emb.ids), "model": emb.model}
+
+
+def metrics_summary(metrics: Metrics) -> dict[str, Any]:
+    return {
+        "values": dict(metrics.values),
+        "per_class": {k: dict(v) for k, v in metrics.per_class.items()},
+    }
+
+
+def file_summary(file: File) -> dict[str, Any]:
+    return {
+        "suffix": file.suffix,
+        "media_type": file.media_type,
+        "bytes": len(file.data),
+        "sha256": hashlib.sha256(file.data).hexdigest(),
+        "description": file.description,
+    }
+
+
+# ------------------------------------------------------------------ `vlm run` lines
+
+
+def text_line(summary: Mapping[str, Any]) -> str:
+    """Text, captions and replies: the text, quoted."""
+    return repr(summary["text"])
+
+
+def boxes_line(summary: Mapping[str, Any]) -> str:
+    return f"{len(summary['boxes'])} boxes"
+
+
+def tracks_line(summary: Mapping[str, Any]) -> str:
+    return (
+        f"{summary['num_tracks']} tracks, {summary['num_boxes']} boxes "
+        f"in {summary['frames']} frames"
+    )
+
+
+def mask_line(summary: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in summary["counts"].items())
+
+
+def metrics_line(summary: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in summary["values"].items())
+
+
+def file_line(summary: Mapping[str, Any]) -> str:
+    return f"{summary['bytes']:,} bytes ({summary['media_type']})"
