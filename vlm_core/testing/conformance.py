@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlm_core.errors import PluginError, TaskRunError, UsageError, VLMError
+from vlm_core.errors import TaskRunError, UsageError, VLMError
 from vlm_core.kinds import Kind
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.tasks import Sample, TaskSpec, param_problems, validate_spec
@@ -159,31 +159,6 @@ def run_sample(
     if not kinds or not kinds <= declared:
         return False, f"wrote {sorted(kinds)}, declared {sorted(declared)}"
     return True, f"outputs {sorted(kinds)}"
-
-
-def sample_crashes(
-    spec: TaskSpec, registry: Registry, *, device: str = "cpu"
-) -> list[tuple[str, str]]:
-    """``(sample name, reason)`` of each of ``spec``'s bundled samples that crashes in the
-    plugin (its task or its reader raises something other than a :class:`UsageError`), run
-    without isolation in a temporary folder with a run store of its own. The runner asks this
-    after a task crashed on an input, before it quarantines the plugin: a plugin whose own
-    samples run is not broken. Samples that are refused (e.g. weights missing offline) are not
-    crashes."""
-    from vlm_core.runstore import RunStore
-
-    crashes: list[tuple[str, str]] = []
-    with tempfile.TemporaryDirectory(prefix=f"vlm-samples-{spec.id}-") as tmp:
-        store = RunStore(Path(tmp) / "runs.sqlite")
-        for i, sample in enumerate(spec.samples):
-            try:
-                _run(spec, registry, store, list(sample.files), dict(sample.params),
-                     Path(tmp) / f"sample-{i}", device)  # fmt: skip
-            except (TaskRunError, PluginError) as exc:
-                crashes.append((sample.name, getattr(exc, "reason", str(exc))))
-            except UsageError:
-                continue
-    return crashes
 
 
 def _check_task(
