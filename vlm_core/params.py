@@ -1,15 +1,33 @@
-"""Turn ``--param k=v`` strings (or a mapping from a form) into a validated parameter model."""
+"""Turn ``--param k=v`` strings (or a mapping from a form) into a validated parameter model.
+
+This module sits below the task contract: it reads a task spec through
+:class:`ParameterOwner` (what :class:`vlm_core.tasks.TaskSpec` provides) and imports nothing
+of the tasks, the runner or the trainer, so that every layer can validate parameters.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vlm_core.errors import ParameterError, did_you_mean
-from vlm_core.tasks import TaskParams, TaskSpec
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+ModelT_co = TypeVar("ModelT_co", bound=BaseModel, covariant=True)
+
+
+class ParameterOwner(Protocol[ModelT_co]):
+    """What :func:`validate_params` reads of a task spec: its id (for the messages) and its
+    parameter model (a :class:`vlm_core.tasks.TaskSpec` is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def params(self) -> type[ModelT_co]: ...
 
 
 def parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
@@ -34,8 +52,8 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def validate_params(
-    spec: TaskSpec, raw: Mapping[str, Any], model: type[TaskParams] | None = None
-) -> TaskParams:
+    spec: ParameterOwner[ModelT], raw: Mapping[str, Any], model: type[ModelT] | None = None
+) -> ModelT:
     """Validate ``raw`` against the task's parameter model (or ``model``, e.g. the training
     parameters); one-line error on the first problem."""
     model = model or spec.params
