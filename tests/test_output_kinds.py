@@ -275,3 +275,27 @@ def test_a_plugin_kind_is_rendered_on_the_run_and_history_pages(heat_registry, m
     shown = " ".join(m.value for m in at.markdown)
     assert "**heat** · heat.map" in shown and "Past heat map heat: peak 0.75" in shown
     st.cache_resource.clear()
+
+
+def test_docs_describe_every_core_kind_with_its_fields_and_formats():
+    """docs/output-kinds.md has a section per core kind giving its constructor's fields in
+    order and naming each exporter format, so the reference cannot drift from the table."""
+    import ast
+    import dataclasses
+    import re
+
+    docs = (REPO / "docs" / "output-kinds.md").read_text()
+    for name, kind in builtin_output_kinds().items():
+        match = re.search(rf"^### {name}\n\n(.+?)(?=^##)", docs, re.M | re.S)
+        assert match, f"docs/output-kinds.md has no section '### {name}'"
+        section = match.group(1)
+        cls = kind.resolve_type()
+        fields = [f.name for f in dataclasses.fields(cls)]
+        signature = re.match(rf"`({cls.__name__}\([^`]*\))`", section)
+        assert signature, f"{name}: the section does not start with `{cls.__name__}(...)`"
+        call = ast.parse(signature.group(1), mode="eval").body
+        assert isinstance(call, ast.Call)
+        documented = [a.id for a in call.args if isinstance(a, ast.Name)]
+        assert documented + [k.arg for k in call.keywords] == fields, name
+        for fmt in kind.exporters:
+            assert f"`{fmt}`" in section, f"{name}: exporter '{fmt}' not described"
