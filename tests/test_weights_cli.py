@@ -239,3 +239,46 @@ def test_ship_copies_a_training_run_into_a_weights_folder(cli, capsys, tmp_path)
     assert shipped.state_dict["g_ema.w"].dtype == torch.float32 and shipped.card == {"a": 1}
     code, _, err = run(capsys, "ship", str(tmp_path / "nothing"), "--to", str(target))
     assert code != 0 and "neither a training nor a checkpoint folder" in one_line_error(err)
+
+
+def test_ship_leaves_no_path_of_the_training_machine_and_writes_readable_files(capsys, tmp_path):
+    """The packaged model.json names no absolute path of the machine that trained (data folder,
+    command line, init weights), and the files are world-readable whatever the umask."""
+    import os
+    import stat
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    checkpoint.mkdir(parents=True)
+    save_file({"w": torch.ones(2)}, str(checkpoint / "model.safetensors"))
+    sidecar = {
+        "task": "t",
+        "card": {"architecture": {"n": 2}},
+        "data": {"path": "/home/ann/data/train", "sha256": "0" * 64},
+        "params": {"init_weights": "/tmp/capB/checkpoints/step-6", "source": "hf-hub:o/r"},
+        "command": ["vlm", "train", "--data", "/home/ann/data/train", "-p",
+                    "init_weights=/tmp/capB/checkpoints/step-6", "--out", "~/runs/x"],
+        "note": "see https://example.org/a/b and C:\\Users\\ann\\data",
+    }  # fmt: skip
+    (checkpoint / "model.json").write_text(json.dumps(sidecar))
+    target = tmp_path / "pkg" / "vlm_x" / "weights" / "gen"
+    old = os.umask(0o077)
+    try:
+        code, _, err = run(capsys, "ship", str(checkpoint), "--to", str(target))
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    shipped = (target / "model.json").read_text()
+    assert "/home/ann" not in shipped and "/tmp/" not in shipped and "~/" not in shipped
+    assert "C:\\\\Users" not in shipped
+    data = json.loads(shipped)
+    assert data["data"]["path"] == "train" and data["params"]["init_weights"] == "step-6"
+    assert data["command"][3] == "train" and data["command"][5] == "init_weights=step-6"
+    assert data["params"]["source"] == "hf-hub:o/r" and "https://example.org/a/b" in data["note"]
+    assert (
+        data["card"] == sidecar["card"] and data["shipped_from"] == "run/checkpoints/step-00000002"
+    )
+    for path in (target / "model.json", target / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    for folder in (target, target.parent, target.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    assert not list(target.glob(".*.tmp"))  # written atomically, nothing left behind

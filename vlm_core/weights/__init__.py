@@ -9,6 +9,10 @@ task's :class:`~vlm_core.tasks.WeightsRef`::
     path = resolve("timm:resnet18.a1_in1k", plugin="driving")
     state = load_state_dict(path)
 
+A task's trained network is loaded through one path, :func:`load_model` (resolve, verify,
+build from the plugin's :class:`ModelRecipe`, load, place, cache); see
+:mod:`vlm_core.weights.model`.
+
 Importing this package does not import torch (the loader imports it on first use).
 """
 
@@ -27,6 +31,7 @@ from vlm_core.weights.load import (
     load_into,
     load_state_dict,
 )
+from vlm_core.weights.model import LoadedModel, ModelRecipe, load_model
 from vlm_core.weights.refs import WeightsSource, normalize_sha256, parse_ref, source_of
 from vlm_core.weights.resolve import HubFile, UrlFile, locate, locations, resolve
 from vlm_core.weights.store import StoreEntry, find_in_store, import_file, list_store, store_dir
@@ -35,6 +40,8 @@ __all__ = [
     "OFFLINE_FLAGS",
     "ChecksumError",
     "HubFile",
+    "LoadedModel",
+    "ModelRecipe",
     "StoreEntry",
     "UrlFile",
     "WeightsError",
@@ -48,6 +55,7 @@ __all__ = [
     "import_file",
     "list_store",
     "load_into",
+    "load_model",
     "load_state_dict",
     "locate",
     "locations",

@@ -20,12 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from vlm_core.errors import did_you_mean
-from vlm_core.tasks import WeightsRef
 from vlm_core.weights.errors import WeightsError
+
+if TYPE_CHECKING:  # the weights package never imports the task layer at run time
+    from vlm_core.tasks import WeightsRef
 
 SourceKind = Literal["path", "url", "hf-hub", "timm", "open_clip", "torchvision"]
 

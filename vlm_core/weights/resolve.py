@@ -19,15 +19,18 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlm_core.errors import did_you_mean
-from vlm_core.tasks import WeightsRef
 from vlm_core.weights.download import Prober, download_url, offline_reason
 from vlm_core.weights.errors import ChecksumError, WeightsError
 from vlm_core.weights.hashing import sha256_of
+from vlm_core.weights.layout import trained_weights_file
 from vlm_core.weights.refs import WeightsSource, normalize_sha256, parse_ref, source_of
 from vlm_core.weights.store import find_in_store
-from vlm_core.weights.trained import trained_weights_file
+
+if TYPE_CHECKING:  # the weights package never imports the task layer at run time
+    from vlm_core.tasks import WeightsRef
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +288,7 @@ class _Request:
 
 
 def _request(ref: str | WeightsRef, plugin: str, sha256: str | None) -> _Request:
-    if isinstance(ref, WeightsRef):
+    if not isinstance(ref, str):  # a task's WeightsRef
         source = source_of(ref, plugin=plugin)
         label = Path(ref.filename).name if source.kind == "path" else ref.filename
         pinned = normalize_sha256(ref.sha256, plugin=plugin, filename=label)

@@ -1,66 +1,63 @@
-"""Weights that ``vlm train`` wrote: a training folder or one checkpoint folder as a reference.
+"""Weights that ``vlm train`` wrote: a training folder or one checkpoint folder as a reference,
+and shipping them inside a plugin's package.
 
 ``vlm run TASK --param weights=OUT`` works with the ``--out`` folder of ``vlm train``: the
 folder's best checkpoint is used (``OUT/checkpoints.json`` names it) and its sidecar
 (``model.json``: architecture, preprocessing, class names, metrics, data hash, seed,
 versions) comes with it. A single checkpoint folder (``OUT/checkpoints/step-N``) works too.
-This module reads JSON only; torch is imported when tensors are loaded.
+Tasks load their networks from such weights through :func:`vlm_core.weights.load_model`; this
+module gives the tensors and the sidecar alone. torch is imported when tensors are loaded.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from vlm_core.weights.errors import WeightsError
+from vlm_core.weights.hashing import sha256_of
+from vlm_core.weights.layout import (
+    CHECKPOINTS,
+    MODEL_FILE,
+    POINTER,
+    SIDECAR_FILE,
+    read_sidecar,
+    trained_weights_file,
+)
+from vlm_core.weights.load import load_state_dict
+from vlm_core.weights.resolve import resolve
 
 if TYPE_CHECKING:
     import torch
 
-POINTER = "checkpoints.json"
-CHECKPOINTS = "checkpoints"
-MODEL_FILE = "model.safetensors"
-SIDECAR_FILE = "model.json"
+__all__ = [
+    "CHECKPOINTS",
+    "MODEL_FILE",
+    "POINTER",
+    "SHIPPED_DIR_MODE",
+    "SHIPPED_FILE_MODE",
+    "SIDECAR_FILE",
+    "TrainedWeights",
+    "load_trained",
+    "portable_sidecar",
+    "read_sidecar",
+    "ship_trained",
+    "trained_weights_file",
+]
 
+#: Modes of what ``vlm weights ship`` writes, whatever the umask: a package's data must be
+#: readable by every user of the environment it is installed in.
+SHIPPED_FILE_MODE = 0o644
+SHIPPED_DIR_MODE = 0o755
 
-def trained_weights_file(folder: Path, which: str = "best", *, plugin: str = "core") -> Path | None:
-    """The model file of a training or checkpoint folder; None when ``folder`` is neither."""
-    folder = Path(folder)
-    if (folder / SIDECAR_FILE).is_file() and (folder / MODEL_FILE).is_file():
-        return folder / MODEL_FILE
-    pointer_path = folder / POINTER
-    if not pointer_path.is_file():
-        return None
-    try:
-        pointer = json.loads(pointer_path.read_text(encoding="utf-8"))
-        name = pointer.get(which) or pointer["last"]
-    except (OSError, ValueError, KeyError, AttributeError):
-        raise WeightsError(
-            f"{pointer_path} is damaged", plugin=plugin, filename=POINTER, hint="re-run training"
-        ) from None
-    path = folder / CHECKPOINTS / str(name) / MODEL_FILE
-    if not path.is_file():
-        raise WeightsError(
-            f"training folder {folder} names checkpoint '{name}', which is missing",
-            plugin=plugin,
-            filename=MODEL_FILE,
-        )
-    return path
-
-
-def read_sidecar(weights_file: Path) -> dict[str, Any] | None:
-    """The ``model.json`` beside a weights file that ``vlm train`` wrote; None for others."""
-    path = Path(weights_file).parent / SIDECAR_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+# An absolute path (POSIX, home-relative or Windows) standing alone or after "=" (an option
+# value): "/tmp/run", "init_weights=/data/x", "~/data", "C:\\data\\x". URLs are left alone.
+_ABSOLUTE = re.compile(r"(?:(?<=^)|(?<=[\s=]))(?:/|~[/\\]|[A-Za-z]:[/\\])[^\s\"',;]*")
 
 
 @dataclass(frozen=True)
@@ -91,9 +88,6 @@ def load_trained(ref: str, *, plugin: str = "core", task: str | None = None) -> 
         WeightsError: the reference does not resolve, the file is damaged, or the sidecar says
             the weights were trained for another task than ``task``.
     """
-    from vlm_core.weights.load import load_state_dict
-    from vlm_core.weights.resolve import resolve
-
     path = resolve(ref, plugin=plugin)
     sidecar = read_sidecar(path) or {}
     expected = (sidecar.get("files") or {}).get(path.name)
@@ -104,11 +98,39 @@ def load_trained(ref: str, *, plugin: str = "core", task: str | None = None) -> 
             plugin=plugin,
             filename=path.name,
         )
-    from vlm_core.weights.hashing import sha256_of
-
     state = load_state_dict(path, sha256=expected, plugin=plugin)
     sha = expected or sha256_of(path)
     return TrainedWeights(path=path, sha256=sha, state_dict=state, sidecar=sidecar)
+
+
+def _portable_text(text: str) -> str:
+    def name(match: re.Match[str]) -> str:
+        found = match.group(0)
+        pure = PureWindowsPath(found) if re.match(r"[A-Za-z]:", found) else PurePosixPath(found)
+        return pure.name or "."
+
+    return _ABSOLUTE.sub(name, text)
+
+
+def portable_sidecar(value: Any) -> Any:
+    """``value`` (a sidecar, or any JSON value in it) with every absolute path of the machine
+    it was written on cut to its last part: ``/tmp/drv/train`` becomes ``train``,
+    ``init_weights=/tmp/run/checkpoints/step-6`` becomes ``init_weights=step-6``."""
+    if isinstance(value, str):
+        return _portable_text(value)
+    if isinstance(value, list):
+        return [portable_sidecar(v) for v in value]
+    if isinstance(value, dict):
+        return {k: portable_sidecar(v) for k, v in value.items()}
+    return value
+
+
+def _publish(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by everyone (:data:`SHIPPED_FILE_MODE`)."""
+    from vlm_core.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+    os.chmod(path, SHIPPED_FILE_MODE)
 
 
 def ship_trained(
@@ -121,12 +143,11 @@ def ship_trained(
 ) -> tuple[Path, int]:
     """Copy trained weights into a plugin's package: ``target/model.safetensors`` (float
     tensors as float32; only the names ``keep`` accepts) and ``target/model.json`` (the
-    sidecar, with the new file's sha256 and where it came from). ``source`` is a training
-    folder (its ``which`` checkpoint: best or last) or a checkpoint folder. Returns the model
-    file and the number of tensors."""
-    from safetensors.torch import load_file, save_file
-
-    from vlm_core.weights.hashing import sha256_of
+    sidecar without the training machine's absolute paths, with the new file's sha256 and
+    where it came from). ``source`` is a training folder (its ``which`` checkpoint: best or
+    last) or a checkpoint folder. Files are written atomically with mode 0o644 and the folders
+    made with 0o755, whatever the umask. Returns the model file and the number of tensors."""
+    from safetensors.torch import load_file, save
 
     found = trained_weights_file(Path(source), which, plugin=plugin)
     if found is None:
@@ -137,12 +158,15 @@ def ship_trained(
         for name, tensor in load_file(str(found)).items()
         if keep is None or keep(name)
     }
-    target = Path(target)
+    target = Path(target).absolute()
+    made = [p for p in (target, *target.parents) if not p.exists()]
     target.mkdir(parents=True, exist_ok=True)
+    for folder in [target, *made]:
+        os.chmod(folder, SHIPPED_DIR_MODE)
     model_file = target / MODEL_FILE
-    save_file(state, str(model_file))
-    sidecar = read_sidecar(found) or {}
+    _publish(model_file, save(state))
+    sidecar = portable_sidecar(read_sidecar(found) or {})
     sidecar["files"] = {MODEL_FILE: sha256_of(model_file)}
     sidecar["shipped_from"] = f"{found.parent.parent.parent.name}/{CHECKPOINTS}/{found.parent.name}"
-    (target / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+    _publish(target / SIDECAR_FILE, (json.dumps(sidecar, indent=2) + "\n").encode("utf-8"))
     return model_file, len(state)

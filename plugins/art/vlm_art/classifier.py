@@ -7,7 +7,9 @@ plugin's FID/KID figures, named ``art-style-classifier``. (The core's three-laye
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from torch.nn import functional as F
 from vlm_art.styles import STYLES, render
 from vlm_core.gan import to_unit
 from vlm_core.tasks import package_file
+from vlm_core.weights import ModelRecipe
 
 NAME = "art-style-classifier"
 
@@ -102,26 +105,51 @@ def train(per_style: int = 400, *, steps: int = 800, seed: int = 0) -> tuple[Sty
     return net, fit(net, images, labels, steps=steps, seed=seed)
 
 
+def card_of(net: StyleNet) -> dict[str, object]:
+    """The card :data:`CLASSIFIER` builds the network from."""
+    return {
+        "architecture": {"name": NAME, "num_classes": net.num_classes},
+        "class_names": list(STYLES),
+    }
+
+
 def save(net: StyleNet, out: Path, record: dict[str, object]) -> None:
+    """Write ``out/model.safetensors`` and its sidecar ``out/model.json`` (the card, the file's
+    sha256 and ``record``: how it was trained and measured)."""
     from safetensors.torch import save_file
 
+    from vlm_core.weights import sha256_of
+
     out.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors")
-    )
-    card = {"name": NAME, "dims": net.dims, "class_names": list(STYLES), **record}
-    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    model = out / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(model))
+    sidecar = {"name": NAME, "dims": net.dims, "class_names": list(STYLES), **record,
+               "card": card_of(net), "files": {model.name: sha256_of(model)}}  # fmt: skip
+    (out / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
 
-def load(path: Path | None = None) -> StyleNet:
-    """The bundled classifier (or the one saved in ``path``), in eval mode."""
-    from safetensors.torch import load_file
+def _style_net(card: Mapping[str, Any]) -> nn.Module:
+    return StyleNet(int(card["architecture"]["num_classes"]))
 
-    where = Path(path) if path else folder()
-    card = json.loads((where / "model.json").read_text(encoding="utf-8"))
-    net = StyleNet(len(card["class_names"]))
-    net.load_state_dict(load_file(str(where / "model.safetensors")))
-    return net.eval().requires_grad_(False)
+
+#: The bundled style classifier (not a task's network: its sidecar names no task).
+CLASSIFIER = ModelRecipe(
+    task="art.generate",
+    name=NAME,
+    build=_style_net,
+    default=lambda: str(folder()),
+)
+
+
+def load(path: Path | None = None, *, fresh: bool = False) -> StyleNet:
+    """The bundled classifier (or the one saved in ``path``) through the core's one weights
+    path: in eval mode without gradients from the model cache, or with ``fresh`` a network of
+    its own (for a trainer that moves it to its device)."""
+    from vlm_core.weights import load_model
+
+    loaded = load_model(str(path or ""), CLASSIFIER, fresh=fresh)
+    net = cast(StyleNet, loaded.module)  # what CLASSIFIER builds
+    return net.eval().requires_grad_(False) if fresh else net
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from vlm_core.gan.models import GAN
 from vlm_core.gan.sampling import generate, slerp, to_unit, truncated_latents
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image, ImageSet, Video
-from vlm_core.weights import load_into, requested
-from vlm_core.weights.trained import load_trained
+from vlm_core.weights import LoadedModel as TrainedModel
+from vlm_core.weights import ModelRecipe, WeightsError, load_model
 
 TASK = "art.generate"
 
@@ -49,22 +49,43 @@ class Generator:
         raise InputError(f"unknown style '{name}' (the styles are {known}){hint}")
 
 
+def _generator_state(
+    state: dict[str, torch.Tensor], card: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """The generator's tensors of a GAN checkpoint: the EMA generator's (``g_ema.*``) when it
+    has them, else the trained generator's (``g.*``)."""
+    prefix = "g_ema." if any(k.startswith("g_ema.") for k in state) else "g."
+    found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not found:
+        raise WeightsError(
+            "holds no generator weights (g_ema.* or g.*)",
+            plugin="art",
+            hint="give weights that `vlm train art.generate` wrote",
+        )
+    return found
+
+
+#: The GAN of `art.generate`: built from the card's architecture, its sampling generator
+#: loaded (checkpoints hold g, d and g_ema; the bundled weights ship g_ema only).
+GENERATOR = ModelRecipe(
+    task=TASK,
+    name="generator",
+    build=lambda card: build_gan(card["architecture"]),
+    default=default_weights,
+    adapt=_generator_state,
+    part="generator",
+)
+
+
+def _generator(loaded: TrainedModel) -> Generator:
+    gan = cast(GAN, loaded.module)  # what GENERATOR builds
+    return Generator(gan, tuple(loaded.card.get("class_names") or ()), loaded.sha256)
+
+
 def load_generator(weights: str = "", device: str = "cpu") -> Generator:
-    """The generator of ``weights`` (a training folder, checkpoint or file; empty: bundled)."""
-    with requested("weights", weights):  # a bad weights= is the request's fault (exit 2)
-        trained = load_trained(weights or default_weights(), plugin="art", task=TASK)
-        card: Mapping[str, Any] = trained.sidecar.get("card") or {}
-        if "architecture" not in card:
-            raise InputError(f"{trained.path} has no GAN architecture in its model.json card")
-        gan = build_gan(card["architecture"])
-        state = trained.state_dict
-        prefix = "g_ema." if any(k.startswith("g_ema.") for k in state) else "g."
-        g_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not g_state:
-            raise InputError(f"{trained.path} holds no generator weights (g_ema.* or g.*)")
-        load_into(gan.generator, g_state, plugin="art", source=trained.path)
-    gan.to(device).eval()
-    return Generator(gan, tuple(card.get("class_names") or ()), trained.sha256)
+    """The generator of ``weights`` (a training folder, checkpoint or file; empty: bundled)
+    through the core's model cache."""
+    return _generator(load_model(weights, GENERATOR, device=device))
 
 
 def style_list(gen: Generator, styles: str) -> list[int | None]:
@@ -133,8 +154,7 @@ def to_images(batch: torch.Tensor, upscale: int, names: Sequence[str]) -> list[I
 
 
 def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[dict[str, Any]]:
-    gen = load_generator(params.weights, ctx.device)
-    ctx.record_weights("cgan32" if not params.weights else params.weights, gen.sha256)
+    gen = _generator(ctx.load_model(GENERATOR, params.weights))
     styles = style_list(gen, params.styles)
     truncation = params.truncation or None
     label = lambda c: gen.class_names[c] if c is not None else "sample"  # noqa: E731

@@ -128,7 +128,7 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
                 "feature_network=bundled judges the procedural styles "
                 f"({', '.join(STYLES)}); {data} has classes {found}"
             )
-        network = _InFolderOrder(classifier.load(), folder.class_names)
+        network = _InFolderOrder(classifier.load(fresh=True), folder.class_names)
         ctx.logger.info("feature network: the bundled %s", classifier.NAME)
     elif classes > 1 and params.classifier_steps > 0:
         # the plugin's style CNN, fitted to the training split: FID/KID features and the judge

@@ -186,8 +186,7 @@ def answer(
 
 def run(inputs: Sequence[Image], params: AnswerParams, ctx: RunContext) -> list[dict[str, Any]]:
     kb = load_knowledge_base(params.knowledge_base)
-    loaded = load_captioner(params.weights, ctx.device)
-    ctx.record_weights("captioner", loaded.sha256)
+    loaded = load_captioner(params.weights, ctx=ctx)
     decided = answer(
         loaded, inputs, [params.message] * len(inputs), kb=kb,
         min_confidence=params.min_confidence,

@@ -89,8 +89,7 @@ def _captions(loaded: Loaded, images: Sequence[Image], params: DescribeParams
 
 
 def run(inputs: Sequence[Image], params: DescribeParams, ctx: RunContext) -> list[dict[str, Any]]:
-    loaded = load_captioner(params.weights, ctx.device)
-    ctx.record_weights("captioner", loaded.sha256)
+    loaded = load_captioner(params.weights, ctx=ctx)
     images = list(inputs)
     kb = load_knowledge_base()
     coca: list[str] | None = None

@@ -1,7 +1,8 @@
 """The captioner the caption tasks share, and what it recognises in a photo.
 
 :func:`load_captioner` loads trained weights (a `vlm train caption.describe` output, a
-checkpoint or a model file; by default the bundled captioner) once per process and device.
+checkpoint or a model file; by default the bundled captioner) through the core's one weights
+path and model cache (:data:`CAPTIONER` says how the network is built).
 :func:`recognise` asks it the three questions it was trained on — the product, the colour and
 what is wrong — and scores every candidate answer with the full teacher-forced pass
 (:meth:`~vlm_core.crossmodal.Captioner.score`, averaged over the questions' wordings): the
@@ -10,10 +11,9 @@ softmax over the candidates is the confidence that `caption.answer` acts on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -21,16 +21,13 @@ from vlm_caption.knowledge import MISSING_PART, KnowledgeBase
 from vlm_caption.products import QUESTIONS, UNKNOWN
 from vlm_core.crossmodal import Captioner
 from vlm_core.errors import InputError
-from vlm_core.tasks import package_file
+from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image
-from vlm_core.weights import load_into, requested
-from vlm_core.weights.trained import load_trained
+from vlm_core.weights import LoadedModel as TrainedModel
+from vlm_core.weights import ModelRecipe, load_model
 
 TASK = "caption.describe"
 NOTHING = "nothing"
-
-_lock = threading.Lock()
-_loaded: dict[tuple[str, int, int, str], Loaded] = {}
 
 
 def default_weights() -> str:
@@ -52,31 +49,31 @@ class Loaded:
         return not missing, missing
 
 
-def load_captioner(weights: str = "", device: str = "cpu") -> Loaded:
-    """The captioner of ``weights`` (empty: bundled) on ``device``, loaded once per process
-    (again when the file changes: the key is its path, size and modification time)."""
-    from vlm_core.weights.resolve import resolve
+def _captioner(card: Mapping[str, Any]) -> Captioner:
+    return Captioner.from_card(card, plugin="caption")
 
-    ref = weights or default_weights()
-    with requested("weights", weights):  # a bad weights= is the request's fault (exit 2)
-        path = resolve(ref, plugin="caption")
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, device)
-        with _lock:
-            if key in _loaded:
-                return _loaded[key]
-        trained = load_trained(ref, plugin="caption", task=TASK)
-        card: Mapping[str, Any] = trained.sidecar.get("card") or {}
-        if "architecture" not in card or "vocab" not in card:
-            raise InputError(
-                f"{trained.path} has no captioner architecture and vocabulary in its card"
-            )
-        model = Captioner.from_card(card, plugin="caption")
-        load_into(model, trained.state_dict, plugin="caption", source=trained.path)
-    model.to(device).eval()
-    loaded = Loaded(model, trained.sha256, str(trained.path))
-    with _lock:
-        return _loaded.setdefault(key, loaded)
+
+#: The captioner of the three caption tasks: built from its card's architecture and
+#: vocabulary; by default the bundled one.
+CAPTIONER = ModelRecipe(
+    task=TASK,
+    name="captioner",
+    build=_captioner,
+    default=default_weights,
+    needs=("architecture", "vocab"),
+)
+
+
+def _loaded(loaded: TrainedModel) -> Loaded:
+    return Loaded(cast(Captioner, loaded.module), loaded.sha256, str(loaded.path))
+
+
+def load_captioner(weights: str = "", device: str = "cpu", ctx: RunContext | None = None) -> Loaded:
+    """The captioner of ``weights`` (empty: bundled) on ``device`` through the core's model
+    cache; with ``ctx``, on the run's device and recorded in its provenance."""
+    if ctx is not None:
+        return _loaded(ctx.load_model(CAPTIONER, weights))
+    return _loaded(load_model(weights, CAPTIONER, device=device))
 
 
 @dataclass(frozen=True)

@@ -257,8 +257,7 @@ def run(inputs: Sequence[Any], params: SearchParams, ctx: RunContext) -> list[di
     if params.clip_model:
         engine = _ClipEngine(params, ctx.device)
     else:
-        loaded = load_captioner(params.weights, ctx.device)
-        ctx.record_weights("captioner", loaded.sha256)
+        loaded = load_captioner(params.weights, ctx=ctx)
         engine = _CaptionerEngine(loaded)
     hits = search(engine, params, ctx)
     root = Path(params.folder).expanduser()

@@ -5,6 +5,7 @@ split by image, validated by BLEU, ROUGE-L and CIDEr of its captions."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from vlm_caption.params import CaptionTrainParams
 from vlm_core.crossmodal import (
@@ -85,15 +86,12 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
 def _fine_tuned(weights: str, train: list[CaptionItem], ctx: TrainContext) -> Captioner:
     """The captioner of ``weights`` ("bundled": the plugin's), to train further; words of the
     training texts outside its vocabulary are counted and become <unk>."""
-    from vlm_caption.model import default_weights
-    from vlm_core.weights.trained import load_trained
+    from vlm_caption.model import CAPTIONER
+    from vlm_core.weights import load_model
 
-    trained = load_trained(default_weights() if weights == "bundled" else weights,
-                           plugin="caption", task="caption.describe")  # fmt: skip
-    if "architecture" not in trained.card or "vocab" not in trained.card:
-        raise InputError(f"{trained.path} has no captioner architecture and vocabulary in its card")
-    model = Captioner.from_card(trained.card, plugin="caption")
-    model.load_state_dict(trained.state_dict)
+    trained = load_model("" if weights == "bundled" else weights, CAPTIONER, fresh=True,
+                         param="init_weights")  # fmt: skip
+    model = cast(Captioner, trained.module)
     unknown = {w for item in train for text in item.texts() for w in tokenize(text)
                if model.vocab.id(w) == model.vocab.unk}  # fmt: skip
     if unknown:

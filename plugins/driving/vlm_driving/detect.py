@@ -20,7 +20,7 @@ import numpy as np
 from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext
 from vlm_core.types import Boxes, Image, Input, Metrics, Output, Tracks, Video
-from vlm_driving.detector import Detections, Detector, DetectSettings, leased_detector
+from vlm_driving.detector import Detections, Detector, DetectSettings, load_detector
 from vlm_driving.params import DetectParams
 from vlm_driving.tracking import ByteTracker, TrackerConfig
 
@@ -173,15 +173,18 @@ def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[
     for item in inputs:
         if not isinstance(item, Image | Video):
             raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
-    options = {"coco_model": params.coco_model, "coco_weights": params.coco_weights,
-               "device": ctx.device, "dtype": ctx.dtype}  # fmt: skip
-    with leased_detector(params.weights, **options) as detector:
-        ctx.record_weights(detector.name, detector.sha256)
-        images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
-        results: list[dict[str, Output]] = []
-        for item in inputs:
-            if isinstance(item, Video):
-                results.append(track_video(detector, item, params, ctx))
-            else:
-                results.append(images.pop(0))
+    detector = load_detector(
+        params.weights,
+        coco_model=params.coco_model,
+        coco_weights=params.coco_weights,
+        dtype=ctx.dtype,
+        ctx=ctx,
+    )
+    images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
+    results: list[dict[str, Output]] = []
+    for item in inputs:
+        if isinstance(item, Video):
+            results.append(track_video(detector, item, params, ctx))
+        else:
+            results.append(images.pop(0))
     return results

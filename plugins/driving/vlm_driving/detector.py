@@ -1,18 +1,17 @@
 """The loaded detector `driving.detect` runs: trained weights (by default the bundled detector)
-or a COCO-pretrained torchvision detector mapped onto the driving classes, prepared by the
-core's runtime policy. Runs lease it from the core's model cache (one instance per weights
-file, device and precision, evicted under the cache's memory budget); scripts load their own.
+or a COCO-pretrained torchvision detector mapped onto the driving classes, loaded through the
+core's one weights path (:func:`vlm_core.weights.load_model`: one cached instance per weights
+file, device, precision and compile setting, evicted under the model cache's memory budget)
+and prepared by the core's runtime policy.
 
 Score threshold, NMS IoU, detections per image and input size live on the torchvision module,
-so a call sets them and detects under the detector's lock: runs sharing a cached detector with
-different settings do not see each other's."""
+so a call sets them and detects under the loaded model's lock: runs sharing a cached detector
+with different settings do not see each other's."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,15 +19,17 @@ import torch
 from torch import nn
 
 from vlm_core.errors import InputError
-from vlm_core.tasks import package_file
-from vlm_core.weights import load_into, requested
+from vlm_core.tasks import RunContext, package_file
+from vlm_core.weights import LoadedModel, ModelRecipe, load_model
 from vlm_driving.classes import CLASSES, COCO_TO_DRIVING
 from vlm_driving.models import (
     build_detector,
     check_frame_sizes,
-    coco_detector,
+    coco_recipe,
+    coco_reference,
     set_input_size,
     set_postprocess,
+    state_from_card,
 )
 
 TASK = "driving.detect"
@@ -36,6 +37,14 @@ TASK = "driving.detect"
 
 def default_weights() -> str:
     return str(package_file("vlm_driving", "weights", "detector", "model.safetensors"))
+
+
+def _detector(card: Mapping[str, Any]) -> nn.Module:
+    return build_detector(state_from_card(card))
+
+
+#: The trained detector: a `vlm train driving.detect` network, by default the bundled one.
+DETECTOR = ModelRecipe(task=TASK, name="detector", build=_detector, default=default_weights)
 
 
 @dataclass
@@ -61,24 +70,51 @@ class DetectSettings:
 
 @dataclass
 class Detector:
-    """A torchvision detector ready to run, with what its outputs mean."""
+    """A torchvision detector ready to run (a loaded model of the core's cache), with what its
+    outputs mean."""
 
-    model: nn.Module  # the prepared model (compiled wrapper when compiling)
-    module: nn.Module  # the torchvision detector itself (thresholds, input size)
-    class_names: tuple[str, ...]
-    sha256: str
-    name: str
-    min_size: int
-    max_size: int
-    policy: Any
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    loaded: LoadedModel
 
     @property
-    def nbytes(self) -> int:
-        """What the model cache counts against its budget."""
-        from vlm_core.runtime.cache import module_nbytes
+    def model(self) -> nn.Module:
+        """What to call: the prepared model (the compiled wrapper when compiling)."""
+        return self.loaded.model  # type: ignore[no-any-return]
 
-        return module_nbytes(self.module)
+    @property
+    def module(self) -> nn.Module:
+        """The torchvision detector itself (thresholds, input size)."""
+        return self.loaded.module
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return dict(self.module.arch)  # type: ignore[arg-type]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.arch["class_names"])
+
+    @property
+    def sha256(self) -> str:
+        return self.loaded.sha256
+
+    @property
+    def name(self) -> str:
+        """What the detector is, for people: the family on its backbone."""
+        if self.loaded.recipe is not DETECTOR:
+            return self.loaded.recipe.name
+        return f"{self.arch['family']} on {self.arch['backbone']}"
+
+    @property
+    def min_size(self) -> int:
+        return int(self.arch["min_size"])
+
+    @property
+    def max_size(self) -> int:
+        return int(self.arch["max_size"])
+
+    @property
+    def policy(self) -> Any:
+        return self.loaded.policy
 
     def _apply(self, settings: DetectSettings) -> None:
         module = self.module
@@ -97,7 +133,7 @@ class Detector:
         thresholds the torchvision model was built with)."""
         if not frames:
             return []
-        with self.lock:
+        with self.loaded.lock:
             if settings is not None:
                 self._apply(settings)
             check_frame_sizes(self.module, frames)
@@ -127,7 +163,7 @@ class Detector:
         ]
 
 
-def detector_request(
+def load_detector(
     weights: str = "",
     *,
     coco_model: str = "",
@@ -135,80 +171,26 @@ def detector_request(
     device: str = "cpu",
     dtype: str | None = None,
     compile: bool = False,
-) -> tuple[Any, Callable[[], Detector]]:
-    """The model-cache key of a detector and the function that builds it. The key names the
-    weights file by path, size and modification time (not its sha256: no re-hashing on every
-    run), so a changed file loads again."""
-    from vlm_core.runtime.cache import CacheKey
-    from vlm_core.runtime.policy import policy_for, prepare_model
-    from vlm_core.weights.resolve import resolve
+    ctx: RunContext | None = None,
+) -> Detector:
+    """The detector of ``weights`` (empty: bundled), or with ``coco_model`` the COCO-pretrained
+    torchvision detector of ``coco_weights``, through the core's model cache. With ``ctx``, on
+    the run's device with its sha256 in the run's provenance."""
+    from vlm_core.runtime.policy import policy_for
 
-    policy = policy_for(device, dtype, compile="default" if compile else None)
+    policy = policy_for(ctx.device if ctx else device, dtype,
+                        compile="default" if compile else None)  # fmt: skip
+    recipe, ref, param = DETECTOR, weights, "weights"
     if coco_model:
         if not coco_weights:
             raise InputError(
                 "coco_model needs coco_weights (the torchvision .pth file, or "
                 "`torchvision` to download it)"
             )
-        ref = coco_weights
-    else:
-        ref = weights or default_weights()
-    # weights the request named that cannot be used are its fault (exit 2), the bundled ones not
-    param, given = ("coco_weights", coco_weights) if coco_model else ("weights", weights)
-    with requested(param, given):
-        path = resolve(ref, plugin="driving") if ref != "torchvision" else None
-    stat = path.stat() if path else None
-    where = f"{path}|{stat.st_size}|{stat.st_mtime_ns}" if path and stat else ref
-    name = f"driving.detect[{coco_model or 'trained'},compile={compile}]"
-    key = CacheKey(name, where, str(policy.device), policy.dtype_name)
-
-    def build() -> Detector:
-        with requested(param, given):
-            if coco_model:
-                module, sha, title, sizes = _coco(coco_model, ref)
-            else:
-                module, sha, title, sizes = _trained(ref)
-        prepared = prepare_model(module, policy)
-        names = tuple(module.arch["class_names"])  # type: ignore[index]
-        return Detector(prepared, module, names, sha, title, sizes[0], sizes[1], policy)
-
-    return key, build
-
-
-@contextmanager
-def leased_detector(weights: str = "", **options: Any) -> Iterator[Detector]:
-    """The detector of :func:`detector_request`'s arguments from the core's model cache, held
-    for the ``with`` block."""
-    from vlm_core.runtime.cache import model_cache
-
-    key, build = detector_request(weights, **options)
-    with model_cache().lease(key, build) as detector:
-        yield detector
-
-
-def load_detector(weights: str = "", **options: Any) -> Detector:
-    """A detector of its own (not cached), for scripts and benchmarks: the arguments of
-    :func:`detector_request`."""
-    return detector_request(weights, **options)[1]()
-
-
-def _coco(model_name: str, ref: str) -> tuple[nn.Module, str, str, tuple[int, int]]:
-    family = model_name.split("_", 1)[0]
-    backbone = "mobilenet_v3_large" if "mobilenet" in model_name else "resnet50"
-    module, sha = coco_detector(family, backbone, ref, CLASSES, COCO_TO_DRIVING)
-    return module, sha, f"{model_name} (COCO, mapped)", (800, 1333)
-
-
-def _trained(ref: str) -> tuple[nn.Module, str, str, tuple[int, int]]:
-    from vlm_core.weights.trained import load_trained
-
-    trained = load_trained(ref, plugin="driving", task=TASK)
-    card: Mapping[str, Any] = trained.sidecar.get("card") or trained.card or {}
-    arch = card.get("architecture")
-    if not isinstance(arch, Mapping) or "family" not in arch:
-        raise InputError(f"{trained.path} has no detector architecture in its card")
-    module = build_detector(arch)
-    load_into(module, trained.state_dict, plugin="driving", source=trained.path)
-    arch = module.arch  # type: ignore[assignment]
-    name = f"{arch['family']} on {arch['backbone']}"
-    return module, trained.sha256, name, (int(arch["min_size"]), int(arch["max_size"]))
+        family = coco_model.split("_", 1)[0]
+        backbone = "mobilenet_v3_large" if "mobilenet" in coco_model else "resnet50"
+        recipe = coco_recipe(family, backbone, CLASSES, COCO_TO_DRIVING)
+        ref, param = coco_reference(family, backbone, coco_weights), "coco_weights"
+    if ctx is not None:
+        return Detector(ctx.load_model(recipe, ref, param=param, policy=policy))
+    return Detector(load_model(ref, recipe, policy=policy, param=param))

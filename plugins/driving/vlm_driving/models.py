@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from vlm_core.errors import InputError, UsageError, check_fields
+from vlm_core.weights import ModelRecipe
 from vlm_core.weights.errors import WeightsError
 
 FAMILIES = ("fcos", "retinanet", "fasterrcnn")
@@ -287,6 +288,52 @@ def map_coco_state(
     return out
 
 
+def coco_recipe(
+    family: str,
+    backbone: str,
+    class_names: Sequence[str],
+    coco_to_class: Mapping[int, str],
+    *,
+    min_size: int = 800,
+    max_size: int = 1333,
+    task: str = "driving.detect",
+) -> ModelRecipe:
+    """How torchvision's COCO-pretrained ``family`` on ``backbone`` loads through the core's
+    one weights path: its architecture as the card (COCO checkpoints carry none) and its
+    classifier cut down to ``class_names`` (:func:`map_coco_state`)."""
+    if (family, backbone) not in _BUILDERS:
+        have = ", ".join(f"{f}/{b}" for f, b in _BUILDERS)
+        raise UsageError(f"no COCO weights for {family} on {backbone} (there are: {have})")
+    arch = {
+        "family": family,
+        "backbone": f"torchvision:{backbone}",
+        "class_names": list(class_names),
+        "min_size": min_size,
+        "max_size": max_size,
+    }
+
+    def adapt(state: dict[str, torch.Tensor], card: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return map_coco_state(state, family, class_names, coco_to_class)
+
+    return ModelRecipe(
+        task=task,
+        name=f"{_BUILDERS[(family, backbone)][0]} (COCO, mapped)",
+        build=lambda card: build_detector(card["architecture"]),
+        card={"architecture": arch},
+        adapt=adapt,
+    )
+
+
+def coco_reference(family: str, backbone: str, weights: str) -> str:
+    """``weights`` as a reference: ``torchvision`` becomes the URL of torchvision's COCO
+    checkpoint of ``family`` on ``backbone`` (downloaded into torch hub's cache)."""
+    if weights != "torchvision" or (family, backbone) not in _BUILDERS:
+        return weights
+    from torchvision.models import detection
+
+    return str(getattr(detection, _BUILDERS[(family, backbone)][1]).DEFAULT.url)
+
+
 def coco_detector(
     family: str,
     backbone: str,
@@ -298,36 +345,17 @@ def coco_detector(
     max_size: int = 1333,
 ) -> tuple[nn.Module, str]:
     """torchvision's COCO-pretrained ``family`` on ``backbone`` with its classifier cut down
-    to ``class_names``, and the checkpoint's sha256. ``weights``: a local ``.pth`` file (as
-    torchvision downloads it) or ``torchvision`` to download the weights enum's file."""
-    from vlm_core import weights as weights_engine
+    to ``class_names``, to train (a module of its own), and the checkpoint's sha256.
+    ``weights``: a local ``.pth`` file (as torchvision downloads it) or ``torchvision`` to
+    download the weights enum's file. A ``weights`` that cannot be used is the request's
+    ``coco_weights`` fault (exit 2)."""
+    from vlm_core.weights import load_model
 
-    if (family, backbone) not in _BUILDERS:
-        have = ", ".join(f"{f}/{b}" for f, b in _BUILDERS)
-        raise UsageError(f"no COCO weights for {family} on {backbone} (there are: {have})")
-    if weights == "torchvision":
-        from torchvision.models import detection
-
-        enum = getattr(detection, _BUILDERS[(family, backbone)][1]).DEFAULT
-        weights = enum.url
-    path = weights_engine.resolve(weights, plugin="driving")
-    state = weights_engine.load_state_dict(path, plugin="driving")
-    arch = {
-        "family": family,
-        "backbone": f"torchvision:{backbone}",
-        "class_names": list(class_names),
-        "min_size": min_size,
-        "max_size": max_size,
-    }
-    model = build_detector(arch)
-    try:
-        model.load_state_dict(map_coco_state(state, family, class_names, coco_to_class))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise WeightsError(
-            f"{path} does not fit torchvision's {family} on {backbone}: {first}"
-        ) from None
-    return model, weights_engine.sha256_of(path)
+    recipe = coco_recipe(family, backbone, class_names, coco_to_class,
+                         min_size=min_size, max_size=max_size)  # fmt: skip
+    ref = coco_reference(family, backbone, weights)
+    loaded = load_model(ref, recipe, fresh=True, param="coco_weights")
+    return loaded.module, loaded.sha256
 
 
 def state_from_card(card: Mapping[str, Any]) -> dict[str, Any]:

@@ -126,24 +126,19 @@ def _model(
 
 
 def _fine_tuned(weights: str, class_names: tuple[str, ...], ctx: TrainContext) -> nn.Module:
-    from vlm_core.weights.trained import load_trained
-    from vlm_driving.detector import default_weights
+    from vlm_core.weights import load_model
+    from vlm_driving.detector import DETECTOR
 
-    trained = load_trained(
-        default_weights() if weights == "bundled" else weights,
-        plugin="driving",
-        task="driving.detect",
-    )
+    trained = load_model("" if weights == "bundled" else weights, DETECTOR, fresh=True,
+                         param="init_weights")  # fmt: skip
     arch = state_from_card(trained.card)
     if tuple(arch["class_names"]) != class_names:
         raise InputError(
             f"{trained.path} detects {', '.join(arch['class_names'])}; the data's "
             f"classes are {', '.join(class_names)}"
         )
-    model = build_detector(arch)
-    model.load_state_dict(trained.state_dict)
     ctx.logger.info("fine-tuning %s (sha256 %s)", trained.path, trained.sha256[:12])
-    return model
+    return trained.module
 
 
 def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetup:

@@ -325,6 +325,7 @@ def _build_pipeline(
     from monai.bundle import ConfigParser
     from monai.inferers import SimpleInferer
 
+    from vlm_core.weights import WeightsError, load_into
     from vlm_medical.bundle_safety import BundleError
 
     label = files.label
@@ -337,17 +338,10 @@ def _build_pipeline(
     network = _build(parser, key, label)
     if not isinstance(network, torch.nn.Module):
         raise BundleError(f"bundle '{label}': '{key}' is a {type(network).__name__}, not a network")
-    try:
-        fit = network.load_state_dict(state, strict=False)
-        problem = ", ".join(
-            [f"missing {k}" for k in fit.missing_keys[:3]]
-            + [f"unexpected {k}" for k in fit.unexpected_keys[:3]]
-        )
-    except RuntimeError as exc:  # shape mismatches: "size mismatch for x: ..." on line 2
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        problem = lines[1] if len(lines) > 1 else lines[0]
-    if problem:
-        raise BundleError(f"bundle '{label}': {files.weights.name} does not fit '{key}': {problem}")
+    try:  # strictly, through the core's one way of fitting weights to a network
+        load_into(network, state, plugin="medical", source=files.weights)
+    except WeightsError as exc:
+        raise BundleError(f"bundle '{label}' ('{key}'): {exc.problem}") from None
     config = checked.config
     pre = _build(parser, "preprocessing", label) if "preprocessing" in config else None
     inferer = _build(parser, "inferer", label) if "inferer" in config else SimpleInferer()

@@ -16,7 +16,7 @@ import csv
 import functools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ from vlm_core.kinds import Kind
 from vlm_core.tasks import RunContext, TrainContext, package_file
 from vlm_core.training import TrainSetup
 from vlm_core.types import Caption, Image, Metrics, Volume
+from vlm_core.weights import LoadedModel as TrainedModel
+from vlm_core.weights import ModelRecipe
+from vlm_core.weights import load_model as load_trained_model
 from vlm_medical._quiet import quiet_monai
 from vlm_medical.classify_params import (
     DEFAULT_WEIGHTS,
@@ -389,27 +392,41 @@ def auto_cam_layer(network: nn.Module, size: int, device: torch.device) -> str:
     return fine[-1] if fine else next(iter(grids))
 
 
-def load_model(ref: str, device: torch.device) -> LoadedClassifier:
-    """The network of a `vlm train medical.classify` checkpoint, from the core's model cache."""
-    from vlm_medical.checkpoints import load_network
+def _network(card: Mapping[str, Any]) -> nn.Module:
+    return build_network(dict(card["architecture"]))
 
-    network, trained = load_network(
-        ref, default=default_weights(), task=TASK, device=device, build=build_network
-    )
-    card = trained.card
+
+#: The classifier: a `vlm train medical.classify` network, by default the bundled DenseNet.
+CLASSIFIER = ModelRecipe(
+    task=TASK,
+    name="classify",
+    build=_network,
+    default=default_weights,
+    needs=("architecture", "class_names"),
+)
+
+
+def _classifier(loaded: TrainedModel, device: torch.device) -> LoadedClassifier:
+    card = loaded.card
     names = tuple(str(c) for c in card.get("class_names") or ())
-    if "architecture" not in card or len(names) < 2:
+    if len(names) < 2:
         raise InputError(
-            f"{trained.path}: its sidecar lacks the architecture or class names of a "
-            f"`vlm train {TASK}` checkpoint"
+            f"{loaded.path}: its sidecar names {len(names)} class(es); a `vlm train {TASK}` "
+            "checkpoint names at least two"
         )
     size = int((card.get("preprocessing") or {}).get("size", 32))
     preset = str((card.get("preprocessing") or {}).get("intensity", "auto"))
-
-    where = (trained.sha256, size, str(device))
+    network = loaded.module
+    where = (loaded.sha256, size, str(device))
     if where not in _CAM_LAYERS:
         _CAM_LAYERS[where] = auto_cam_layer(network, size, device)
-    return LoadedClassifier(network, card, trained.sha256, names, size, preset, _CAM_LAYERS[where])
+    return LoadedClassifier(network, card, loaded.sha256, names, size, preset, _CAM_LAYERS[where])
+
+
+def load_model(ref: str, device: torch.device) -> LoadedClassifier:
+    """The network of a `vlm train medical.classify` checkpoint through the core's model cache
+    (empty ``ref``: the bundled weights)."""
+    return _classifier(load_trained_model(ref, CLASSIFIER, device=str(device)), device)
 
 
 def _class_index(model: LoadedClassifier, name: str) -> int | None:
@@ -467,8 +484,7 @@ def run(
 
     quiet_monai()
     device = torch.device(ctx.device)
-    model = load_model(params.weights, device)
-    ctx.record_weights("classify", model.sha256)
+    model = _classifier(ctx.load_model(CLASSIFIER, params.weights), device)
     outputs: list[dict[str, Any]] = []
     for n, item in enumerate(inputs):
         array, affine, _ = _as_volume(item)

@@ -3,8 +3,9 @@ and measurements."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import torch
 from vlm_core.errors import InputError
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import File, Image, Mask, Metrics, Volume
+from vlm_core.weights import LoadedModel as TrainedModel
+from vlm_core.weights import ModelRecipe
+from vlm_core.weights import load_model as load_trained_model
 from vlm_medical._quiet import quiet_monai
 from vlm_medical.intensity import normalize_tensor
 from vlm_medical.measure import measure, postprocess
@@ -40,18 +44,35 @@ def default_weights(dims: int = 3) -> str:
     return str(package_file("vlm_medical", "weights", f"segment-unet{dims}d"))
 
 
-def load_model(ref: str, device: torch.device, dims: int = 3) -> LoadedModel:
-    """The network of a `vlm train medical.segment` checkpoint, from the core's model cache
-    (empty ``ref``: the bundled ``dims``-D weights)."""
-    from vlm_medical.checkpoints import load_network
+def _network(card: Mapping[str, Any]) -> torch.nn.Module:
+    return build_network(dict(card["architecture"]))
 
-    network, trained = load_network(
-        ref, default=default_weights(dims), task="medical.segment", device=device,
-        build=build_network,
-    )  # fmt: skip
-    card = trained.card
+
+#: The segmentation networks, by the dimensions of their bundled weights (a ``weights`` the
+#: request names may be either: its card says which).
+SEGMENTERS: dict[int, ModelRecipe] = {
+    dims: ModelRecipe(
+        task="medical.segment",
+        name="segment" if dims == 3 else "segment-2d",
+        build=_network,
+        default=functools.partial(default_weights, dims),
+    )
+    for dims in (2, 3)
+}
+
+
+def _segmenter(loaded: TrainedModel) -> LoadedModel:
+    card = loaded.card
     names = tuple(card.get("class_names") or ("background", "lesion"))
-    return LoadedModel(network, card, trained.sha256, names, spatial_dims(card["architecture"]))
+    return LoadedModel(
+        loaded.module, card, loaded.sha256, names, spatial_dims(card["architecture"])
+    )
+
+
+def load_model(ref: str, device: torch.device, dims: int = 3) -> LoadedModel:
+    """The network of a `vlm train medical.segment` checkpoint through the core's model cache
+    (empty ``ref``: the bundled ``dims``-D weights)."""
+    return _segmenter(load_trained_model(ref, SEGMENTERS[dims], device=str(device)))
 
 
 def _as_volume(item: Image | Volume) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -172,8 +193,7 @@ def run(
         3D UNet for a volume."""
         dims = 3 if params.weights or not flat else 2
         if dims not in models:
-            models[dims] = load_model(params.weights, device, dims)
-            ctx.record_weights("segment" if dims == 3 else "segment-2d", models[dims].sha256)
+            models[dims] = _segmenter(ctx.load_model(SEGMENTERS[dims], params.weights))
         return models[dims]
 
     outputs: list[dict[str, Any]] = []
