@@ -23,10 +23,8 @@ from pydantic import BaseModel, ConfigDict
 from vlm_core.kinds import INPUT_KINDS, OUTPUT_KINDS, Capability, Kind
 
 if TYPE_CHECKING:
-    from vlm_core.runtime.policy import RuntimePolicy
     from vlm_core.training.setup import TrainSetup
     from vlm_core.types import Input, Output
-    from vlm_core.weights.model import LoadedModel, ModelRecipe
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
@@ -217,31 +215,6 @@ class RunContext:
     def record_weights(self, name: str, sha256: str) -> None:
         """Record the sha256 of weights the task loaded; it goes into the provenance."""
         self.weights_sha256[name] = sha256
-
-    def load_model(
-        self,
-        recipe: ModelRecipe,
-        weights: str = "",
-        *,
-        param: str = "weights",
-        policy: RuntimePolicy | None = None,
-    ) -> LoadedModel:
-        """The task's trained network through the core's one weights path
-        (:func:`vlm_core.weights.load_model`) on this run's device, its sha256 recorded in the
-        provenance under ``recipe.name``.
-
-        Args:
-            recipe: how the plugin builds the network from its weights' card.
-            weights: the reference the request gave (``params.weights``); empty: the bundled
-                weights.
-            param: the parameter ``weights`` came from, named in its errors (exit 2).
-            policy: the runtime policy to prepare the network with (its device wins).
-        """
-        from vlm_core.weights.model import load_model
-
-        loaded = load_model(weights, recipe, device=self.device, policy=policy, param=param)
-        self.record_weights(recipe.name, loaded.sha256)
-        return loaded
 
 
 @dataclass(frozen=True)

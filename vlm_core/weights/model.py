@@ -2,9 +2,9 @@
 
 A plugin declares once how its network is made from the card its training wrote
 (:class:`ModelRecipe`), and every run, evaluation or fine-tune loads it with
-:func:`load_model` (a task's run calls :meth:`vlm_core.tasks.RunContext.load_model`)::
+:func:`load_model` (a task's run passes its context: ``ctx=ctx``)::
 
-    from vlm_core.weights import ModelRecipe
+    from vlm_core.weights import ModelRecipe, load_model
 
     SEGMENTER = ModelRecipe(
         task="medical.segment",
@@ -14,7 +14,7 @@ A plugin declares once how its network is made from the card its training wrote
     )
 
     def run(inputs, params, ctx):
-        loaded = ctx.load_model(SEGMENTER, params.weights)  # params.weights: "" = bundled
+        loaded = load_model(params.weights, SEGMENTER, ctx=ctx)  # "" = the bundled weights
         network, class_names = loaded.module, loaded.card["class_names"]
 
 The steps, each the core's own:
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from vlm_core.runtime.cache import CacheKey
     from vlm_core.runtime.policy import RuntimePolicy
+    from vlm_core.tasks import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def load_model(
     policy: RuntimePolicy | None = None,
     param: str = "weights",
     fresh: bool = False,
+    ctx: RunContext | None = None,
 ) -> LoadedModel:
     """The network of ``recipe`` with the weights ``weights`` names, through the model cache.
 
@@ -170,6 +172,8 @@ def load_model(
         fresh: a module of its own, to train or change (fine-tuning, a feature network that
             training moves to its device): left in train mode with gradients on the CPU, and
             never cached.
+        ctx: the run loading it (a task's ``run``): its device (instead of ``device``), and
+            the weights' sha256 recorded in its provenance under ``recipe.name``.
 
     Returns:
         The loaded model. Two calls with the same weights file, device and dtype return the
@@ -185,12 +189,14 @@ def load_model(
     ref = weights or _default(recipe, param)
     with requested(param, weights):
         path, sidecar, sha = _verified(ref, recipe)
+    if ctx is not None:
+        ctx.record_weights(recipe.name, sha)
     if fresh:
         return _loaded(path, sidecar, sha, recipe, None, weights, param, fresh=True)
     if policy is None:
         from vlm_core.devices import resolve_device
 
-        dtype, where = "float32", resolve_device(device)
+        dtype, where = "float32", resolve_device(ctx.device if ctx is not None else device)
     else:
         dtype, where = policy.dtype_name, str(policy.device)
     key = _cache_key(recipe, sha, where, dtype, policy)

@@ -154,7 +154,7 @@ def to_images(batch: torch.Tensor, upscale: int, names: Sequence[str]) -> list[I
 
 
 def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[dict[str, Any]]:
-    gen = _generator(ctx.load_model(GENERATOR, params.weights))
+    gen = _generator(load_model(params.weights, GENERATOR, ctx=ctx))
     styles = style_list(gen, params.styles)
     truncation = params.truncation or None
     label = lambda c: gen.class_names[c] if c is not None else "sample"  # noqa: E731

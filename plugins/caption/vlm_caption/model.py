@@ -71,9 +71,7 @@ def _loaded(loaded: TrainedModel) -> Loaded:
 def load_captioner(weights: str = "", device: str = "cpu", ctx: RunContext | None = None) -> Loaded:
     """The captioner of ``weights`` (empty: bundled) on ``device`` through the core's model
     cache; with ``ctx``, on the run's device and recorded in its provenance."""
-    if ctx is not None:
-        return _loaded(ctx.load_model(CAPTIONER, weights))
-    return _loaded(load_model(weights, CAPTIONER, device=device))
+    return _loaded(load_model(weights, CAPTIONER, device=device, ctx=ctx))
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,4 @@ def load_detector(
         backbone = "mobilenet_v3_large" if "mobilenet" in coco_model else "resnet50"
         recipe = coco_recipe(family, backbone, CLASSES, COCO_TO_DRIVING)
         ref, param = coco_reference(family, backbone, coco_weights), "coco_weights"
-    if ctx is not None:
-        return Detector(ctx.load_model(recipe, ref, param=param, policy=policy))
-    return Detector(load_model(ref, recipe, policy=policy, param=param))
+    return Detector(load_model(ref, recipe, policy=policy, param=param, ctx=ctx))

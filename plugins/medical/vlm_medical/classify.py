@@ -484,7 +484,7 @@ def run(
 
     quiet_monai()
     device = torch.device(ctx.device)
-    model = _classifier(ctx.load_model(CLASSIFIER, params.weights), device)
+    model = _classifier(load_trained_model(params.weights, CLASSIFIER, ctx=ctx), device)
     outputs: list[dict[str, Any]] = []
     for n, item in enumerate(inputs):
         array, affine, _ = _as_volume(item)

@@ -193,7 +193,7 @@ def run(
         3D UNet for a volume."""
         dims = 3 if params.weights or not flat else 2
         if dims not in models:
-            models[dims] = _segmenter(ctx.load_model(SEGMENTERS[dims], params.weights))
+            models[dims] = _segmenter(load_trained_model(params.weights, SEGMENTERS[dims], ctx=ctx))
         return models[dims]
 
     outputs: list[dict[str, Any]] = []
