@@ -201,6 +201,13 @@ def test_an_invalid_kind_or_an_undeclared_one_fails_the_plugin(
     assert "heat.map" not in reg.output_kinds and not reg.tasks
 
 
+def test_an_invalid_kind_is_not_offered_as_a_known_one(vlm_registry):
+    reg = vlm_registry({"heat": heat_plugin((OutputKind(name="map", type=HeatMap),), ("map",))})
+    error = reg.plugins["heat"].error or ""
+    assert "'map' is not an output kind (one of boxes, caption, embeddings," in error
+    assert ", map," not in error
+
+
 def test_a_kind_registered_twice_fails_the_plugin(vlm_registry):
     reg = vlm_registry({"heat": heat_plugin((HEAT_KIND, HEAT_KIND))})
     assert "output kind 'heat.map' is registered twice" in (reg.plugins["heat"].error or "")

@@ -240,7 +240,7 @@ class _Loader:
             self.pm.unregister(plugin)
             return self.fail(record, "register", describe_exception(exc))
         problems = _kind_problems(kinds, record.name)
-        own = [k.name for k in kinds if isinstance(k, OutputKind)]
+        own = [k.name for k in kinds if not validate_output_kind(k, record.name)]
         for spec in specs:
             if not isinstance(spec, TaskSpec):
                 problems.append(f"registered {type(spec).__name__}, not a TaskSpec")
