@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "drivin
 MODELS = {"fasterrcnn_resnet50_fpn_v2": "fasterrcnn", "fcos_resnet50_fpn": "fcos"}
 
 
-def _timed(call, batches: int, sync) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(2):
+def _timed(call, batches: int, sync, warmup: int = 2) -> float:  # type: ignore[no-untyped-def]
+    for _ in range(warmup):
         call()
     sync()
     t0 = time.perf_counter()
@@ -43,8 +43,16 @@ def _timed(call, batches: int, sync) -> float:  # type: ignore[no-untyped-def]
 
 
 def bench(
-    name: str, device: str, size: tuple[int, int], batch: int, batches: int, compile: bool
+    name: str,
+    device: str,
+    size: tuple[int, int],
+    batch: int,
+    batches: int,
+    compile: bool,
+    fast: bool = True,
+    warmup: int = 2,
 ) -> dict[str, object]:
+    """One detector raw, through the plugin, and (``fast``) through its bf16 fast path."""
     import numpy as np
     import torch
     from torchvision.models import detection
@@ -65,7 +73,7 @@ def bench(
             raw(tensors)
 
     row: dict[str, object] = {"model": name, "size": f"{w}x{h}", "batch": batch, "batches": batches}
-    seconds = _timed(call_raw, batches, sync)
+    seconds = _timed(call_raw, batches, sync, warmup)
     row["raw_img_s"] = round(batch * batches / seconds, 2)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}_coco.pth"
@@ -73,7 +81,9 @@ def bench(
         raw.cpu()  # free the device for the plugin's copy
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-        runs = [("plugin", "float32", False), ("fast", "bfloat16", False)]
+        runs = [("plugin", "float32", False)]
+        if fast:
+            runs.append(("fast", "bfloat16", False))
         if compile:
             runs.append(("compiled", "bfloat16", True))
         for label, dtype, compiled in runs:
@@ -86,7 +96,7 @@ def bench(
                     dtype=dtype,
                     compile=compiled,
                 )
-                seconds = _timed(lambda d=detector: d(frames), batches, sync)
+                seconds = _timed(lambda d=detector: d(frames), batches, sync, warmup)
             except Exception as exc:  # a compile failure must not hide the other figures
                 row[f"{label}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 continue
