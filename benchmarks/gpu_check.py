@@ -97,11 +97,11 @@ class Line:
     anchor: tuple[str, float] | None = None  # the raw library's figure on one H200
 
 
-def load_registry(name: str = REGISTRY) -> tuple[list[Suite], list[Line]]:
+def load_registry(name: str = REGISTRY, preload: bool = True) -> tuple[list[Suite], list[Line]]:
     """The registry's suites and lines, after importing its ``PRELOAD`` modules (imported once
     here, inherited by every forked suite)."""
     module = import_module(name)
-    for heavy in getattr(module, "PRELOAD", ()):
+    for heavy in getattr(module, "PRELOAD", ()) if preload else ():
         import_module(heavy)
     return list(module.SUITES), list(module.LINES)
 
@@ -330,6 +330,8 @@ class Check:
         self.stopped = f"killed by signal {signum} ({signal.Signals(signum).name})"
         if self.child is not None:
             kill_session(self.child)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.child, 0)  # reaped: no zombie outlives the check
         self.write_summary()
         sys.exit(128 + signum)
 
@@ -496,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="List the suites and lines.")
     parser.add_argument("--registry", default=REGISTRY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    suites, lines = load_registry(args.registry)
+    suites, lines = load_registry(args.registry, preload=not args.list)
     by_name = {s.name: s for s in suites}
     if args.list:
         for suite in suites:

@@ -33,19 +33,19 @@ PRELOAD = ("numpy", "PIL.Image", "torch", "torchvision", "timm", "pydantic", "vl
 
 # name, function, cap, estimate on a GPU, estimate in a dry run on 2 CPU cores
 SUITES = [
-    Suite("environment", tasks.environment, 60, 12, 3),
-    Suite("backbone", engines.backbone, 120, 25, 6),
-    Suite("fastpath", engines.fastpath, 180, 60, 4),
-    Suite("clip", engines.clip, 120, 25, 6),
-    Suite("medical", engines.medical, 120, 25, 5),
-    Suite("training_engines", engines.training_engines, 120, 40, 7),
-    Suite("detect", engines.detect, 150, 45, 10),
-    Suite("executor", engines.executor, 150, 40, 7),
+    Suite("environment", tasks.environment, 60, 8, 3),
+    Suite("backbone", engines.backbone, 120, 22, 6),
+    Suite("fastpath", engines.fastpath, 180, 55, 4),
+    Suite("clip", engines.clip, 120, 22, 6),
+    Suite("medical", engines.medical, 120, 22, 5),
+    Suite("training_engines", engines.training_engines, 120, 35, 7),
+    Suite("detect", engines.detect, 150, 40, 10),
+    Suite("executor", engines.executor, 150, 35, 7),
     Suite("gpu_tests", tasks.gpu_tests, 180, 45, 8),
     Suite("ddp", tasks.ddp, 120, 25, 9),
-    Suite("train_tasks", tasks.train_tasks, 180, 45, 25),
-    Suite("dashboard", tasks.dashboard, 120, 25, 8),
-    Suite("runtime", engines.runtime, 90, 20, 5),
+    Suite("train_tasks", tasks.train_tasks, 180, 40, 25),
+    Suite("dashboard", tasks.dashboard, 120, 20, 8),
+    Suite("runtime", engines.runtime, 90, 15, 5),
     Suite("optional", tasks.optional, 60, 5, 1),
 ]
 
