@@ -263,3 +263,16 @@ def test_weights_for_another_task_are_refused() -> None:
                        r"'caption.describe'") as info:  # fmt: skip
         load_model(str(art), _recipe("vlm_caption.model:CAPTIONER"))
     assert str(info.value).startswith(f"weights='{art}': plugin 'caption': ")
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    sorted(REPO.glob("plugins/*/vlm_*/weights/*/model.json")),
+    ids=lambda p: f"{p.parents[3].name}/{p.parent.name}",
+)
+def test_shipped_weights_name_no_path_of_the_machine_that_trained_them(sidecar: Path) -> None:
+    from vlm_core.weights.trained import portable_sidecar
+
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    assert portable_sidecar(data) == data
+    assert "card" in data and "files" in data  # what load_model verifies and builds from
