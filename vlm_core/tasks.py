@@ -218,6 +218,42 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class TinySettings:
+    """The smallest settings at which a task still does its real work, for checks and tests.
+
+    The conformance check (`vlm plugins validate`) runs the task's samples and edge inputs with
+    ``params`` and, for a trainable task, a short training on a tiny data set, a save/load round
+    trip, an evaluation and a run with the fresh weights. An author's own tests can use them
+    too. Users never run with them: they only make a check cheap (seconds, not minutes).
+    """
+
+    #: run parameters that make a run cheap (small image sizes, few iterations): edge inputs
+    #: run with them, and each sample with its own parameters over them
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: writes a tiny training data set: a callable or ``"module:function"`` (imported on first
+    #: use) called as ``function(folder, **train_data_args)``; it returns the path to give
+    #: ``vlm train --data`` (None: ``folder``)
+    train_data: Callable[..., Path | None] | str | None = None
+    #: keyword arguments of ``train_data`` (how many items, how large)
+    train_data_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: ``vlm train --param`` values of a tiny model (small network, small images)
+    train_params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: trainer settings (``TrainConfig`` fields) of a few steps, e.g. ``{"max_steps": 2,
+    #: "batch_size": 2}``; the check trains on the CPU
+    train_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def resolve_train_data(self) -> Callable[..., Path | None]:
+        """The data writer, importing ``"module:function"`` on first use."""
+        if self.train_data is None:
+            raise ValueError("no tiny training data declared (TinySettings.train_data)")
+        if not isinstance(self.train_data, str):
+            return self.train_data
+        module_name, _, attr = self.train_data.partition(":")
+        func: Callable[..., Path | None] = getattr(importlib.import_module(module_name), attr)
+        return func
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything the framework needs to list, document, validate and run a task."""
 
@@ -248,6 +284,9 @@ class TaskSpec:
     #: ``{"lr": 2e-4, "schedule": "constant", "clip_grad_norm": None}``): `vlm train` and the
     #: dashboard start from them, and every setting the user gives wins over them
     train_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: the settings that make the task cheap for the conformance check and tests (tiny images,
+    #: few steps, a tiny training data set): see :class:`TinySettings`
+    tiny: TinySettings = field(default_factory=TinySettings, hash=False)
 
     @property
     def plugin(self) -> str:
@@ -350,19 +389,59 @@ def param_problems(model: type[BaseModel]) -> list[str]:
 NOT_DEFAULTABLE = ("seed", "device")
 
 
-def train_defaults_problems(defaults: Mapping[str, Any]) -> list[str]:
-    """Problems with a task's ``train_defaults`` (pydantic only; no torch import)."""
+def train_defaults_problems(defaults: Mapping[str, Any], what: str = "train_defaults") -> list[str]:
+    """Problems with a task's ``train_defaults`` (or other trainer settings it declares,
+    named ``what`` in the messages); pydantic only, no torch import."""
     from pydantic import ValidationError
 
     from vlm_core.training.config import TrainConfig
 
-    problems = [f"train_defaults may not set '{k}'" for k in NOT_DEFAULTABLE if k in defaults]
+    problems = [f"{what} may not set '{k}'" for k in NOT_DEFAULTABLE if k in defaults]
     try:
         TrainConfig.model_validate(dict(defaults))
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "train_defaults"
-        problems.append(f"train_defaults '{where}': {err['msg']}")
+        where = ".".join(str(p) for p in err["loc"]) or what
+        problems.append(f"{what} '{where}': {err['msg']}")
+    return problems
+
+
+def _params_problem(model: type[BaseModel], values: Mapping[str, Any], what: str) -> str | None:
+    """Why ``values`` are not valid parameters of ``model`` (one line), or None."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(dict(values))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        return f"{what} '{where}': {err['msg']}"
+    return None
+
+
+def tiny_problems(spec: TaskSpec) -> list[str]:
+    """Problems with a task's :class:`TinySettings` (``spec.tiny``); pydantic only."""
+    tiny = spec.tiny
+    if not isinstance(tiny, TinySettings):
+        return ["tiny must be a vlm_core.tasks.TinySettings"]
+    problems: list[str] = []
+    if isinstance(spec.params, type) and issubclass(spec.params, TaskParams):
+        found = _params_problem(spec.params, tiny.params, "tiny.params")
+        problems += [found] if found else []
+    training = (tiny.train_data, tiny.train_data_args, tiny.train_params, tiny.train_config)
+    if spec.train is None:
+        if any(training):
+            problems.append("tiny training settings need a train builder")
+        return problems
+    if isinstance(tiny.train_data, str) and not re.match(r"^[\w.]+:[\w]+$", tiny.train_data):
+        problems.append(f"tiny.train_data must be 'module:function', got '{tiny.train_data}'")
+    elif not isinstance(tiny.train_data, str | None) and not callable(tiny.train_data):
+        problems.append("tiny.train_data is neither callable nor 'module:function'")
+    model = spec.training_params
+    if isinstance(model, type) and issubclass(model, TaskParams):
+        found = _params_problem(model, tiny.train_params, "tiny.train_params")
+        problems += [found] if found else []
+    problems += train_defaults_problems(tiny.train_config, "tiny.train_config")
     return problems
 
 
@@ -426,6 +505,7 @@ def validate_spec(
             ]
     if spec.train_defaults:
         problems += [f"task '{spec.id}': {p}" for p in train_defaults_problems(spec.train_defaults)]
+    problems += [f"task '{spec.id}': {p}" for p in tiny_problems(spec)]
     if not isinstance(spec.image_limits, ImageLimits):
         problems.append(f"task '{spec.id}': image_limits must be a vlm_core.tasks.ImageLimits")
     else:

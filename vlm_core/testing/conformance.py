@@ -3,7 +3,12 @@
 It checks that the plugin loads and registers, that every task spec is valid and every
 parameter documented, that importing the entry module pulls in no torch or model library, that
 every bundled sample runs and returns outputs of the declared kinds, and that edge-case and bad
-inputs end in a clean :class:`~vlm_core.errors.UsageError` or a result, never a crash.
+inputs end in a clean :class:`~vlm_core.errors.UsageError` or a result, never a crash. For a
+trainable task it trains a few steps on tiny data, evaluates, checks the save/load round trip
+and runs the task with the fresh weights (:mod:`vlm_core.testing.training_checks`).
+
+Runs use the task's declared tiny settings (:class:`~vlm_core.tasks.TinySettings`): small
+images, few iterations, a tiny model; they check what the task does, not how well.
 """
 
 from __future__ import annotations
@@ -144,9 +149,10 @@ def run_sample(
     store: RunStore,
     device: str = "cpu",
 ) -> tuple[bool, str]:
-    """Run one bundled sample into ``out``: (whether it ran and wrote outputs of the declared
-    kinds, what happened). A refused sample (a :class:`UsageError`) has not run."""
-    files, params = list(sample.files), dict(sample.params)
+    """Run one bundled sample into ``out`` with the task's tiny parameters under its own:
+    (whether it ran and wrote outputs of the declared kinds, what happened). A refused sample
+    (a :class:`UsageError`) has not run."""
+    files, params = list(sample.files), {**spec.tiny.params, **sample.params}
     ok, detail = _try_run(partial(_run, spec, registry, store, files, params, out, device))
     if ok and detail.startswith("refused"):
         return False, detail  # a bundled sample must run, not be refused
@@ -191,13 +197,18 @@ def _check_task(
         edge_dir = work / f"edge-{spec.id}-{kind}"
         edge_dir.mkdir()
         for path in _edge_inputs(kind, edge_dir):
-            ok, detail = _try_run(partial(run, [path], {}, None))
+            ok, detail = _try_run(partial(run, [path], dict(spec.tiny.params), None))
             report.add(f"{spec.id}: edge input {path.name}", ok, detail)
     if spec.inputs:
         fake = work / f"not-an-image-{spec.id}.png"
         fake.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
-        ok, detail = _try_run(lambda: run([fake], {}, None))
+        ok, detail = _try_run(lambda: run([fake], dict(spec.tiny.params), None))
         report.add(f"{spec.id}: bad input refused", ok and detail.startswith("refused"), detail)
+    if spec.train is not None:
+        from vlm_core.testing.training_checks import training_checks
+
+        for check in training_checks(spec, registry, work / f"train-{spec.id}", store):
+            report.add(*check)
 
 
 def check_plugin(

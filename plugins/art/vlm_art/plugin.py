@@ -10,7 +10,7 @@ from vlm_art.params import (
 )
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import Sample, TaskSpec, TinySettings, WeightsRef, package_file
 
 
 def _generate() -> TaskSpec:
@@ -57,6 +57,26 @@ def _generate() -> TaskSpec:
             "clip_grad_norm": None,
             "val_every": 1000,
         },
+        # a few frames, and a 16 px DCGAN trained 2 steps on 8 images, for the conformance check
+        tiny=TinySettings(
+            params={"count": 2, "frames": 3, "upscale": 1},
+            train_data="vlm_art.styles:write_dataset",
+            train_data_args={
+                "per_style": 4,
+                "size": 16,
+                "seed": 3,
+                "styles": ("circles", "stripes"),
+            },
+            train_params={
+                "family": "dcgan",
+                "image_size": 16,
+                "width": 8,
+                "latent_dim": 8,
+                "classifier_steps": 2,
+                "val_fraction": 0.25,
+            },
+            train_config={"max_steps": 2, "batch_size": 4, "val_every": 2},
+        ),
     )
 
 
@@ -86,6 +106,8 @@ def _style_transfer() -> TaskSpec:
             ),
         ),
         memory_mb=800,
+        # 32 px and 2 optimisation steps: edge inputs check handling, not quality
+        tiny=TinySettings(params={"size": 32, "steps": 2}),
     )
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 from vlm_caption.params import AnswerParams, CaptionTrainParams, DescribeParams, SearchParams
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import ImageLimits, Sample, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import (
+    ImageLimits,
+    Sample,
+    TaskSpec,
+    TinySettings,
+    WeightsRef,
+    package_file,
+)
 
 #: The photos the tasks read: the captioner squashes the whole image into its square (open_clip
 #: models crop the centre square), so a strip more elongated than 8:1 would be unrecognisable
@@ -54,6 +61,15 @@ def _describe() -> TaskSpec:
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the bundled captioner (weights/captioner/TRAINING.md)
         train_defaults={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "val_every": 2000},
+        # greedy decoding; and a one-block captioner trained 2 steps on 4 photos of 32 px, for
+        # the conformance check
+        tiny=TinySettings(
+            params={"beam": 1, "max_words": 8},
+            train_data="vlm_caption.products:write_dataset",
+            train_data_args={"n": 4, "size": 32, "seed": 5},
+            train_params={"image_size": 32, "width": 32, "depth": 1, "val_fraction": 0.25},
+            train_config={"max_steps": 2, "batch_size": 4, "val_every": 2},
+        ),
     )
 
 

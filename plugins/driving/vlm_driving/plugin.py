@@ -5,7 +5,14 @@ from __future__ import annotations
 from vlm_core import hookimpl
 from vlm_core.io.readers import InputReader
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import ImageLimits, Sample, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import (
+    ImageLimits,
+    Sample,
+    TaskSpec,
+    TinySettings,
+    WeightsRef,
+    package_file,
+)
 from vlm_driving.params import DetectParams, DetectTrainParams
 
 #: Road photographs and video frames: the detector scales the shorter side to its input size
@@ -69,6 +76,22 @@ def _detect() -> TaskSpec:
             "weight_decay": 1e-4,
             "val_every": 500,
         },
+        # a small input size; and a slim FCOS trained 2 steps on 6 scenes of 64 px, for the
+        # conformance check
+        tiny=TinySettings(
+            params={"input_size": 96},
+            train_data="vlm_driving.scenes:write_dataset",
+            train_data_args={"count": 6, "size": (64, 64), "seed": 50},
+            train_params={
+                "backbone": "timm:lcnet_050",
+                "image_width": 64,
+                "image_height": 64,
+                "fpn_channels": 64,
+                "head_convs": 1,
+                "val_fraction": 0.25,
+            },
+            train_config={"max_steps": 2, "batch_size": 2, "val_every": 2},
+        ),
     )
 
 

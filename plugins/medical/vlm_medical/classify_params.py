@@ -8,7 +8,15 @@ from typing import Literal
 from pydantic import Field
 
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import ImageLimits, Sample, TaskParams, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import (
+    ImageLimits,
+    Sample,
+    TaskParams,
+    TaskSpec,
+    TinySettings,
+    WeightsRef,
+    package_file,
+)
 from vlm_medical.params import Preset
 
 NOTICE = "Research use only: not a medical device, not for diagnosis."
@@ -113,4 +121,12 @@ def spec() -> TaskSpec:
         notice=NOTICE,
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # the slim DenseNet at its smallest size, trained 2 steps on 6 volumes of 12 voxels, for
+        # the conformance check
+        tiny=TinySettings(
+            train_data="vlm_medical.synthetic_classes:write_class_dataset",
+            train_data_args={"per_class": 3, "seed": 7, "size": 12},
+            train_params={"network": "densenet121-slim", "size": 32, "augment": False},
+            train_config={"max_steps": 2, "batch_size": 2, "val_every": 2},
+        ),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskSpec, WeightsRef, package_file
+from vlm_core.tasks import Sample, TaskSpec, TinySettings, WeightsRef, package_file
 from vlm_medical import bundle
 from vlm_medical.classify_params import IMAGE_LIMITS
 from vlm_medical.classify_params import spec as classify_spec
@@ -48,6 +48,15 @@ def _segment() -> TaskSpec:
         notice="Research use only: not a medical device, not for diagnosis.",
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # 32-voxel windows; and the 3D UNet trained 2 steps on 16-voxel patches of 4 volumes of
+        # 24 voxels, for the conformance check
+        tiny=TinySettings(
+            params={"roi": 32},
+            train_data="vlm_medical.synthetic:write_dataset",
+            train_data_args={"n": 4, "seed": 5, "size": 24},
+            train_params={"patch": 16, "roi": 16, "samples_per_volume": 1, "val_fraction": 0.25},
+            train_config={"max_steps": 2, "batch_size": 2, "val_every": 2},
+        ),
     )
 
 
