@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli
+from conftest import REPO, cli, pip_install_target
 
 from vlm_core.errors import ParameterError
 from vlm_core.runtime.cache import model_cache
@@ -276,3 +276,20 @@ def test_shipped_weights_name_no_path_of_the_machine_that_trained_them(sidecar: 
     data = json.loads(sidecar.read_text(encoding="utf-8"))
     assert portable_sidecar(data) == data
     assert "card" in data and "files" in data  # what load_model verifies and builds from
+
+
+def test_a_scaffolded_plugin_installs_its_default_weights(tmp_path: Path) -> None:
+    """The scaffold declares weights/**/* as package data: a real pip install carries them
+    (without it a wheel would leave them out and the task would fail once installed)."""
+    from vlm_core.scaffold import scaffold_plugin
+
+    root = scaffold_plugin("hello", tmp_path)
+    shipped = root / "vlm_hello" / "weights" / "net"
+    shipped.mkdir(parents=True)
+    (shipped / "model.safetensors").write_bytes(b"weights")
+    (shipped / "model.json").write_text("{}")
+    site = tmp_path / "site"
+    pip_install_target([root], site)
+    installed = site / "vlm_hello" / "weights" / "net"
+    assert (installed / "model.safetensors").read_bytes() == b"weights"
+    assert (installed / "model.json").is_file()
