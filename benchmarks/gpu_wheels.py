@@ -1,7 +1,7 @@
 """The wheels the lent GPU machine lacks, downloaded here to travel with the working tree.
 
     bash scripts/gpu_wheels.sh            # download into .gpu-wheels/, measure, check the fit
-    bash scripts/gpu_wheels.sh --check    # only list what it would fetch, why, and the fit
+    bash scripts/gpu_wheels.sh check      # only list what it would fetch, why, and the fit
 
 The GPU machine (Python 3.12, x86-64, no internet) has torch, torchvision, timm and the
 packages in ``benchmarks/gpu_machine_packages.txt``. What the project needs beyond them is the
@@ -25,10 +25,12 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomllib
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+
+if TYPE_CHECKING:  # packaging is imported where needed: register-tree runs without it
+    from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / ".gpu-wheels"
@@ -65,6 +67,8 @@ EXCLUDED = {
 
 
 def project_requirements() -> list[tuple[Requirement, str]]:
+    from packaging.requirements import Requirement
+
     found = []
     for path in [REPO / "pyproject.toml", *sorted(REPO.glob("plugins/*/pyproject.toml"))]:
         project = tomllib.loads(path.read_text())["project"]
@@ -73,12 +77,17 @@ def project_requirements() -> list[tuple[Requirement, str]]:
 
 
 def preinstalled() -> set[str]:
+    from packaging.utils import canonicalize_name
+
     names = PREINSTALLED.read_text().split("\n")
     return {canonicalize_name(n.strip()) for n in names if n.strip() and not n.startswith("#")}
 
 
 def closure() -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """``{name: (version here, wanted by)}`` to fetch, and ``{name: why}`` of what is not."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     have = preinstalled()
     fetch: dict[str, tuple[str, str]] = {}
     left: dict[str, str] = {}
@@ -117,6 +126,8 @@ def carry_bytes() -> dict[str, int]:
 
 
 def download(fetch: dict[str, tuple[str, str]]) -> None:
+    from packaging.utils import canonicalize_name
+
     WHEELS.mkdir(exist_ok=True)
     wanted = [f"{name}=={version}" for name, (version, _) in sorted(fetch.items())]
     cmd = [
