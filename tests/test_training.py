@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import math
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +260,21 @@ def test_cli_train_eval_run(vlm: Vlm, shapes_data: Path, tmp_path: Path) -> None
     assert len(labels) == 3 and set(labels) <= {"circle", "square", "triangle"}
 
 
-def test_cli_refuses_bad_requests(vlm: Vlm, shapes_data: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def vlm_here(
+    vlm_cli: Callable[..., subprocess.CompletedProcess[str]],
+    fixture_site: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`vlm` in this process with the fixture plugins (no interpreter start-up per call)."""
+    monkeypatch.syspath_prepend(str(fixture_site))
+    return vlm_cli
+
+
+def test_cli_refuses_bad_requests(
+    vlm_here: Callable[..., subprocess.CompletedProcess[str]], shapes_data: Path, tmp_path: Path
+) -> None:
+    vlm = vlm_here
     out = tmp_path / "o"
     cases = [
         (["train", "good.shapes", "--data", str(tmp_path / "nope"), "--steps", "1"], "no such"),

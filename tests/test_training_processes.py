@@ -33,6 +33,9 @@ def _wait(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-untyped
         time.sleep(0.002)
 
 
+# slow (80 s of process start-ups): the default tier keeps one real SIGKILL and resume
+# (test_training_resume.py) and a save failing half-way (test_training.py)
+@pytest.mark.slow
 def test_sigkill_at_20_moments_never_leaves_an_unloadable_checkpoint(
     vlm: Vlm, shapes_data: Path, tmp_path: Path
 ) -> None:

@@ -8,12 +8,19 @@
 ``vlm_resume_check`` factory: ``vlm_resume_check(request)`` trains a TrainRequest straight and
                      killed at a drawn step then resumed, and fails the test unless the final
                      checkpoints are equal tensor for tensor
+``vlm_cli``          ``vlm_cli("train", "my.task", "--data", ...)`` runs `vlm` in this process and
+                     returns what a `vlm` subprocess would (exit code, stdout, stderr as a
+                     ``CompletedProcess``) without the seconds of an interpreter start-up
+``vlm_dashboard``    factory: ``vlm_dashboard("my.task")`` runs one task on the dashboard's Run
+                     page (Streamlit's AppTest) and returns what it rendered
+                     (:class:`~vlm_core.testing.dashboard.DashboardRun`)
 
 It also registers the ``slow`` and ``gpu`` markers and skips ``gpu`` tests without CUDA.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -91,6 +98,43 @@ def vlm_resume_check(vlm_home: Path) -> Callable[..., object]:
         return found
 
     return check
+
+
+@pytest.fixture
+def vlm_cli(
+    vlm_home: Path, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`vlm ARGS` in this process, with the test's private home: the exit code and what it
+    printed, as a ``subprocess.CompletedProcess`` (``args`` starts with ``"vlm"``)."""
+    from vlm_core.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()  # only this command's output
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        printed = capsys.readouterr()
+        return subprocess.CompletedProcess(["vlm", *args], code, printed.out, printed.err)
+
+    return run
+
+
+@pytest.fixture
+def vlm_dashboard(vlm_home: Path) -> Callable[..., object]:
+    """Runs one task on the dashboard's Run page (see :func:`vlm_core.testing.dashboard.
+    run_in_dashboard`) with the test's private home, and fails the test with what the page
+    showed when the run does not succeed."""
+    from vlm_core.testing.dashboard import DashboardRunError, run_in_dashboard
+
+    def run(task: str, **kwargs: Any) -> object:
+        try:
+            return run_in_dashboard(task, **kwargs)
+        except DashboardRunError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    return run
 
 
 def pytest_configure(config: pytest.Config) -> None:
