@@ -351,7 +351,9 @@ def ddp(ctx: Ctx) -> dict[str, Any]:
     sys.stdout.write(proc.stdout[-3000:] + proc.stderr[-3000:])
     result_file = ctx.work / "ddp.json"
     if proc.returncode != 0 or not result_file.is_file():
-        tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+        said = [ln for ln in proc.stderr.splitlines() if ln.strip() and ln.strip("= ")]
+        errors = [ln for ln in said if "Error" in ln]  # the exception, not torchrun's banner
+        tail = (errors or said or [""])[-1].strip()[:300]
         m.set("ddp.torchrun", False, f"torchrun exited {proc.returncode}: {tail}")
         m.set("ddp.nccl", False, "torchrun did not finish")
         return m.as_dict()
