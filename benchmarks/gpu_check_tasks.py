@@ -352,7 +352,7 @@ def ddp(ctx: Ctx) -> dict[str, Any]:
     result_file = ctx.work / "ddp.json"
     if proc.returncode != 0 or not result_file.is_file():
         said = [ln for ln in proc.stderr.splitlines() if ln.strip() and ln.strip("= ")]
-        errors = [ln for ln in said if "Error" in ln]  # the exception, not torchrun's banner
+        errors = [ln for ln in said if "Error" in ln and "ChildFailedError" not in ln]
         tail = (errors or said or [""])[-1].strip()[:300]
         m.set("ddp.torchrun", False, f"torchrun exited {proc.returncode}: {tail}")
         m.set("ddp.nccl", False, "torchrun did not finish")
