@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import numpy as np
 import pytest
@@ -257,6 +258,9 @@ def loaded():  # type: ignore[no-untyped-def]
     return load_captioner()
 
 
+# slow (300 held-out photos with beam search, ~25 s): the default tier keeps the bundled
+# captioner's answers to held-out support cases (below) and its samples (conformance)
+@pytest.mark.slow
 def test_the_bundled_captioner_meets_the_caption_and_attribute_targets(loaded) -> None:
     scores = caption_scores(loaded, load_knowledge_base(), n=300, seed=1, beam=3)
     print(json.dumps({k: v for k, v in scores.items() if k != "examples"}))
@@ -456,28 +460,27 @@ def test_bad_describe_and_answer_requests_are_one_line(tmp_path) -> None:
         run("caption.answer", image, message="hi", knowledge_base=str(bad))
 
 
-def test_cli_train_and_eval_run_on_generated_data(tmp_path) -> None:
+def test_cli_train_and_eval_run_on_generated_data(
+    tmp_path, vlm_cli: Callable[..., CompletedProcess[str]]
+) -> None:
     write_dataset(tmp_path / "data", 24, size=64, seed=5)
     out = tmp_path / "run"
-    done = subprocess.run(
-        [*VLM, "train", "caption.describe", "--data", str(tmp_path / "data"), "--steps", "6",
-         "--batch-size", "8", "--out", str(out), "--param", "image_size=64",
-         "--param", "width=32", "--param", "val_fraction=0.25", "--set", "val_every=6"],
-        capture_output=True, text=True, timeout=600,
+    done = vlm_cli(
+        "train", "caption.describe", "--data", str(tmp_path / "data"), "--steps", "6",
+        "--batch-size", "8", "--out", str(out), "--param", "image_size=64",
+        "--param", "width=32", "--param", "val_fraction=0.25", "--set", "val_every=6",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("val_cider" in x for x in lines)
-    described = subprocess.run(
-        [*VLM, "run", "caption.describe", str(SAMPLES / "mug-red.png"), "--param",
-         f"weights={out}", "--param", "beam=1"],
-        capture_output=True, text=True, timeout=300,
+    described = vlm_cli(
+        "run", "caption.describe", str(SAMPLES / "mug-red.png"), "--param",
+        f"weights={out}", "--param", "beam=1",
     )  # fmt: skip
     assert described.returncode == 0, described.stderr[-2000:]
-    evaluated = subprocess.run(
-        [*VLM, "eval", "caption.describe", "--data", str(tmp_path / "data"),
-         "--param", "val_fraction=0.25"],
-        capture_output=True, text=True, timeout=300,
+    evaluated = vlm_cli(
+        "eval", "caption.describe", "--data", str(tmp_path / "data"),
+        "--param", "val_fraction=0.25",
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "val_cider" in evaluated.stdout

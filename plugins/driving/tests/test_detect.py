@@ -50,6 +50,9 @@ def test_the_bundled_detector_meets_its_targets_on_held_out_scenes() -> None:
     assert report["objects"] > 1000
 
 
+# slow (a 250-frame 720p drive, ~40 s): the default tier runs the 2 s sample drive (conformance,
+# dashboard) and the tracker's own tests
+@pytest.mark.slow
 def test_a_ten_second_720p_drive_gives_tracks_an_mp4_and_jsonl(tmp_path: Path) -> None:
     import av
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import nibabel as nib
 import numpy as np
@@ -206,14 +208,15 @@ def test_data_layouts_and_their_errors(tmp_path: Path) -> None:
         read_class_data(tmp_path / "bad.csv", val_fraction=0.2, seed=0)
 
 
-def test_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
+def test_training_and_eval_through_the_core_trainer(
+    tmp_path: Path, vlm_cli: Callable[..., CompletedProcess[str]]
+) -> None:
     data = write_class_dataset(tmp_path / "data", 4, seed=7, size=24)
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [*VLM, "train", "medical.classify", "--data", str(data), "--steps", "2", "--batch-size",
-         "4", "--out", str(out), "--param", "network=densenet121-slim", "--param", "size=40",
-         "--json"],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "train", "medical.classify", "--data", str(data), "--steps", "2", "--batch-size",
+        "4", "--out", str(out), "--param", "network=densenet121-slim", "--param", "size=40",
+        "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["status"] == "completed"
@@ -222,19 +225,17 @@ def test_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
     assert sidecar["card"]["class_names"] == ["lesion", "normal"]
     assert sidecar["card"]["preprocessing"]["size"] == 40
     assert {"val_acc", "val_auroc", "val_loss"} <= set(sidecar["metrics"])
-    proc = subprocess.run(
-        [*VLM, "eval", "medical.classify", "--data", str(data), "--weights", str(out), "--json"],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "eval", "medical.classify", "--data", str(data), "--weights", str(out), "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["max_abs_diff"] < 1e-5
     (result,) = run([next((data / "lesion").iterdir())], weights=str(out)).results
     assert result.outputs["heatmap"].array.shape == (24, 24, 24)  # the input's grid, not 40³
     # a data folder without classes ends on one line with exit code 2
-    proc = subprocess.run(
-        [*VLM, "train", "medical.classify", "--data", str(data / "lesion"), "--steps", "1",
-         "--out", str(tmp_path / "bad")],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "train", "medical.classify", "--data", str(data / "lesion"), "--steps", "1",
+        "--out", str(tmp_path / "bad"),
     )  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "sub-folder per class" in lines[0], lines

@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import nibabel as nib
 import numpy as np
@@ -181,13 +183,14 @@ def test_bad_volumes_fail_fast_on_one_line_and_write_nothing(tmp_path: Path, cas
     assert not out.exists()
 
 
-def test_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
+def test_training_and_eval_through_the_core_trainer(
+    tmp_path: Path, vlm_cli: Callable[..., CompletedProcess[str]]
+) -> None:
     data = write_dataset(tmp_path / "data", 4, seed=5, size=32)
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [*VLM, "train", "medical.segment", "--data", str(data), "--steps", "2", "--batch-size", "2",
-         "--out", str(out), "--param", "patch=32", "--param", "roi=32", "--json"],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "train", "medical.segment", "--data", str(data), "--steps", "2", "--batch-size", "2",
+        "--out", str(out), "--param", "patch=32", "--param", "roi=32", "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
@@ -196,9 +199,8 @@ def test_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
     assert sidecar["card"]["architecture"]["name"] == "unet"
     assert sidecar["card"]["class_names"] == ["background", "lesion"]
     assert {"val_dice", "val_hd95", "val_loss"} <= set(sidecar["metrics"])
-    proc = subprocess.run(
-        [*VLM, "eval", "medical.segment", "--data", str(data), "--weights", str(out), "--json"],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "eval", "medical.segment", "--data", str(data), "--weights", str(out), "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["max_abs_diff"] < 1e-5
@@ -214,14 +216,19 @@ def test_sliding_window_benchmark_compares_the_same_work() -> None:
     assert row["plugin_mvoxel_s"] > 0 and row["raw_mvoxel_s"] > 0
 
 
-def test_swinunetr_trains_through_the_core_trainer(tmp_path: Path) -> None:
+def test_swinunetr_trains_through_the_core_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The attention-based network: one optimizer step and a validation on whole volumes."""
+    from vlm_medical import networks
     from vlm_medical.params import SegmentTrainParams
     from vlm_medical.train import build
 
     from vlm_core.tasks import TrainContext
     from vlm_core.training import TrainConfig, Trainer
 
+    # the real MONAI SwinUNETR, one block per stage, so that the test takes seconds
+    monkeypatch.setitem(networks.DEFAULT_SWIN, "depths", [1, 1, 1, 1])
     data = write_dataset(tmp_path / "data", 2, seed=9, size=64)
     params = SegmentTrainParams(network="swinunetr", patch=64, roi=64, samples_per_volume=1)
     setup = build(data, params, TrainContext("medical.segment", "medical", "cpu", purpose="train"))

@@ -4,9 +4,10 @@ it, a 2D network on a volume slice by slice, and 2D training through the core tr
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import nibabel as nib
 import numpy as np
@@ -92,33 +93,34 @@ def test_a_2d_network_segments_a_volume_slice_by_slice(tmp_path: Path) -> None:
     np.testing.assert_allclose(result.outputs["mask"].affine, affine)
 
 
-def test_2d_training_and_eval_through_the_core_trainer(tmp_path: Path) -> None:
+def test_2d_training_and_eval_through_the_core_trainer(
+    tmp_path: Path, vlm_cli: Callable[..., CompletedProcess[str]]
+) -> None:
     data = write_dataset(tmp_path / "data", 4, seed=5, size=64, dims=2)
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [*VLM, "train", "medical.segment", "--data", str(data), "--steps", "2", "--batch-size", "2",
-         "--out", str(out), "--param", "spatial_dims=2", "--param", "patch=32", "--json"],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "train", "medical.segment", "--data", str(data), "--steps", "2", "--batch-size", "2",
+        "--out", str(out), "--param", "spatial_dims=2", "--param", "patch=32", "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     sidecar = json.loads(next(out.glob("checkpoints/*/model.json")).read_text())
     assert sidecar["card"]["architecture"]["spatial_dims"] == 2
     assert {"val_dice", "val_hd95"} <= set(sidecar["metrics"])
-    proc = subprocess.run(
-        [*VLM, "eval", "medical.segment", "--data", str(data), "--weights", str(out), "--json"],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "eval", "medical.segment", "--data", str(data), "--weights", str(out), "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["max_abs_diff"] < 1e-5
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_data_of_the_other_dimension_is_refused_on_one_line(tmp_path: Path, dims: int) -> None:
+def test_data_of_the_other_dimension_is_refused_on_one_line(
+    tmp_path: Path, dims: int, vlm_cli: Callable[..., CompletedProcess[str]]
+) -> None:
     data = write_dataset(tmp_path / "data", 2, seed=6, size=32, dims=5 - dims)
-    proc = subprocess.run(
-        [*VLM, "train", "medical.segment", "--data", str(data), "--steps", "1",
-         "--param", f"spatial_dims={dims}", "--param", "patch=32", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=300,
+    proc = vlm_cli(
+        "train", "medical.segment", "--data", str(data), "--steps", "1",
+        "--param", f"spatial_dims={dims}", "--param", "patch=32", "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
