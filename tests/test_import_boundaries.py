@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -110,26 +109,13 @@ def _describe(graph: grimp.ImportGraph, cycle: list[str]) -> str:
     return "\n".join(lines)
 
 
-#: circles known when this test was written and being removed; each entry says by what. An entry
-#: whose circle is gone only warns: delete it then (the acyclic contract in pyproject.toml
-#: ignores the same import, with a warning once it is gone).
-BEING_REMOVED = {
-    frozenset({"vlm_core.weights.resolve", "vlm_core.weights.trained"}): (
-        "issue 26: the one weights path replaces trained.py's loading"
-    ),
-}
-
-
 def test_vlm_core_has_no_import_cycle():
     graph = grimp.build_graph("vlm_core", exclude_type_checking_imports=False, cache_dir=None)
     assert len(graph.modules) > 100  # the whole package was read
     cycles = import_cycles(graph, graph.modules)
-    new = [c for c in cycles if frozenset(c) not in BEING_REMOVED]
-    assert not new, "import cycles in vlm_core:\n" + "\n\n".join(_describe(graph, c) for c in new)
-    for gone in set(BEING_REMOVED) - {frozenset(c) for c in cycles}:
-        warnings.warn(
-            f"the circle {sorted(gone)} is gone: delete it from BEING_REMOVED", stacklevel=1
-        )
+    assert not cycles, "import cycles in vlm_core:\n" + "\n\n".join(
+        _describe(graph, c) for c in cycles
+    )
 
 
 @pytest.mark.parametrize(
