@@ -13,7 +13,9 @@ from conftest import REPO, Vlm, builtin_plugins, pip_install_target
 from vlm_core.scaffold import render
 
 
-def test_scaffolded_plugin_installs_passes_conformance_and_is_listed(tmp_path):
+def test_scaffolded_plugin_installs_passes_conformance_and_is_listed(
+    tmp_path, monkeypatch, vlm_dashboard
+):
     home = tmp_path / "home"
     home.mkdir()
     site = tmp_path / "site"
@@ -54,6 +56,13 @@ def test_scaffolded_plugin_installs_passes_conformance_and_is_listed(tmp_path):
         str(out),
     )
     assert run.returncode == 0 and (out / "disk" / "mask_overlay.png").is_file()
+    # on the dashboard, as the author guide shows: its sample, then an upload with parameters
+    monkeypatch.syspath_prepend(str(site))
+    shown = vlm_dashboard("hello.threshold")
+    assert shown.results == 1 and shown.shown("image")
+    disk = site / "vlm_hello" / "samples" / "disk.png"
+    shown = vlm_dashboard("hello.threshold", files=[disk], params={"method": "fixed", "level": 0.3})
+    assert shown.results == 1 and "1 result(s)" in shown.summary
 
 
 def test_scaffold_refuses_bad_names_and_existing_folders(tmp_path, vlm_bare):
