@@ -311,11 +311,19 @@ def ddp_worker(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     seen: dict[str, Any] = {}
 
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped: list[str] = []  # the trainer wraps the model (or each part) when it fits
+    ddp_init = DistributedDataParallel.__init__
+
+    def counting_init(self: Any, module: Any, *args: Any, **kwargs: Any) -> None:
+        wrapped.append(type(module).__name__)
+        ddp_init(self, module, *args, **kwargs)
+
+    DistributedDataParallel.__init__ = counting_init  # type: ignore[method-assign]
+
     def note(trainer: Any) -> None:
         seen["process_group"] = dist.get_backend() if dist.is_initialized() else None
-        seen["ddp"] = any(
-            "DistributedDataParallel" in type(mod).__name__ for mod in vars(trainer).values()
-        )
 
     write, params = _tiny_requests(Path(spec["work"]))["art.generate"]
     request = TrainRequest(
@@ -323,6 +331,8 @@ def ddp_worker(spec_file: str) -> None:
     )
     result = train_task(request, on_trainer=note)
     seen.update(status=result.status, step=result.step, world_size=os.environ.get("WORLD_SIZE"))
+    seen["ddp"] = bool(wrapped)
+    seen["ddp_wrapped"] = wrapped
     Path(spec["result"]).write_text(json.dumps(seen))
 
 
@@ -367,17 +377,16 @@ def ddp(ctx: Ctx) -> dict[str, Any]:
     )
     group = seen["process_group"]
     if ctx.dry_run:
-        m.set("ddp.nccl", None, f"{NEEDS_CUDA} (process group here: {group})")
+        m.set(
+            "ddp.nccl",
+            None,
+            f"{NEEDS_CUDA} (here: process group {group}, DistributedDataParallel {seen['ddp']})",
+        )
     else:
         m.set(
             "ddp.nccl",
             group == "nccl" and seen["ddp"],
-            f"process group {group}, model in DistributedDataParallel: {seen['ddp']}"
-            + (
-                ""
-                if group
-                else " (vlm_core.training.distributed treats a world of one as no process group)"
-            ),
+            f"process group {group}, model in DistributedDataParallel: {seen['ddp']}",
         )
     return m.as_dict()
 

@@ -2,8 +2,10 @@
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous variables; this
 module reads them, calls :func:`torch.distributed.init_process_group` (NCCL on CUDA, gloo on
-the CPU) and offers the few collectives the trainer needs. A plain ``python``/``vlm`` process is
-a world of one and touches no process group.
+the CPU) and offers the few collectives the trainer needs. A process ``torchrun`` started joins
+the group even when it is the only one (``--nproc-per-node 1``), so a one-GPU run under
+``torchrun`` takes the same path as eight (NCCL, DistributedDataParallel); a plain
+``python``/``vlm`` process is a world of one and touches no process group.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    #: joined torchrun's process group (also as a world of one)
+    group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -30,7 +34,8 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """In a process group: collectives and DistributedDataParallel apply."""
+        return self.group or self.size > 1
 
     def barrier(self) -> None:
         if self.distributed:
@@ -76,7 +81,8 @@ def _collective_device() -> torch.device:
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by ``torchrun`` (which always sets ``TORCHELASTIC_RUN_ID``), of any world size."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_world(device: str) -> World:
@@ -86,15 +92,15 @@ def init_world(device: str) -> World:
     """
     if not launched_by_torchrun():
         return World()
-    rank = int(os.environ["RANK"])
+    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    size = int(os.environ["WORLD_SIZE"])
+    size = int(os.environ.get("WORLD_SIZE", "1"))
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return World(rank=rank, local_rank=local_rank, size=size)
+    return World(rank=rank, local_rank=local_rank, size=size, group=True)
 
 
 def close_world(world: World) -> None:

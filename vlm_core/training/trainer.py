@@ -312,12 +312,13 @@ class Trainer:
                 train_model = DistributedDataParallel(model, device_ids=ids)
             else:
                 # a task's own step (a GAN's) calls the model's parts one by one, each with
-                # its optimizer: each part is wrapped, so that every call syncs its gradients
+                # its optimizer: each part is wrapped, so that every call syncs its gradients.
+                # A part may run several forwards before one backward, using different
+                # parameters in each (the discriminator's class head on real images only):
+                # find_unused_parameters marks those ready twice, a static graph does not
                 train_model = nn.ModuleDict(
                     {
-                        name: DistributedDataParallel(
-                            child, device_ids=ids, find_unused_parameters=True
-                        )
+                        name: DistributedDataParallel(child, device_ids=ids, static_graph=True)
                         if any(p.requires_grad for p in child.parameters())
                         else child
                         for name, child in model.named_children()
