@@ -20,6 +20,7 @@ entry points) for vlm-core and each plugin into SITE, as an editable install doe
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -117,12 +118,29 @@ def closure() -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     return fetch, left
 
 
+def tree_bytes() -> int:
+    """What travels besides ``CARRY``: the tracked files and the untracked ones git does not
+    ignore (the device tool's limit covers them and the carried paths together)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO, capture_output=True, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return 0  # not a git checkout (a test's temp folder): nothing beside the carry
+    files = (REPO / os.fsdecode(name) for name in listed.split(b"\0") if name)
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def carry_bytes() -> dict[str, int]:
-    return {
-        p: sum(f.stat().st_size for f in (REPO / p).rglob("*") if f.is_file())
+    """The bytes of the working tree and of each carried path, which together must fit."""
+    sizes = {"(working tree)": tree_bytes()}
+    sizes.update(
+        (p, sum(f.stat().st_size for f in (REPO / p).rglob("*") if f.is_file()))
         for p in CARRY
         if (REPO / p).exists()
-    }
+    )
+    return sizes
 
 
 def download(fetch: dict[str, tuple[str, str]]) -> None:
@@ -202,7 +220,8 @@ def main() -> int:
     total = sum(sizes.values())
     wheels = len(list(WHEELS.glob("*.whl"))) if WHEELS.exists() else 0
     for path, size in sizes.items():
-        print(f"carry  {path:30} {size / 2**20:6.1f} MiB ({wheels} wheels)")
+        what = f" ({wheels} wheels)" if path in CARRY else ""
+        print(f"carry  {path:30} {size / 2**20:6.1f} MiB{what}")
     print(f"total  {total / 2**20:.1f} MiB of the {CARRY_LIMIT / 2**20:.0f} MiB that can travel")
     if args.command == "download" and wheels != len(fetch):
         print(f"error: {len(fetch)} wheels wanted, {wheels} in {WHEELS}", file=sys.stderr)

@@ -199,12 +199,26 @@ def test_the_carry_is_measured_against_64_mib(tmp_path, monkeypatch, capsys):
     (wheels / "a-1.0-py3-none-any.whl").write_bytes(b"x" * 2**20)
     monkeypatch.setattr(gpu_wheels, "REPO", tmp_path)
     monkeypatch.setattr(gpu_wheels, "WHEELS", wheels)
-    assert gpu_wheels.carry_bytes() == {".gpu-wheels": 2**20}
+    assert gpu_wheels.carry_bytes() == {"(working tree)": 0, ".gpu-wheels": 2**20}
     monkeypatch.setattr(gpu_wheels, "CARRY_LIMIT", 2**20 - 1)
     monkeypatch.setattr(gpu_wheels, "closure", lambda: ({}, {}))
     monkeypatch.setattr(sys, "argv", ["gpu_wheels.py", "check"])
     assert gpu_wheels.main() == 1
     assert "over the carry limit" in capsys.readouterr().err
+
+
+def test_the_working_tree_counts_towards_what_travels(tmp_path, monkeypatch):
+    """The device tool's 64 MiB covers the tracked and untracked-not-ignored files too."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text(".gpu-wheels/\n")
+    (tmp_path / "tracked.bin").write_bytes(b"t" * 1000)
+    (tmp_path / ".gpu-wheels").mkdir()
+    (tmp_path / ".gpu-wheels" / "a-1.0-py3-none-any.whl").write_bytes(b"w" * 500)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "tracked.bin"], check=True)
+    (tmp_path / "untracked.txt").write_bytes(b"u" * 100)
+    monkeypatch.setattr(gpu_wheels, "REPO", tmp_path)
+    sizes = gpu_wheels.carry_bytes()
+    assert sizes == {"(working tree)": 1000 + 100 + len(".gpu-wheels/\n"), ".gpu-wheels": 500}
 
 
 def test_register_tree_makes_the_plugins_entry_points_resolvable(tmp_path):
