@@ -179,8 +179,8 @@ def _run_with_weights(spec: TaskSpec, out: Path, registry: Registry, work: Path,
         recorded = ", ".join(sorted(s[:12] for s in used)) or "none"
         raise StepFailed(
             f"the run did not record the weights it was given (checkpoint sha256 {sha[:12]}; "
-            f"recorded: {recorded}): load them with ctx.load_model or record them with "
-            "ctx.record_weights"
+            f"recorded: {recorded}): load them with load_model(..., ctx=ctx) or record them "
+            "with ctx.record_weights"
         )
     return f"{len(outcome.results)} result(s) with weights {sha[:12]}"
 
