@@ -207,6 +207,24 @@ def test_training_and_eval_through_the_core_trainer(
     shutil.rmtree(out)
 
 
+def test_validation_volumes_of_any_side_are_windowed(
+    tmp_path: Path, vlm_cli: Callable[..., CompletedProcess[str]]
+) -> None:
+    """Validation volumes of side 20 (the UNet halves three times: 20 is no multiple of 8) and
+    a window of 20: the validation loss and metrics come through the sliding window, whose
+    side is rounded down to what the network takes, as the run path does."""
+    data = write_dataset(tmp_path / "data", 4, seed=6, size=20)
+    out = tmp_path / "run"
+    proc = vlm_cli(
+        "train", "medical.segment", "--data", str(data), "--steps", "1", "--batch-size", "2",
+        "--out", str(out), "--param", "patch=16", "--param", "roi=20", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sidecar = json.loads(next(out.glob("checkpoints/*/model.json")).read_text())
+    assert {"val_dice", "val_loss"} <= set(sidecar["metrics"])
+    assert sidecar["card"]["inference"]["roi"] == 16
+
+
 def test_sliding_window_benchmark_compares_the_same_work() -> None:
     from vlm_medical.bench import bench_sliding_window
 

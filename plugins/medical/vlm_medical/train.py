@@ -154,16 +154,20 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     val_set = CacheDataset(found.val, _transforms(params, False), cache_rate=params.cache_rate,
                            num_workers=0, progress=progress and False)  # fmt: skip
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    roi = [params.roi] * dims
+    # the network halves each side per level: windows (like patches) are a multiple of that
+    roi = [max(smallest, params.roi - params.roi % divisor)] * dims
+
+    def logits_of(model: Any, image: torch.Tensor) -> torch.Tensor:
+        if model.training:  # random patches of the patch size
+            return model(image)
+        # whole validation volumes, of any size: windowed as the run path does
+        return sliding_window_inference(image, roi, 4, model, overlap=0.25, mode="gaussian")
 
     def loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(model(batch["image"]), batch["label"])
+        return loss_fn(logits_of(model, batch["image"]), batch["label"])
 
     def predict(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = sliding_window_inference(
-            batch["image"], roi, 4, model, overlap=0.25, mode="gaussian"
-        )
-        return logits.argmax(dim=1, keepdim=True), batch["label"]
+        return logits_of(model, batch["image"]).argmax(dim=1, keepdim=True), batch["label"]
 
     return TrainSetup(
         model=build_network(arch),
@@ -186,7 +190,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
                 "channels": 1,
                 "axes": "ijk (NIfTI voxel order)" if dims == 3 else "ij (2D image)",
             },
-            "inference": {"roi": params.roi, "sliding_window_overlap": 0.25, "blend": "gaussian"},
+            "inference": {"roi": roi[0], "sliding_window_overlap": 0.25, "blend": "gaussian"},
             "notice": "Research use only: not a medical device, not for diagnosis.",
         },
     )
