@@ -159,3 +159,30 @@ def test_training_can_start_from_a_coco_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="coco_weights need a torchvision backbone"):
         build(data, DetectTrainParams(coco_weights=str(path)),
               TrainContext(task="driving.detect", plugin="driving", device="cpu"))  # fmt: skip
+
+
+def test_fcos_with_a_32_channel_pyramid_runs_on_a_square_image_at_a_small_size() -> None:
+    """At min_size 64 a square image's last pyramid map is 1x1, and FCOS's 32-group head over
+    32 channels normalised one value per group, which torch refuses; the head now gives the
+    limit (the bias), and trained weights of the plain GroupNorm load unchanged."""
+    from vlm_driving.models import _GroupNorm
+
+    arch = {"class_names": ["car", "person"], "min_size": 64, "max_size": 96, "fpn_channels": 32}
+    torch.manual_seed(0)
+    model = build_detector(arch)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(type(m) is _GroupNorm for m in norms)
+    image = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        (found,) = model.eval()([image])
+    assert set(found) == {"boxes", "scores", "labels"}
+    losses = model.train()([image], [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]),
+                                      "labels": torch.tensor([1])}])  # fmt: skip
+    sum(losses.values()).backward()
+    plain = torch.nn.GroupNorm(32, 32)
+    x = torch.randn(2, 32, 3, 5)
+    norm = _GroupNorm(32, 32)
+    norm.load_state_dict(plain.state_dict())
+    assert torch.equal(norm(x), plain(x))  # anything but one value per group: unchanged
+    one = torch.randn(1, 32, 1, 1)
+    assert torch.equal(norm(one), norm.bias.view(1, 32, 1, 1).expand_as(one))

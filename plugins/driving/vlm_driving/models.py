@@ -166,6 +166,7 @@ def build_detector(arch: Mapping[str, Any], *, backbone_weights: str | None = No
         from torchvision.models.detection.fcos import FCOSHead
 
         head = FCOSHead(body.out_channels, 1, num_classes, num_convs=arch["head_convs"])
+        _single_value_groups_allowed(head)
         model = detection.FCOS(
             body, num_classes, head=head, anchor_generator=_fcos_anchors(maps), **sizes, **norm
         )
@@ -191,6 +192,30 @@ def build_detector(arch: Mapping[str, Any], *, backbone_weights: str | None = No
         )
     model.arch = dict(arch)
     return model  # type: ignore[no-any-return]
+
+
+class _GroupNorm(nn.GroupNorm):
+    """:class:`~torch.nn.GroupNorm` that also takes groups of one value: a 1x1 map of a
+    32-channel pyramid in FCOS's 32-group head (a square image at a small ``min_size``), which
+    ``F.group_norm`` refuses ("Expected more than 1 value per channel"). One value normalises
+    to 0, so the output is the bias, as the formula gives; any other input is unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 2 and math.prod(x.shape[2:]) * (x.shape[1] // self.num_groups) == 1:
+            out = torch.zeros_like(x)
+            return out + self.bias.view(1, -1, *([1] * (x.dim() - 2))) if self.affine else out
+        return super().forward(x)
+
+
+def _single_value_groups_allowed(head: nn.Module) -> None:
+    """Every GroupNorm of ``head`` as :class:`_GroupNorm` (the same parameters and state
+    dict keys, so trained weights load as before)."""
+    for name, module in list(head.named_modules()):
+        if type(module) is nn.GroupNorm:
+            parent = head.get_submodule(name.rpartition(".")[0]) if "." in name else head
+            swapped = _GroupNorm(module.num_groups, module.num_channels, module.eps, module.affine)
+            swapped.load_state_dict(module.state_dict())
+            setattr(parent, name.rpartition(".")[2], swapped)
 
 
 def _fcos_anchors(maps: int) -> Any:
