@@ -181,8 +181,11 @@ def test_fcos_with_a_32_channel_pyramid_runs_on_a_square_image_at_a_small_size()
     sum(losses.values()).backward()
     plain = torch.nn.GroupNorm(32, 32)
     x = torch.randn(2, 32, 3, 5)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-1, 1)
     norm = _GroupNorm(32, 32)
-    norm.load_state_dict(plain.state_dict())
+    norm.load_state_dict(plain.state_dict())  # the same keys
     assert torch.equal(norm(x), plain(x))  # anything but one value per group: unchanged
     one = torch.randn(1, 32, 1, 1)
     assert torch.equal(norm(one), norm.bias.view(1, 32, 1, 1).expand_as(one))

@@ -208,13 +208,13 @@ class _GroupNorm(nn.GroupNorm):
 
 
 def _single_value_groups_allowed(head: nn.Module) -> None:
-    """Every GroupNorm of ``head`` as :class:`_GroupNorm` (the same parameters and state
-    dict keys, so trained weights load as before)."""
+    """Every GroupNorm of a freshly built ``head`` as :class:`_GroupNorm` (the same
+    parameters and state dict keys, so trained weights load as before)."""
     for name, module in list(head.named_modules()):
         if type(module) is nn.GroupNorm:
             parent = head.get_submodule(name.rpartition(".")[0]) if "." in name else head
+            # a fresh head: GroupNorm starts at weight 1, bias 0 either way
             swapped = _GroupNorm(module.num_groups, module.num_channels, module.eps, module.affine)
-            swapped.load_state_dict(module.state_dict())
             setattr(parent, name.rpartition(".")[2], swapped)
 
 
