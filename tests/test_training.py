@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import Vlm, one_line_error
+from conftest import one_line_error
 from safetensors.torch import load_file
 
 from vlm_core.tasks import TrainContext
@@ -219,7 +219,10 @@ def test_checkpoint_damage_is_detected(shapes_data: Path, tmp_path: Path) -> Non
     assert fallback is not None and fallback.step == 1
 
 
-def test_cli_train_eval_run(vlm: Vlm, shapes_data: Path, tmp_path: Path) -> None:
+def test_cli_train_eval_run(
+    vlm_here: Callable[..., subprocess.CompletedProcess[str]], shapes_data: Path, tmp_path: Path
+) -> None:
+    vlm = vlm_here
     out = tmp_path / "train"
     proc = vlm(
         "train", "good.shapes", "--data", str(shapes_data), "--epochs", "12", "--out", str(out),

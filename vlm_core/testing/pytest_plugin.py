@@ -21,6 +21,7 @@ It also registers the ``slow`` and ``gpu`` markers and skips ``gpu`` tests witho
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -105,16 +106,22 @@ def vlm_cli(
     vlm_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
     """`vlm ARGS` in this process, with the test's private home: the exit code and what it
-    printed, as a ``subprocess.CompletedProcess`` (``args`` starts with ``"vlm"``)."""
+    printed, as a ``subprocess.CompletedProcess`` (``args`` starts with ``"vlm"``). ``sys.argv``
+    is ``["vlm", *args]`` meanwhile, so a training run records the command as typed."""
     from vlm_core.cli import main
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         capsys.readouterr()  # only this command's output
+        argv = [str(a) for a in args]
+        saved = sys.argv
+        sys.argv = ["vlm", *argv]  # what `vlm train` records as the command that trained
         try:
-            main([str(a) for a in args])
+            main(argv)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            sys.argv = saved
         printed = capsys.readouterr()
         return subprocess.CompletedProcess(["vlm", *args], code, printed.out, printed.err)
 
