@@ -83,6 +83,7 @@ def test_sigkill_at_20_moments_never_leaves_an_unloadable_checkpoint(
     print(f"20 kills: checkpoint steps {steps}; {mid_save} kills interrupted a save")
 
 
+@pytest.mark.slow  # 12 s; the default tier trains in a process group in-process (test_gan_ddp)
 def test_torchrun_two_processes_match_one(vlm: Vlm, shapes_data: Path, tmp_path: Path) -> None:
     common = [
         "train", "good.shapes", "--data", str(shapes_data), "--steps", "30",
