@@ -326,12 +326,13 @@ def dashboard_cmd(
     """Start the Streamlit dashboard (extra arguments go to `streamlit run`).
 
     XSRF protection stays on. Error details (tracebacks) reach the browser only with
-    --debug (or `vlm --debug dashboard`, or VLM_DEBUG=1).
+    --debug (or `vlm --debug dashboard`, or VLM_DEBUG=1). Ctrl-C, or SIGINT / SIGTERM / SIGHUP
+    to this process alone, stops the server (killed after 5 s if it does not stop).
     """
     import os
-    import subprocess
     import sys
 
+    from vlm_core.cli.supervise import run_supervised
     from vlm_core.tasks import package_file
 
     env = os.environ.copy()
@@ -363,7 +364,7 @@ def dashboard_cmd(
         *streamlit_args,
     ]
     click.echo(f"vlm dashboard on http://{host}:{port}", err=True)
-    raise SystemExit(subprocess.call(cmd, env=env))
+    raise SystemExit(run_supervised(cmd, env=env, name="the dashboard server"))
 
 
 from vlm_core.cli import bench_cmd, plugins_cmd, runs_cmd, train_cmd, weights_cmd  # noqa: E402
