@@ -210,6 +210,13 @@ def train_cmd(
     "(default: the weights the task ships).",
 )
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help=_PARAM_HELP)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of the validation split and of what the task draws (default: the seed recorded "
+    "with the weights, so training's evaluation is repeated).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
@@ -218,19 +225,23 @@ def eval_cmd(
     data: Path,
     weights: str | None,
     params: tuple[str, ...],
+    seed: int | None,
     device: str,
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Measure TASK's validation metrics on --data, and compare them with the checkpoint's."""
+    """Measure TASK's validation metrics on --data, say which data, seed and sample count
+    gave them, and compare them with the metrics the checkpoint recorded in training."""
     from vlm_core.params import parse_pairs
     from vlm_core.training.api import evaluate_task
+    from vlm_core.training.eval_setting import describe_data
 
     result = evaluate_task(
         task,
         data,
         weights=weights,
         params=parse_pairs(params),
+        seed=seed,
         device=device,
         batch_size=batch_size,
     )
@@ -239,14 +250,15 @@ def eval_cmd(
         return
     shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.metrics.items()))
     click.echo(f"{task} on {result.samples} validation samples: {shown}")
-    if result.recorded:
-        recorded = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.recorded.items()))
-        where = {
-            True: "on this data",
-            False: "on the training data's validation split, not this data",
-            None: "on unknown data",
-        }[result.same_data]
-        click.echo(
-            f"recorded at step {result.step} {where}: {recorded} "
-            f"(max difference {result.max_abs_diff:.3g})"
-        )
+    if result.setting is not None:
+        used = result.setting
+        click.echo(f"data {describe_data(used.data)}, seed {used.seed}, device {used.device}")
+    if not result.recorded:
+        click.echo("the weights record no evaluation from training to compare with")
+        return
+    recorded = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.recorded.items()))
+    click.echo(
+        f"recorded at step {result.step}: {recorded} (max difference {result.max_abs_diff:.3g})"
+    )
+    if result.comparison:
+        click.echo(result.comparison)

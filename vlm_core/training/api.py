@@ -18,6 +18,7 @@ from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.tasks import TaskParams, TaskSpec, TrainContext, merge_train_settings
 from vlm_core.training.config import TrainConfig
+from vlm_core.training.eval_setting import EvalSetting, comparison_line, differences
 from vlm_core.training.loop import TrainError
 from vlm_core.training.setup import TrainSetup
 from vlm_core.training.trainer import Callback, Trainer, TrainResult
@@ -126,6 +127,7 @@ def train_task(
     from vlm_core.runtime.seeding import seed_everything
     from vlm_core.training.data_hash import data_fingerprint
     from vlm_core.training.distributed import close_world, init_world
+    from vlm_core.training.loop import dataset_len
 
     registry = registry or get_registry()
     spec = trainable_spec(request.task, registry)
@@ -163,6 +165,12 @@ def train_task(
             "plugin_version": record.version if record else None,
             "params": params.model_dump(mode="json"),
             "data": fingerprint,
+            # what `vlm eval` compares its own setting with (with "seed" and "device")
+            "val_samples": (
+                dataset_len(setup.val_data, "validation data")
+                if setup.val_data is not None
+                else None
+            ),
             "command": list(request.command) if request.command is not None else sys.argv,
         }
         trainer = Trainer(
@@ -188,7 +196,8 @@ def train_task(
 
 @dataclass
 class EvalResult:
-    """Metrics of one evaluation, with what the checkpoint recorded for comparison."""
+    """Metrics of one evaluation and its setting, with what the checkpoint recorded of the
+    training's evaluation for comparison."""
 
     task: str
     metrics: dict[str, float]
@@ -198,16 +207,47 @@ class EvalResult:
     step: int | None
     samples: int
     same_data: bool | None = None  # the data the recorded metrics came from (None: unknown)
+    setting: EvalSetting | None = None  # this evaluation's data, seed, samples, device, params
+    training: EvalSetting | None = None  # the recorded evaluation's (None: nothing recorded)
 
     @property
     def max_abs_diff(self) -> float | None:
         """Largest difference to the recorded validation metrics (None when none recorded)."""
+        diffs = self._diffs(relative=False)
+        return max(diffs) if diffs else None
+
+    @property
+    def max_rel_diff(self) -> float | None:
+        """Largest difference to the recorded metrics relative to max(1, |recorded|)."""
+        diffs = self._diffs(relative=True)
+        return max(diffs) if diffs else None
+
+    def _diffs(self, *, relative: bool) -> list[float]:
         if not self.recorded:
+            return []
+        return [
+            abs(self.metrics[k] - v) / (max(1.0, abs(v)) if relative else 1.0)
+            for k, v in self.recorded.items()
+            if k in self.metrics
+        ]
+
+    @property
+    def differences(self) -> list[str]:
+        """What of this evaluation's setting differs from the training's (``data``,
+        ``samples``, ``seed``, ``device``, ``params``)."""
+        if self.setting is None or self.training is None:
+            return []
+        return differences(self.training, self.setting)
+
+    @property
+    def comparison(self) -> str | None:
+        """One line: how this setting compares with the training's evaluation, and so whether
+        the figures should match (None when the weights record no evaluation)."""
+        if self.setting is None or self.training is None or not self.recorded:
             return None
-        shared = [k for k in self.metrics if k in self.recorded]
-        if not shared:
-            return None
-        return max(abs(self.metrics[k] - self.recorded[k]) for k in shared)
+        return comparison_line(
+            self.training, self.setting, step=self.step, max_rel_diff=self.max_rel_diff
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +260,12 @@ class EvalResult:
             "step": self.step,
             "samples": self.samples,
             "same_data": self.same_data,
+            "data": dict(self.setting.data or {}) if self.setting else None,
+            "seed": self.setting.seed if self.setting else None,
+            "device": self.setting.device if self.setting else None,
+            "training_eval": self.training.to_dict() if self.training else None,
+            "differences": self.differences,
+            "comparison": self.comparison,
         }
 
 
@@ -229,6 +275,7 @@ def evaluate_task(
     *,
     weights: str | None = None,
     params: Mapping[str, Any] | None = None,
+    seed: int | None = None,
     device: str = "auto",
     batch_size: int = 64,
     num_workers: int = 0,
@@ -237,18 +284,24 @@ def evaluate_task(
     """Validation metrics of ``weights`` (a training folder, checkpoint or file; None: the
     weights the task ships) on ``data``.
 
-    The task parameters and seed recorded with the weights are used unless ``params``
-    overrides them, so the task's builder makes the same validation split as in training.
+    The task parameters and seed recorded with the weights are used unless ``params`` or
+    ``seed`` override them, so the task's builder makes the same validation split as in
+    training; the result says which data, seed and sample count it used and how they compare
+    with those of the recorded metrics (:attr:`EvalResult.comparison`).
     """
     import torch
 
     from vlm_core.devices import resolve_device
+    from vlm_core.training.data_hash import data_fingerprint
     from vlm_core.training.distributed import World
     from vlm_core.training.loop import amp_dtype, dataset_len, val_loader, validate
     from vlm_core.weights.trained import load_trained
 
     registry = registry or get_registry()
     spec = trainable_spec(task, registry, purpose="evaluate")
+    data = Path(data).expanduser()
+    if not data.exists():
+        raise InputError(f"no such file or folder: {data}")
     weights = weights or bundled_weights(spec)
     trained = load_trained(weights, plugin=spec.plugin, task=spec.id)
     sidecar = trained.sidecar if trained else {}
@@ -256,12 +309,12 @@ def evaluate_task(
     known = spec.training_params.model_fields
     base = {k: v for k, v in recorded_params.items() if k in known}
     params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
-    seed = int(sidecar.get("seed", 0))
+    seed = int(sidecar.get("seed", 0)) if seed is None else seed
     resolved = resolve_device(device)
     torch.manual_seed(seed)
     ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="eval",
                        weights_card=trained.card if trained else {})  # fmt: skip
-    setup = build_setup(spec, Path(data).expanduser(), params_model, ctx)
+    setup = build_setup(spec, data, params_model, ctx)
     if setup.val_data is None:
         raise TrainError(f"task '{spec.id}' made no validation split of {data}")
     samples = dataset_len(setup.val_data, "validation data")
@@ -299,12 +352,10 @@ def evaluate_task(
     )
     if recorded_vals is not None:
         recorded_vals = {k: v for k, v in recorded_vals.items() if math.isfinite(v)}
+    fingerprint = data_fingerprint(data)
     trained_on = (sidecar.get("data") or {}).get("sha256")
-    same_data = None
-    if trained_on:
-        from vlm_core.training.data_hash import data_fingerprint
-
-        same_data = data_fingerprint(Path(data).expanduser())["sha256"] == trained_on
+    setting = EvalSetting(data=fingerprint, seed=seed, samples=samples, device=resolved,
+                          params=params_model.model_dump(mode="json"))  # fmt: skip
     return EvalResult(
         task=spec.id,
         metrics=metrics,
@@ -313,7 +364,9 @@ def evaluate_task(
         recorded=recorded_vals,
         step=int(sidecar["step"]) if "step" in sidecar else None,
         samples=samples,
-        same_data=same_data,
+        same_data=fingerprint["sha256"] == trained_on if trained_on else None,
+        setting=setting,
+        training=EvalSetting.recorded(sidecar) if recorded_vals else None,
     )
 
 
