@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -82,47 +83,68 @@ def _unique(path: Path) -> Path:
 GROUPED_FORMATS = ("dicom",)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An uploaded file that was not kept, and why."""
+
+    name: str  # as the browser sent it
+    reason: str  # one line, naming the problem ("content is a ZIP file ...")
+
+
+@dataclass
+class SavedUploads:
+    """One batch of uploads after :func:`save_uploads`: what can run, and what was refused."""
+
+    paths: list[Path] = field(default_factory=list)  # the inputs (a DICOM series: its folder)
+    accepted: list[str] = field(default_factory=list)  # uploaded names kept, in upload order
+    refused: list[Refused] = field(default_factory=list)  # in upload order
+
+
 def save_uploads(
     files: Sequence[Upload], spec: TaskSpec, readers: Readers | None = None
-) -> list[Path]:
+) -> SavedUploads:
     """Save ``files`` into a new folder of the session's temporary folder and probe each one.
 
-    Every file is refused before it is written when it is over :func:`upload_limit_bytes`, and
-    after it is written when its content is not a format of a kind ``spec`` takes that one of
-    ``readers`` (the registry's; the core's own always) reads (:func:`vlm_core.io.probe_input`
-    reads the header only). Nothing is decoded here.
+    Each file is judged on its own: it is refused before it is written when it is over
+    :func:`upload_limit_bytes`, and removed again when its content is not a format of a kind
+    ``spec`` takes that one of ``readers`` (the registry's; the core's own always) reads
+    (:func:`vlm_core.io.probe_input` reads the header only). Nothing is decoded here. The
+    others are kept, so one bad file in a batch costs only itself; every refusal is returned
+    with its one-line reason.
 
     Files of a grouped format (DICOM) uploaded together are moved into one sub-folder, which
     is returned as one input in their place: the runner reads a folder of DICOM files as its
     series (one volume per series), as `vlm run` does with a series folder.
 
     Raises:
-        InputError: naming the uploaded file and the problem; nothing of the batch is kept.
+        InputError: no file was uploaded. When every file is refused, ``paths`` is empty and
+            nothing is left on disk.
     """
     if not files:
         raise InputError("no file uploaded: add at least one file, or pick a bundled sample")
     limit = upload_limit_bytes()
-    for upload in files:
-        if upload.size > limit:
-            raise InputError(
-                f"{upload.name}: {_size_text(upload.size)}, over the upload limit of "
-                f"{_size_text(limit)} (vlm dashboard --max-upload-mb, VLM_MAX_INPUT_BYTES)"
-            )
     folder = session_dir() / "uploads" / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
-    paths: list[Path] = []
+    batch = SavedUploads()
     grouped: dict[str, list[Path]] = {}
     try:
         for upload in files:
+            if upload.size > limit:
+                batch.refused.append(Refused(upload.name, _too_big(upload.size, limit)))
+                continue
             path = _unique(folder / safe_name(upload.name))
             path.write_bytes(upload.getvalue())
             try:
                 probe = probe_input(path, spec.inputs, readers=readers)
             except InputError as exc:
-                raise InputError(str(exc).replace(str(path), upload.name)) from None
+                path.unlink()
+                reason = str(exc).replace(str(path), upload.name).removeprefix(f"{upload.name}: ")
+                batch.refused.append(Refused(upload.name, reason))
+                continue
             if probe.format in GROUPED_FORMATS:
                 grouped.setdefault(probe.format, []).append(path)
-            paths.append(path)
+            batch.paths.append(path)
+            batch.accepted.append(upload.name)
         for fmt, members in grouped.items():
             if len(members) < 2:
                 continue
@@ -130,13 +152,22 @@ def save_uploads(
             group.mkdir()
             for path in members:
                 path.rename(group / path.name)
-            at = paths.index(members[0])
-            paths = [p for p in paths if p not in members]
-            paths.insert(at, group)
+            at = batch.paths.index(members[0])
+            batch.paths = [p for p in batch.paths if p not in members]
+            batch.paths.insert(at, group)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return paths
+    if not batch.paths:
+        shutil.rmtree(folder, ignore_errors=True)
+    return batch
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"{_size_text(size)}, over the upload limit of {_size_text(limit)} "
+        "(vlm dashboard --max-upload-mb, VLM_MAX_INPUT_BYTES)"
+    )
 
 
 def extract_dataset_zip(upload: Upload) -> Path:
@@ -158,7 +189,7 @@ def extract_dataset_zip(upload: Upload) -> Path:
 
     limit = upload_limit_bytes()
     if upload.size > limit:
-        raise InputError(f"{upload.name}: over the upload limit of {_size_text(limit)}")
+        raise InputError(f"{upload.name}: {_too_big(upload.size, limit)}")
     dest = settings().data_dir / "train-data" / uuid.uuid4().hex[:12]
     inner = dest / Path(safe_name(upload.name)).stem
     dest.mkdir(parents=True)

@@ -22,7 +22,7 @@ from vlm_dashboard.forms import parameter_form, validated_params
 from vlm_dashboard.renderers import render_result
 from vlm_dashboard.serving import Job, device_queue, registry
 from vlm_dashboard.state import PREFILL_KEY
-from vlm_dashboard.uploads import save_uploads, session_dir, upload_limit_bytes
+from vlm_dashboard.uploads import SavedUploads, save_uploads, session_dir, upload_limit_bytes
 
 from vlm_core.errors import InputError, UsageError
 from vlm_core.io import probe_input
@@ -34,6 +34,7 @@ INITIAL_KEY = "run.initial"  # the prefill in use, with a generation number
 TASK_KEY = "run.task"
 JOB_KEY = "run.job"  # the job this session is waiting for
 LAST_KEY = "run.last"  # the last finished run: {"task", "outcome"} or {"task", "error"}
+UPLOADS_KEY = "run.uploads"  # the last upload batch: {"task", "batch": SavedUploads}
 
 SAMPLE, UPLOAD, EARLIER, OWN = "sample", "upload", "earlier", "own"
 SOURCE_LABELS = {
@@ -134,7 +135,9 @@ def _inputs(
     if source == SAMPLE and sample is not None:
         return [str(f) for f in sample.files]
     if source == UPLOAD:
-        return [str(p) for p in save_uploads(uploads or [], spec, registry().readers)]
+        batch = save_uploads(uploads or [], spec, registry().readers)
+        st.session_state[UPLOADS_KEY] = {"task": spec.id, "batch": batch}
+        return [str(p) for p in batch.paths]
     if source == EARLIER and initial:
         return list(initial["inputs"])
     return []
@@ -150,6 +153,7 @@ def _submit(
 ) -> None:
     """Validate the form and the inputs, then queue the run."""
     st.session_state.pop(LAST_KEY, None)
+    st.session_state.pop(UPLOADS_KEY, None)
     params = validated_params(spec, raw)
     if params is None:
         return
@@ -158,9 +162,31 @@ def _submit(
     except UsageError as exc:
         show_error(exc)
         return
+    if source == UPLOAD and not inputs:
+        return  # every file was refused: _show_uploads says why, one line each
     out_dir = session_dir() / "runs" / uuid.uuid4().hex[:12]
     request = RunRequest(spec.id, inputs=inputs, params=params, out_dir=out_dir, origin="dashboard")
     st.session_state[JOB_KEY] = device_queue().submit_run(request, registry())
+
+
+def _show_uploads(spec: TaskSpec) -> None:
+    """Every refused file of the last upload batch with its reason, and which were accepted."""
+    note = st.session_state.get(UPLOADS_KEY)
+    if not note or note["task"] != spec.id or not note["batch"].refused:
+        return
+    batch: SavedUploads = note["batch"]
+    for refused in batch.refused:
+        st.error(f"{refused.name}: {refused.reason}", icon="⚠️")
+    total = len(batch.accepted) + len(batch.refused)
+    if batch.accepted:
+        st.info(
+            f"Accepted {len(batch.accepted)} of {total} uploaded files "
+            f"({', '.join(batch.accepted)}); the run uses only these."
+        )
+    elif total == 1:
+        st.info("The uploaded file was not accepted; nothing ran.")
+    else:
+        st.info(f"None of the {total} uploaded files was accepted; nothing ran.")
 
 
 def _follow(job: Job) -> None:
@@ -263,6 +289,8 @@ def main() -> None:
                 "Files (checked by content, not by name)",
                 accept_multiple_files=spec.max_inputs != 1,
                 max_upload_size=limit_mb,
+                # the key holds the task id (form_key): another task gets an empty uploader,
+                # and files given to one task never reach a run of another
                 key=f"{form_key}.uploads",
             )
             if uploads is not None and not isinstance(uploads, list):
@@ -270,6 +298,7 @@ def main() -> None:
         submitted = st.form_submit_button("Run", type="primary")
     if submitted:
         _submit(spec, raw, source, sample, uploads, initial)
+    _show_uploads(spec)
 
     job = st.session_state.get(JOB_KEY)
     if isinstance(job, Job):
