@@ -105,20 +105,35 @@ def _help(described: Mapping[str, Any]) -> str:
     return text
 
 
-def field_widget(name: str, info: FieldInfo, value: Any, key: str) -> Any:
-    """Draw the widget for one parameter, starting at ``value``; return what it holds."""
+def field_widget(
+    name: str,
+    info: FieldInfo,
+    value: Any,
+    key: str,
+    *,
+    label: str | None = None,
+    step: float | None = None,
+    number_format: str | None = None,
+) -> Any:
+    """Draw the widget for one parameter, starting at ``value``; return what it holds.
+
+    ``label`` replaces the name shown above the widget; ``step`` and ``number_format`` the step
+    and format a float's number input derives from its bounds (for values spanning decades,
+    such as a learning rate).
+    """
+    label = label or name
     described = describe_param(name, info)
     default = described["default"]
     help_text = _help(described)
     annotation, optional = _strip_optional(info.annotation)
     choices = _choices(annotation)
     if annotation is bool:
-        return st.checkbox(name, value=bool(value), help=help_text, key=key)
+        return st.checkbox(label, value=bool(value), help=help_text, key=key)
     if choices is not None:
         options = [None, *choices] if optional else choices
         index = next((i for i, o in enumerate(options) if _same_choice(o, value)), 0)
         return st.selectbox(
-            name,
+            label,
             options,
             index=index,
             format_func=lambda o: "—" if o is None else str(getattr(o, "value", o)),
@@ -135,16 +150,16 @@ def field_widget(name: str, info: FieldInfo, value: Any, key: str) -> Any:
             value = int(value) if integer else float(value)
         if integer:
             return st.number_input(
-                name, min_value=low, max_value=high, value=value, step=1, help=help_text, key=key
+                label, min_value=low, max_value=high, value=value, step=1, help=help_text, key=key
             )
-        step, fmt = _float_step(low, high)
+        derived_step, derived_format = _float_step(low, high)
         return st.number_input(
-            name,
+            label,
             min_value=low,
             max_value=high,
             value=value,
-            step=step,
-            format=fmt,
+            step=step or derived_step,
+            format=number_format or derived_format,
             help=help_text,
             key=key,
         )
@@ -152,12 +167,12 @@ def field_widget(name: str, info: FieldInfo, value: Any, key: str) -> Any:
         max_chars = described["bounds"].get("max_length")
         text = "" if value is None else str(value)
         widget = st.text_area if max_chars is not None and max_chars > LONG_TEXT else st.text_input
-        entered = widget(name, value=text, max_chars=max_chars, help=help_text, key=key)
+        entered = widget(label, value=text, max_chars=max_chars, help=help_text, key=key)
         return None if optional and not entered else entered
     text = json.dumps(
         value, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)
     )
-    return JsonText(st.text_input(name, value=text, help=f"{help_text} — JSON", key=key) or "")
+    return JsonText(st.text_input(label, value=text, help=f"{help_text} — JSON", key=key) or "")
 
 
 def parameter_form(

@@ -77,6 +77,8 @@ class TrainingJob:
             self.values.update(event.values)
             if self.status == "starting":
                 self.status = "running"
+            if event.kind == "start" and event.step > 0:
+                self.messages.append(f"resuming from step {event.step} of {event.total_steps}")
             if event.kind == "validate":
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(event.values.items()))
                 self.messages.append(f"step {event.step}: {shown}")
@@ -123,10 +125,17 @@ class TrainingJobs:
         on a new thread.
 
         Raises:
-            UsageError: ``max_running`` jobs are already training.
+            UsageError: ``max_running`` jobs are already training, another job writes to the
+                same folder, or the folder holds another run's checkpoints and
+                ``request.resume`` is off.
         """
+        out = Path(request.out)
+        _check_out(out, resume=request.resume)
         with self._lock:
             running = [j for j in self._jobs if j.running]
+            for other in running:
+                if other.out.resolve() == out.resolve():
+                    raise UsageError(f"job {other.id} ({other.task}) is training into {out}")
             if len(running) >= self.max_running:
                 raise UsageError(
                     f"{len(running)} training job(s) already running ({running[0].task}); "
@@ -163,6 +172,24 @@ class TrainingJobs:
     def get(self, job_id: str) -> TrainingJob | None:
         with self._lock:
             return next((j for j in self._jobs if j.id == job_id), None)
+
+
+def _check_out(out: Path, *, resume: bool) -> None:
+    """Refuse, before any data is read, an output folder the trainer would refuse: a file, or a
+    folder holding another run's checkpoints when not resuming (the trainer's own rule, in
+    the dashboard's words)."""
+    from vlm_core.training.checkpoint import find_checkpoint
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {out} is a file; choose a folder")
+    if resume or not out.is_dir():
+        return
+    found = find_checkpoint(out, "last")
+    if found is not None:
+        raise UsageError(
+            f"{out} already holds checkpoints (last: step {found.step}); tick 'resume' to "
+            "continue that run or choose another output folder"
+        )
 
 
 @st.cache_resource(show_spinner=False)

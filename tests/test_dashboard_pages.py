@@ -567,8 +567,8 @@ def test_train_page_shows_the_sample_grids_of_a_gan_run(tmp_path):
     folder.set_value(str(data))
     for name, value in (("image_size", 16), ("width", 8), ("classifier_steps", 2)):
         widget(at, "number_input", name).set_value(value)
-    (epochs,) = [n for n in at.number_input if n.label == "epochs"]
-    epochs.set_value(2)
+    (steps,) = [n for n in at.number_input if n.label == "steps"]  # the task trains in steps
+    steps.set_value(4)
     (batch,) = [n for n in at.number_input if n.label == "batch size"]
     batch.set_value(2)
     (target,) = [t for t in at.text_input if t.label == "output folder"]

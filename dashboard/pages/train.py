@@ -8,68 +8,117 @@ it keeps going when the page changes or the tab closes, and any session can foll
 
 from __future__ import annotations
 
+import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
-from vlm_dashboard.forms import parameter_form, validated_params
+from vlm_dashboard.forms import field_widget, parameter_form, validated_params
 from vlm_dashboard.serving import registry
 from vlm_dashboard.state import PREFILL_KEY
 from vlm_dashboard.training_jobs import TrainingJob, training_jobs
 from vlm_dashboard.uploads import extract_dataset_zip
 
-from vlm_core.errors import InputError, VLMError
+from vlm_core.errors import InputError, ParameterError, VLMError
 from vlm_core.tasks import TaskSpec
 
 JOB_KEY = "train.job"  # the id of the job this session follows
 TASK_KEY = "train.task"
 RUN_PAGE = "pages/run.py"
 FOLDER, ZIP = "Folder on the server", "Upload a ZIP"
+STEPS, EPOCHS = "steps", "epochs"
+RESUME = "resume if the folder holds checkpoints"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: the trainer settings the form offers besides the length and the device:
+#: (TrainConfig field, label, float step, number format)
+TRAINER_FIELDS: tuple[tuple[str, str, float | None, str | None], ...] = (
+    ("batch_size", "batch size", None, None),
+    ("lr", "learning rate", 1e-4, "%.6f"),
+    ("seed", "seed", None, None),
+    ("precision", "precision", None, None),
+    ("ema_decay", "EMA decay", 1e-3, "%.5f"),
+    ("patience", "early-stopping patience", None, None),
+)
 
 
 def _trainable() -> list[TaskSpec]:
     return sorted((s for s in registry().tasks.values() if s.train is not None), key=lambda s: s.id)
 
 
-def _settings(spec: TaskSpec) -> dict[str, Any]:
+def _start_values(spec: TaskSpec) -> dict[str, Any]:
+    """Where the trainer settings start: the task's ``train_defaults`` over the trainer's."""
+    from vlm_core.training.config import TrainConfig
+
+    fields = TrainConfig.model_fields
+    return {name: f.get_default() for name, f in fields.items()} | dict(spec.train_defaults)
+
+
+def _length_unit(spec: TaskSpec) -> str:
+    """Steps or epochs, starting from the unit of the task's default length (outside the form,
+    so that changing it redraws the length field)."""
+    start = _start_values(spec)
+    unit = STEPS if start.get("max_steps") is not None else EPOCHS
+    length = start["max_steps"] if unit == STEPS else start.get("epochs") or 1
+    return str(
+        st.radio(
+            "train for",
+            [STEPS, EPOCHS],
+            index=[STEPS, EPOCHS].index(unit),
+            horizontal=True,
+            key=f"train.unit.{spec.id}",
+            help=f"Optimizer steps or passes over the data (`vlm train --steps` or --epochs). "
+            f"{spec.id} trains for {length} {unit} unless told otherwise.",
+        )
+    )
+
+
+def _settings(spec: TaskSpec, unit: str) -> dict[str, Any]:
     """The trainer settings an operator usually touches, starting from the task's
-    ``train_defaults`` (the others keep the task's defaults, then the trainer's)."""
-    d = spec.train_defaults
-    c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("epochs", 1, 100_000, int(d.get("epochs") or 10),
-                             help="Passes over the data.")  # fmt: skip
-    batch = c2.number_input("batch size", 1, 65_536, int(d.get("batch_size", 32)),
-                            help="Samples per optimizer step.")  # fmt: skip
-    lr = c3.number_input("learning rate", 1e-7, 10.0, float(d.get("lr", 1e-3)), format="%.6f",
-                         step=1e-4)  # fmt: skip
-    seed = c4.number_input("seed", 0, 2**31 - 1, 0)
-    c5, c6, c7, c8 = st.columns(4)
-    device = c5.selectbox("device", ["auto", "cpu", "cuda", "mps"], help="auto: cuda, mps, cpu.")
-    precision = c6.selectbox("precision", ["auto", "bf16", "fp16", "fp32"])
-    ema = c7.number_input(
-        "EMA decay", 0.0, 0.99999, 0.0, format="%.5f", help="0: no EMA of the weights."
-    )
-    patience = c8.number_input(
-        "early-stopping patience", 0, 100_000, 0, help="Validations without improvement; 0: off."
-    )
-    return {
-        "epochs": int(epochs),
-        "batch_size": int(batch),
-        "lr": float(lr),
-        "seed": int(seed),
-        "device": device,
-        "precision": precision,
-        "ema_decay": float(ema) or None,
-        "patience": int(patience) or None,
-    }
+    ``train_defaults`` (the others keep the task's defaults, then the trainer's).
+
+    Returns:
+        ``TrainConfig`` fields; the length (``max_steps`` or ``epochs``) is None when the
+        operator emptied it.
+    """
+    from vlm_core.training.config import TrainConfig
+
+    fields, start = TrainConfig.model_fields, _start_values(spec)
+    length_field = "max_steps" if unit == STEPS else "epochs"
+    length_start = start.get(length_field) or (1 if unit == EPOCHS else None)
+    key = f"train.config.{spec.id}"
+    values: dict[str, Any] = {}
+    columns = iter(st.columns(4) + st.columns(4))
+    with next(columns):
+        values[length_field] = field_widget(
+            length_field, fields[length_field], length_start, f"{key}.{length_field}", label=unit
+        )
+    for name, label, step, number_format in TRAINER_FIELDS:
+        with next(columns):
+            values[name] = field_widget(
+                name,
+                fields[name],
+                start.get(name),
+                f"{key}.{name}",
+                label=label,
+                step=step,
+                number_format=number_format,
+            )
+    with next(columns):
+        devices = list(dict.fromkeys([str(start["device"]), *DEVICES]))
+        values["device"] = st.selectbox("device", devices, key=f"{key}.device",
+                                        help="auto: cuda, mps, cpu.")  # fmt: skip
+    return values
 
 
 def _start_form(spec: TaskSpec) -> None:
-    from vlm_core.training.api import TrainRequest, default_out
+    from vlm_core.training.api import TrainRequest, default_out, make_config, task_settings
 
     source = st.radio("Training data", [FOLDER, ZIP], horizontal=True, key="train.source")
+    unit = _length_unit(spec)
+    default_parent = default_out(spec.id).parent
     with st.form(f"train.form.{spec.id}"):
         if source == FOLDER:
             folder = st.text_input(
@@ -82,9 +131,16 @@ def _start_form(spec: TaskSpec) -> None:
         st.markdown("**Task parameters**")
         raw = parameter_form(spec, key=f"train.params.{spec.id}", model=spec.training_params)
         st.markdown("**Trainer**")
-        config = _settings(spec)
-        out = st.text_input("output folder", value=str(default_out(spec.id)))
-        resume = st.checkbox("resume if the folder holds checkpoints", value=False)
+        config = _settings(spec, unit)
+        out = st.text_input(
+            "output folder",
+            key=f"train.out.{spec.id}",
+            placeholder=f"{default_parent}/<start time>",
+            help="Where the checkpoints, metrics.jsonl and the report go (empty: a new folder "
+            "named after the start time). A folder holding another run's checkpoints is "
+            "refused unless you resume it.",
+        )
+        resume = st.checkbox(RESUME, value=False, key=f"train.resume.{spec.id}")
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return
@@ -92,6 +148,9 @@ def _start_form(spec: TaskSpec) -> None:
     if params is None:
         return
     try:
+        if None in (config.get("max_steps", 0), config.get("epochs", 0)):
+            raise ParameterError(f"give the number of {unit} to train for")
+        trainer_config = make_config(task_settings(spec, config))
         if source == ZIP:
             if upload is None:
                 raise InputError("no dataset uploaded: add a .zip, or give a folder")
@@ -105,9 +164,9 @@ def _start_form(spec: TaskSpec) -> None:
         request = TrainRequest(
             task=spec.id,
             data=data,
-            out=Path(out).expanduser(),
+            out=Path(out.strip()).expanduser() if out.strip() else default_out(spec.id),
             params=params,
-            config=config,
+            config=trainer_config,
             resume=resume,
             command=["dashboard"],
         )
@@ -119,33 +178,56 @@ def _start_form(spec: TaskSpec) -> None:
     st.rerun()
 
 
-def _curves(out: Path) -> None:
+def _series(records: list[dict[str, Any]], keys: tuple[str, ...]) -> pd.DataFrame:
+    """Long-form (step, series, value) rows of ``keys``, skipping missing and non-finite ones."""
+    rows = [
+        {"step": r["step"], "series": k, "value": float(r[k])}
+        for r in records
+        for k in keys
+        if isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) and "step" in r
+    ]
+    return pd.DataFrame(rows, columns=["step", "series", "value"])
+
+
+def _line_chart(frame: pd.DataFrame) -> Any:
+    """A line with a point per logged step, so the first record shows at once."""
+    import altair as alt
+
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
+            tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
+        )
+        .properties(height=220)
+    )
+
+
+def _curves(out: Path, *, waiting: bool) -> None:
+    """The losses in one chart and each validation metric in its own (their scales differ: an
+    accuracy of 0.5 beside an FID of 1200), from the first line of ``metrics.jsonl`` on."""
     from vlm_core.training.metrics_log import read_log
 
     records = read_log(out)
-    train = [(r["step"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
-    val = [r for r in records if r.get("val_loss") is not None]
-    if not train and not val:
-        st.caption("No values logged yet.")
+    metrics = sorted({k for r in records for k in r if k.startswith("val_") and k != "val_loss"})
+    charts = [("loss", _series(records, ("train_loss", "val_loss")))]
+    charts += [(k, _series(records, (k,))) for k in metrics]
+    charts = [(title, frame) for title, frame in charts if not frame.empty]
+    if not charts:
+        if waiting:
+            st.info("Waiting for the first step… the curves start with the first line of "
+                    "metrics.jsonl.", icon="⏳")  # fmt: skip
+        else:
+            st.caption("No values were logged.")
         return
-    left, right = st.columns(2)
-    loss = pd.DataFrame(train, columns=["step", "train_loss"]).set_index("step")
-    if val:
-        loss = loss.join(
-            pd.DataFrame(
-                [(r["step"], r["val_loss"]) for r in val], columns=["step", "val_loss"]
-            ).set_index("step"),
-            how="outer",
-        )
-    left.caption("loss")
-    left.line_chart(loss)
-    metric_keys = sorted({k for r in val for k in r if k.startswith("val_") and k != "val_loss"})
-    if metric_keys:
-        frame = pd.DataFrame(
-            [{"step": r["step"], **{k: r.get(k) for k in metric_keys}} for r in val]
-        ).set_index("step")
-        right.caption("validation")
-        right.line_chart(frame)
+    columns = st.columns(min(len(charts), 3))
+    for i, (title, frame) in enumerate(charts):
+        with columns[i % len(columns)]:
+            st.caption(title)
+            st.altair_chart(_line_chart(frame), width="stretch")
 
 
 def _sample_grids(out: Path) -> None:
@@ -181,7 +263,7 @@ def _show_job(job: TrainingJob) -> None:
             disabled=status == "stopping",
             help="Stops at the next step and saves a checkpoint.",
         )
-    _curves(Path(snap["out"]))
+    _curves(Path(snap["out"]), waiting=job.running)
     _sample_grids(Path(snap["out"]))
     if snap["error"]:
         st.error(f"Training {status}: {snap['error']}", icon="⚠️")
@@ -206,11 +288,9 @@ def _finished(snap: dict[str, Any]) -> None:
     if curves.is_file():
         st.image(str(curves), caption="report curves (curves.png)")
     spec = registry().tasks.get(snap["task"])
-    st.code(
-        f"vlm eval {snap['task']} --data {snap['data']} --weights {snap['out']}\n"
-        f"vlm run {snap['task']} INPUT... --param weights={snap['out']}",
-        language="bash",
-    )
+    hint, commands = _how_to_use(spec, snap["task"], Path(snap["data"]), Path(snap["out"]))
+    st.markdown(hint)
+    st.code("\n".join(commands), language="bash")
     if spec is None or "weights" not in spec.params.model_fields:
         return
     if st.button("Use these weights on the Run page", key=f"train.use.{snap['id']}"):
@@ -221,6 +301,31 @@ def _finished(snap: dict[str, Any]) -> None:
             "run": "",
         }
         st.switch_page(RUN_PAGE)
+
+
+def _kinds(kinds: tuple[Any, ...]) -> str:
+    names = [str(k).replace("_", " ") for k in kinds]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _how_to_use(spec: TaskSpec | None, task: str, data: Path, out: Path) -> tuple[str, list[str]]:
+    """What to do with the trained weights, for this task: a sentence and the commands."""
+    q = shlex.quote
+    evaluate = f"vlm eval {task} --data {q(str(data))} --weights {q(str(out))}"
+    if spec is None:
+        return f"Task '{task}' is no longer installed; re-measure the weights with:", [evaluate]
+    if "weights" not in spec.params.model_fields:
+        return (
+            f"{task}'s runs take no `weights` parameter; re-measure the checkpoint with:",
+            [evaluate],
+        )
+    weights = "the trained weights (`weights=` the output folder: its best checkpoint)"
+    if spec.inputs:
+        text = f"Run {task} on your own {_kinds(spec.inputs)} files with {weights}, or re-measure:"
+        return text, [f"vlm run {task} INPUT... --param weights={q(str(out))}", evaluate]
+    made = f"new {_kinds(spec.outputs)} outputs" if spec.outputs else "new outputs"
+    text = f"{task} takes no input files: run it with {weights} to make {made}, or re-measure:"
+    return text, [f"vlm run {task} --param weights={q(str(out))}", evaluate]
 
 
 def _job_label(job: TrainingJob) -> str:
