@@ -41,6 +41,7 @@ from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
 from vlm_core.runtime.seeding import forked_rng, seed_everything
+from vlm_core.samples import expand_samples
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
 from vlm_core.weights.errors import WeightsError
 
@@ -261,17 +262,19 @@ def _plugin_version(registry: Registry, plugin: str) -> str | None:
 def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskParams, list[Probe]]:
     """Everything that can be checked before running: task, parameters, inputs, output folder."""
     spec = registry.task(request.task)
-    params = validate_params(spec, request.params)
+    # `sample:NAME` inputs: the bundled sample's files, its parameters under the ones given
+    inputs, sample_params = expand_samples(spec, request.inputs)
+    params = validate_params(spec, {**sample_params, **request.params})
     if request.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
-    if not spec.inputs and request.inputs:
-        raise UsageError(f"task '{spec.id}' takes no input files, got {len(request.inputs)}")
-    if spec.inputs and not request.inputs:
+    if not spec.inputs and inputs:
+        raise UsageError(f"task '{spec.id}' takes no input files, got {len(inputs)}")
+    if spec.inputs and not inputs:
         kinds = ", ".join(str(k) for k in spec.inputs)
         raise UsageError(f"task '{spec.id}' needs at least one input ({kinds})")
     probes = (
         collect_inputs(
-            [str(p) for p in request.inputs],
+            [str(p) for p in inputs],
             spec.inputs,
             readers=registry.readers,
             check=lambda probe: check_image_size(probe, spec.image_limits, spec.id),

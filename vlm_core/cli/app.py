@@ -32,6 +32,7 @@ def cli(debug: bool) -> None:
 def tasks_cmd(as_json: bool) -> None:
     """List the tasks of every healthy plugin."""
     from vlm_core.plugins import get_registry
+    from vlm_core.samples import sample_keys
 
     specs = sorted(get_registry().tasks.values(), key=lambda s: s.id)
     if as_json:
@@ -44,6 +45,7 @@ def tasks_cmd(as_json: bool) -> None:
                     "inputs": [str(k) for k in s.inputs],
                     "outputs": [str(k) for k in s.outputs],
                     "capabilities": sorted(str(c) for c in s.capabilities),
+                    "samples": sample_keys(s),
                 }
                 for s in specs
             ]
@@ -54,9 +56,15 @@ def tasks_cmd(as_json: bool) -> None:
         return
     table(
         None,
-        ["task", "title", "inputs", "outputs"],
+        ["task", "title", "inputs", "outputs", "samples (sample:NAME)"],
         [
-            (s.id, s.title, ", ".join(map(str, s.inputs)) or "-", ", ".join(map(str, s.outputs)))
+            (
+                s.id,
+                s.title,
+                ", ".join(map(str, s.inputs)) or "-",
+                ", ".join(map(str, s.outputs)),
+                ", ".join(sample_keys(s)) or "-",
+            )
             for s in specs
         ],
     )
@@ -68,6 +76,7 @@ def tasks_cmd(as_json: bool) -> None:
 def info_cmd(task: str, as_json: bool) -> None:
     """Show a task: description, inputs, outputs and parameters (types, bounds, defaults)."""
     from vlm_core.plugins import get_registry
+    from vlm_core.samples import SCHEME, sample_key
     from vlm_core.tasks import describe_param
 
     spec = get_registry().task(task)
@@ -92,7 +101,13 @@ def info_cmd(task: str, as_json: bool) -> None:
         "memory_mb": spec.memory_mb,
         "image_limits": spec.image_limits.to_json(),
         "samples": [
-            {"name": s.name, "files": [str(f) for f in s.files], "params": dict(s.params)}
+            {
+                "name": s.name,
+                "input": f"{SCHEME}{sample_key(s.name)}",
+                "description": s.description,
+                "files": [str(f) for f in s.files],
+                "params": dict(s.params),
+            }
             for s in spec.samples
         ],
     }
@@ -125,8 +140,11 @@ def info_cmd(task: str, as_json: bool) -> None:
                     for p in rows
                 ],
             )
+    if info["samples"]:
+        click.echo(f"samples (vlm run {spec.id} {SCHEME}NAME):")
     for s in info["samples"]:
-        click.echo(f"sample '{s['name']}': {' '.join(s['files']) or '(no files)'}")
+        about = s["description"] or f"'{s['name']}'"
+        click.echo(f"  {s['input'][len(SCHEME) :]}: {about}")
 
 
 @cli.command("run")
@@ -176,7 +194,8 @@ def run_cmd(
     as_json: bool,
     overwrite: bool,
 ) -> None:
-    """Run TASK on INPUTS (files, folders or globs)."""
+    """Run TASK on INPUTS (files, folders, globs, or a bundled sample as sample:NAME; `vlm info
+    TASK` lists the sample names)."""
     import sys
 
     from vlm_core.outdir import printable
