@@ -68,8 +68,8 @@ def test_eval_names_its_data_seed_and_samples_and_compares_them(
     assert found["differences"] == ["samples", "seed", "params"]
     assert found["comparison"] == (
         f"training evaluated 15 samples of {shapes.resolve()} (sha256 {digest[:12]}, 60 files) "
-        f"with seed 0, val_fraction=0.25 at step {found['step']}; this eval used 30 samples with seed 1, "
-        "val_fraction=0.5: figures differ for that reason"
+        f"with seed 0, val_fraction=0.25 at step {found['step']}; this eval used 30 samples "
+        "with seed 1, val_fraction=0.5: figures differ for that reason"
     )
 
     # other data: its path and fingerprint are named

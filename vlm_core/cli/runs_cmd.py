@@ -8,6 +8,26 @@ import click
 
 from vlm_core.cli.output import emit_json, table
 
+#: How `vlm runs` prints a time: local date and time to the second (ISO 8601 order).
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(epoch: float | None) -> str:
+    """``epoch`` (seconds, as the run store keeps times) as local date-time; ``-`` for none."""
+    return time.strftime(TIME_FORMAT, time.localtime(epoch)) if epoch is not None else "-"
+
+
+def duration(ms: float | None) -> str:
+    """A run's duration for people: ``850 ms``, ``12.3 s``, ``4 min 05 s``."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    return f"{minutes} min {seconds:02d} s"
+
 
 @click.group("runs")
 def runs() -> None:
@@ -19,7 +39,8 @@ def runs() -> None:
 @click.option("--task", default=None, help="Only runs of this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(limit: int, task: str | None, as_json: bool) -> None:
-    """List recent runs, newest first."""
+    """List recent runs, newest first (times in local time; --json keeps the run store's
+    seconds since the epoch)."""
     from vlm_core.runstore import RunStore
 
     records = RunStore.default().list(limit=limit, task=task)
@@ -31,14 +52,14 @@ def list_cmd(limit: int, task: str | None, as_json: bool) -> None:
         return
     table(
         None,
-        ["run", "task", "status", "started", "ms", "inputs", "error"],
+        ["run", "task", "status", "started", "took", "inputs", "error"],
         [
             (
                 r.id[:12],
                 r.task,
                 r.status,
-                time.strftime("%m-%d %H:%M:%S", time.localtime(r.started_at)),
-                f"{r.duration_ms:.0f}" if r.duration_ms is not None else "-",
+                local_time(r.started_at),
+                duration(r.duration_ms),
                 len(r.inputs),
                 r.error,
             )
@@ -59,4 +80,8 @@ def show_cmd(run_id: str, as_json: bool) -> None:
         emit_json(record.to_json())
         return
     for key, value in record.to_json().items():
+        if key in ("started_at", "finished_at"):
+            key, value = key.removesuffix("_at"), local_time(value)
+        elif key == "duration_ms":
+            key, value = "duration", duration(value)
         click.echo(f"{key}: {value}")

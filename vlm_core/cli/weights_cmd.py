@@ -47,6 +47,28 @@ def _short(sha256: str | None) -> str:
     return sha256[:12] if sha256 else "-"
 
 
+#: `vlm weights list` hashes a present file no sidecar describes up to this size (bigger ones
+#: would make the listing slow; `vlm weights verify` hashes every file).
+HASH_ON_LIST_BYTES = 512 * 2**20
+
+
+def _present_sha256(path: Path, declared: str | None) -> tuple[str | None, str | None]:
+    """The sha256 of a present weights file and where it comes from: the task's declaration,
+    the ``model.json`` that `vlm train`/`vlm weights ship` wrote beside it, or the file itself
+    (hashed once per process, up to :data:`HASH_ON_LIST_BYTES`)."""
+    from vlm_core.weights import sha256_of
+    from vlm_core.weights.layout import read_sidecar
+
+    if declared:
+        return declared, "declared"
+    recorded = ((read_sidecar(path) or {}).get("files") or {}).get(path.name)
+    if isinstance(recorded, str) and len(recorded) == 64:
+        return recorded, "sidecar"
+    if path.stat().st_size <= HASH_ON_LIST_BYTES:
+        return sha256_of(path), "file"
+    return None, None
+
+
 def _raise_failures(failures: list[WeightsError], total: int, verb: str) -> None:
     """Raise the only failure as is, or one line counting several (the first one in full)."""
     if not failures:
@@ -63,7 +85,9 @@ def _raise_failures(failures: list[WeightsError], total: int, verb: str) -> None
 def list_cmd(as_json: bool) -> None:
     """List the weights installed tasks declare (present or missing) and the weights store.
 
-    Nothing is downloaded: present means in the store, at its local path or in a cache.
+    Nothing is downloaded: present means in the store, at its local path or in a cache. The
+    sha256 is the declared one, else the one recorded beside the file (model.json), else the
+    file's own (files over 512 MiB without either: `vlm weights verify` hashes them).
     """
     from vlm_core.weights import WeightsError, list_store, locate, store_dir
 
@@ -75,13 +99,17 @@ def list_cmd(as_json: bool) -> None:
             path = locate(ref, plugin=plugin)
         except WeightsError as exc:
             path, error = None, exc.problem
+        sha256, sha256_from = (
+            _present_sha256(path, ref.sha256) if path else (ref.sha256, "declared")
+        )
         rows.append(
             {
                 "task": task_id,
                 "name": ref.name,
                 "filename": ref.filename,
                 "source": ref.source,
-                "sha256": ref.sha256,
+                "sha256": sha256,
+                "sha256_from": sha256_from if sha256 else None,
                 "size_mb": ref.size_mb,
                 "status": "error" if error else "present" if path else "missing",
                 "path": str(path) if path else None,
@@ -99,6 +127,7 @@ def list_cmd(as_json: bool) -> None:
                 "filename": entry.filename,
                 "source": "store",
                 "sha256": entry.sha256,
+                "sha256_from": "store",
                 "size_mb": round(entry.size_bytes / 1e6, 3),
                 "status": "present",
                 "path": str(entry.path),
