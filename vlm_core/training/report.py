@@ -15,42 +15,71 @@ REPORT_FILE = "report.json"
 CURVES_FILE = "curves.png"
 
 
-def plot_curves(records: list[dict[str, Any]]) -> bytes | None:
-    """A PNG with the training loss and every validation value against the step."""
+def _series(records: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    return [
+        (r["step"], float(r[key]))
+        for r in records
+        if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+    ]
+
+
+def curve_panels(records: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Which logged values share an axis: ``(title, keys)`` per panel.
+
+    Every loss (a key with ``loss`` in it: ``train_loss``, ``val_loss``, a GAN's
+    ``train_loss_d``...) on one panel; the validation values that stay within [0, 1] (accuracy,
+    Dice, mAP, KID) on a second with that fixed range; every other validation value (FID in the
+    hundreds, PSNR in decibels) on a panel of its own, so no scale squashes another."""
+    keys = sorted({k for r in records for k in r if _series(records, k)})
+    losses = [k for k in keys if "loss" in k and (k.startswith(("train_", "val_")))]
+    metrics = [k for k in keys if k.startswith("val_") and k not in losses]
+    bounded = [k for k in metrics if all(0.0 <= v <= 1.0 for _, v in _series(records, k))]
+    panels = [("loss", losses)] if losses else []
+    if bounded:
+        panels.append(("validation (0-1)", bounded))
+    panels += [(k, [k]) for k in metrics if k not in bounded]
+    return panels
+
+
+def curves_figure(records: list[dict[str, Any]]) -> Any:
+    """A matplotlib ``Figure`` of the logged values against the step (panels as
+    :func:`curve_panels` groups them), or None when nothing was logged."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    train = [(r["step"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
-    val_keys = sorted(
-        {k for r in records for k, v in r.items() if k.startswith("val_") and v is not None}
-    )
-    if not train and not val_keys:
+    panels = curve_panels(records)
+    if not panels:
         return None
-    panels = 1 + bool(val_keys)
-    fig = Figure(figsize=(5.5 * panels, 3.8), dpi=100)
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(5.0 * columns, 3.6 * rows), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, panels, 1)
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train_loss")
-    val_loss = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
-    if val_loss:
-        ax.plot(*zip(*val_loss, strict=True), marker="o", label="val_loss")
-    ax.set_xlabel("step")
-    ax.set_title("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    others = [k for k in val_keys if k != "val_loss"]
-    if others:
-        ax2 = fig.add_subplot(1, panels, 2)
-        for key in others:
-            points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            if points:
-                ax2.plot(*zip(*points, strict=True), marker="o", label=key)
-        ax2.set_xlabel("step")
-        ax2.set_title("validation")
-        ax2.grid(alpha=0.3)
-        ax2.legend()
+    for index, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(rows, columns, index + 1)
+        values: list[float] = []
+        for key in keys:
+            points = _series(records, key)
+            values += [v for _, v in points]
+            # validation is sparse: markers show each measurement
+            ax.plot(*zip(*points, strict=True), marker="o" if key.startswith("val_") else None,
+                    markersize=3, label=key)  # fmt: skip
+        if title == "validation (0-1)":
+            ax.set_ylim(-0.02, 1.02)
+        elif values and min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_yscale("log")  # a loss falling by orders of magnitude
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(records: list[dict[str, Any]]) -> bytes | None:
+    """``curves.png``: :func:`curves_figure` as PNG bytes, or None when nothing was logged."""
+    fig = curves_figure(records)
+    if fig is None:
+        return None
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
