@@ -341,6 +341,16 @@ def _fail(
     state.first_error = state.first_error or exc
 
 
+def _batch_share(progress: Progress, index: int, count: int) -> Progress:
+    """``progress`` for the task's own reports while batch ``index`` of ``count`` runs: its
+    fraction of the batch becomes the run's, so a bar never goes back."""
+
+    def report(fraction: float, message: str) -> None:
+        progress((index + fraction) / count, message)
+
+    return report
+
+
 def _results(
     spec: TaskSpec,
     params: TaskParams,
@@ -366,6 +376,8 @@ def _results(
     run_id = str(base["run_id"])
     done = 0
     for index, batch in enumerate(batches):
+        if progress is not None:  # what the task reports (ctx.report) is this batch's share
+            ctx.progress = _batch_share(progress, index, len(batches))
         t0 = time.perf_counter()
         loaded: list[tuple[Probe, Any]] = []
         for probe in batch:

@@ -196,8 +196,6 @@ def run_cmd(
 ) -> None:
     """Run TASK on INPUTS (files, folders, globs, or a bundled sample as sample:NAME; `vlm info
     TASK` lists the sample names)."""
-    import sys
-
     from vlm_core.outdir import printable
     from vlm_core.params import parse_pairs
     from vlm_core.runner import RunRequest, run_task
@@ -215,18 +213,15 @@ def run_cmd(
         origin="cli",
     )
     # results are exported as they come and only their summaries kept: memory stays flat
-    if as_json or not sys.stderr.isatty():
-        outcome = run_task(request, keep_results=False)
-    else:
-        from rich.progress import Progress
+    from vlm_core.progress import ProgressDisplay
 
-        with Progress(transient=True) as bar:
-            job = bar.add_task(task, total=1.0)
-            outcome = run_task(
-                request,
-                progress=lambda f, m: bar.update(job, completed=f, description=m or task),
-                keep_results=False,
-            )
+    # a bar on a terminal; in a log, a line every 10 s and 5% of the run (none in a short one)
+    with ProgressDisplay(task, quiet=as_json) as display:
+        outcome = run_task(
+            request, progress=lambda f, m: display.update(f, info=m), keep_results=False
+        )
+        if display.lines:
+            display.finish()
     if as_json:
         emit_json(
             {

@@ -35,56 +35,6 @@ def _settings(pairs: tuple[str, ...], **given: Any) -> dict[str, Any]:
     return values
 
 
-class _Progress:
-    """Rich progress on a terminal, one line per validation otherwise (rank 0 only)."""
-
-    def __init__(self, task: str, quiet: bool) -> None:
-        self.task, self.quiet = task, quiet
-        self.bar: Any = None
-        self.job: Any = None
-
-    def __enter__(self) -> _Progress:
-        if not self.quiet and sys.stderr.isatty():
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=True,
-            )
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def __call__(self, event: Any) -> None:
-        if self.quiet:
-            return
-        values = dict(event.values)
-        if self.bar is not None:
-            if self.job is None:
-                self.job = self.bar.add_task(self.task, total=event.total_steps, info="")
-            info = "  ".join(f"{k}={v:.4g}" for k, v in values.items() if k in ("train_loss", "lr"))
-            self.bar.update(self.job, completed=event.step, info=info)
-        if event.kind == "validate":
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
-            message = f"step {event.step}/{event.total_steps}: {shown}"
-            (self.bar.console.print if self.bar is not None else _err)(message)
-        elif event.kind == "nonfinite":
-            _err(f"warning: {event.message}")
-
-
 def _err(message: str) -> None:
     click.echo(message, err=True)
 
@@ -137,6 +87,7 @@ def train_cmd(
     """
     from vlm_core.errors import UsageError, VLMError
     from vlm_core.params import parse_pairs
+    from vlm_core.progress import ProgressDisplay, TrainProgress
     from vlm_core.training.api import TrainRequest, train_task
     from vlm_core.training.distributed import launched_by_torchrun
 
@@ -174,7 +125,8 @@ def train_cmd(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with _Progress(task, quiet=as_json or not main) as progress:
+        with ProgressDisplay(task, unit="step", quiet=as_json or not main) as display:
+            progress = TrainProgress(display)
             result = train_task(request, callbacks=[progress], on_trainer=trainers.append)
     finally:
         for s, handler in previous.items():

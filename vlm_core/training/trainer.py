@@ -60,8 +60,9 @@ SEEDING = "vlm-seeding/2: step (seed, rank, step); sample (seed, epoch, index); 
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """What a progress callback receives: ``start``, ``log``, ``validate``, ``checkpoint``,
-    ``nonfinite`` and ``end`` events, with the step, the total and the latest values."""
+    """What a progress callback receives: ``start``, ``step`` (after every optimizer step that
+    was not skipped), ``log``, ``validate``, ``checkpoint``, ``nonfinite`` and ``end`` events,
+    with the step, the total and the latest values."""
 
     kind: str
     step: int
@@ -69,6 +70,13 @@ class TrainEvent:
     epoch: int
     values: Mapping[str, float] = field(default_factory=dict)
     message: str = ""
+    #: samples trained on by all processes since this process started (not counting a resumed
+    #: run's earlier ones): the throughput's numerator
+    samples: int = 0
+    #: ``step`` events: that step's training loss
+    loss: float | None = None
+    #: ``start`` events of a resumed run: the checkpoint it continues from
+    resumed_from: str = ""
 
 
 Callback = Callable[[TrainEvent], None]
@@ -349,7 +357,9 @@ class Trainer:
         running_loss, running_n = 0.0, 0
         running_extra: dict[str, float] = {}
         samples_seen = 0
-        self._emit(TrainEvent("start", step, total, step // steps_per_epoch))
+        resumed_from = str(found.path) if found is not None else ""
+        self._emit(TrainEvent("start", step, total, step // steps_per_epoch,
+                              resumed_from=resumed_from))  # fmt: skip
 
         def save(values: dict[str, float], is_best: bool) -> None:
             nonlocal last_saved
@@ -418,6 +428,8 @@ class Trainer:
                     samples_seen += n * world.size
                     for key, value in extra.items():
                         running_extra[key] = running_extra.get(key, 0.0) + value
+                    self._emit(TrainEvent("step", step, total, epoch, samples=samples_seen,
+                                          loss=loss_value))  # fmt: skip
 
                     if step % cfg.log_every == 0 or step == total:
                         values = {
@@ -432,7 +444,8 @@ class Trainer:
                         running_loss, running_n, running_extra = 0.0, 0, {}
                         last_values.update(values)
                         self._log(metrics_log, step, epoch, started, values)
-                        self._emit(TrainEvent("log", step, total, epoch, values))
+                        self._emit(TrainEvent("log", step, total, epoch, values,
+                                              samples=samples_seen))  # fmt: skip
 
                     validated = False
                     is_best = False
@@ -501,7 +514,8 @@ class Trainer:
                 "versions": versions(),
             }
             write_report(self.out, report)
-        self._emit(TrainEvent("end", step, total, step // steps_per_epoch, last_values, message))
+        self._emit(TrainEvent("end", step, total, step // steps_per_epoch, last_values, message,
+                              samples=samples_seen))  # fmt: skip
         return result
 
     def _track_best(
