@@ -27,6 +27,7 @@ from vlm_core.export.images import (
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.volumes import write_nifti
 from vlm_core.export.writer import ItemExport, RunExport, dumps, video_under
+from vlm_core.outdir import safe_name
 from vlm_core.outputs.summaries import box_items
 from vlm_core.types import (
     Boxes,
@@ -231,9 +232,11 @@ def jsonl_line(item: ItemExport, name: str, output: Caption | Reply) -> None:
 
 
 def image_set_files(item: ItemExport, name: str, images: ImageSet) -> None:
-    """``<name>/0000.png``, ``0001.png``, …: one image each."""
+    """``<name>/0000.png``, ``0001.png``, …: one image each, in order; an image that has a name
+    adds it (``0000-brush-seed3-00.png``), so the files say what they are."""
     for i, img in enumerate(images.images):
-        item.image(img.pixels, item.folder / name / f"{i:04d}")
+        stem = f"{i:04d}-{safe_name(img.name)}" if img.name else f"{i:04d}"
+        item.image(img.pixels, item.folder / name / stem)
 
 
 def embeddings_npy(item: ItemExport, name: str, emb: Embeddings) -> None:

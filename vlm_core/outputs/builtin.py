@@ -40,7 +40,7 @@ def _kind(
 
 
 CORE_KINDS: tuple[OutputKind, ...] = (
-    _kind("image", "Image", "a 2D image", {"png": "image_file"}),
+    _kind("image", "Image", "a 2D image", {"png": "image_file"}, "image_line"),
     _kind("volume", "Volume", "a 3D volume with its affine", {"nifti": "volume_nifti"}),
     _kind(
         "video",
@@ -93,7 +93,9 @@ CORE_KINDS: tuple[OutputKind, ...] = (
         "text_line",
         "text_history",
     ),
-    _kind("image_set", "ImageSet", "a gallery of images", {"png": "image_set_files"}),
+    _kind(
+        "image_set", "ImageSet", "a gallery of images", {"png": "image_set_files"}, "image_set_line"
+    ),
     _kind("embeddings", "Embeddings", "vectors with their ids", {"npy": "embeddings_npy"}),
     _kind(
         "metrics",

@@ -47,7 +47,10 @@ def box_items(boxes: Boxes) -> list[dict[str, Any]]:
 
 
 def image_summary(image: Image) -> dict[str, Any]:
-    return {"shape": list(image.pixels.shape), "dtype": str(image.pixels.dtype)}
+    """Shape and dtype, and the image's name when it has one (what made it: a generated
+    image's style and seed)."""
+    named = {"name": image.name} if image.name else {}
+    return {"shape": list(image.pixels.shape), "dtype": str(image.pixels.dtype), **named}
 
 
 def volume_summary(volume: Volume) -> dict[str, Any]:
@@ -114,7 +117,10 @@ def reply_summary(reply: Reply) -> dict[str, Any]:
 
 
 def image_set_summary(images: ImageSet) -> dict[str, Any]:
-    return {"count": len(images.images), "labels": list(images.labels)}
+    """The count, the labels, and the images' names when they have them."""
+    names = [image.name for image in images.images]
+    named = {"names": names} if any(names) else {}
+    return {"count": len(images.images), "labels": list(images.labels), **named}
 
 
 def embeddings_summary(emb: Embeddings) -> dict[str, Any]:
@@ -139,6 +145,28 @@ def file_summary(file: File) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ `vlm run` lines
+
+
+def image_line(summary: Mapping[str, Any]) -> str:
+    """``128x96 'astronaut-in-style-seed0'``: width x height, and the name when it has one."""
+    height, width = summary["shape"][:2]
+    name = summary.get("name")
+    return f"{width}x{height}" + (f" {name!r}" if name else "")
+
+
+#: How many labels of an image set `vlm run` prints before "and N more".
+SHOWN_LABELS = 4
+
+
+def image_set_line(summary: Mapping[str, Any]) -> str:
+    """``8 images: brush, seed 3 #0; circles, seed 3 #1; ... and 4 more``."""
+    count, labels = summary["count"], list(summary.get("labels") or [])
+    text = f"{count} image{'s' if count != 1 else ''}"
+    if labels:
+        text += ": " + "; ".join(labels[:SHOWN_LABELS])
+        if len(labels) > SHOWN_LABELS:
+            text += f" and {len(labels) - SHOWN_LABELS} more"
+    return text
 
 
 def text_line(summary: Mapping[str, Any]) -> str:

@@ -60,7 +60,11 @@ def test_generate_returns_count_images_reproducible_by_seed() -> None:
     first = run("art.generate", styles="circles,stripes", count=6, seed=3, upscale=2)
     images = first.results[0].outputs["images"]
     assert isinstance(images, ImageSet) and len(images.images) == 6
-    assert images.labels == ("circles", "stripes") * 3
+    # each image labelled with its style and the seed that makes it (issue 27, item 8d)
+    assert images.labels == tuple(
+        f"{s}, seed 3 #{i}" for i, s in enumerate(("circles", "stripes") * 3)
+    )
+    assert images.images[1].name == "stripes-seed3-01"
     assert all(im.pixels.shape == (64, 64, 3) for im in images.images)
     again = run("art.generate", styles="circles,stripes", count=6, seed=3, upscale=2)
     other = run("art.generate", styles="circles,stripes", count=6, seed=4, upscale=2)
@@ -86,6 +90,10 @@ def test_interpolation_endpoints_are_plain_samples(between: str) -> None:
     last = run("art.generate", count=1, upscale=1, **last_params)
     assert np.array_equal(frames[-1].pixels, last.results[0].outputs["images"].images[0].pixels)
     assert not np.array_equal(frames[2].pixels, frames[0].pixels)
+    caption = "brush to circles, seed 7" if between == "styles" else "brush, seed 7 to 8"
+    assert outputs["frames"].labels[-1] == f"{caption}, t=1.000"
+    assert strip.name == ("brush-to-circles-seed7" if between == "styles" else
+                          "brush-seed7-to-seed8")  # fmt: skip
     animation = outputs["animation"]  # the same frames, played at fps (exported as a GIF too)
     assert isinstance(animation, Video) and animation.fps == 8.0
     assert np.array_equal(animation.frames, np.stack([f.pixels for f in frames]))
@@ -127,8 +135,15 @@ def test_vlm_train_runs_two_steps_and_writes_sample_grids(tmp_path: Path) -> Non
     assert (config["max_steps"], config["batch_size"], config["lr"]) == (2, 4, 2e-4)
     assert config["schedule"] == "constant" and config["clip_grad_norm"] is None
     assert "val_fid" in (out / "metrics.jsonl").read_text()
-    # vlm eval without --weights measures the bundled weights (a training folder: as given)
     from vlm_core.training.api import evaluate_task
+
+    # vlm eval of the fresh run repeats training's evaluation (same data, seed and samples; in
+    # batches of another size): the same FID/KID/style accuracy, and it says so (issue 27)
+    fresh = evaluate_task("art.generate", data, weights=str(out), device="cpu", batch_size=3)
+    assert fresh.differences == [] and fresh.setting and fresh.setting.samples == 2
+    assert fresh.max_rel_diff is not None and fresh.max_rel_diff < 1e-3, fresh.to_dict()
+    assert fresh.comparison and fresh.comparison.endswith("the figures match")
+    # vlm eval without --weights measures the bundled weights (a training folder: as given)
 
     five = write_dataset(tmp_path / "five", 4, size=32, seed=3)  # the bundled weights' styles
     bundled = evaluate_task("art.generate", five, device="cpu", params={"val_fraction": 0.5})
@@ -149,6 +164,7 @@ def test_style_transfer_on_the_astronaut(tmp_path: Path) -> None:
     painting = run("art.generate", styles="brush", count=1, seed=2, upscale=2)
     PILImage.fromarray(painting.results[0].outputs["images"].images[0].pixels).save(style)
     out = run("art.style_transfer", [content], style=str(style), size=64, steps=8)
+    assert out.results[0].outputs["stylised"].name == "astronaut-in-style-seed0"
     stylised = out.results[0].outputs["stylised"].pixels
     assert stylised.shape == (64, 64, 3)
     plain = np.asarray(

@@ -164,9 +164,11 @@ def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[
         classes = [styles[i % len(styles)] for i in range(params.count)]
         y = torch.tensor(classes) if gen.gan.num_classes else None
         batch = generate(gen.gan, z, y)
-        names = [f"{label(c)}-{params.seed}-{i}" for i, c in enumerate(classes)]
+        # image i is latent i of the draw seeded by `seed`: style and seed say how to make it
+        names = [f"{label(c)}-seed{params.seed}-{i:02d}" for i, c in enumerate(classes)]
         images = to_images(batch, params.upscale, names)
-        return [{"images": ImageSet(tuple(images), tuple(label(c) for c in classes))}]
+        labels = tuple(f"{label(c)}, seed {params.seed} #{i}" for i, c in enumerate(classes))
+        return [{"images": ImageSet(tuple(images), labels)}]
     if params.between == "styles":
         if len(styles) < 2 or params.styles.strip() == "":
             raise InputError(
@@ -174,18 +176,21 @@ def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[
             )
         z = truncated_latents(1, latent, truncation=truncation, seed=params.seed)[0]
         batch = interpolate_styles(gen, styles[0], styles[1], z, params.frames)
-        title = f"{label(styles[0])}-to-{label(styles[1])}-{params.seed}"
+        title = f"{label(styles[0])}-to-{label(styles[1])}-seed{params.seed}"
+        caption = f"{label(styles[0])} to {label(styles[1])}, seed {params.seed}"
     else:
         z = truncated_latents(1, latent, truncation=truncation, seed=params.seed)[0]
         z1 = truncated_latents(1, latent, truncation=truncation, seed=params.seed + 1)[0]
         batch = interpolate_seeds(gen, z, z1, styles[0], params.frames)
-        title = f"{label(styles[0])}-{params.seed}-to-{params.seed + 1}"
+        title = f"{label(styles[0])}-seed{params.seed}-to-seed{params.seed + 1}"
+        caption = f"{label(styles[0])}, seed {params.seed} to {params.seed + 1}"
     frames = to_images(batch, params.upscale, [f"{title}-{i:02d}" for i in range(len(batch))])
     strip = np.concatenate([f.pixels for f in frames], axis=1)
     return [
         {
             "frames": ImageSet(
-                tuple(frames), tuple(f"t={t:.3f}" for t in np.linspace(0, 1, len(frames)))
+                tuple(frames),
+                tuple(f"{caption}, t={t:.3f}" for t in np.linspace(0, 1, len(frames))),
             ),
             "strip": Image(strip, name=title),
             "animation": Video(np.stack([f.pixels for f in frames]), fps=params.fps, name=title),

@@ -154,6 +154,8 @@ class StyleTransfer:
 
 def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[dict[str, Any]]:
     style = _resized(_load_style(params.style), params.size)
+    # each output is named for what made it: content, style image and seed (of the backbone)
+    style_name = (Path(params.style).expanduser() if params.style else default_style()).stem
     with requested("backbone_weights", params.backbone_weights):
         transfer = StyleTransfer(params.backbone, params.backbone_weights, seed=params.seed,
                                  device=ctx.device)  # fmt: skip
@@ -167,6 +169,7 @@ def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[
         out, _ = transfer(content, style, steps=params.steps, style_weight=params.style_weight,
                           content_weight=params.content_weight, lr=params.lr)  # fmt: skip
         pixels = (out[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        results.append({"stylised": Image(pixels, name=f"{item.name or 'image'}-stylised")})
+        name = f"{item.name or 'image'}-in-{style_name}-seed{params.seed}"
+        results.append({"stylised": Image(pixels, name=name)})
         ctx.report((i + 1) / len(inputs), f"{i + 1} of {len(inputs)} stylised")
     return results
