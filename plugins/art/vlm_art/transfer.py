@@ -14,7 +14,7 @@ task's accepted sizes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +122,12 @@ class StyleTransfer:
         style_weight: float,
         content_weight: float,
         lr: float,
+        on_step: Callable[[int], None] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``content`` (1, 3, H, W) and ``style`` (1, 3, h, w) in [0, 1] to the stylised
         image (1, 3, H, W) and the final losses. Sides under ``min_side`` are padded (content)
-        or tiled (style) for the backbone; the result is cropped back to the content's."""
+        or tiled (style) for the backbone; the result is cropped back to the content's.
+        ``on_step(k)`` is called after each of the ``steps`` optimisation steps (k from 1)."""
         height, width = content.shape[-2:]
         content, (top, left) = pad_edges(content.to(self.device), self.min_side)
         style = tile_to(style.to(self.device), self.min_side)
@@ -135,7 +137,7 @@ class StyleTransfer:
         x = content.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
         losses = {"content": 0.0, "style": 0.0}
-        for _ in range(steps):
+        for k in range(1, steps + 1):
             feats = self.features(x)
             loss_c = (feats[CONTENT_LEVEL] - target_c).pow(2).sum() / target_c.pow(2).sum()
             loss_s = sum(
@@ -149,6 +151,8 @@ class StyleTransfer:
             with torch.no_grad():
                 x.clamp_(0, 1)
             losses = {"content": loss_c.item(), "style": float(loss_s.item())}
+            if on_step is not None:
+                on_step(k)
         return x.detach()[..., top : top + height, left : left + width], losses
 
 
@@ -162,14 +166,20 @@ def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[
     if transfer.backbone.weights_sha256:
         ctx.record_weights(params.backbone, transfer.backbone.weights_sha256)
     results = []
+    count = len(inputs)
     for i, item in enumerate(inputs):
         if not isinstance(item, Image):
             raise InputError(f"style transfer takes images, got a {type(item).__name__}")
         content = _resized(item.to_rgb_uint8(), params.size)
+
+        def step_done(k: int, i: int = i) -> None:  # the optimisation is the long part
+            ctx.report((i + k / params.steps) / count,
+                       f"image {i + 1} of {count}: step {k}/{params.steps}")  # fmt: skip
+
         out, _ = transfer(content, style, steps=params.steps, style_weight=params.style_weight,
-                          content_weight=params.content_weight, lr=params.lr)  # fmt: skip
+                          content_weight=params.content_weight, lr=params.lr,
+                          on_step=step_done)  # fmt: skip
         pixels = (out[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
         name = f"{item.name or 'image'}-in-{style_name}-seed{params.seed}"
         results.append({"stylised": Image(pixels, name=name)})
-        ctx.report((i + 1) / len(inputs), f"{i + 1} of {len(inputs)} stylised")
     return results
