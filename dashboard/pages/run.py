@@ -27,6 +27,7 @@ from vlm_dashboard.uploads import SavedUploads, save_uploads, session_dir, uploa
 from vlm_core.errors import InputError, UsageError
 from vlm_core.io import probe_input
 from vlm_core.kinds import Kind
+from vlm_core.progress import Pace
 from vlm_core.runner import RunOutcome, RunRequest
 from vlm_core.tasks import Sample, TaskSpec
 
@@ -194,10 +195,16 @@ def _follow(job: Job) -> None:
     queue = device_queue()
     bar = st.progress(0.0, text=f"{job.label}: waiting for the device")
     shown: tuple[float, str] | None = None
+    pace: Pace | None = None  # from the moment the job has the device
     while not job.future.done():
         ahead = queue.ahead_of(job)
         fraction, message = job.progress()
-        now = (fraction, f"{job.label}: {ahead} run(s) ahead" if ahead else message)
+        if ahead:
+            now = (fraction, f"{job.label}: {ahead} run(s) ahead")
+        else:
+            pace = pace or Pace(1.0)
+            pace.update(fraction)
+            now = (fraction, f"{message}  ·  {pace.text()}")
         if now != shown:
             bar.progress(now[0], text=now[1])
             shown = now
