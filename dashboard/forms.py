@@ -114,12 +114,14 @@ def field_widget(
     label: str | None = None,
     step: float | None = None,
     number_format: str | None = None,
+    placeholder: str | None = None,
 ) -> Any:
     """Draw the widget for one parameter, starting at ``value``; return what it holds.
 
     ``label`` replaces the name shown above the widget; ``step`` and ``number_format`` the step
     and format a float's number input derives from its bounds (for values spanning decades,
-    such as a learning rate).
+    such as a learning rate); ``placeholder`` is what an empty number or text field shows
+    (what leaving it empty means).
     """
     label = label or name
     described = describe_param(name, info)
@@ -150,7 +152,14 @@ def field_widget(
             value = int(value) if integer else float(value)
         if integer:
             return st.number_input(
-                label, min_value=low, max_value=high, value=value, step=1, help=help_text, key=key
+                label,
+                min_value=low,
+                max_value=high,
+                value=value,
+                step=1,
+                help=help_text,
+                key=key,
+                placeholder=placeholder,
             )
         derived_step, derived_format = _float_step(low, high)
         return st.number_input(
@@ -162,12 +171,15 @@ def field_widget(
             format=number_format or derived_format,
             help=help_text,
             key=key,
+            placeholder=placeholder,
         )
     if annotation is str:
         max_chars = described["bounds"].get("max_length")
         text = "" if value is None else str(value)
         widget = st.text_area if max_chars is not None and max_chars > LONG_TEXT else st.text_input
-        entered = widget(label, value=text, max_chars=max_chars, help=help_text, key=key)
+        entered = widget(
+            label, value=text, max_chars=max_chars, help=help_text, key=key, placeholder=placeholder
+        )
         return None if optional and not entered else entered
     text = json.dumps(
         value, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)

@@ -417,18 +417,21 @@ def test_a_finished_art_generate_run_says_to_generate_with_the_weights(vlm_home,
     assert hint.startswith("art.generate takes no input files: run it with the trained weights")
     assert "INPUT" not in at.code[-1].value
     assert at.code[-1].value.startswith(f"vlm run art.generate --param weights={out}\n")
+    # the FID (hundreds) has a chart of its own, apart from the style accuracy (0-1)
+    shown = [sorted(set(chart_rows(c)["series"])) for c in at.get("vega_lite_chart")]
+    assert ["val_fid"] in shown and any("val_style_acc" in series for series in shown)
 
 
 # ---------------------------------------------------------------------------------------------
 # Item 7: the live curves
 
 
-def test_the_curves_wait_for_the_first_step_then_show_it_and_each_metric_on_its_own_axis(
+def test_the_curves_wait_for_the_first_step_then_show_it_on_the_panels_of_curves_png(
     with_fixture_plugins, tmp_path, monkeypatch
 ):
     """A regression test: the chart was empty until a second point was logged (a line needs
     two). Before the first step a placeholder says so; after one step every series is a point,
-    the losses share a chart and each validation metric has its own."""
+    the losses share a chart and the 0-1 validation values have theirs (as in curves.png)."""
     from vlm_core.training import api
 
     gate = threading.Event()
@@ -459,4 +462,5 @@ def test_the_curves_wait_for_the_first_step_then_show_it_and_each_metric_on_its_
     loss, acc = (chart_rows(c) for c in found)
     assert sorted(loss["series"]) == ["train_loss", "val_loss"] and list(loss["step"]) == [1, 1]
     assert list(acc["series"]) == ["val_acc"] and list(acc["step"]) == [1]
+    assert {"loss", "validation (0-1)"} <= {c.value for c in at.caption}  # curves.png's panels
     assert not [i.value for i in at.info if "Waiting" in i.value]

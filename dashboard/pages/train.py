@@ -32,16 +32,21 @@ FOLDER, ZIP = "Folder on the server", "Upload a ZIP"
 STEPS, EPOCHS = "steps", "epochs"
 RESUME = "resume if the folder holds checkpoints"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: the trainer settings the form offers besides the length and the device:
-#: (TrainConfig field, label, float step, number format)
-TRAINER_FIELDS: tuple[tuple[str, str, float | None, str | None], ...] = (
-    ("batch_size", "batch size", None, None),
-    ("lr", "learning rate", 1e-4, "%.6f"),
-    ("seed", "seed", None, None),
-    ("precision", "precision", None, None),
-    ("ema_decay", "EMA decay", 1e-3, "%.5f"),
-    ("patience", "early-stopping patience", None, None),
-)
+#: the trainer settings the form offers besides the length and the device, with the options
+#: of their widgets (:func:`~vlm_dashboard.forms.field_widget`)
+TRAINER_FIELDS: dict[str, dict[str, Any]] = {
+    "batch_size": {"label": "batch size"},
+    "lr": {"label": "learning rate", "step": 1e-4, "number_format": "%.6f"},
+    "seed": {},
+    "precision": {},
+    "ema_decay": {
+        "label": "EMA decay",
+        "step": 1e-3,
+        "number_format": "%.5f",
+        "placeholder": "off",
+    },
+    "patience": {"label": "early-stopping patience", "placeholder": "off"},
+}
 
 
 def _trainable() -> list[TaskSpec]:
@@ -93,18 +98,17 @@ def _settings(spec: TaskSpec, unit: str) -> dict[str, Any]:
     columns = iter(st.columns(4) + st.columns(4))
     with next(columns):
         values[length_field] = field_widget(
-            length_field, fields[length_field], length_start, f"{key}.{length_field}", label=unit
+            length_field,
+            fields[length_field],
+            length_start,
+            f"{key}.{length_field}",
+            label=unit,
+            placeholder="required",
         )
-    for name, label, step, number_format in TRAINER_FIELDS:
+    for name, options in TRAINER_FIELDS.items():
         with next(columns):
             values[name] = field_widget(
-                name,
-                fields[name],
-                start.get(name),
-                f"{key}.{name}",
-                label=label,
-                step=step,
-                number_format=number_format,
+                name, fields[name], start.get(name), f"{key}.{name}", **options
             )
     with next(columns):
         devices = list(dict.fromkeys([str(start["device"]), *DEVICES]))
@@ -178,7 +182,7 @@ def _start_form(spec: TaskSpec) -> None:
     st.rerun()
 
 
-def _series(records: list[dict[str, Any]], keys: tuple[str, ...]) -> pd.DataFrame:
+def _series(records: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:
     """Long-form (step, series, value) rows of ``keys``, skipping missing and non-finite ones."""
     rows = [
         {"step": r["step"], "series": k, "value": float(r[k])}
@@ -189,16 +193,17 @@ def _series(records: list[dict[str, Any]], keys: tuple[str, ...]) -> pd.DataFram
     return pd.DataFrame(rows, columns=["step", "series", "value"])
 
 
-def _line_chart(frame: pd.DataFrame) -> Any:
+def _line_chart(frame: pd.DataFrame, *, unit_range: bool) -> Any:
     """A line with a point per logged step, so the first record shows at once."""
     import altair as alt
 
+    scale = alt.Scale(domain=[0, 1]) if unit_range else alt.Scale(zero=False)
     return (
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
-            x=alt.X("step:Q", title="step"),
-            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=None, scale=scale, axis=alt.Axis(format="~g")),
             color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
             tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
         )
@@ -207,14 +212,14 @@ def _line_chart(frame: pd.DataFrame) -> Any:
 
 
 def _curves(out: Path, *, waiting: bool) -> None:
-    """The losses in one chart and each validation metric in its own (their scales differ: an
-    accuracy of 0.5 beside an FID of 1200), from the first line of ``metrics.jsonl`` on."""
+    """The run's ``metrics.jsonl`` from its first line on, on the panels of the report's
+    ``curves.png`` (:func:`~vlm_core.training.report.curve_panels`: the losses, the 0-1
+    validation values, and each larger metric such as an FID on its own axis)."""
     from vlm_core.training.metrics_log import read_log
+    from vlm_core.training.report import curve_panels
 
     records = read_log(out)
-    metrics = sorted({k for r in records for k in r if k.startswith("val_") and k != "val_loss"})
-    charts = [("loss", _series(records, ("train_loss", "val_loss")))]
-    charts += [(k, _series(records, (k,))) for k in metrics]
+    charts = [(title, _series(records, keys)) for title, keys in curve_panels(records)]
     charts = [(title, frame) for title, frame in charts if not frame.empty]
     if not charts:
         if waiting:
@@ -227,7 +232,8 @@ def _curves(out: Path, *, waiting: bool) -> None:
     for i, (title, frame) in enumerate(charts):
         with columns[i % len(columns)]:
             st.caption(title)
-            st.altair_chart(_line_chart(frame), width="stretch")
+            chart = _line_chart(frame, unit_range=title == "validation (0-1)")
+            st.altair_chart(chart, width="stretch")
 
 
 def _sample_grids(out: Path) -> None:
