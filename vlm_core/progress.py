@@ -98,7 +98,8 @@ class ProgressDisplay:
 
     Args:
         label: what is being done (a task id); leads every plain line.
-        total: the amount of work, in the unit of :meth:`update`'s ``completed``.
+        total: the amount of work, in the unit of :meth:`update`'s ``completed`` (None: not
+            known yet; :meth:`update` can give it).
         unit: the name of one piece of work (``"step"``) shown as ``step N/M``; without it the
             position is a percentage.
         quiet: show nothing.
@@ -113,7 +114,7 @@ class ProgressDisplay:
         self,
         label: str,
         *,
-        total: float = 1.0,
+        total: float | None = 1.0,
         unit: str | None = None,
         quiet: bool = False,
         stream: TextIO | None = None,
@@ -126,7 +127,7 @@ class ProgressDisplay:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.every_s, self.every_fraction = every_s, every_fraction
-        self.pace = Pace(total, clock=clock)
+        self.pace = Pace(total or 0.0, clock=clock)
         self.lines = 0  # plain progress lines written so far
         self._last: tuple[float, float] | None = None  # (time, completed) of the last line
         self._info = ""
@@ -159,7 +160,7 @@ class ProgressDisplay:
                 transient=True,
             )
             self._bar.start()
-            self._job = self._bar.add_task(self.label, total=self.pace.total, info="")
+            self._job = self._bar.add_task(self.label, total=self.pace.total or None, info="")
         return self
 
     def __exit__(self, *exc: object) -> None:

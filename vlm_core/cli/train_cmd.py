@@ -125,7 +125,7 @@ def train_cmd(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with ProgressDisplay(task, unit="step", quiet=as_json or not main) as display:
+        with ProgressDisplay(task, total=None, unit="step", quiet=as_json or not main) as display:
             progress = TrainProgress(display)
             result = train_task(request, callbacks=[progress], on_trainer=trainers.append)
     finally:
