@@ -179,6 +179,30 @@ def test_vlm_train_writes_progress_lines_to_a_non_terminal(
     assert proc.stdout.startswith("completed: 12/12 steps")
 
 
+def test_vlm_run_over_many_inputs_writes_progress_lines_to_a_non_terminal(
+    vlm_here: Callable[..., subprocess.CompletedProcess[str]],
+    shapes: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import vlm_core.progress
+
+    inputs = sorted(str(p) for p in shapes.glob("*/*.png"))[:8]
+    quiet = vlm_here("run", "good.invert", *inputs)  # a short run with a real clock: no lines
+    assert quiet.returncode == 0 and "ETA" not in quiet.stderr, quiet.stderr
+    clock = FakeClock(tick=6.0)
+    monkeypatch.setattr(vlm_core.progress, "time", SimpleNamespace(monotonic=clock))
+    proc = vlm_here("run", "good.invert", *inputs)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) >= 3, proc.stderr
+    for line in lines:
+        assert re.match(
+            r"^good\.invert: \d+%  \d of 8 done  elapsed \d:\d\d:\d\d  ETA \d:\d\d:\d\d$", line
+        ), line
+    assert lines[-1].startswith("good.invert: 100%  8 of 8 done")
+    assert len(proc.stdout.splitlines()) == 8 + 1  # the results and the summary, on stdout
+
+
 def _resume_lines(
     first: Callable[..., subprocess.CompletedProcess[str]],
     second: Callable[..., subprocess.CompletedProcess[str]],
