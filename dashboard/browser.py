@@ -16,7 +16,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,14 +56,18 @@ class DashboardServer:
 
 @contextmanager
 def dashboard_server(
-    env: Mapping[str, str] | None = None, timeout: float = 90
+    env: Mapping[str, str] | None = None, timeout: float = 90, log: Path | None = None
 ) -> Iterator[DashboardServer]:
-    """Start `vlm dashboard` on a free port; wait until it answers; stop it afterwards."""
+    """Start `vlm dashboard` on a free port; wait until it answers; stop it afterwards.
+
+    The server's output (its log, tracebacks included) goes to ``log``, or nowhere.
+    """
     port = free_port()
+    sink: IO[bytes] | int = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "vlm_core.cli", "dashboard", "--port", str(port), "--host",
          "127.0.0.1"],
-        env=dict(env or os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(env or os.environ), stdout=sink, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -81,6 +86,8 @@ def dashboard_server(
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+        if not isinstance(sink, int):
+            sink.close()
 
 
 def wait_idle(page: Any, quiet_ms: int = 400, timeout_s: float = 60) -> None:

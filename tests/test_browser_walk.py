@@ -1,0 +1,258 @@
+"""The browser walk: a real `vlm dashboard` in headless Chromium, every task run from its bundled
+sample on the Run page, then every page of the navigation opened; any Streamlit exception, error
+box or uncaught script error in the browser fails it, with the server log's tail beside.
+
+Marked ``browser`` (deselected by default): run it with `bash scripts/browser_walk.sh`, which
+skips in one line where Chromium or Playwright is missing. Tasks and pages are found at run
+time (the installed plugins' registry, the sidebar's links), so a new task or page is walked
+without a change here. Screenshots of every page and every run land in $VLM_TEST_ARTIFACTS
+(default: a temporary folder); `scripts/dashboard_screenshots.py` turns them into the user
+guide's docs/images/dashboard-*.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+log = logging.getLogger("vlm.walk")
+
+VIEWPORT = {"width": 1280, "height": 900}
+MAX_SHOT_HEIGHT = 4000  # px: a taller page is captured down to this
+RUN_TIMEOUT_S = 60  # one task from click to result (the slowest takes ~20 s on 2 CPU cores)
+IDLE_TIMEOUT_S = 20  # a page that keeps its script running longer than this is stuck
+#: the tiny parameters for what a sample leaves at its defaults; VLM_WALK_TINY=0 runs the
+#: samples exactly as shipped (the user guide's screenshots: what an operator sees)
+TINY = os.environ.get("VLM_WALK_TINY", "1") != "0"
+
+
+@dataclass
+class Walk:
+    """The browser page on a running dashboard, and what the walk found wrong so far."""
+
+    page: Any
+    url: str
+    shots: Path
+    log: Path
+    script_errors: list[str] = field(default_factory=list)  # uncaught errors in the browser
+
+    def problems(self, where: str) -> list[str]:
+        """Streamlit exceptions, error boxes and browser script errors now on ``where``."""
+        found = [f"{where}: browser script error: {e}" for e in self.script_errors]
+        self.script_errors.clear()
+        for test_id in ("stException", "stAlertContentError"):
+            boxes = self.page.get_by_test_id(test_id)
+            found += [
+                f"{where}: {_one_line(boxes.nth(i).inner_text())}" for i in range(boxes.count())
+            ]
+        return found
+
+    def screenshot(self, name: str) -> None:
+        """The whole page (Streamlit scrolls inside its main block, so the viewport is grown to
+        the block's height for the shot)."""
+        height = self.page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll("
+            "'[data-testid=stMain], [data-testid=stMainBlockContainer], "
+            "[data-testid=stSidebarContent]')].map(e => e.scrollHeight), 0)"
+        )
+        self.page.set_viewport_size(
+            {"width": VIEWPORT["width"], "height": min(max(int(height), 600), MAX_SHOT_HEIGHT)}
+        )
+        try:
+            self.page.mouse.move(0, 0)  # no hover controls over the content
+            self.page.wait_for_timeout(300)  # the layout settles at the new size
+            self.page.screenshot(path=str(self.shots / f"{name}.png"))
+        finally:
+            self.page.set_viewport_size(VIEWPORT)
+
+    def failure(self, problems: list[str]) -> str:
+        tail = self.log.read_text(errors="replace").splitlines()[-40:] if self.log.exists() else []
+        return "\n".join([*problems, "-- server log (last lines):", *tail])
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:400]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _missing_tools() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright is not installed (pip install -e '.[browser]')"
+    from vlm_dashboard.browser import chromium_path
+
+    try:
+        chromium_path()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
+    """`vlm dashboard` on a free port with a private VLM_HOME, and a Chromium page on it."""
+    missing = _missing_tools()
+    if missing:
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+    from vlm_dashboard.browser import CHROMIUM_ARGS, chromium_path, dashboard_server, wait_idle
+
+    home = tmp_path_factory.mktemp("walk-home")
+    artefacts = os.environ.get("VLM_TEST_ARTIFACTS")
+    shots = Path(artefacts) if artefacts else tmp_path_factory.mktemp("walk-screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLM_")}
+    # VLM_DEBUG: an unexpected error shows its traceback on the page, so the failure quotes it
+    env.update(VLM_HOME=str(home), VLM_DEBUG="1")
+    log = home / "server.log"
+    with dashboard_server(env, log=log) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(30_000)
+            state = Walk(page, server.url, shots, log)
+            page.on("pageerror", lambda exc: state.script_errors.append(str(exc)))
+            page.goto(server.url, wait_until="networkidle")
+            page.get_by_test_id("stSidebarNavLink").first.wait_for()
+            wait_idle(page)
+            yield state
+        finally:
+            browser.close()
+
+
+def _tasks_with_samples(home: str) -> list[Any]:
+    """The installed tasks that have a bundled sample, as the dashboard's registry has them."""
+    from vlm_core.config import settings
+    from vlm_core.plugins import load_registry
+
+    private = dataclasses.replace(settings(), config_dir=Path(home), data_dir=Path(home))
+    registry = load_registry(private)
+    return [registry.tasks[t] for t in sorted(registry.tasks) if registry.tasks[t].samples]
+
+
+def _open_page(walk: Walk, title: str, fresh: bool = False) -> None:
+    """Click ``title`` in the sidebar; ``fresh``: in a new session (the app loaded again)."""
+    from vlm_dashboard.browser import wait_idle
+
+    if fresh:
+        walk.page.goto(walk.url, wait_until="networkidle")
+    walk.page.get_by_test_id("stSidebarNavLink").filter(has_text=title).first.click()
+    walk.page.wait_for_load_state("networkidle")
+    wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+
+
+def _fill_tiny(walk: Walk, values: Mapping[str, Any]) -> None:
+    """Type the task's tiny run parameters into the form's fields where they are plain number
+    or text fields (a form submits them with the Run click; Tab commits without submitting)."""
+    form = walk.page.get_by_test_id("stForm").first
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            continue
+        box = form.get_by_label(name, exact=True)
+        if box.count() != 1 or box.evaluate("e => e.tagName") != "INPUT":
+            continue
+        box.fill(str(value))
+        box.press("Tab")
+
+
+def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
+    """Each task with a sample: chosen on the Run page, its first sample, Run; a result must
+    show and no error box. The parameters the sample leaves at their defaults are set to the
+    task's tiny ones where the form has a plain field for them, so the walk stays fast while
+    each run shows what an operator who picks the sample sees (as `vlm plugins validate` runs
+    a sample: its own parameters over the tiny ones). VLM_WALK_TINY=0: the samples as shipped."""
+    from vlm_dashboard.browser import choose_task, run_and_wait, wait_idle
+
+    specs = _tasks_with_samples(str(walk.log.parent))
+    assert specs, "no installed task has a bundled sample"
+    _open_page(walk, "Run")
+    problems = walk.problems("Run page")
+    for spec in specs:
+        where = f"Run page, {spec.id}"
+        started = time.perf_counter()
+        try:
+            choose_task(walk.page, spec.id)
+            sample_choice = walk.page.get_by_text("Bundled sample", exact=True)
+            if sample_choice.count():
+                sample_choice.first.click()
+                wait_idle(walk.page, quiet_ms=800)
+            if TINY:
+                sample = spec.samples[0]  # the one the page starts with
+                tiny = spec.tiny.params.items()
+                _fill_tiny(walk, {k: v for k, v in tiny if k not in sample.params})
+            run = run_and_wait(walk.page, spec.id, timeout_s=RUN_TIMEOUT_S)
+            # the results' renderers and downloads drawn, and their images fetched
+            wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+            walk.page.wait_for_load_state("networkidle")
+        except Exception as exc:  # record and walk on: one report lists every task that failed
+            problems.append(f"{where}: {type(exc).__name__}: {_one_line(str(exc))}")
+            problems += walk.problems(where)
+            log.info("%s: failed after %.1f s", spec.id, time.perf_counter() - started)
+            walk.screenshot(f"failed-run-{spec.id}")
+            _open_page(walk, "Run", fresh=True)  # a new session, so one failure stays one
+            continue
+        log.info("%s: %d result(s), %.1f s", spec.id, run.results, time.perf_counter() - started)
+        if run.results < 1:
+            problems.append(f"{where}: the run gave no result")
+        problems += walk.problems(where)
+        walk.screenshot(f"run-{spec.id}")
+    assert not problems, walk.failure(problems)
+
+
+def test_every_page_opens_without_an_error(walk: Walk) -> None:
+    """Every page of the sidebar's navigation, in its order: no exception and no error box.
+    History opens the newest run (the walk's last), so its stored results are drawn too."""
+    links = walk.page.get_by_test_id("stSidebarNavLink")
+    titles = [_one_line(links.nth(i).inner_text()) for i in range(links.count())]
+    titles = [re.sub(r"^\W+", "", t).strip() for t in titles]  # the icon, when it is text
+    assert {"Home", "Run", "History", "Train", "Plugins", "System"} <= set(titles), titles
+    problems: list[str] = []
+    for title in titles:
+        try:
+            _open_page(walk, title)
+        except Exception as exc:
+            problems.append(f"{title} page: {type(exc).__name__}: {_one_line(str(exc))}")
+            continue
+        problems += walk.problems(f"{title} page")
+        walk.screenshot(_slug(title))
+        log.info("%s page: opened", title)
+    assert not problems, walk.failure(problems)
+
+
+def test_the_walk_sees_an_error_box(walk: Walk) -> None:
+    """The walk's own check: a text file uploaded as a PNG to the first task that takes files
+    is refused in an error box, and the walk finds it (a Streamlit release that renamed its
+    test ids would otherwise let every error pass unseen)."""
+    from vlm_dashboard.browser import choose_task, wait_idle
+
+    specs = [s for s in _tasks_with_samples(str(walk.log.parent)) if s.inputs]
+    if not specs:
+        pytest.skip("no installed task takes input files")
+    _open_page(walk, "Run")
+    choose_task(walk.page, specs[0].id)
+    walk.page.get_by_text("Upload files", exact=True).first.click()
+    wait_idle(walk.page, quiet_ms=800)
+    upload = walk.page.get_by_test_id("stFileUploaderDropzoneInput").first
+    upload.set_input_files(
+        {"name": "not-an-image.png", "mimeType": "image/png", "buffer": b"just some text\n"}
+    )
+    walk.page.get_by_text("not-an-image.png").first.wait_for()
+    walk.page.get_by_role("button", name="Run", exact=True).first.click()
+    walk.page.get_by_test_id("stAlertContentError").first.wait_for()
+    wait_idle(walk.page)
+    problems = walk.problems("Run page")
+    assert any("not-an-image.png" in p for p in problems), problems
