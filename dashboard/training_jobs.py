@@ -24,6 +24,7 @@ import streamlit as st
 
 from vlm_core.errors import UsageError, VLMError
 from vlm_core.plugins import Registry
+from vlm_core.progress import Pace
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class TrainingJob:
     finished: float | None = None
     _trainer: Any = field(default=None, repr=False)
     _stop: bool = field(default=False, repr=False)
+    _pace: Pace | None = field(default=None, repr=False)  # elapsed and ETA, from the start event
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -75,6 +77,8 @@ class TrainingJob:
         with self._lock:
             self.step, self.total = event.step, event.total_steps
             self.values.update(event.values)
+            self._pace = self._pace or Pace(event.total_steps)
+            self._pace.update(event.step, event.total_steps)
             if self.status == "starting":
                 self.status = "running"
             if event.kind == "start" and event.step > 0:
@@ -102,6 +106,8 @@ class TrainingJob:
                 "result": self.result,
                 "started": self.started,
                 "finished": self.finished,
+                # "elapsed 0:01:05  ETA 0:03:10" while it trains
+                "pace": self._pace.text() if self._pace and self.running else "",
             }
 
     def _finish(self, status: str, *, error: str | None = None, result: Any = None) -> None:

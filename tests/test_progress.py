@@ -270,3 +270,18 @@ def test_curves_put_losses_bounded_metrics_and_large_ones_on_their_own_axes() ->
     png = plot_curves(records)
     assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
     assert curves_figure([{"step": 1, "lr": 0.1}]) is None
+
+
+def test_the_train_pages_job_carries_elapsed_and_eta() -> None:
+    """The dashboard's training job feeds the same Pace from the trainer's events; the Train
+    page shows its text beside "step N of M" while the job runs."""
+    from vlm_dashboard.training_jobs import TrainingJob
+
+    job = TrainingJob("good.shapes", Path("out"), Path("data"))
+    assert job.snapshot()["pace"] == ""
+    job.on_event(_event("start", 0))
+    job.on_event(_event("step", 5, loss=1.0, samples=80))
+    text = job.snapshot()["pace"]
+    assert re.fullmatch(r"elapsed \d:\d\d:\d\d  ETA (\d:\d\d:\d\d|\?)", text), text
+    job.status = "completed"
+    assert job.snapshot()["pace"] == ""  # a finished job shows no estimate

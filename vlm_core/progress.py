@@ -65,8 +65,8 @@ class Pace:
 
     @property
     def elapsed(self) -> float:
-        """Seconds since this display started (set-up included)."""
-        return self._now - self.started
+        """Seconds since this pace started (read now: it goes on between updates)."""
+        return self.clock() - self.started
 
     @property
     def fraction(self) -> float:

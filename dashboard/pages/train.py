@@ -257,7 +257,8 @@ def _show_job(job: TrainingJob) -> None:
     status, step, total = snap["status"], snap["step"], snap["total"]
     st.subheader(f"{snap['task']} · {status}")
     st.caption(f"data {snap['data']} · output {snap['out']} · job {snap['id']}")
-    st.progress(step / total if total else 0.0, text=f"step {step} of {total or '?'}")
+    pace = f"  ·  {snap['pace']}" if snap["pace"] else ""
+    st.progress(step / total if total else 0.0, text=f"step {step} of {total or '?'}{pace}")
     if snap["values"]:
         shown = {k: round(v, 6) for k, v in sorted(snap["values"].items())}
         st.dataframe(pd.DataFrame([shown]), hide_index=True)
