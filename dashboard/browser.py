@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -84,7 +84,8 @@ def dashboard_server(
                 time.sleep(0.3)
         yield DashboardServer(url, proc)
     finally:
-        os.killpg(proc.pid, 15)
+        with suppress(ProcessLookupError):  # already gone (it crashed or was killed)
+            os.killpg(proc.pid, 15)
         proc.wait(30)
         if not isinstance(sink, int):
             sink.close()

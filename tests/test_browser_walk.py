@@ -42,6 +42,7 @@ class Walk:
 
     page: Any
     url: str
+    server: Any  # the `vlm dashboard` process (subprocess.Popen)
     shots: Path
     log: Path
     script_errors: list[str] = field(default_factory=list)  # uncaught errors in the browser
@@ -74,6 +75,14 @@ class Walk:
             self.page.screenshot(path=str(self.shots / f"{name}.png"))
         finally:
             self.page.set_viewport_size(VIEWPORT)
+
+    def state(self) -> str:
+        """The server process and the app's status (running, connecting ...), for a failure."""
+        code = self.server.poll()
+        server = "running" if code is None else f"exited with {code}"
+        status = self.page.get_by_test_id("stStatusWidget")
+        shown = _one_line(status.first.inner_text()) if status.count() else "idle"
+        return f"server process {server}, app status: {shown}"
 
     def failure(self, problems: list[str]) -> str:
         tail = self.log.read_text(errors="replace").splitlines()[-40:] if self.log.exists() else []
@@ -124,7 +133,7 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(30_000)
-            state = Walk(page, server.url, shots, log)
+            state = Walk(page, server.url, server.process, shots, log)
             page.on("pageerror", lambda exc: state.script_errors.append(str(exc)))
             page.goto(server.url, wait_until="networkidle")
             page.get_by_test_id("stSidebarNavLink").first.wait_for()
@@ -142,6 +151,12 @@ def _tasks_with_samples(home: str) -> list[Any]:
     private = dataclasses.replace(settings(), config_dir=Path(home), data_dir=Path(home))
     registry = load_registry(private)
     return [registry.tasks[t] for t in sorted(registry.tasks) if registry.tasks[t].samples]
+
+
+def _require_server(walk: Walk) -> None:
+    """Fail at once, with the server's log, when the dashboard process is gone."""
+    if walk.server.poll() is not None:
+        pytest.fail(walk.failure([f"the dashboard server is gone ({walk.state()})"]))
 
 
 def _open_page(walk: Walk, title: str, fresh: bool = False) -> None:
@@ -177,6 +192,7 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
     a sample: its own parameters over the tiny ones). VLM_WALK_TINY=0: the samples as shipped."""
     from vlm_dashboard.browser import choose_task, run_and_wait, wait_idle
 
+    _require_server(walk)
     specs = _tasks_with_samples(str(walk.log.parent))
     assert specs, "no installed task has a bundled sample"
     _open_page(walk, "Run")
@@ -199,9 +215,13 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
             wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
             walk.page.wait_for_load_state("networkidle")
         except Exception as exc:  # record and walk on: one report lists every task that failed
-            problems.append(f"{where}: {type(exc).__name__}: {_one_line(str(exc))}")
+            problems.append(
+                f"{where}: {type(exc).__name__}: {_one_line(str(exc))} ({walk.state()})"
+            )
             problems += walk.problems(where)
             log.info("%s: failed after %.1f s", spec.id, time.perf_counter() - started)
+            if walk.server.poll() is not None:
+                break  # nothing more can be walked
             walk.screenshot(f"failed-run-{spec.id}")
             _open_page(walk, "Run", fresh=True)  # a new session, so one failure stays one
             continue
@@ -216,6 +236,7 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
 def test_every_page_opens_without_an_error(walk: Walk) -> None:
     """Every page of the sidebar's navigation, in its order: no exception and no error box.
     History opens the newest run (the walk's last), so its stored results are drawn too."""
+    _require_server(walk)
     links = walk.page.get_by_test_id("stSidebarNavLink")
     titles = [_one_line(links.nth(i).inner_text()) for i in range(links.count())]
     titles = [re.sub(r"^\W+", "", t).strip() for t in titles]  # the icon, when it is text
@@ -225,7 +246,9 @@ def test_every_page_opens_without_an_error(walk: Walk) -> None:
         try:
             _open_page(walk, title)
         except Exception as exc:
-            problems.append(f"{title} page: {type(exc).__name__}: {_one_line(str(exc))}")
+            problems.append(
+                f"{title} page: {type(exc).__name__}: {_one_line(str(exc))} ({walk.state()})"
+            )
             continue
         problems += walk.problems(f"{title} page")
         walk.screenshot(_slug(title))
@@ -239,6 +262,7 @@ def test_the_walk_sees_an_error_box(walk: Walk) -> None:
     test ids would otherwise let every error pass unseen)."""
     from vlm_dashboard.browser import choose_task, wait_idle
 
+    _require_server(walk)
     specs = [s for s in _tasks_with_samples(str(walk.log.parent)) if s.inputs]
     if not specs:
         pytest.skip("no installed task takes input files")
