@@ -1,6 +1,7 @@
 """The browser walk: a real `vlm dashboard` in headless Chromium, every task run from its bundled
-sample on the Run page, then every page of the navigation opened; any Streamlit exception, error
-box or uncaught script error in the browser fails it, with the server log's tail beside.
+sample on the Run page, one task trained from the Train page and its weights run, then every
+page of the navigation opened; any Streamlit exception, error box or uncaught script error in
+the browser fails it, with the server log's tail beside.
 
 Marked ``browser`` (deselected by default): run it with `bash scripts/browser_walk.sh`, which
 skips in one line where Chromium or Playwright is missing. Tasks and pages are found at run
@@ -30,6 +31,10 @@ log = logging.getLogger("vlm.walk")
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SHOT_HEIGHT = 4000  # px: a taller page is captured down to this
 RUN_TIMEOUT_S = 60  # one task from click to result (the slowest takes ~20 s on 2 CPU cores)
+TRAIN_TIMEOUT_S = 90  # a tiny training from its start to its end
+#: the Train page's labels of the trainer settings (TrainConfig fields) that tiny settings set
+TRAINER_LABELS = {"max_steps": "steps", "epochs": "epochs", "batch_size": "batch size",
+                  "lr": "learning rate", "seed": "seed"}  # fmt: skip
 IDLE_TIMEOUT_S = 20  # a page that keeps its script running longer than this is stuck
 #: the tiny parameters for what a sample leaves at its defaults; VLM_WALK_TINY=0 runs the
 #: samples exactly as shipped (the user guide's screenshots: what an operator sees)
@@ -70,6 +75,10 @@ class Walk:
             {"width": VIEWPORT["width"], "height": min(max(int(height), 600), MAX_SHOT_HEIGHT)}
         )
         try:
+            self.page.evaluate(  # from the top, wherever the last click scrolled to
+                "() => document.querySelectorAll('[data-testid=stMain]')"
+                ".forEach(e => e.scrollTo(0, 0))"
+            )
             self.page.mouse.move(0, 0)  # no hover controls over the content
             self.page.wait_for_timeout(300)  # the layout settles at the new size
             self.page.screenshot(path=str(self.shots / f"{name}.png"))
@@ -143,14 +152,14 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
             browser.close()
 
 
-def _tasks_with_samples(home: str) -> list[Any]:
-    """The installed tasks that have a bundled sample, as the dashboard's registry has them."""
+def _tasks(home: str) -> list[Any]:
+    """The installed tasks, as the dashboard's registry has them."""
     from vlm_core.config import settings
     from vlm_core.plugins import load_registry
 
     private = dataclasses.replace(settings(), config_dir=Path(home), data_dir=Path(home))
     registry = load_registry(private)
-    return [registry.tasks[t] for t in sorted(registry.tasks) if registry.tasks[t].samples]
+    return [registry.tasks[t] for t in sorted(registry.tasks)]
 
 
 def _require_server(walk: Walk) -> None:
@@ -170,18 +179,33 @@ def _open_page(walk: Walk, title: str, fresh: bool = False) -> None:
     wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
 
 
-def _fill_tiny(walk: Walk, values: Mapping[str, Any]) -> None:
-    """Type the task's tiny run parameters into the form's fields where they are plain number
-    or text fields (a form submits them with the Run click; Tab commits without submitting)."""
+def _choose(walk: Walk, label: str, option: str) -> None:
+    """Pick the option starting with ``option`` in the select box ``label`` (outside a form: the
+    page reruns for it)."""
+    from vlm_dashboard.browser import wait_idle
+
+    walk.page.get_by_label(label, exact=True).first.click()
+    walk.page.get_by_role("option").filter(has_text=option).first.click()
+    wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+
+
+def _fill(walk: Walk, values: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> None:
+    """Set the form's fields labelled with these names (or ``labels[name]``) to the values:
+    numbers and text typed (Tab commits without submitting the form), a choice picked from
+    its box, a switch ticked or not. A name without exactly one such field is left alone."""
     form = walk.page.get_by_test_id("stForm").first
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        box = form.get_by_label((labels or {}).get(name, name), exact=True)
+        if box.count() != 1 or not isinstance(value, int | float | str):
             continue
-        box = form.get_by_label(name, exact=True)
-        if box.count() != 1 or box.evaluate("e => e.tagName") != "INPUT":
-            continue
-        box.fill(str(value))
-        box.press("Tab")
+        if box.get_attribute("type") == "checkbox":
+            box.set_checked(bool(value), force=True)  # Streamlit hides the box under its label
+        elif box.get_attribute("role") == "combobox":
+            box.click()
+            walk.page.get_by_role("option", name=str(value), exact=True).first.click()
+        elif not isinstance(value, bool):
+            box.fill(str(value))
+            box.press("Tab")
 
 
 def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
@@ -193,7 +217,7 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
     from vlm_dashboard.browser import choose_task, run_and_wait, wait_idle
 
     _require_server(walk)
-    specs = _tasks_with_samples(str(walk.log.parent))
+    specs = [s for s in _tasks(str(walk.log.parent)) if s.samples]
     assert specs, "no installed task has a bundled sample"
     _open_page(walk, "Run")
     problems = walk.problems("Run page")
@@ -209,7 +233,7 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
             if TINY:
                 sample = spec.samples[0]  # the one the page starts with
                 tiny = spec.tiny.params.items()
-                _fill_tiny(walk, {k: v for k, v in tiny if k not in sample.params})
+                _fill(walk, {k: v for k, v in tiny if k not in sample.params})
             run = run_and_wait(walk.page, spec.id, timeout_s=RUN_TIMEOUT_S)
             # the results' renderers and downloads drawn, and their images fetched
             wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
@@ -230,6 +254,57 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
             problems.append(f"{where}: the run gave no result")
         problems += walk.problems(where)
         walk.screenshot(f"run-{spec.id}")
+    assert not problems, walk.failure(problems)
+
+
+def test_a_task_trains_from_the_train_page(walk: Walk, tmp_path: Path) -> None:
+    """The first task that can train with tiny settings: its tiny data set written, the Train
+    form filled with its tiny training parameters and trainer settings, Start training; the
+    job must complete with no error box, and its weights must run on the Run page."""
+    from vlm_dashboard.browser import run_and_wait, wait_idle
+
+    _require_server(walk)
+    specs = [s for s in _tasks(str(walk.log.parent)) if s.train and s.tiny.train_data]
+    if not specs:
+        pytest.skip("no installed task can train with tiny settings")
+    spec, tiny = specs[0], specs[0].tiny
+    data = tiny.resolve_train_data()(tmp_path / "data", **tiny.train_data_args) or tmp_path / "data"
+    page, started = walk.page, time.perf_counter()
+    _open_page(walk, "Train")
+    _choose(walk, "task", f"{spec.id} — ")
+    for unit in ("max_steps", "epochs"):
+        if unit in tiny.train_config:  # the length field is drawn in the unit chosen
+            page.get_by_text(TRAINER_LABELS[unit], exact=True).first.click()
+            wait_idle(page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+    _fill(walk, {"data folder": str(data), **tiny.train_params})
+    _fill(walk, tiny.train_config, labels=TRAINER_LABELS)
+    page.get_by_role("button", name="Start training", exact=True).click()
+    ended = page.get_by_role("heading", name=re.compile(rf"^{re.escape(spec.id)} · "))
+    ended = ended.filter(has_not_text=re.compile(r"starting|running|stopping"))
+    problems = walk.problems("Train page")
+    try:
+        ended.first.wait_for(timeout=TRAIN_TIMEOUT_S * 1000)
+        wait_idle(page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+    except Exception as exc:
+        problems.append(f"Train page, {spec.id}: {type(exc).__name__}: {_one_line(str(exc))}")
+    problems += walk.problems(f"Train page, {spec.id}")
+    status = _one_line(ended.first.inner_text()) if ended.count() else "still running"
+    log.info("training %s: %s, %.1f s", spec.id, status, time.perf_counter() - started)
+    if not status.endswith("completed"):
+        problems.append(f"Train page, {spec.id}: the job ended '{status}', not completed")
+    walk.screenshot(f"train-{spec.id}")
+    use = page.get_by_role("button", name="Use these weights on the Run page")
+    if not problems and use.count():
+        use.first.click()
+        page.wait_for_load_state("networkidle")
+        wait_idle(page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+        try:
+            run = run_and_wait(page, spec.id, timeout_s=RUN_TIMEOUT_S)
+            assert run.results >= 1, "no result"
+            log.info("%s with the trained weights: %d result(s)", spec.id, run.results)
+        except Exception as exc:
+            problems.append(f"Run page, {spec.id} with the trained weights: {exc}")
+        problems += walk.problems(f"Run page, {spec.id} with the trained weights")
     assert not problems, walk.failure(problems)
 
 
@@ -263,7 +338,7 @@ def test_the_walk_sees_an_error_box(walk: Walk) -> None:
     from vlm_dashboard.browser import choose_task, wait_idle
 
     _require_server(walk)
-    specs = [s for s in _tasks_with_samples(str(walk.log.parent)) if s.inputs]
+    specs = [s for s in _tasks(str(walk.log.parent)) if s.samples and s.inputs]
     if not specs:
         pytest.skip("no installed task takes input files")
     _open_page(walk, "Run")
