@@ -302,6 +302,7 @@ def test_a_task_trains_from_the_train_page(walk: Walk, tmp_path: Path) -> None:
             run = run_and_wait(page, spec.id, timeout_s=RUN_TIMEOUT_S)
             assert run.results >= 1, "no result"
             log.info("%s with the trained weights: %d result(s)", spec.id, run.results)
+            wait_idle(page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)  # the results drawn
         except Exception as exc:
             problems.append(f"Run page, {spec.id} with the trained weights: {exc}")
         problems += walk.problems(f"Run page, {spec.id} with the trained weights")
@@ -331,6 +332,33 @@ def test_every_page_opens_without_an_error(walk: Walk) -> None:
     assert not problems, walk.failure(problems)
 
 
+def test_the_newest_run_runs_again_from_history(walk: Walk) -> None:
+    """History opens the newest run; **Run again with these parameters** opens it on the Run
+    page, where it runs again without an error box."""
+    from vlm_dashboard.browser import RESULT, run_and_wait, wait_idle
+
+    _require_server(walk)
+    _open_page(walk, "History")
+    heading = walk.page.get_by_role("heading", name=re.compile(r"^\W*[0-9a-f]{8} · [\w.]+ · "))
+    if not heading.count():
+        pytest.skip("the run store holds no run (every task failed)")
+    task = _one_line(heading.first.inner_text()).split(" · ")[1]
+    walk.page.get_by_role("button", name="Run again with these parameters").first.click()
+    walk.page.wait_for_load_state("networkidle")
+    wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+    assert not walk.page.get_by_text(RESULT).count(), "the Run page shows an old result"
+    problems = walk.problems(f"Run page, {task} again from History")
+    try:
+        run = run_and_wait(walk.page, task, timeout_s=RUN_TIMEOUT_S)
+        assert run.results >= 1, "no result"
+        log.info("%s again from History: %d result(s)", task, run.results)
+        wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)  # the results drawn
+    except Exception as exc:
+        problems.append(f"Run page, {task} again from History: {exc} ({walk.state()})")
+    problems += walk.problems(f"Run page, {task} again from History")
+    assert not problems, walk.failure(problems)
+
+
 def test_the_walk_sees_an_error_box(walk: Walk) -> None:
     """The walk's own check: a text file uploaded as a PNG to the first task that takes files
     is refused in an error box, and the walk finds it (a Streamlit release that renamed its
@@ -341,7 +369,7 @@ def test_the_walk_sees_an_error_box(walk: Walk) -> None:
     specs = [s for s in _tasks(str(walk.log.parent)) if s.samples and s.inputs]
     if not specs:
         pytest.skip("no installed task takes input files")
-    _open_page(walk, "Run")
+    _open_page(walk, "Run", fresh=True)
     choose_task(walk.page, specs[0].id)
     walk.page.get_by_text("Upload files", exact=True).first.click()
     wait_idle(walk.page, quiet_ms=800)
