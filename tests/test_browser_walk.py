@@ -50,6 +50,7 @@ class Walk:
     server: Any  # the `vlm dashboard` process (subprocess.Popen)
     shots: Path
     log: Path
+    tasks: list[Any]  # the installed tasks' specs, as the server's registry has them
     script_errors: list[str] = field(default_factory=list)  # uncaught errors in the browser
 
     def problems(self, where: str) -> list[str]:
@@ -142,7 +143,7 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(30_000)
-            state = Walk(page, server.url, server.process, shots, log)
+            state = Walk(page, server.url, server.process, shots, log, _tasks(home))
             page.on("pageerror", lambda exc: state.script_errors.append(str(exc)))
             page.goto(server.url, wait_until="networkidle")
             page.get_by_test_id("stSidebarNavLink").first.wait_for()
@@ -152,12 +153,12 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
             browser.close()
 
 
-def _tasks(home: str) -> list[Any]:
-    """The installed tasks, as the dashboard's registry has them."""
+def _tasks(home: Path) -> list[Any]:
+    """The installed tasks, as the dashboard's registry has them (the same VLM_HOME)."""
     from vlm_core.config import settings
     from vlm_core.plugins import load_registry
 
-    private = dataclasses.replace(settings(), config_dir=Path(home), data_dir=Path(home))
+    private = dataclasses.replace(settings(), config_dir=home, data_dir=home)
     registry = load_registry(private)
     return [registry.tasks[t] for t in sorted(registry.tasks)]
 
@@ -217,7 +218,7 @@ def test_every_task_runs_from_its_bundled_sample(walk: Walk) -> None:
     from vlm_dashboard.browser import choose_task, run_and_wait, wait_idle
 
     _require_server(walk)
-    specs = [s for s in _tasks(str(walk.log.parent)) if s.samples]
+    specs = [s for s in walk.tasks if s.samples]
     assert specs, "no installed task has a bundled sample"
     _open_page(walk, "Run")
     problems = walk.problems("Run page")
@@ -264,7 +265,7 @@ def test_a_task_trains_from_the_train_page(walk: Walk, tmp_path: Path) -> None:
     from vlm_dashboard.browser import run_and_wait, wait_idle
 
     _require_server(walk)
-    specs = [s for s in _tasks(str(walk.log.parent)) if s.train and s.tiny.train_data]
+    specs = [s for s in walk.tasks if s.train and s.tiny.train_data]
     if not specs:
         pytest.skip("no installed task can train with tiny settings")
     spec, tiny = specs[0], specs[0].tiny
@@ -274,7 +275,8 @@ def test_a_task_trains_from_the_train_page(walk: Walk, tmp_path: Path) -> None:
     _choose(walk, "task", f"{spec.id} — ")
     for unit in ("max_steps", "epochs"):
         if unit in tiny.train_config:  # the length field is drawn in the unit chosen
-            page.get_by_text(TRAINER_LABELS[unit], exact=True).first.click()
+            unit_choice = page.get_by_test_id("stRadio").filter(has_text="train for")
+            unit_choice.get_by_text(TRAINER_LABELS[unit], exact=True).first.click()
             wait_idle(page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
     _fill(walk, {"data folder": str(data), **tiny.train_params})
     _fill(walk, tiny.train_config, labels=TRAINER_LABELS)
@@ -366,7 +368,7 @@ def test_the_walk_sees_an_error_box(walk: Walk) -> None:
     from vlm_dashboard.browser import choose_task, wait_idle
 
     _require_server(walk)
-    specs = [s for s in _tasks(str(walk.log.parent)) if s.samples and s.inputs]
+    specs = [s for s in walk.tasks if s.samples and s.inputs]
     if not specs:
         pytest.skip("no installed task takes input files")
     _open_page(walk, "Run", fresh=True)
