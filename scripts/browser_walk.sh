@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The browser walk (tests/test_browser_walk.py): `vlm dashboard` in headless Chromium, every
-# task run from its bundled sample, every page opened; fails on any exception or error box.
-# Run after scripts/test.sh (which sets up .venv). Where Chromium or Playwright is missing it
-# says so in one line and exits 0. Bounded: 240 s. Extra arguments go to pytest.
-# Screenshots: VLM_TEST_ARTIFACTS=DIR (then scripts/dashboard_screenshots.py DIR for the docs).
+# task run from its bundled sample, one task trained and its weights run, a run repeated from
+# History, every page opened; fails on any exception or error box. Run after scripts/test.sh
+# (which sets up .venv). Where Chromium or Playwright is missing it says so in one line and
+# exits 0. Bounded: 240 s. Extra arguments go to pytest. Screenshots: VLM_TEST_ARTIFACTS=DIR
+# (then `python scripts/dashboard_screenshots.py --from DIR` for the user guide's images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=.venv/bin/python
