@@ -103,12 +103,13 @@ def test_vlm_dashboard_serves_the_app(tmp_path):
 
 
 def test_vlm_dashboard_passes_upload_limit_error_details_and_xsrf(monkeypatch):
-    import subprocess
-
+    from vlm_core.cli import supervise
     from vlm_core.cli.app import cli
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(
+        supervise, "run_supervised", lambda cmd, env, name: calls.append((cmd, env)) or 0
+    )
     monkeypatch.delenv("VLM_DEBUG", raising=False)
     assert CliRunner().invoke(cli, ["dashboard", "--max-upload-mb", "5"]).exit_code == 0
     assert CliRunner().invoke(cli, ["--debug", "dashboard"]).exit_code == 0
