@@ -8,4 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff check";  ruff check .
 echo "== ruff format"; ruff format --check .
 echo "== mypy";        mypy
-echo "== pytest";      python -m pytest "$@"
+# bounded, so a test that hangs fails CI within 30 minutes instead of holding it (SIGINT: pytest
+# reports where it was); the default tier takes about 4 minutes, the slow tier under 20
+echo "== pytest";      timeout --signal=INT --kill-after=30 "${VLM_TEST_TIMEOUT:-1800}" \
+                           python -m pytest "$@"
