@@ -181,15 +181,20 @@ def test_a_lock_kept_by_a_forked_child_of_a_killed_run_is_taken_over(tmp_path):
         from vlm_core.lockfile import Holder, LockFile
         LockFile.acquire(Path({str(tmp_path / "x.lock")!r}), Holder.this_process("a" * 32))
         child = os.fork()
-        if child == 0:
+        if child == 0:  # os.fork has run the at-fork hooks in here before returning
+            os.write(1, b"child forked\\n")  # one write each: the two lines cannot interleave
             time.sleep(20)
             os._exit(0)
-        print(child, flush=True)
+        os.write(1, f"{{child}}\\n".encode())
         os._exit(0)  # the run dies without releasing its lock
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    child = int(proc.stdout.readline())
+    # both lines, in either order: on a busy machine the child may not have been scheduled
+    # (and closed its copy of the lock) when its parent has already died
+    lines = {proc.stdout.readline().strip() for _ in range(2)}
+    (child,) = (int(line) for line in lines if line != "child forked")
+    assert "child forked" in lines
     try:
         proc.wait(10)
         os.kill(child, 0)  # the child still runs
