@@ -42,6 +42,10 @@ class InputError(UsageError):
     """
 
 
+class RefusedError(UsageError):
+    """Every input of a ``--strict`` run looks unlike the task's training data: none answered."""
+
+
 class PluginError(VLMError):
     """A plugin failed to import, to register or to run (fatal only in strict mode)."""
 

@@ -30,7 +30,15 @@ from typing import Any
 
 from vlm_core import __version__
 from vlm_core.config import Quarantine, edit_user_config
-from vlm_core.errors import TaskRunError, UsageError, VLMError, describe_exception, disk_full
+from vlm_core.errors import (
+    RefusedError,
+    TaskRunError,
+    UsageError,
+    VLMError,
+    describe_exception,
+    disk_full,
+)
+from vlm_core.familiarity.verdict import ood_refusal
 from vlm_core.io.limits import check_image_size
 from vlm_core.io.load import Probe, collect_inputs, load_input
 from vlm_core.io.readers import ReaderError
@@ -64,6 +72,7 @@ class RunRequest:
     image_format: str = "png"
     overwrite: bool = False  # replace a finished run in out_dir instead of writing beside it
     origin: str = "python"  # what asks for the run ("cli", "dashboard"): kept with a quarantine
+    strict: bool = False  # refuse inputs that look unlike the training data instead of answering
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,18 @@ class InputFailure:
         return {"input": self.input, "error": self.error}
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An input refused under ``strict``: it looks unlike the task's training data."""
+
+    input: str  # the input's path
+    ood: Mapping[str, Any]  # its familiarity verdict
+    error: str  # one line saying so
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.input, "ood": dict(self.ood), "error": self.error}
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -87,6 +108,7 @@ class RunOutcome:
     summaries: list[dict[str, Any]] = field(default_factory=list)  # one JSON summary per result
     requested_out: Path | None = None  # the --out asked for, when out_dir is beside it
     failures: list[InputFailure] = field(default_factory=list)  # inputs the plugin crashed on
+    refused: list[Refusal] = field(default_factory=list)  # inputs refused under strict
 
 
 def _check_outputs(
@@ -147,27 +169,44 @@ def call_task(
         raise TaskRunError(spec.plugin, spec.id, describe_exception(exc)) from exc
 
 
+Answer = tuple["Mapping[str, Any] | TaskRunError", "Mapping[str, Any] | None"]
+
+
+def _call(
+    spec: TaskSpec,
+    inputs: Sequence[Any],
+    params: TaskParams,
+    ctx: RunContext,
+    kinds: OutputKinds,
+) -> list[Answer]:
+    """:func:`call_task`, each input's outputs with the familiarity verdict the task recorded
+    for it (:meth:`RunContext.record_ood`)."""
+    ctx.take_ood(0)  # nothing a crashed call recorded carries over
+    produced = call_task(spec, inputs, params, ctx, kinds)
+    return list(zip(produced, ctx.take_ood(len(produced)), strict=True))
+
+
 def _call_batch(
     spec: TaskSpec,
     inputs: Sequence[Any],
     params: TaskParams,
     ctx: RunContext,
     kinds: OutputKinds,
-) -> list[Mapping[str, Any] | TaskRunError]:
-    """:func:`call_task` on a batch; when it crashes, the batch's inputs again one by one, so
+) -> list[Answer]:
+    """:func:`_call` on a batch; when it crashes, the batch's inputs again one by one, so
     that only those the task crashes on fail (each as its :class:`TaskRunError`)."""
     try:
-        return list(call_task(spec, inputs, params, ctx, kinds))
+        return _call(spec, inputs, params, ctx, kinds)
     except TaskRunError as exc:
         if len(inputs) <= 1:
-            return [exc]
+            return [(exc, None)]
         log.info("%s; running the batch's %d inputs one by one", exc, len(inputs))
-    out: list[Mapping[str, Any] | TaskRunError] = []
+    out: list[Answer] = []
     for item in inputs:
         try:
-            out += call_task(spec, [item], params, ctx, kinds)
+            out += _call(spec, [item], params, ctx, kinds)
         except TaskRunError as exc:
-            out.append(exc)
+            out.append((exc, None))
     return out
 
 
@@ -304,6 +343,7 @@ class _Progress:
     timings: dict[str, float] = field(default_factory=lambda: {"load_ms": 0.0, "run_ms": 0.0})
     failures: list[InputFailure] = field(default_factory=list)
     first_error: BaseException | None = None  # the first crash, raised when nothing ran
+    refused: list[Refusal] = field(default_factory=list)  # flagged inputs refused under strict
     judged: bool = False  # whether the plugin was judged by its samples in this run
 
 
@@ -390,18 +430,18 @@ def _results(
         inputs = [item for _, item in loaded]
         records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p, _ in loaded]
         t1 = time.perf_counter()
-        produced: list[Mapping[str, Any] | TaskRunError] = []
+        produced: list[Answer] = []
         if isolate and inputs:
             produced = _call_batch(spec, inputs, params, ctx, registry.output_kinds)
         elif not batch:  # a task without inputs runs once: its crash is the run's
             try:
-                produced += call_task(spec, inputs, params, ctx, registry.output_kinds)
+                produced += _call(spec, inputs, params, ctx, registry.output_kinds)
             except TaskRunError as exc:
                 if isolate:
                     _judge_task_crash(exc, spec, request, registry, run_id)
                 raise
         elif inputs:
-            produced += call_task(spec, inputs, params, ctx, registry.output_kinds)
+            produced += _call(spec, inputs, params, ctx, registry.output_kinds)
         t2 = time.perf_counter()
         timings["load_ms"] += (t1 - t0) * 1e3
         timings["run_ms"] += (t2 - t1) * 1e3
@@ -410,9 +450,15 @@ def _results(
             "load": round((t1 - t0) * 1e3 / share, 3),
             "run": round((t2 - t1) * 1e3 / share, 3),
         }
-        for i, outputs in enumerate(produced):
+        for i, (outputs, ood) in enumerate(produced):
             if isinstance(outputs, TaskRunError):
                 _fail(state, loaded[i][0], outputs, spec, request, registry, run_id)
+                continue
+            if request.strict and ood is not None and ood["flagged"] and loaded:
+                name = str(loaded[i][0].path)
+                why = ood_refusal(name, spec.id, ood)  # type: ignore[arg-type]
+                log.info("%s", why)
+                state.refused.append(Refusal(name, ood, why))
                 continue
             provenance = Provenance(
                 **base,
@@ -424,11 +470,16 @@ def _results(
             )
             source = inputs[i] if inputs else None
             done += 1
-            yield Result(spec.id, dict(outputs), provenance, source)
+            yield Result(spec.id, dict(outputs), provenance, source, ood)
         if progress is not None:
             progress((index + 1) / len(batches), f"{done} of {max(len(probes), 1)} done")
     if state.first_error is not None and done == 0:
         raise state.first_error
+    if state.refused and done == 0 and not state.failures:
+        raise RefusedError(
+            "; ".join(r.error for r in state.refused[:3])
+            + (f"; and {len(state.refused) - 3} more" if len(state.refused) > 3 else "")
+        )
 
 
 def _export(
@@ -457,8 +508,9 @@ def _export(
     return [target / p.relative_to(staging) for p in staged]
 
 
-def _failures_text(failures: Sequence[InputFailure], total: int) -> str:
-    """One line for the run store: how many inputs failed, and each with its error."""
+def _failures_text(failures: Sequence[InputFailure | Refusal], total: int) -> str:
+    """One line for the run store: how many inputs failed or were refused, and each with its
+    error."""
     listed = "; ".join(f"{f.input}: {f.error}" for f in failures)
     return f"{len(failures)} of {total} inputs failed: {listed}"
 
@@ -566,23 +618,30 @@ def run_task(
             "weights_sha256": dict(ctx.weights_sha256),
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
+        # each answered input's familiarity verdict (None: the weights have none)
+        summary["ood"] = [{"input": one["input"], "ood": one["ood"]} for one in summaries]
         if failed:
             summary["failures"] = [f.to_json() for f in failed]
+        if state.refused:
+            summary["refused"] = [r.to_json() for r in state.refused]
+        problems: list[InputFailure | Refusal] = [*failed, *state.refused]
         store.finish(
             run_id,
-            "partial" if failed else "ok",
+            "partial" if problems else "ok",
             outputs=[str(f) for f in files],
             provenance=summary,
-            error=_failures_text(failed, len(probes)) if failed else None,
+            error=_failures_text(problems, len(probes)) if problems else None,
         )
         out_dir = claim.target if claim is not None else None
         beside = claim.requested if claim is not None and claim.beside else None
-        return RunOutcome(run_id, kept, files, out_dir, timings, summaries, beside, failed)
+        return RunOutcome(run_id, kept, files, out_dir, timings, summaries, beside, failed,
+                          list(state.refused))  # fmt: skip
     except BaseException as exc:
         error = str(exc) if isinstance(exc, VLMError) else describe_exception(exc)
         if len(failed) > 1:
             error = _failures_text(failed, len(probes))
-        store.finish(run_id, "failed", error=error)
+        store.finish(run_id, "rejected" if isinstance(exc, RefusedError) else "failed",
+                     error=error)  # fmt: skip
         raise
     finally:
         if claim is not None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from vlm_core.kinds import INPUT_KINDS, OUTPUT_KINDS, Capability, Kind
 
 if TYPE_CHECKING:
+    from vlm_core.familiarity.verdict import Ood
     from vlm_core.training.setup import TrainSetup
     from vlm_core.types import Input, Output
 
@@ -144,8 +145,8 @@ class TrainFunction(typing.Protocol):
 
     ``data`` is the path given to ``vlm train --data`` / ``vlm eval --data``; ``params`` is the
     validated training parameter model (``TaskSpec.train_params``, else ``TaskSpec.params``).
-    The same function serves training and evaluation (``ctx.purpose``), so both see the same
-    validation split and metrics.
+    The same function serves training, evaluation and familiarity fitting (``ctx.purpose``),
+    so all see the same validation split and metrics.
     """
 
     def __call__(self, data: Path, params: Any, ctx: TrainContext) -> TrainSetup: ...
@@ -163,7 +164,10 @@ class TrainContext:
     plugin: str
     device: str
     seed: int = 0
-    purpose: Literal["train", "eval"] = "train"
+    #: ``train``; ``eval``: the network as ``weights_card`` records it and the validation split;
+    #: ``fit``: the network as recorded, and the training items and validation split that
+    #: fit its familiarity model (``vlm train --fit-ood-only``)
+    purpose: Literal["train", "eval", "fit"] = "train"
     rank: int = 0
     world_size: int = 1
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("vlm.train"))
@@ -192,6 +196,7 @@ class RunContext:
     progress: Callable[[float, str], None] | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("vlm.task"))
     _device: str | None = field(default=None, repr=False)
+    _ood: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> str:
@@ -215,6 +220,20 @@ class RunContext:
     def record_weights(self, name: str, sha256: str) -> None:
         """Record the sha256 of weights the task loaded; it goes into the provenance."""
         self.weights_sha256[name] = sha256
+
+    def record_ood(self, index: int, verdict: Ood | None) -> None:
+        """Record whether input ``index`` of this call looks unlike the training data (the
+        verdict of :meth:`vlm_core.weights.LoadedModel.judge`; None: weights without a
+        familiarity model). It becomes the result's ``ood``; under ``--strict`` a flagged
+        input is refused instead of answered."""
+        self._ood[index] = verdict
+
+    def take_ood(self, count: int) -> list[Ood | None]:
+        """The verdicts recorded for a call of ``count`` inputs (None where none was), and
+        forget them: what the runner does after each call."""
+        found = [self._ood.get(i) for i in range(count)]
+        self._ood.clear()
+        return found
 
 
 @dataclass(frozen=True)

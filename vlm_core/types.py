@@ -417,3 +417,7 @@ class Result:
     outputs: Mapping[str, Output]
     provenance: Provenance
     input: Input | None = None
+    #: whether the input looks unlike the training data of the task's network:
+    #: ``{"flagged": bool, "score": float, "threshold": float}``, or None when the weights
+    #: have no familiarity model (see :mod:`vlm_core.familiarity`)
+    ood: Mapping[str, Any] | None = None

@@ -181,6 +181,12 @@ def info_cmd(task: str, as_json: bool) -> None:
     show_default=True,
     help="Format of exported 8-bit images (16-bit stays PNG).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse inputs that look unlike the task's training data (exit 2) instead of "
+    "answering them with a warning.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def run_cmd(
     task: str,
@@ -193,6 +199,7 @@ def run_cmd(
     image_format: str,
     as_json: bool,
     overwrite: bool,
+    strict: bool,
 ) -> None:
     """Run TASK on INPUTS (files, folders, globs, or a bundled sample as sample:NAME; `vlm info
     TASK` lists the sample names)."""
@@ -211,6 +218,7 @@ def run_cmd(
         image_format=image_format,
         overwrite=overwrite,
         origin="cli",
+        strict=strict,
     )
     # results are exported as they come and only their summaries kept: memory stays flat
     from vlm_core.progress import ProgressDisplay
@@ -232,9 +240,11 @@ def run_cmd(
                 "files": [str(f) for f in outcome.files],
                 "timings_ms": {k: round(v, 3) for k, v in outcome.timings_ms.items()},
                 "failures": [f.to_json() for f in outcome.failures],
+                "refused": [r.to_json() for r in outcome.refused],
             }
         )
-        _exit_on_failures(outcome.failures)
+        _warn_unfamiliar(outcome.summaries, task)
+        _exit_on_failures(outcome.failures, outcome.refused)
         return
     from vlm_core.plugins import get_registry
 
@@ -256,23 +266,41 @@ def run_cmd(
             "--overwrite replaces it)"
         )
     failed = f", {len(outcome.failures)} input(s) failed" if outcome.failures else ""
+    if outcome.refused:
+        failed += f", {len(outcome.refused)} input(s) refused (--strict)"
     click.echo(
         f"run {outcome.run_id[:12]}: {len(outcome.summaries)} result(s){failed} in "
         f"{outcome.timings_ms['total_ms'] / 1000:.2f} s{where}"
     )
-    _exit_on_failures(outcome.failures)
+    _warn_unfamiliar(outcome.summaries, task)
+    _exit_on_failures(outcome.failures, outcome.refused)
 
 
-def _exit_on_failures(failures: Sequence[Any]) -> None:
-    """A run some inputs of which the plugin crashed on: one line each on stderr, exit 1 (the
-    other inputs' results are kept)."""
+def _warn_unfamiliar(summaries: Sequence[dict[str, Any]], task: str) -> None:
+    """One warning line on stderr per result whose input looks unlike the training data."""
+    from vlm_core.familiarity import ood_warning
     from vlm_core.outdir import printable
 
-    if not failures:
-        return
+    for summary in summaries:
+        ood = summary.get("ood")
+        if ood and ood.get("flagged"):
+            name = Path(summary["input"]).name if summary.get("input") else task
+            click.echo(printable(f"warning: {ood_warning(name, task, ood)}"), err=True)
+
+
+def _exit_on_failures(failures: Sequence[Any], refused: Sequence[Any] = ()) -> None:
+    """A run some inputs of which the plugin crashed on (exit 1) or that ``--strict``
+    refused (exit 2): one line each on stderr (the other inputs' results are kept)."""
+    from vlm_core.outdir import printable
+
     for failure in failures:
         click.echo(printable(f"error: {failure.input}: {failure.error}"), err=True)
-    raise SystemExit(1)
+    for refusal in refused:
+        click.echo(printable(f"error: {refusal.error}"), err=True)
+    if failures:
+        raise SystemExit(1)
+    if refused:
+        raise SystemExit(2)
 
 
 @cli.command("doctor")

@@ -64,6 +64,19 @@ def _err(message: str) -> None:
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option(
+    "--fit-ood-only",
+    "fit_ood_only",
+    is_flag=True,
+    help="Do not train: fit the familiarity model of --weights on --data (in-domain items) "
+    "into --out, so runs with them flag inputs unlike that data.",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="With --fit-ood-only: the weights (a `vlm train` folder, checkpoint, file or hub "
+    "reference; default: the task's bundled weights).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_cmd(
     task: str,
@@ -79,11 +92,15 @@ def train_cmd(
     device: str | None,
     seed: int | None,
     as_json: bool,
+    fit_ood_only: bool,
+    weights: str | None,
 ) -> None:
     """Train TASK on --data; the same command works under `torchrun --nproc-per-node N`.
 
     The --out folder is usable at once: `vlm run TASK --param weights=OUT` takes its best
-    checkpoint, `vlm eval TASK --data ... --weights OUT` re-measures it.
+    checkpoint, `vlm eval TASK --data ... --weights OUT` re-measures it. Training ends by
+    fitting the checkpoint's familiarity model (--set familiarity=false skips it);
+    --fit-ood-only fits one for weights trained elsewhere.
     """
     from vlm_core.errors import UsageError, VLMError
     from vlm_core.params import parse_pairs
@@ -93,6 +110,12 @@ def train_cmd(
 
     if epochs is not None and steps is not None:
         raise UsageError("give --epochs or --steps, not both")
+    if fit_ood_only:
+        _fit_ood_only(task, data, out, weights, params, device, seed, batch_size, as_json)
+        return
+    if weights is not None:
+        raise UsageError("--weights goes with --fit-ood-only (to start training from weights, "
+                         "give the task's weights parameter: -p weights=...)")  # fmt: skip
     config = _settings(
         settings,
         epochs=epochs,
@@ -146,10 +169,51 @@ def train_cmd(
             f"({result.samples_per_s:.1f} samples/s){best_text}"
         )
         click.echo(f"checkpoints, metrics.jsonl, report.json and curves.png in {result.out}")
+        if result.familiarity:
+            click.echo(_familiarity_line(result.familiarity))
     if result.status == "diverged":
         raise VLMError(result.message)
     if signals:
         raise SystemExit(130)
+
+
+def _familiarity_line(summary: dict[str, Any]) -> str:
+    rate = summary.get("calibration_flagged_rate") or 0.0
+    return (
+        f"familiarity: fitted on {summary.get('fit_items')} items; threshold "
+        f"{summary['threshold']:.4g} flags {100 * rate:.1f}% of "
+        f"{summary.get('calibration_items', 0) + (summary.get('fit_items') or 0)} in-domain "
+        "scores (held-out and leave-one-out)"
+    )
+
+
+def _fit_ood_only(
+    task: str,
+    data: Path,
+    out: Path | None,
+    weights: str | None,
+    params: tuple[str, ...],
+    device: str | None,
+    seed: int | None,
+    batch_size: int | None,
+    as_json: bool,
+) -> None:
+    from vlm_core.errors import UsageError
+    from vlm_core.params import parse_pairs
+    from vlm_core.training.api import fit_familiarity_only
+
+    if out is None:
+        raise UsageError("--fit-ood-only needs --out: the folder to write the weights and "
+                         "their familiarity model into")  # fmt: skip
+    found = fit_familiarity_only(
+        task, data, out, weights=weights, params=parse_pairs(params), seed=seed,
+        device=device or "auto", batch_size=batch_size or 16, command=["vlm", *sys.argv[1:]],
+    )  # fmt: skip
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(_familiarity_line(found["familiarity"]))
+    click.echo(f"weights with it in {found['out']}: vlm run {task} --param weights={found['out']}")
 
 
 @click.command("eval")

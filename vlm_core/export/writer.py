@@ -70,8 +70,9 @@ def output_summary(output: Output, kinds: OutputKinds | None = None) -> dict[str
 
 
 def result_summary(result: Result, kinds: OutputKinds | None = None) -> dict[str, Any]:
-    """What ``result.json`` holds: task, input, output summaries, provenance, and the warnings
-    the input came with (what its reader had to assume, e.g. a volume's slice spacing).
+    """What ``result.json`` holds: task, input, output summaries, provenance, the warnings
+    the input came with (what its reader had to assume, e.g. a volume's slice spacing) and
+    whether the input looks unlike the training data (``ood``, :mod:`vlm_core.familiarity`).
     ``kinds``: the output kinds to summarise with (default: the core's)."""
     kinds = kinds if kinds is not None else builtin_output_kinds()
     return {
@@ -79,6 +80,7 @@ def result_summary(result: Result, kinds: OutputKinds | None = None) -> dict[str
         "input": result.provenance.inputs[0].path if result.provenance.inputs else None,
         "outputs": {name: kinds.summarise(out) for name, out in result.outputs.items()},
         "warnings": list(getattr(result.input, "warnings", ())),
+        "ood": dict(result.ood) if result.ood is not None else None,
         "provenance": dataclasses.asdict(result.provenance),
     }
 

@@ -370,12 +370,110 @@ def evaluate_task(
     )
 
 
+def fit_familiarity_only(
+    task: str,
+    data: Path,
+    out: Path,
+    *,
+    weights: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    command: Sequence[str] | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """``vlm train --fit-ood-only``: fit the familiarity model of ``weights`` (a training
+    folder, checkpoint or file, a hub checkpoint included; None: the weights the task ships)
+    on the user's in-domain ``data``, without training.
+
+    ``out`` becomes a training folder holding one checkpoint: the same tensors, a
+    ``model.json`` (the weights' own, or the task, parameters and card for a file that has
+    none) and the fitted ``familiarity.safetensors``; give it as ``--param weights=OUT``.
+    Returns the familiarity summary with ``out``.
+    """
+    import torch
+
+    from vlm_core.devices import resolve_device
+    from vlm_core.familiarity.fitting import fit_checkpoint
+    from vlm_core.training import checkpoint as ckpt
+    from vlm_core.training.data_hash import data_fingerprint
+    from vlm_core.weights.trained import load_trained
+
+    registry = registry or get_registry()
+    spec = trainable_spec(task, registry, purpose="fit a familiarity model")
+    data = Path(data).expanduser()
+    if not data.exists():
+        raise InputError(f"no such file or folder: {data}")
+    out = Path(out).expanduser()
+    if (out / ckpt.POINTER).exists():
+        raise UsageError(f"--out {out} already holds trained weights; give a new folder")
+    weights = weights or bundled_weights(spec)
+    trained = load_trained(weights, plugin=spec.plugin, task=spec.id)
+    sidecar = dict(trained.sidecar) if trained else {}
+    known = spec.training_params.model_fields
+    base = {k: v for k, v in dict(sidecar.get("params") or {}).items() if k in known}
+    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
+    seed = int(sidecar.get("seed", 0)) if seed is None else seed
+    resolved = resolve_device(device)
+    torch.manual_seed(seed)
+    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="fit",
+                       weights_card=trained.card if trained else {}, out=out)  # fmt: skip
+    setup = build_setup(spec, data, params_model, ctx)
+    if setup.features is None:
+        raise UsageError(f"task '{spec.id}' declares no features to fit a familiarity model on")
+    model = setup.model
+    state = trained.state_dict if trained else model.state_dict()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise TrainError(
+            f"{weights} does not fit task '{spec.id}' with these parameters: "
+            f"{first[1].strip() if len(first) > 1 else first[0]}"
+        ) from None
+    torch_device = torch.device(resolved)
+    model.to(torch_device)
+    keep = {k: v for k, v in sidecar.items() if k not in ("files", "format", "step", "best")}
+    record = registry.plugins.get(spec.plugin)
+    card = {**dict(setup.card), **dict(sidecar.get("card") or {})}
+    new_sidecar = {
+        "task": spec.id,
+        "plugin": spec.plugin,
+        "plugin_version": record.version if record else None,
+        "params": params_model.model_dump(mode="json"),
+        "seed": seed,
+        **keep,
+        "card": card,
+        "familiarity_data": data_fingerprint(data),
+        "weights_from": str(trained.path) if trained else str(weights),
+    }
+    made = not out.exists()
+    try:
+        saved = ckpt.write_checkpoint(out, int(sidecar.get("step", 0)), state, new_sidecar, None,
+                                      best=True, keep_last=1)  # fmt: skip
+        said = command if command is not None else sys.argv
+        familiarity = fit_checkpoint(saved.path, model, setup, device=torch_device,
+                                     batch=batch_size, seed=seed, command=said)  # fmt: skip
+    except BaseException:  # nothing half-written: the folder goes, or its checkpoint does
+        import shutil
+
+        shutil.rmtree(out if made else out / ckpt.CHECKPOINTS, ignore_errors=True)
+        if not made:
+            (out / ckpt.POINTER).unlink(missing_ok=True)
+        raise
+    assert familiarity is not None
+    return {"task": spec.id, "out": str(out), "checkpoint": str(saved.path),
+            "familiarity": familiarity.summary()}  # fmt: skip
+
+
 __all__ = [
     "EvalResult",
     "TrainRequest",
     "build_setup",
     "default_out",
     "evaluate_task",
+    "fit_familiarity_only",
     "make_config",
     "train_task",
     "trainable_spec",

@@ -21,6 +21,7 @@ RESUMABLE_CHANGES = frozenset(
         "nonfinite",
         "max_nonfinite",
         "tensorboard",
+        "familiarity",
     }
 )
 
@@ -81,6 +82,11 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", max_length=32, description="auto, cpu, cuda, cuda:N or mps.")
     sync_batchnorm: bool = Field(False, description="SyncBatchNorm across processes under DDP.")
     tensorboard: bool = Field(True, description="Also log to TensorBoard when it is installed.")
+    familiarity: bool = Field(
+        True,
+        description="Fit the familiarity model of the best checkpoint at the end (the task's "
+        "features on its data), so runs flag inputs unlike the training data.",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:

@@ -33,6 +33,7 @@ STEP_STREAM = 1  # the main process's generators at each optimizer step: (seed, 
 TRAIN_STREAM = 2  # a training sample: (seed, 2, epoch, index)
 VAL_STREAM = 3  # a validation sample: (seed, 3, 0, index)
 VALIDATE_STREAM = 4  # the main process's generators during validation: (seed, 4)
+FAMILIARITY_STREAM = 5  # a sample run to fit a familiarity model: (seed, 5, 0, index)
 
 _LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), PurePath)
 #: How far below the dataset the walk looks (dataset -> transform -> list -> item -> ...).

@@ -45,6 +45,8 @@ LossFunction = Callable[[Any, Any], "torch.Tensor | Mapping[str, torch.Tensor]"]
 PredictFunction = Callable[[Any, Any], "tuple[Any, Any]"]
 #: ``optimizers(model, config) -> {name: Optimizer}`` for a ``train_step``.
 OptimizersFunction = Callable[[Any, "TrainConfig"], "Mapping[str, torch.optim.Optimizer]"]
+#: ``features(model, batch) -> (B, D)``: each item's pooled features, as a run computes them.
+FeaturesFunction = Callable[[Any, Any], "torch.Tensor"]
 #: ``train_step(model, batch, opt) -> {name: scalar}``: one step with several optimizers.
 TrainStepFunction = Callable[[Any, Any, StepOptimizers], "Mapping[str, Any]"]
 
@@ -88,6 +90,15 @@ class TrainSetup:
         optimizer: ``optimizer(model, config)`` replacing the configured AdamW/SGD.
         card: what a user of the weights needs, written to every checkpoint's sidecar:
             ``architecture`` (what rebuilds the model), ``preprocessing``, ``class_names``...
+        features: ``features(model, batch) -> (B, D)``: the pooled features of each item of
+            a batch, exactly as the task's run computes them for an input (usually through a
+            :class:`~vlm_core.familiarity.FeatureTap` around the run's own forward pass). With
+            it, training ends by fitting the best checkpoint's familiarity model
+            (:mod:`vlm_core.familiarity`), so that every run with the weights says whether an
+            input looks unlike the training data.
+        fit_data: the in-domain items that familiarity model is fitted on, prepared as the run
+            path prepares an input (whole images or volumes, no random crops); None: the
+            training data. The validation split calibrates its threshold.
     """
 
     model: nn.Module
@@ -104,3 +115,5 @@ class TrainSetup:
     train_step: TrainStepFunction | None = None
     optimizers: OptimizersFunction | None = None
     callbacks: Sequence[Callable[[Any], None]] = ()
+    features: FeaturesFunction | None = None
+    fit_data: Dataset[Any] | None = None

@@ -96,6 +96,8 @@ class TrainResult:
     seconds: float
     samples_per_s: float
     message: str = ""
+    #: the familiarity model fitted for the best checkpoint (its summary), None when none was
+    familiarity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -498,6 +500,10 @@ class Trainer:
             samples_per_s=round(samples_seen / seconds, 2) if seconds > 0 else 0.0,
             message=message or f"{status} at step {step} of {total}",
         )
+        familiarity = None
+        if world.is_main and status != "diverged" and cfg.familiarity:
+            familiarity = self._fit_familiarity(model, device, micro)
+            result.familiarity = familiarity
         if world.is_main:
             # the pointer's last checkpoint, without re-hashing its files for the report
             last = ckpt.read_pointer(self.out).get("last")
@@ -512,11 +518,32 @@ class Trainer:
                 "world_size": world.size,
                 "device": str(device),
                 "versions": versions(),
+                "familiarity": familiarity,
             }
             write_report(self.out, report)
         self._emit(TrainEvent("end", step, total, step // steps_per_epoch, last_values, message,
                               samples=samples_seen))  # fmt: skip
         return result
+
+    def _fit_familiarity(
+        self, model: nn.Module, device: torch.device, batch: int
+    ) -> dict[str, Any] | None:
+        """Fit the familiarity model of the best checkpoint (the one the output folder
+        resolves to) with its weights; its summary, or None when the task declares no
+        features or there is no checkpoint."""
+        if self.setup.features is None:
+            return None
+        best = ckpt.read_pointer(self.out).get("best")
+        if not best:
+            return None
+        from vlm_core.familiarity.fitting import fit_checkpoint
+
+        folder = self.out / ckpt.CHECKPOINTS / best
+        model.load_state_dict(ckpt.verify(folder).model_state())
+        command = self.sidecar.get("command")
+        found = fit_checkpoint(folder, model, self.setup, device=device, batch=batch,
+                               seed=self.config.seed, command=command)  # fmt: skip
+        return found.summary() if found is not None else None
 
     def _track_best(
         self,

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from vlm_core.familiarity import Familiarity, Ood
     from vlm_core.runtime.cache import CacheKey
     from vlm_core.runtime.policy import RuntimePolicy
     from vlm_core.tasks import RunContext
@@ -123,6 +124,27 @@ class LoadedModel:
     recipe: ModelRecipe
     policy: RuntimePolicy | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _familiarity: Any = field(default=None, repr=False)
+
+    @property
+    def familiarity(self) -> Familiarity | None:
+        """The familiarity model fitted with these weights (``familiarity.safetensors``
+        beside them, checked against the sha256 ``model.json`` records), or None for weights
+        that have none (a hub checkpoint, weights trained before vlm fitted one): their
+        results say ``ood = None``. Read once and kept with the cached model."""
+        if self._familiarity is None:
+            self._familiarity = _familiarity_of(self.path, self.sidecar) or False
+        return self._familiarity or None
+
+    def judge(self, features: Any) -> list[Ood | None]:
+        """The familiarity verdict of each row of (N, D) ``features`` (pooled features of the
+        layers the familiarity model was fitted on; a
+        :class:`~vlm_core.familiarity.FeatureTap` captures them): N ``None`` when the
+        weights have no familiarity model."""
+        model = self.familiarity
+        if model is None:
+            return [None] * len(features)
+        return list(model.judge(features))
 
     @property
     def card(self) -> dict[str, Any]:
@@ -360,3 +382,25 @@ def _loaded(
         module.eval().requires_grad_(False).to(device)
         model = module
     return LoadedModel(module, model, sha, path, sidecar, recipe, policy)
+
+
+def _familiarity_of(path: Path, sidecar: Mapping[str, Any]) -> Familiarity | None:
+    """The familiarity file beside ``path`` that its sidecar lists, sha256-checked."""
+    from vlm_core.familiarity.model import FAMILIARITY_FILE, Familiarity, FamiliarityError
+
+    sha = (sidecar.get("files") or {}).get(FAMILIARITY_FILE)
+    if not sha:
+        return None
+    where = path.parent / FAMILIARITY_FILE
+    if not where.is_file():
+        log.warning("%s lists %s, which is missing: no familiarity check", path, FAMILIARITY_FILE)
+        return None
+    try:
+        return Familiarity.load(where, sha256=str(sha))
+    except FamiliarityError as exc:
+        raise WeightsError(
+            str(exc),
+            plugin=str(sidecar.get("plugin") or "core"),
+            filename=FAMILIARITY_FILE,
+            hint="fit it again with `vlm train TASK --fit-ood-only`",
+        ) from None

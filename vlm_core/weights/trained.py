@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from vlm_core.familiarity.model import FAMILIARITY_FILE
 from vlm_core.weights.errors import WeightsError
 from vlm_core.weights.hashing import sha256_of
 from vlm_core.weights.layout import (
@@ -142,7 +143,8 @@ def ship_trained(
     plugin: str = "core",
 ) -> tuple[Path, int]:
     """Copy trained weights into a plugin's package: ``target/model.safetensors`` (float
-    tensors as float32; only the names ``keep`` accepts) and ``target/model.json`` (the
+    tensors as float32; only the names ``keep`` accepts), the familiarity model fitted with
+    them (``familiarity.safetensors``, when there is one) and ``target/model.json`` (the
     sidecar without the training machine's absolute paths, with the new file's sha256 and
     where it came from). ``source`` is a training folder (its ``which`` checkpoint: best or
     last) or a checkpoint folder. Files are written atomically with mode 0o644 and the folders
@@ -167,6 +169,13 @@ def ship_trained(
     _publish(model_file, save(state))
     sidecar = portable_sidecar(read_sidecar(found) or {})
     sidecar["files"] = {MODEL_FILE: sha256_of(model_file)}
+    familiarity = found.parent / FAMILIARITY_FILE
+    if familiarity.is_file():  # the familiarity model fitted with these weights goes with them
+        _publish(target / FAMILIARITY_FILE, familiarity.read_bytes())
+        sidecar["files"][FAMILIARITY_FILE] = sha256_of(target / FAMILIARITY_FILE)
+    else:
+        sidecar.pop("familiarity", None)
+        (target / FAMILIARITY_FILE).unlink(missing_ok=True)
     sidecar["shipped_from"] = f"{found.parent.parent.parent.name}/{CHECKPOINTS}/{found.parent.name}"
     _publish(target / SIDECAR_FILE, (json.dumps(sidecar, indent=2) + "\n").encode("utf-8"))
     return model_file, len(state)
