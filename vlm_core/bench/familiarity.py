@@ -1,0 +1,149 @@
+"""Measure a task's familiarity check: flagged rates, AUROC, and what it costs.
+
+- :func:`familiarity_table` runs a task (through :func:`vlm_core.runner.run_task`, as a user's
+  run does) on held-out in-domain inputs and on inputs of each "real" source, and reports per
+  source how many were flagged and the AUROC of the score (in-domain vs that source), with the
+  sample sizes.
+- :func:`tap_overhead` times a network's forward pass bare and with the familiarity check
+  (feature tap + scoring), alternating, and reports the ratio of the medians.
+
+Used by the plugins' ``benchmarks/familiarity.py``; torch is imported when they run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def task_scores(
+    task: str,
+    inputs: Sequence[Path | str],
+    *,
+    params: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    batch_size: int = 1,
+) -> list[dict[str, Any] | None]:
+    """The ``ood`` of each input's result (None where the result has none), from one run."""
+    from vlm_core.runner import RunRequest, run_task
+    from vlm_core.runstore import RunStore
+
+    with tempfile.TemporaryDirectory(prefix="vlm-familiarity-") as tmp:
+        store = RunStore(Path(tmp) / "runs.sqlite")
+        request = RunRequest(task, [str(p) for p in inputs], dict(params or {}), device=device,
+                             batch_size=batch_size)  # fmt: skip
+        outcome = run_task(request, store=store, keep_results=False)
+    if outcome.failures:
+        raise RuntimeError(f"{len(outcome.failures)} inputs failed: {outcome.failures[0].error}")
+    return [summary["ood"] for summary in outcome.summaries]
+
+
+def auroc(in_domain: Sequence[float], other: Sequence[float]) -> float:
+    """Probability that an input of ``other`` scores higher than an in-domain one (ties 1/2):
+    the area under the ROC curve of the score as a detector of ``other``."""
+    a = np.asarray(in_domain, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    if not len(a) or not len(b):
+        return float("nan")
+    greater = (b[:, None] > a[None, :]).mean()
+    ties = (b[:, None] == a[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def familiarity_table(
+    task: str,
+    in_domain: Sequence[Path | str],
+    real: Mapping[str, Sequence[Path | str]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Flagged rate and score AUROC of ``task`` on held-out ``in_domain`` inputs and on each
+    source of ``real`` inputs (``{source name: paths}``), with their sample sizes."""
+
+    def scored(paths: Sequence[Path | str]) -> tuple[list[float], list[bool]]:
+        oods = task_scores(task, paths, params=params, device=device)
+        missing = sum(o is None for o in oods)
+        if missing:
+            raise RuntimeError(f"{task}: {missing} of {len(oods)} results carry no ood verdict")
+        return [float(o["score"]) for o in oods if o], [bool(o["flagged"]) for o in oods if o]
+
+    base_scores, base_flags = scored(in_domain)
+    table: dict[str, Any] = {
+        "task": task,
+        "in_domain": {"n": len(base_flags), "flagged_rate": float(np.mean(base_flags))},
+        "real": {},
+    }
+    every: list[float] = []
+    all_flags: list[bool] = []
+    for source, paths in real.items():
+        scores, flags = scored(paths)
+        every += scores
+        all_flags += flags
+        table["real"][source] = {
+            "n": len(flags),
+            "flagged_rate": float(np.mean(flags)),
+            "auroc": auroc(base_scores, scores),
+        }
+    table["real_all"] = {"n": len(all_flags), "flagged_rate": float(np.mean(all_flags)),
+                         "auroc": auroc(base_scores, every)}  # fmt: skip
+    return table
+
+
+def tap_overhead(
+    plain: Callable[[], Any], checked: Callable[[], Any], *, rounds: int = 15, warmup: int = 2
+) -> dict[str, float]:
+    """Median seconds of ``plain`` (the network's forward pass) and ``checked`` (the same with
+    the familiarity check), timed alternately, and the overhead ``checked / plain - 1``."""
+    import torch
+
+    from vlm_core.bench.timing import interleave
+
+    timed = interleave({"plain": plain, "checked": checked}, torch.device("cpu"), warmup=warmup,
+                       rounds=rounds)  # fmt: skip
+    p, c = timed.median("plain"), timed.median("checked")
+    return {"plain_s": p, "checked_s": c, "overhead": c / p - 1.0, "rounds": rounds}
+
+
+def print_table(table: Mapping[str, Any]) -> None:
+    """The table as lines a closing note can quote."""
+    base = table["in_domain"]
+    print(f"{table['task']}: held-out in-domain flagged {100 * base['flagged_rate']:.1f}% "
+          f"(n={base['n']})")  # fmt: skip
+    for source, row in {**table["real"], "ALL real": table["real_all"]}.items():
+        print(f"  {source}: flagged {100 * row['flagged_rate']:.1f}% (n={row['n']}), "
+              f"AUROC {row['auroc']:.3f}")  # fmt: skip
+
+
+def photographs() -> list[Path]:
+    """The photographs and scientific images scikit-image ships (PNG/JPEG), when installed."""
+    try:
+        import skimage
+    except ImportError:
+        return []
+    folder = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def dicom_files() -> list[Path]:
+    """The DICOM test files pydicom ships, when installed (readable or not: callers filter)."""
+    try:
+        import pydicom
+    except ImportError:
+        return []
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    return sorted(folder.glob("*.dcm"))
+
+
+def nifti_files() -> list[Path]:
+    """The NIfTI test volumes nibabel ships, when installed."""
+    try:
+        import nibabel
+    except ImportError:
+        return []
+    folder = Path(nibabel.__file__).parent / "tests" / "data"
+    return sorted([*folder.glob("*.nii"), *folder.glob("*.nii.gz")])
