@@ -369,6 +369,130 @@ def test_unexpected_errors_show_no_traceback_unless_debugging(with_fixture_plugi
 
 
 # ---------------------------------------------------------------------------------------------
+# Familiarity: the warning on a result whose input looks unlike the training data, strict mode
+#
+# The task is a test double (tests/fixtures/familiarity): it records the verdict its 'verdict'
+# parameter names, as a task whose weights carry a familiarity model records the one its model
+# computes; the engine itself is tested in the core and the plugins.
+
+UNFAMILIAR = REPO / "tests/fixtures/familiarity/vlm-fixture-unfamiliar"
+CAT = "chelsea.png"  # the double's bundled sample, scikit-image's photograph of a cat
+FLAGGED = (
+    "chelsea.png looks unlike unfamiliar.describe's training data (score 9 > 1): "
+    "treat this answer with caution"
+)
+
+
+@pytest.fixture
+def with_unfamiliar_plugin(vlm_home, monkeypatch):
+    import importlib
+
+    from vlm_dashboard import serving
+
+    monkeypatch.syspath_prepend(str(UNFAMILIAR))
+    double = importlib.import_module("vlm_fixture_unfamiliar.plugin")
+    monkeypatch.setattr(
+        serving,
+        "load_registry",
+        lambda: load_registry(extra={"unfamiliar": double}, use_entry_points=False),
+    )
+
+
+def flattened(node) -> list:
+    """The elements under ``node`` in the order the page draws them."""
+    found = [node]
+    for child in getattr(node, "children", {}).values():
+        found += flattened(child)
+    return found
+
+
+def strict_switch(at: AppTest):
+    (switch,) = [t for t in at.toggle if t.label == "Refuse inputs unlike the training data"]
+    return switch
+
+
+def test_a_flagged_result_shows_its_warning_before_its_outputs(with_unfamiliar_plugin):
+    at = healthy(click_run(run_page("unfamiliar.describe")))
+    assert "1 result(s)" in at.success[0].value and not at.error
+    (warning,) = [w for w in at.warning if "looks unlike" in w.value]
+    assert FLAGGED in warning.value
+    drawn = flattened(at.main)
+    (answer,) = [e for e in drawn if "mean brightness" in str(getattr(e, "value", ""))]
+    assert drawn.index(warning) < drawn.index(answer), "the warning comes after the answer"
+    (record,) = runs("ok")
+    assert record.provenance["ood"][0]["ood"] == {"flagged": True, "score": 9.0, "threshold": 1.0}
+
+    at = healthy(at.switch_page("pages/history.py").run())
+    shown = " | ".join(w.value for w in at.warning)
+    assert "1 of 1 answered input(s) look unlike unfamiliar.describe's training data" in shown
+    assert f"({CAT})" in shown
+    assert FLAGGED in shown  # on the stored result too
+
+
+@pytest.mark.parametrize(
+    ("verdict", "note"),
+    [
+        ("familiar", "Familiar input: score 0.5 ≤ threshold 1 of the training data."),
+        ("unchecked", "Not checked for familiarity: these weights carry no familiarity model"),
+    ],
+)
+def test_a_familiar_or_unchecked_result_has_a_small_neutral_note(
+    with_unfamiliar_plugin, verdict, note
+):
+    at = run_page("unfamiliar.describe")
+    widget(at, "selectbox", "verdict").set_value(verdict)
+    at = healthy(click_run(at))
+    assert "1 result(s)" in at.success[0].value
+    assert not [w for w in at.warning if "looks unlike" in w.value]
+    assert any(c.value.startswith(note) for c in at.caption), [c.value for c in at.caption]
+
+
+def test_a_task_without_inputs_has_no_familiarity_note_and_no_strict_switch(with_demo_plugin):
+    at = run_page("demo.echo")
+    assert not [t for t in at.toggle if "training data" in t.label]
+    at = healthy(click_run(at))
+    assert not [c for c in at.caption if "familiar" in c.value.lower()]
+
+
+def test_the_strict_switch_refuses_flagged_inputs_and_answers_the_others(with_unfamiliar_plugin):
+    from skimage import data
+
+    at = run_page("unfamiliar.describe")
+    assert strict_switch(at).value is False
+    strict_switch(at).set_value(True)
+    at = healthy(click_run(at))
+    refused = "looks unlike unfamiliar.describe's training data (score 9 > 1): refused (--strict)"
+    assert refused in errors(at) and not at.success  # the only input refused: no result
+    assert [r.status for r in runs()] == ["rejected"]
+    assert strict_switch(at).value is True  # it stays on for the next run
+
+    # two uploads, one flagged (colour) and one not (grey): the grey one is answered
+    at = at.radio(key="run.source.unfamiliar.describe").set_value("upload").run()
+    widget(at, "selectbox", "verdict").set_value("colour")
+    cat, camera = io.BytesIO(), io.BytesIO()
+    Image.fromarray(data.chelsea()).save(cat, format="PNG")
+    Image.fromarray(data.camera()).save(camera, format="PNG")
+    at.file_uploader[0].set_value(
+        [("cat.png", cat.getvalue(), "image/png"), ("camera.png", camera.getvalue(), "image/png")]
+    )
+    at = healthy(click_run(at))
+    assert "1 result(s)" in at.success[0].value and "1 input(s) refused" in at.success[0].value
+    assert [e.value for e in at.error] == [
+        "cat.png looks unlike unfamiliar.describe's training data (score 9 > 1): refused (--strict)"
+    ]
+    assert not [w for w in at.warning if "looks unlike" in w.value]  # camera.png is familiar
+    assert any(m.value == "**camera**" for m in at.markdown)  # answered
+    partial = runs("partial")[0]
+    assert [Path(r["input"]).name for r in partial.provenance["refused"]] == ["cat.png"]
+
+    strict_switch(at).set_value(False)
+    at = healthy(click_run(at))
+    assert "2 result(s)" in at.success[0].value and not at.error
+    (warning,) = [w for w in at.warning if "looks unlike" in w.value]
+    assert "cat.png looks unlike" in warning.value and "camera.png" not in warning.value
+
+
+# ---------------------------------------------------------------------------------------------
 # History
 
 

@@ -1,7 +1,9 @@
 """History: the runs in the run store (CLI and dashboard alike); open one, run it again.
 
 A past run's arrays are gone, so its results are drawn from the ``result.json`` summaries and
-the exported images on disk, while the output folder still exists.
+the exported images on disk, while the output folder still exists. Inputs that looked unlike
+the task's training data are named at the top of the run (from the run store, so also after
+its folder is gone) and warned about on their results.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 from vlm_dashboard.downloads import offer_downloads
+from vlm_dashboard.familiarity_notes import show_familiarity, show_run_familiarity
 from vlm_dashboard.history_views import json_history
 from vlm_dashboard.serving import registry
 from vlm_dashboard.state import PREFILL_KEY, StoredResult, rerun_inputs, run_rows, stored_results
@@ -38,9 +41,12 @@ def _show_output(name: str, summary: dict[str, Any]) -> None:
     (view or json_history)(name, summary)
 
 
-def _show_stored(stored: StoredResult) -> None:
+def _show_stored(stored: StoredResult, task: str) -> None:
     with st.container(border=True):
         st.markdown(f"#### {stored.item}")
+        source = stored.summary.get("input")
+        name = Path(source).name if source else stored.item
+        show_familiarity(name, task, stored.summary.get("ood"), has_input=bool(source))
         if stored.images:
             st.image(
                 [str(p) for p in stored.images[:8]],
@@ -85,6 +91,7 @@ def _show_record(record: RunRecord) -> None:
     st.subheader(_label(record))
     if record.error:
         st.error(f"Run {record.status}: {record.error}")
+    show_run_familiarity(record.task, record.provenance or {})
     _rerun_button(record)
     left, right = st.columns(2)
     with left:
@@ -100,7 +107,7 @@ def _show_record(record: RunRecord) -> None:
     if record.out_dir and not results and record.status == "ok":
         st.info("The output folder no longer exists (dashboard outputs last one session).")
     for stored in results:
-        _show_stored(stored)
+        _show_stored(stored, record.task)
     if results and record.out_dir:
         out_dir = Path(record.out_dir)
         offer_downloads(

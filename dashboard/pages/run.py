@@ -3,7 +3,9 @@
 Inputs come from the task's bundled samples, from uploads (saved in the session's temporary
 folder and checked by content first), or from an earlier run opened on the History page. The
 run itself goes through the shared device queue; its results are drawn by the renderer of each
-output type and its exported files can be downloaded.
+output type and its exported files can be downloaded. A result whose input looks unlike the
+task's training data carries a warning at its top; with the strict switch on, such inputs are
+refused instead of answered.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from typing import Any
 import streamlit as st
 from vlm_dashboard.downloads import offer_downloads
 from vlm_dashboard.errors import show_error
+from vlm_dashboard.familiarity_notes import (
+    STRICT_HELP,
+    STRICT_LABEL,
+    show_familiarity,
+    show_refused,
+)
 from vlm_dashboard.forms import parameter_form, validated_params
 from vlm_dashboard.renderers import render_result
 from vlm_dashboard.serving import Job, device_queue, registry
@@ -36,6 +44,7 @@ TASK_KEY = "run.task"
 JOB_KEY = "run.job"  # the job this session is waiting for
 LAST_KEY = "run.last"  # the last finished run: {"task", "outcome"} or {"task", "error"}
 UPLOADS_KEY = "run.uploads"  # the last upload batch: {"task", "batch": SavedUploads}
+STRICT_KEY = "run.strict"  # the strict switch as last submitted, kept across tasks and forms
 
 SAMPLE, UPLOAD, EARLIER, OWN = "sample", "upload", "earlier", "own"
 SOURCE_LABELS = {
@@ -151,6 +160,7 @@ def _submit(
     sample: Sample | None,
     uploads: list[Any] | None,
     initial: dict[str, Any] | None,
+    strict: bool = False,
 ) -> None:
     """Validate the form and the inputs, then queue the run."""
     st.session_state.pop(LAST_KEY, None)
@@ -166,7 +176,8 @@ def _submit(
     if source == UPLOAD and not inputs:
         return  # every file was refused: _show_uploads says why, one line each
     out_dir = session_dir() / "runs" / uuid.uuid4().hex[:12]
-    request = RunRequest(spec.id, inputs=inputs, params=params, out_dir=out_dir, origin="dashboard")
+    request = RunRequest(spec.id, inputs=inputs, params=params, out_dir=out_dir,
+                         origin="dashboard", strict=strict)  # fmt: skip
     st.session_state[JOB_KEY] = device_queue().submit_run(request, registry())
 
 
@@ -231,18 +242,25 @@ def _result_title(result: Any, index: int) -> str:
 
 def _show(outcome: RunOutcome, task: str) -> None:
     total = outcome.timings_ms.get("total_ms", 0.0)
+    refused = f", {len(outcome.refused)} input(s) refused" if outcome.refused else ""
     st.success(
         f"Run {outcome.run_id[:8]} of {task}: {len(outcome.results)} result(s) in "
-        f"{total / 1000:.2f} s"
+        f"{total / 1000:.2f} s{refused}"
     )
     for failure in outcome.failures:  # inputs the plugin crashed on; the others' results follow
         st.error(f"{Path(failure.input).name}: {failure.error}", icon="🧩")
+    show_refused(outcome.refused, task)  # inputs strict mode left out
     spec = registry().tasks.get(task)
     if spec is not None and spec.notice:
         st.warning(spec.notice, icon=":material/info:")
     for index, result in enumerate(outcome.results):
         with st.container(border=True):
-            st.markdown(f"**{_result_title(result, index)}**")
+            title = _result_title(result, index)
+            st.markdown(f"**{title}**")
+            # before the outputs: an answer about an unfamiliar input is read with the warning
+            records = result.provenance.inputs
+            name = Path(records[0].path).name if records else title  # as the CLI names it
+            show_familiarity(name, task, result.ood, has_input=bool(records))
             try:
                 render_result(result, key=f"run.result.{outcome.run_id}.{index}")
             except Exception as exc:  # one broken renderer must not hide the other results
@@ -302,9 +320,19 @@ def main() -> None:
             )
             if uploads is not None and not isinstance(uploads, list):
                 uploads = [uploads]
+        strict = False
+        if spec.inputs:  # a task without input files has nothing to refuse
+            strict = st.toggle(
+                STRICT_LABEL,
+                value=bool(st.session_state.get(STRICT_KEY, False)),
+                help=STRICT_HELP,
+                key=f"{STRICT_KEY}.{form_key}",  # not form_key.NAME: a parameter may be "strict"
+            )
         submitted = st.form_submit_button("Run", type="primary")
     if submitted:
-        _submit(spec, raw, source, sample, uploads, initial)
+        if spec.inputs:
+            st.session_state[STRICT_KEY] = strict
+        _submit(spec, raw, source, sample, uploads, initial, strict)
     _show_uploads(spec)
 
     job = st.session_state.get(JOB_KEY)
