@@ -297,7 +297,7 @@ def test_cli_refuses_bad_requests(
             "not a weights file",
         ),
         # without --weights the task's own weights are measured; this one ships none
-        (["eval", "good.shapes", "--data", str(shapes_data)], "ships no weights to evaluate"),
+        (["eval", "good.shapes", "--data", str(shapes_data)], "ships no weights: give --weights"),
     ]
     for args, needle in cases:
         proc = vlm(*args, "--out", str(out)) if args[0] == "train" else vlm(*args)

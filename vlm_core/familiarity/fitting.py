@@ -126,7 +126,8 @@ def fit_checkpoint(
         log.info("%s declares no features: no familiarity model fitted", folder)
         return None
     info = {"command": list(command) if command is not None else None}
-    familiarity = fit_setup(model, setup, device=device, batch=batch, seed=seed, info=info)
+    familiarity = fit_setup(model, setup, device=device, batch=batch, seed=seed, info=info,
+                            method=setup.familiarity_method)  # fmt: skip
     attach(folder, familiarity)
     log.info(
         "familiarity fitted on %d items, calibrated on %d: threshold %.4g flags %.1f%% of them",

@@ -143,7 +143,7 @@ class Familiarity:
             if found != sha256:
                 raise FamiliarityError(
                     f"sha256 mismatch: {path} has sha256 {found}, not the one its model.json "
-                    "records; fit it again with `vlm train ... --fit-ood-only`"
+                    "records"
                 )
         try:
             with safe_open(str(path), framework="numpy") as f:

@@ -7,8 +7,9 @@
     features = tap.features()  # (rows, dims): one row per batch item and call
 
 The hook pools each layer's output over its spatial positions (``(B, C, *spatial)``) or its
-tokens (``(B, L, D)``, with ``tokens=True``) into one row per batch item, detached in float32,
-so the check adds a mean per layer to the forward pass. With several layers each is made unit
+tokens (``(B, L, D)``, with ``tokens=True``) into one row per batch item (the mean, and with
+``stats=("mean", "std")`` the spread too), detached in float32, so the check adds a reduction
+per layer to the forward pass. With several layers each is made unit
 length before they are joined, so no layer outweighs the others. Rows accumulate over calls:
 a volume run window by window gives one row per window, which the task averages into the
 volume's row (:meth:`FeatureTap.mean`).
@@ -26,11 +27,23 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def pool_features(output: Any, *, tokens: bool = False) -> torch.Tensor:
-    """(B, D) float32: ``output`` (a tensor, or the first tensor of a tuple/list/dict) averaged
-    over its spatial positions, or over its tokens when ``tokens``."""
+#: What a tap may keep of a layer's output over its positions or tokens.
+STATISTICS = ("mean", "std", "max")
+
+
+def pool_features(
+    output: Any, *, tokens: bool = False, stats: Sequence[str] = ("mean",)
+) -> torch.Tensor:
+    """(B, D * len(stats)) float32: ``output`` (a tensor, or the first tensor of a
+    tuple/list/dict) summarised over its spatial positions, or over its tokens when
+    ``tokens``, by each of ``stats`` (``mean``; ``std`` and ``max`` keep how the activations
+    are spread, which the mean alone loses: a photograph and a dark synthetic image can share
+    a mean activation but not its spread). A (B, D) output is kept as it is."""
     import torch
 
+    unknown = [s for s in stats if s not in STATISTICS]
+    if unknown or not stats:
+        raise FamiliarityError(f"unknown feature statistics {unknown or stats}; use {STATISTICS}")
     if isinstance(output, dict):
         output = next(iter(output.values()))
     while isinstance(output, (tuple, list)):
@@ -40,19 +53,32 @@ def pool_features(output: Any, *, tokens: bool = False) -> torch.Tensor:
     x = output.detach().float()
     if x.ndim == 2:
         return x
-    if tokens:
-        return x.flatten(1, -2).mean(1) if x.ndim > 3 else x.mean(1)
-    return x.flatten(2).mean(2)
+    # (B, C, positions) for maps, (B, D, tokens) for token sequences
+    x = x.flatten(1, -2).transpose(1, 2) if tokens else x.flatten(2)
+    parts = {
+        "mean": lambda: x.mean(2),
+        "std": lambda: x.std(2, unbiased=False),
+        "max": lambda: x.amax(2),
+    }
+    return torch.cat([parts[name]() for name in stats], dim=1)
 
 
 class FeatureTap:
     """Forward hooks on ``layers`` of ``module`` (dotted names, as in ``named_modules``) that
     keep each call's pooled output; removed on leaving the ``with`` block."""
 
-    def __init__(self, module: nn.Module, layers: str | Sequence[str], *, tokens: bool = False):
+    def __init__(
+        self,
+        module: nn.Module,
+        layers: str | Sequence[str],
+        *,
+        tokens: bool = False,
+        stats: Sequence[str] = ("mean",),
+    ) -> None:
         self.module = module
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         self.tokens = tokens
+        self.stats = tuple(stats)
         self._rows: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         self._handles: list[Any] = []
 
@@ -74,7 +100,7 @@ class FeatureTap:
 
     def _hook(self, name: str) -> Any:
         def keep(_module: Any, _inputs: Any, output: Any) -> None:
-            self._rows[name].append(pool_features(output, tokens=self.tokens))
+            self._rows[name].append(pool_features(output, tokens=self.tokens, stats=self.stats))
 
         return keep
 

@@ -63,8 +63,8 @@ def bundled_weights(spec: TaskSpec) -> str:
         if ref.source is None and Path(ref.filename).is_file():
             return ref.filename
     raise UsageError(
-        f"task '{spec.id}' ships no weights to evaluate: give --weights (a `vlm train` output "
-        "folder, a checkpoint or a weights file)"
+        f"task '{spec.id}' ships no weights: give --weights (a `vlm train` output folder, a "
+        "checkpoint or a weights file)"
     )
 
 

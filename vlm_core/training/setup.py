@@ -99,6 +99,9 @@ class TrainSetup:
         fit_data: the in-domain items that familiarity model is fitted on, prepared as the run
             path prepares an input (whole images or volumes, no random crops); None: the
             training data. The validation split calibrates its threshold.
+        familiarity_method: how the familiarity model scores features: ``knn`` (distance to
+            the k-th nearest training item) or ``mahalanobis`` (to a Gaussian of them); pick
+            the one that separates in-domain from other inputs best for the task's features.
     """
 
     model: nn.Module
@@ -117,3 +120,4 @@ class TrainSetup:
     callbacks: Sequence[Callable[[Any], None]] = ()
     features: FeaturesFunction | None = None
     fit_data: Dataset[Any] | None = None
+    familiarity_method: Literal["knn", "mahalanobis"] = "knn"

@@ -232,6 +232,8 @@ def load_model(
     cache = model_cache()
     loaded: LoadedModel = cache.acquire(key, build)
     cache.release(key)  # stays cached (LRU) but evictable between runs; the caller holds it
+    with requested(param, weights):  # its familiarity file, checked with the weights
+        loaded.familiarity  # noqa: B018
     return loaded
 
 
@@ -402,5 +404,6 @@ def _familiarity_of(path: Path, sidecar: Mapping[str, Any]) -> Familiarity | Non
             str(exc),
             plugin=str(sidecar.get("plugin") or "core"),
             filename=FAMILIARITY_FILE,
-            hint="fit it again with `vlm train TASK --fit-ood-only`",
+            hint="the file is corrupt or was replaced; fit it again with `vlm train TASK "
+            "--fit-ood-only`",
         ) from None
