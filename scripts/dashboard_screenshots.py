@@ -3,13 +3,15 @@ browser walk (tests/test_browser_walk.py).
 
     python scripts/dashboard_screenshots.py            # run the walk, then convert its shots
     python scripts/dashboard_screenshots.py --from DIR # convert shots a walk already left in DIR
+    python scripts/dashboard_screenshots.py --from DIR --only run-flagged  # just these shots
 
 The walk runs the samples as shipped (``VLM_WALK_TINY=0``), so each picture shows what an
 operator who picks the sample sees, not the walk's cheaper settings.
 
-Every page of the walk becomes ``dashboard-PAGE.png`` and the runs named in ``RUNS`` become
-``dashboard-run-TASK.png``: scaled to ``WIDTH`` pixels, cut at ``MAX_HEIGHT``, reduced to a
-palette of at most 256 colours and optimised, so that each stays under ``MAX_BYTES``.
+Every page of the walk becomes ``dashboard-PAGE.png``, the runs named in ``RUNS`` become
+``dashboard-run-TASK.png`` and the shots named in ``SHOTS`` ``dashboard-SHOT.png``: scaled to
+``WIDTH`` pixels, cut at ``MAX_HEIGHT``, reduced to a palette of at most 256 colours and
+optimised, so that each stays under ``MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ IMAGES = REPO / "docs" / "images"
 PAGES = ("home", "run", "history", "train", "plugins", "system")
 #: one run per built-in plugin: what each kind of result looks like on the Run page
 RUNS = ("art.generate", "caption.answer", "driving.detect", "medical.segment")
+#: other shots of the walk: a result warned about as unlike the training data
+SHOTS = ("run-flagged",)
 WIDTH = 1100  # px
 MAX_HEIGHT = 3000  # px, after scaling
 MAX_BYTES = 300_000
@@ -60,6 +64,9 @@ def run_walk(shots: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="shots", type=Path, help="A folder of the walk's shots.")
+    parser.add_argument(
+        "--only", nargs="+", metavar="SHOT", help="Convert only these shots (names without .png)."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vlm-walk-") as tmp:
         shots = args.shots or Path(tmp)
@@ -67,6 +74,12 @@ def main() -> None:
             run_walk(shots)
         wanted = {f"{p}.png": f"dashboard-{p}.png" for p in PAGES}
         wanted |= {f"run-{t}.png": f"dashboard-run-{t.replace('.', '-')}.png" for t in RUNS}
+        wanted |= {f"{s}.png": f"dashboard-{s}.png" for s in SHOTS}
+        if args.only:
+            unknown = [s for s in args.only if f"{s}.png" not in wanted]
+            if unknown:
+                sys.exit(f"--only: no shot named {', '.join(unknown)}")
+            wanted = {f"{s}.png": wanted[f"{s}.png"] for s in args.only}
         missing = [name for name in wanted if not (shots / name).is_file()]
         if missing:
             sys.exit(f"{shots} lacks {', '.join(missing)} (did the walk run or skip?)")

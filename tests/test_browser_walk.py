@@ -1,7 +1,9 @@
 """The browser walk: a real `vlm dashboard` in headless Chromium, every task run from its bundled
 sample on the Run page, one task trained from the Train page and its weights run, then every
 page of the navigation opened; any Streamlit exception, error box or uncaught script error in
-the browser fails it, with the server log's tail beside.
+the browser fails it, with the server log's tail beside. Last, a second dashboard with a test
+double of a task whose weights carry a familiarity model (tests/fixtures/familiarity) shows a
+flagged result's warning above its answer, and its strict switch refuses the input.
 
 Marked ``browser`` (deselected by default): run it with `bash scripts/browser_walk.sh`, which
 skips in one line where Chromium or Playwright is missing. Tasks and pages are found at run
@@ -19,6 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,35 +125,63 @@ def _missing_tools() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
-    """`vlm dashboard` on a free port with a private VLM_HOME, and a Chromium page on it."""
+def chromium() -> Iterator[Any]:
+    """Headless Chromium through Playwright, for every dashboard the walk opens."""
     missing = _missing_tools()
     if missing:
         pytest.skip(missing)
     from playwright.sync_api import sync_playwright
-    from vlm_dashboard.browser import CHROMIUM_ARGS, chromium_path, dashboard_server, wait_idle
+    from vlm_dashboard.browser import CHROMIUM_ARGS, chromium_path
 
-    home = tmp_path_factory.mktemp("walk-home")
-    artefacts = os.environ.get("VLM_TEST_ARTIFACTS")
-    shots = Path(artefacts) if artefacts else tmp_path_factory.mktemp("walk-screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VLM_")}
-    # VLM_DEBUG: an unexpected error shows its traceback on the page, so the failure quotes it
-    env.update(VLM_HOME=str(home), VLM_DEBUG="1")
-    log = home / "server.log"
-    with dashboard_server(env, log=log) as server, sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport=VIEWPORT)
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: $VLM_TEST_ARTIFACTS, or a temporary folder."""
+    artefacts = os.environ.get("VLM_TEST_ARTIFACTS")
+    folder = Path(artefacts) if artefacts else tmp_path_factory.mktemp("walk-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def _dashboard(
+    browser: Any, home: Path, shots: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Walk]:
+    """`vlm dashboard` on a free port with the private VLM_HOME ``home``, and a page on it."""
+    from vlm_dashboard.browser import dashboard_server, wait_idle
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLM_")}
+    # VLM_DEBUG: an unexpected error shows its traceback on the page, so the failure quotes it
+    env.update(VLM_HOME=str(home), VLM_DEBUG="1", **(extra_env or {}))
+    log = home / "server.log"
+    with dashboard_server(env, log=log) as server:
+        page = browser.new_page(viewport=VIEWPORT)
+        try:
             page.set_default_timeout(30_000)
-            state = Walk(page, server.url, server.process, shots, log, _tasks(home))
+            state = Walk(page, server.url, server.process, shots, log, [])
             page.on("pageerror", lambda exc: state.script_errors.append(str(exc)))
             page.goto(server.url, wait_until="networkidle")
             page.get_by_test_id("stSidebarNavLink").first.wait_for()
             wait_idle(page)
             yield state
         finally:
-            browser.close()
+            page.close()
+
+
+@pytest.fixture(scope="module")
+def walk(chromium: Any, shots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
+    """The dashboard of the installed plugins, and a Chromium page on it."""
+    home = tmp_path_factory.mktemp("walk-home")
+    with _dashboard(chromium, home, shots) as state:
+        state.tasks = _tasks(home)
+        yield state
 
 
 def _tasks(home: Path) -> list[Any]:
@@ -385,3 +416,47 @@ def test_the_walk_sees_an_error_box(walk: Walk) -> None:
     wait_idle(walk.page)
     problems = walk.problems("Run page")
     assert any("not-an-image.png" in p for p in problems), problems
+
+
+def test_a_flagged_result_shows_its_warning_and_strict_mode_refuses_it(
+    chromium: Any, shots: Path, tmp_path: Path
+) -> None:
+    """A second dashboard with one task, a test double that records the verdict of a
+    familiarity model (tests/fixtures/familiarity; the engine is tested in the core and the
+    plugins): run on its sample, a real photograph, the result's warning must be visible above
+    its answer, in the CLI's words; with 'Refuse inputs unlike the training data' switched on,
+    the run must be refused in an error box instead."""
+    from conftest import REPO, pip_install_target
+    from vlm_dashboard.browser import choose_task, run_and_wait, wait_idle
+
+    site, home = tmp_path / "site", tmp_path / "home"
+    home.mkdir()
+    pip_install_target([REPO / "tests/fixtures/familiarity/vlm-fixture-unfamiliar"], site)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    extra = {"PYTHONPATH": path, "VLM_PLUGINS": "unfamiliar"}
+    task = "unfamiliar.describe"
+    warned = "chelsea.png looks unlike unfamiliar.describe's training data (score 9 > 1)"
+    with _dashboard(chromium, home, shots, extra) as walk:
+        _open_page(walk, "Run")
+        choose_task(walk.page, task)
+        run = run_and_wait(walk.page, task, timeout_s=RUN_TIMEOUT_S)
+        assert run.results == 1
+        wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+        warning = walk.page.get_by_test_id("stAlertContentWarning").filter(has_text=warned)
+        warning.first.wait_for(state="visible")
+        answer = walk.page.get_by_text("mean brightness").first
+        above = warning.first.bounding_box(), answer.bounding_box()
+        assert above[0] and above[1] and above[0]["y"] < above[1]["y"], "warning below answer"
+        problems = walk.problems(f"Run page, {task}")
+        walk.screenshot("run-flagged")
+        assert not problems, walk.failure(problems)
+
+        switch = walk.page.get_by_label("Refuse inputs unlike the training data", exact=True)
+        switch.set_checked(True, force=True)  # Streamlit hides the box under its label
+        with pytest.raises(RuntimeError, match=r"refused \(--strict\)"):
+            run_and_wait(walk.page, task, timeout_s=RUN_TIMEOUT_S)
+        wait_idle(walk.page, quiet_ms=800, timeout_s=IDLE_TIMEOUT_S)
+        refused = walk.page.get_by_test_id("stAlertContentError").filter(has_text="refused")
+        assert refused.first.is_visible()
+        assert not walk.page.get_by_test_id("stAlertContentWarning").filter(has_text=warned).count()
+        walk.screenshot("run-strict-refused")
