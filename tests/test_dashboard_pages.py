@@ -461,7 +461,9 @@ def test_the_strict_switch_refuses_flagged_inputs_and_answers_the_others(with_un
     assert strict_switch(at).value is False
     strict_switch(at).set_value(True)
     at = healthy(click_run(at))
-    refused = "looks unlike unfamiliar.describe's training data (score 9 > 1): refused (--strict)"
+    refused = (
+        "looks unlike unfamiliar.describe's training data (score 9 > 1): refused in strict mode"
+    )
     assert refused in errors(at) and not at.success  # the only input refused: no result
     assert [r.status for r in runs()] == ["rejected"]
     assert strict_switch(at).value is True  # it stays on for the next run
@@ -478,7 +480,8 @@ def test_the_strict_switch_refuses_flagged_inputs_and_answers_the_others(with_un
     at = healthy(click_run(at))
     assert "1 result(s)" in at.success[0].value and "1 input(s) refused" in at.success[0].value
     assert [e.value for e in at.error] == [
-        "cat.png looks unlike unfamiliar.describe's training data (score 9 > 1): refused (--strict)"
+        "cat.png looks unlike unfamiliar.describe's training data (score 9 > 1): "
+        "refused in strict mode"
     ]
     assert not [w for w in at.warning if "looks unlike" in w.value]  # camera.png is familiar
     assert any(m.value == "**camera**" for m in at.markdown)  # answered

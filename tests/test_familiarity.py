@@ -223,7 +223,7 @@ def test_strict_refuses_flagged_inputs_and_writes_nothing_for_them(
     assert code == 2
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a-shape"]
     assert len(stderr.splitlines()) == 1 and stderr.startswith(f"error: {photo} looks unlike")
-    assert stderr.rstrip().endswith("refused (--strict)")
+    assert stderr.rstrip().endswith("refused in strict mode")
     assert "1 result(s), 1 input(s) refused (--strict)" in stdout
     record = RunStore.default().list(limit=1)[0]
     assert record.status == "partial" and record.provenance["refused"][0]["input"] == str(photo)
@@ -232,7 +232,7 @@ def test_strict_refuses_flagged_inputs_and_writes_nothing_for_them(
     code, _, stderr = cli(["run", "good.shapes", str(photo), "-p", weights, "--strict", "--out",
                            str(alone)], capsys)  # fmt: skip
     assert code == 2 and not alone.exists()
-    assert len(stderr.strip().splitlines()) == 1 and "refused (--strict)" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "refused in strict mode" in stderr
     assert RunStore.default().list(limit=1)[0].status == "rejected"
 
 

@@ -32,5 +32,5 @@ def ood_refusal(name: str, task: str, ood: Ood) -> str:
     """The one line for an input refused under ``--strict``."""
     return (
         f"{name} looks unlike {task}'s training data (score {ood['score']:.3g} > "
-        f"{ood['threshold']:.3g}): refused (--strict)"
+        f"{ood['threshold']:.3g}): refused in strict mode"
     )

@@ -159,7 +159,9 @@ def _evaluate(spec: TaskSpec, data: Path, out: Path, registry: Registry) -> str:
 
 def _run_with_weights(spec: TaskSpec, out: Path, registry: Registry, work: Path, store: Any) -> str:
     """Run the task on its first sample with ``weights=`` the training folder; the run must
-    record that checkpoint's sha256."""
+    record that checkpoint's sha256, and when training fitted a familiarity model, every
+    result must carry its ood verdict."""
+    from vlm_core.familiarity import FAMILIARITY_FILE
     from vlm_core.runner import RunRequest, run_task
     from vlm_core.weights.trained import load_trained
 
@@ -182,7 +184,17 @@ def _run_with_weights(spec: TaskSpec, out: Path, registry: Registry, work: Path,
             f"recorded: {recorded}): load them with load_model(..., ctx=ctx) or record them "
             "with ctx.record_weights"
         )
-    return f"{len(outcome.results)} result(s) with weights {sha[:12]}"
+    trained = load_trained(str(out), plugin=spec.plugin, task=spec.id)
+    if FAMILIARITY_FILE not in (trained.sidecar.get("files") or {}):
+        return f"{len(outcome.results)} result(s) with weights {sha[:12]} (no familiarity model)"
+    unjudged = sum(r.ood is None for r in outcome.results)
+    if unjudged:
+        raise StepFailed(
+            f"the checkpoint has a familiarity model, but {unjudged} of {len(outcome.results)} "
+            "results carry no ood verdict: take features with a FeatureTap around the run's "
+            "forward pass and record each input's loaded.judge(...) with ctx.record_ood"
+        )
+    return f"{len(outcome.results)} result(s) with weights {sha[:12]}, each with its ood verdict"
 
 
 def training_checks(spec: TaskSpec, registry: Registry, work: Path, store: Any) -> Iterator[Step]:
@@ -237,7 +249,9 @@ def training_checks(spec: TaskSpec, registry: Registry, work: Path, store: Any) 
 def _trained(result: Any) -> str:
     if result.status not in ("completed", "early_stopped"):
         raise StepFailed(f"training ended '{result.status}': {result.message}")
-    return f"{result.step} steps in {result.seconds:.1f} s"
+    fitted = result.familiarity
+    familiarity = f", familiarity fitted on {fitted['fit_items']} items" if fitted else ""
+    return f"{result.step} steps in {result.seconds:.1f} s{familiarity}"
 
 
 __all__ = ["StepFailed", "training_checks", "write_tiny_data"]

@@ -536,9 +536,12 @@ class Trainer:
         best = ckpt.read_pointer(self.out).get("best")
         if not best:
             return None
+        import copy
+
         from vlm_core.familiarity.fitting import fit_checkpoint
 
         folder = self.out / ckpt.CHECKPOINTS / best
+        model = copy.deepcopy(model)  # the best weights, leaving the trained module as it ended
         model.load_state_dict(ckpt.verify(folder).model_state())
         command = self.sidecar.get("command")
         found = fit_checkpoint(folder, model, self.setup, device=device, batch=batch,
