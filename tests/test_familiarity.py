@@ -267,3 +267,17 @@ def test_fit_ood_only_gives_other_weights_a_familiarity_model_that_ships_with_th
     model_cache().clear()  # as a new process: the file is read with the weights
     code, _, err = cli(["run", "good.shapes", str(shape), "-p", f"weights={model_file}"], capsys)
     assert code == 2 and "sha256 mismatch" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_eval_reports_how_many_validation_samples_the_familiarity_model_flags(
+    shapes: dict, good: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["eval", "good.shapes", "--data", str(shapes["data"]), "--weights", str(shapes["out"])]
+    code, stdout, _ = cli(argv, capsys)
+    assert code == 0
+    line = next(x for x in stdout.splitlines() if x.startswith("familiarity: "))
+    assert "of 30 validation samples" in line and line.endswith(", knn)")
+    code, stdout, _ = cli([*argv, "--json"], capsys)
+    found = json.loads(stdout)["familiarity"]
+    # the split that calibrated the threshold: about 2.5% of it, and never most of it
+    assert found["samples"] == 30 and found["flagged"] <= 3 and found["method"] == "knn"

@@ -269,6 +269,13 @@ def eval_cmd(
     if result.setting is not None:
         used = result.setting
         click.echo(f"data {describe_data(used.data)}, seed {used.seed}, device {used.device}")
+    found = result.familiarity
+    if found is not None:
+        click.echo(
+            f"familiarity: {found['flagged']} of {found['samples']} validation samples "
+            f"({100 * found['rate']:.1f}%) look unlike the training data (threshold "
+            f"{found['threshold']:.4g}, {found['method']})"
+        )
     if not result.recorded:
         click.echo("the weights record no evaluation from training to compare with")
         return

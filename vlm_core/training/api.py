@@ -209,6 +209,10 @@ class EvalResult:
     same_data: bool | None = None  # the data the recorded metrics came from (None: unknown)
     setting: EvalSetting | None = None  # this evaluation's data, seed, samples, device, params
     training: EvalSetting | None = None  # the recorded evaluation's (None: nothing recorded)
+    #: how many of the validation items the weights' familiarity model flags (``flagged``,
+    #: ``samples``, ``rate``, ``threshold``, ``method``); None when the weights have none or
+    #: the task declares no features
+    familiarity: dict[str, Any] | None = None
 
     @property
     def max_abs_diff(self) -> float | None:
@@ -266,6 +270,7 @@ class EvalResult:
             "training_eval": self.training.to_dict() if self.training else None,
             "differences": self.differences,
             "comparison": self.comparison,
+            "familiarity": self.familiarity,
         }
 
 
@@ -344,6 +349,7 @@ def evaluate_task(
         task=spec.id,
         seed=seed,
     )
+    familiarity = _familiarity_on(trained, setup, model, torch_device, batch_size, seed)
     recorded = sidecar.get("metrics")
     recorded_vals = (
         {k: float(v) for k, v in recorded.items() if k.startswith("val_") and v is not None}
@@ -367,7 +373,30 @@ def evaluate_task(
         same_data=fingerprint["sha256"] == trained_on if trained_on else None,
         setting=setting,
         training=EvalSetting.recorded(sidecar) if recorded_vals else None,
+        familiarity=familiarity,
     )
+
+
+def _familiarity_on(
+    trained: Any, setup: TrainSetup, model: Any, device: Any, batch: int, seed: int
+) -> dict[str, Any] | None:
+    """How many validation items the familiarity model of ``trained`` flags (None when the
+    weights carry none or the task declares no features)."""
+    from vlm_core.familiarity.fitting import dataset_features
+    from vlm_core.familiarity.model import FAMILIARITY_FILE, Familiarity
+
+    if trained is None or setup.features is None or setup.val_data is None:
+        return None
+    sha = (trained.sidecar.get("files") or {}).get(FAMILIARITY_FILE)
+    where = trained.path.parent / FAMILIARITY_FILE
+    if not sha or not where.is_file():
+        return None
+    found = Familiarity.load(where, sha256=str(sha))
+    features = dataset_features(model, setup, setup.val_data, device=device, batch=batch,
+                                seed=seed, limit=len(setup.val_data))  # type: ignore[arg-type]  # fmt: skip
+    flagged = int((found.scores(features) > found.threshold).sum())
+    return {"flagged": flagged, "samples": len(features), "rate": flagged / max(len(features), 1),
+            "threshold": found.threshold, "method": found.method}  # fmt: skip
 
 
 def fit_familiarity_only(
