@@ -436,13 +436,24 @@ def dashboard(ctx: Ctx) -> dict[str, Any]:
 
 
 def optional(ctx: Ctx) -> dict[str, Any]:
-    """The lines whose runtimes may be absent: the familiarity check, onnxruntime-CUDA, TensorRT
-    and Ray. Each is measured where it is installed and said SKIPPED with the reason where not."""
+    """The familiarity check's cost on the GPU, and the lines whose runtimes may be absent:
+    onnxruntime-CUDA, TensorRT and Ray, each measured where it is installed and said SKIPPED
+    with the reason where not."""
     m = Measured()
+    from vlm_core.bench.familiarity import backbone_overhead
+
+    if ctx.dry_run:
+        row = backbone_overhead("resnet18", device="cpu", batch=2, size=64, rounds=2)
+    else:
+        row = backbone_overhead("resnet50", device=ctx.device, batch=32, size=224, rounds=15)
+    m.rows.append({"bench": "familiarity.cost", **row})
     m.set(
         "familiarity.cost",
-        None,
-        "no familiarity check exists in this tree yet: nothing to time (its suite comes with it)",
+        row["overhead"],
+        f"{row['model']} bs{row['batch']} {row['size']}px: forward {row['plain_s'] * 1e3:.2f} ms, "
+        f"with feature tap ({'+'.join(row['layers'])}, mean+std) and k-NN verdict against "
+        f"{row['bank']} rows x {row['dims']} dims {row['checked_s'] * 1e3:.2f} ms "
+        f"(+{100 * row['overhead']:.1f}%)",
     )
     providers: list[str] = []
     if importlib.util.find_spec("onnxruntime") is not None:

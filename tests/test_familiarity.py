@@ -76,6 +76,17 @@ def test_a_familiarity_file_round_trips_and_is_checked(tmp_path: Path) -> None:
         fit_familiarity(np.ones((1, 4)))
 
 
+@pytest.mark.parametrize("method", ["knn", "mahalanobis"])
+def test_scores_on_a_device_agree_with_the_cpu_scores(method: str) -> None:
+    """Features on an accelerator are scored there (torch); the path gives the numpy
+    path's scores (run here on the CPU, the only device this machine has)."""
+    rng = np.random.default_rng(0)
+    model = fit_familiarity(_cloud(rng, 300), _cloud(rng, 50), method=method)  # type: ignore[arg-type]
+    probe = _cloud(rng, 40, shift=1.0).astype(np.float32)
+    on_device = model._scores_on_device(torch.from_numpy(probe))
+    np.testing.assert_allclose(on_device, model.scores(probe), rtol=1e-4, atol=1e-4)
+
+
 def test_the_tap_pools_the_layer_the_forward_pass_runs_and_leaves_no_hook() -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
     x = torch.randn(3, 3, 9, 9)

@@ -95,18 +95,75 @@ def familiarity_table(
 
 
 def tap_overhead(
-    plain: Callable[[], Any], checked: Callable[[], Any], *, rounds: int = 15, warmup: int = 2
+    plain: Callable[[], Any],
+    checked: Callable[[], Any],
+    *,
+    rounds: int = 15,
+    warmup: int = 2,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Median seconds of ``plain`` (the network's forward pass) and ``checked`` (the same with
-    the familiarity check), timed alternately, and the overhead ``checked / plain - 1``."""
+    the familiarity check), timed alternately on ``device`` (CUDA events there), and the
+    overhead ``checked / plain - 1``."""
     import torch
 
     from vlm_core.bench.timing import interleave
 
-    timed = interleave({"plain": plain, "checked": checked}, torch.device("cpu"), warmup=warmup,
+    timed = interleave({"plain": plain, "checked": checked}, torch.device(device), warmup=warmup,
                        rounds=rounds)  # fmt: skip
     p, c = timed.median("plain"), timed.median("checked")
     return {"plain_s": p, "checked_s": c, "overhead": c / p - 1.0, "rounds": rounds}
+
+
+def backbone_overhead(
+    model_name: str = "resnet50",
+    *,
+    device: str = "cuda",
+    batch: int = 32,
+    size: int = 224,
+    layers: Sequence[str] = ("layer3", "layer4"),
+    rounds: int = 15,
+) -> dict[str, Any]:
+    """The familiarity check's cost on a timm backbone (random weights): its forward pass bare
+    vs with a :class:`~vlm_core.familiarity.FeatureTap` on ``layers`` (mean and spread) and a
+    k-NN verdict against a full bank (the most a fitted model holds). bf16 autocast on CUDA."""
+    import contextlib
+
+    import timm
+    import torch
+
+    from vlm_core.familiarity import FeatureTap, fit_familiarity
+    from vlm_core.familiarity.model import MAX_BANK
+
+    dev = torch.device(device)
+    net = timm.create_model(model_name, pretrained=False).eval().to(dev)
+    x = torch.randn(batch, 3, size, size, device=dev)
+
+    def cast() -> Any:
+        if dev.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def features() -> torch.Tensor:
+        with torch.inference_mode(), cast(), FeatureTap(net, layers, stats=("mean", "std")) as tap:
+            net(x)
+        return tap.features()
+
+    bank = features().numpy()
+    rng = np.random.default_rng(0)
+    rows = bank[rng.integers(0, len(bank), MAX_BANK)] * rng.uniform(0.9, 1.1, (MAX_BANK, 1))
+    familiarity = fit_familiarity(rows.astype(np.float32))
+
+    def plain() -> None:
+        with torch.inference_mode(), cast():
+            net(x)
+
+    def checked() -> None:
+        familiarity.judge(features())
+
+    found = tap_overhead(plain, checked, rounds=rounds, device=device)
+    return {"model": model_name, "batch": batch, "size": size, "layers": list(layers),
+            "bank": MAX_BANK, "dims": familiarity.dims, **found}  # fmt: skip
 
 
 def print_table(table: Mapping[str, Any]) -> None:

@@ -52,6 +52,13 @@ def _normalised(features: Any) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def _on_accelerator(features: Any) -> bool:
+    """Whether ``features`` is a torch tensor on a device other than the CPU (checked without
+    importing torch)."""
+    device = getattr(features, "device", None)
+    return device is not None and getattr(device, "type", "cpu") != "cpu"
+
+
 def _kth_distance(queries: np.ndarray, bank: np.ndarray, k: int, skip_self: bool) -> np.ndarray:
     """Distance of each unit-length query to its k-th nearest unit-length bank row (the
     (k+1)-th when the queries are the bank itself and their own row must not count)."""
@@ -78,6 +85,7 @@ class Familiarity:
     #: how it was fitted (items, dims, target rate, flagged rate of the calibration scores,
     #: seed, command, what the features are): recorded in the file and the sidecar
     info: dict[str, Any] = field(default_factory=dict)
+    _placed: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def dims(self) -> int:
@@ -85,18 +93,48 @@ class Familiarity:
         return int(self.tensors[key].shape[-1])
 
     def scores(self, features: Any) -> np.ndarray:
-        """(N,) how unusual each row of (N, D) ``features`` is (higher is stranger)."""
+        """(N,) how unusual each row of (N, D) ``features`` is (higher is stranger). Features
+        that are a torch tensor on an accelerator are scored there (the model's tensors are
+        copied to that device once), so a GPU run does not wait on the CPU."""
+        if _on_accelerator(features):
+            return self._scores_on_device(features)
         x = _normalised(features)
-        if x.shape[1] != self.dims:
-            raise FamiliarityError(
-                f"features have {x.shape[1]} dimensions; the familiarity model was fitted on "
-                f"{self.dims}"
-            )
+        self._check_dims(x.shape[1])
         if self.method == "knn":
-            return _kth_distance(x, self.tensors["bank"].astype(np.float32), self.k, False)
+            return _kth_distance(
+                x, self.tensors["bank"].astype(np.float32, copy=False), self.k, False
+            )
         d = x - self.tensors["mean"]
         m = np.einsum("nd,de,ne->n", d, self.tensors["precision"], d)
         return np.sqrt(np.maximum(m, 0.0)).astype(np.float32)
+
+    def _check_dims(self, dims: int) -> None:
+        if dims != self.dims:
+            raise FamiliarityError(
+                f"features have {dims} dimensions; the familiarity model was fitted on {self.dims}"
+            )
+
+    def _scores_on_device(self, features: Any) -> np.ndarray:
+        import torch
+
+        x = torch.nn.functional.normalize(features.detach().float(), dim=1)
+        x = torch.nan_to_num(x)
+        self._check_dims(int(x.shape[1]))
+        key = str(x.device)
+        placed = self._placed.get(key)
+        if placed is None:
+            placed = {n: torch.as_tensor(t, device=x.device) for n, t in self.tensors.items()}
+            self._placed[key] = placed
+        if self.method == "knn":
+            bank = placed["bank"]
+            sims = x @ bank.T
+            rank = min(self.k, bank.shape[0])
+            kth = sims.topk(rank, dim=1).values[:, -1]
+            out = (2.0 - 2.0 * kth).clamp(0.0, 4.0).sqrt()
+        else:
+            d = x - placed["mean"]
+            out = ((d @ placed["precision"]) * d).sum(1).clamp(min=0.0).sqrt()
+        return out.cpu().numpy().astype(np.float32)
 
     def judge(self, features: Any) -> list[Ood]:
         """The verdict of each row of ``features``."""

@@ -105,7 +105,8 @@ class FeatureTap:
         return keep
 
     def features(self) -> torch.Tensor:
-        """(rows, dims) on the CPU: every call's rows in order, the layers joined."""
+        """(rows, dims) on the network's device: every call's rows in order, the layers
+        joined (``Familiarity.judge`` scores them there)."""
         import torch
 
         per_layer = []
@@ -113,7 +114,7 @@ class FeatureTap:
             rows = self._rows[name]
             if not rows:
                 raise FamiliarityError(f"layer '{name}' was not run while the tap was on")
-            x = torch.cat(rows).cpu()
+            x = torch.cat(rows)
             per_layer.append(
                 x if len(self.layers) == 1 else torch.nn.functional.normalize(x, dim=1)
             )
