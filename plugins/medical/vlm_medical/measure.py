@@ -34,10 +34,15 @@ def _largest_diameter_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
     return float(pdist(points).max())
 
 
-def region_stats(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+def region_stats(
+    mask: np.ndarray, spacing: tuple[float, ...], origin: tuple[int, ...] | None = None
+) -> dict[str, float]:
+    """Voxels, volume, largest diameter and bounding box of one region; ``mask`` may be cut
+    to the region's box, whose first voxel is at ``origin`` in the whole map."""
     voxels = int(mask.sum())
     coords = np.argwhere(mask)
-    low, high = coords.min(axis=0), coords.max(axis=0)
+    shift = np.asarray(origin if origin is not None else (0,) * mask.ndim)
+    low, high = coords.min(axis=0) + shift, coords.max(axis=0) + shift
     stats: dict[str, float] = {
         "voxels": float(voxels),
         "volume_ml": voxels * float(np.prod(spacing)) / 1000.0,
@@ -68,8 +73,12 @@ def measure(
         if not count:
             continue
         sizes = ndimage.sum_labels(mask, components, index=np.arange(1, count + 1))
+        boxes = ndimage.find_objects(components)  # each region's box: work within it only
         for rank, index in enumerate(np.argsort(-sizes), start=1):
-            table[f"{name} {rank}"] = region_stats(components == index + 1, spacing)
+            box = boxes[index]
+            assert box is not None  # every label 1..count has voxels
+            origin = tuple(int(part.start) for part in box)
+            table[f"{name} {rank}"] = region_stats(components[box] == index + 1, spacing, origin)
     return summary, table
 
 
@@ -85,16 +94,16 @@ def postprocess(
     out = labels.copy()
     values = [int(v) for v in np.unique(out) if v]
     if fill_holes and values:
-        out = FillHoles(applied_labels=values)(torch.as_tensor(out[None])).numpy()[0]
+        out = np.asarray(FillHoles(applied_labels=values)(torch.as_tensor(out[None])))[0]
     if min_voxels > 1:
         for value in values:
             components, count = ndimage.label(out == value, structure=np.ones((3,) * out.ndim))
             sizes = ndimage.sum_labels(np.ones_like(out), components, np.arange(1, count + 1))
-            for index in np.flatnonzero(sizes < min_voxels):
-                out[components == index + 1] = 0
+            small = np.concatenate([[False], sizes < min_voxels])  # by label; 0: background
+            out[small[components]] = 0
     if largest_only and values:
         keep = KeepLargestConnectedComponent(applied_labels=values, independent=True)
-        out = keep(torch.as_tensor(out[None])).numpy()[0]
+        out = np.asarray(keep(torch.as_tensor(out[None])))[0]
     return out.astype(labels.dtype)
 
 
