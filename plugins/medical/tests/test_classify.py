@@ -128,8 +128,9 @@ def test_a_2d_image_is_classified_and_explained_on_its_own_grid(tmp_path: Path) 
 
 
 def test_run_sees_what_training_saw(tmp_path: Path) -> None:
-    """`vlm run`'s probabilities equal the network's on the training pipeline's tensor, for a
-    volume and for a 2D image."""
+    """`vlm run`'s probabilities equal the network's on the training pipeline's tensor (its
+    logits divided by the temperature the weights' card records), for a volume and for a 2D
+    image."""
     import torch
     from PIL import Image
     from vlm_medical.classify import _transforms, default_weights, load_model
@@ -148,7 +149,8 @@ def test_run_sees_what_training_saw(tmp_path: Path) -> None:
         tensor = pipeline({"image": str(tmp_path / name), "label": 0})["image"]
         assert tuple(tensor.shape) == (1, 32, 32, 32)
         with torch.no_grad():
-            expected = model.network(tensor[None])[0].double().softmax(0).numpy()
+            logits = model.network(tensor[None])[0].double()
+        expected = (logits / model.temperature).softmax(0).numpy()
         (result,) = run([tmp_path / name]).results
         got = [result.outputs["probabilities"].values[c] for c in model.class_names]
         np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -237,7 +237,8 @@ def test_sliding_window_benchmark_compares_the_same_work() -> None:
 def test_swinunetr_trains_through_the_core_trainer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The attention-based network: one optimizer step and a validation on whole volumes."""
+    """The attention-based network: one optimizer step, a validation on whole volumes, and
+    the familiarity model of its bottleneck encoder fitted at the end."""
     from vlm_medical import networks
     from vlm_medical.params import SegmentTrainParams
     from vlm_medical.train import build
@@ -247,7 +248,7 @@ def test_swinunetr_trains_through_the_core_trainer(
 
     # the real MONAI SwinUNETR, one block per stage, so that the test takes seconds
     monkeypatch.setitem(networks.DEFAULT_SWIN, "depths", [1, 1, 1, 1])
-    data = write_dataset(tmp_path / "data", 2, seed=9, size=64)
+    data = write_dataset(tmp_path / "data", 3, seed=9, size=64)  # 2 to fit on, 1 to calibrate
     params = SegmentTrainParams(network="swinunetr", patch=64, roi=64, samples_per_volume=1)
     setup = build(data, params, TrainContext("medical.segment", "medical", "cpu", purpose="train"))
     assert type(setup.model).__name__ == "SwinUNETR"
@@ -255,6 +256,7 @@ def test_swinunetr_trains_through_the_core_trainer(
     result = Trainer(setup, config, tmp_path / "out").fit()
     assert result.status == "completed"
     assert {"val_dice", "val_hd95", "val_loss"} <= set(result.last_values)
+    assert result.familiarity is not None and result.familiarity["fit_items"] == 2
 
 
 def test_bad_weights_are_the_requests_fault_and_keep_the_plugin_enabled(

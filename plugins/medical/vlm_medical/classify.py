@@ -12,6 +12,7 @@ both; its Grad-CAM map is brought back onto the image.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlm_core.errors import InputError, UsageError, did_you_mean
+from vlm_core.familiarity import FeatureTap, Ood
 from vlm_core.kinds import Kind
 from vlm_core.tasks import RunContext, TrainContext, package_file
 from vlm_core.training import TrainSetup
@@ -41,6 +43,7 @@ from vlm_medical.classify_params import (
     ClassifyParams,
     ClassifyTrainParams,
 )
+from vlm_medical.features import card_entry, classify_layers, recorded_layers
 from vlm_medical.intensity import normalize_tensor
 from vlm_medical.segment import _as_volume
 
@@ -92,7 +95,8 @@ def resize_cube(data: torch.Tensor, size: int) -> torch.Tensor:
     """(1, i, j, k) → (1, size, size, size): area averaging along the axes that shrink (no
     aliasing), then trilinear interpolation along those that grow."""
     x = data[None].float()
-    shrunk = tuple(min(int(n), size) for n in x.shape[2:])
+    i, j, k = (min(int(n), size) for n in x.shape[2:])
+    shrunk = (i, j, k)
     if shrunk != tuple(x.shape[2:]):
         x = F.adaptive_avg_pool3d(x, shrunk)
     if shrunk != (size,) * 3:
@@ -289,14 +293,14 @@ def _load_prepared(path: str, *, preset: str, size: int) -> torch.Tensor:
 
 def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSetup:
     """What `vlm train` / `vlm eval medical.classify` hand the core trainer."""
-    from monai.data import CacheDataset
+    from monai.data import CacheDataset, Dataset
     from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
     quiet_monai()
     found = read_class_data(data, val_fraction=params.val_fraction, seed=ctx.seed)
     classes = len(found.class_names)
     train_items = found.train if ctx.purpose == "train" else []
-    if ctx.purpose == "train" and not train_items:
+    if ctx.purpose in ("train", "fit") and not found.train:
         raise InputError(f"{data}: no training files (every file is in the validation split)")
     if ctx.purpose == "eval" and not found.val:
         raise InputError(f"{data}: no validation files to evaluate on")
@@ -314,7 +318,22 @@ def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSe
     def predict(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return model(batch["image"]).softmax(1), batch["label"].long()
 
-    arch = architecture(params.network, classes, params.dropout)
+    recorded = ctx.weights_card.get("architecture")
+    if ctx.purpose != "train" and isinstance(recorded, dict):  # the network as trained
+        arch = dict(recorded)
+    else:
+        arch = architecture(params.network, classes, params.dropout)
+    layers = recorded_layers(ctx.weights_card, classify_layers(arch))
+
+    # whole training volumes without augmentation, read once when the model is fitted
+    whole = Dataset(found.train, _transforms(params, False)) if ctx.purpose != "eval" else None
+
+    def features(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # the run's one forward pass per input (Grad-CAM's), tapped the same way
+        with FeatureTap(model, layers) as tap:
+            model(batch["image"])
+        return tap.features()
+
     return TrainSetup(
         model=build_network(arch),
         train_data=dataset(train_items, True),
@@ -327,8 +346,11 @@ def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSe
         },
         monitor="val_acc",
         mode="max",
+        features=features,
+        fit_data=whole,
         card={
             "architecture": arch,
+            "features": card_entry(layers),
             "class_names": list(found.class_names),
             "preprocessing": {
                 "intensity": params.preset,
@@ -355,9 +377,39 @@ class LoadedClassifier:
     size: int
     preset: str
     cam_layer: str  # the automatic Grad-CAM layer for this network and input size
+    #: the weights as the core loaded them: their familiarity model and lock (None: a bare
+    #: network)
+    trained: TrainedModel | None = None
+    #: the layers the familiarity check reads (:mod:`vlm_medical.features`)
+    layers: tuple[str, ...] = ()
+    #: logits are divided by it before the softmax (the card's ``calibration``; 1: none)
+    temperature: float = 1.0
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while hooks are on the network (Grad-CAM's, the familiarity tap's): the
+        core's model cache shares it between runs."""
+        return self.trained.lock if self.trained is not None else _CAM_LOCK
+
+    def familiarity_tap(self) -> FeatureTap | None:
+        """A tap on :attr:`layers` when the weights have a familiarity model, else None."""
+        if self.trained is None or self.trained.familiarity is None:
+            return None
+        return FeatureTap(self.network, self.layers)
+
+    def judge(self, tap: FeatureTap | None) -> Ood | None:
+        """The verdict of the one input ``tap`` saw: one row, the Grad-CAM forward pass (its
+        backward pass runs no forward hooks)."""
+        if tap is None or self.trained is None:
+            return None
+        rows = tap.features()
+        if len(rows) != 1:
+            raise RuntimeError(f"the familiarity tap saw {len(rows)} forward passes, not 1")
+        return self.trained.judge(rows)[0]
 
 
-#: Grad-CAM hooks a module for one call; a shared cached model explains one input at a time.
+#: Grad-CAM hooks a module for one call; a bare network (no cached weights, whose lock is held
+#: instead) explains one input at a time.
 _CAM_LOCK = threading.Lock()
 #: :func:`auto_cam_layer` by (weights sha256, input size, device).
 _CAM_LAYERS: dict[tuple[str, int, str], str] = {}
@@ -420,7 +472,12 @@ def _classifier(loaded: TrainedModel, device: torch.device) -> LoadedClassifier:
     where = (loaded.sha256, size, str(device))
     if where not in _CAM_LAYERS:
         _CAM_LAYERS[where] = auto_cam_layer(network, size, device)
-    return LoadedClassifier(network, card, loaded.sha256, names, size, preset, _CAM_LAYERS[where])
+    calibration = card.get("calibration") or {}
+    return LoadedClassifier(
+        network, card, loaded.sha256, names, size, preset, _CAM_LAYERS[where], trained=loaded,
+        layers=recorded_layers(card, classify_layers(card["architecture"])),
+        temperature=float(calibration.get("temperature", 1.0)),
+    )  # fmt: skip
 
 
 def load_model(ref: str, device: torch.device) -> LoadedClassifier:
@@ -441,10 +498,16 @@ def _class_index(model: LoadedClassifier, name: str) -> int | None:
 
 
 def classify_array(
-    model: LoadedClassifier, array: np.ndarray, params: ClassifyParams, device: torch.device
+    model: LoadedClassifier,
+    array: np.ndarray,
+    params: ClassifyParams,
+    device: torch.device,
+    tap: FeatureTap | None = None,
 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """``(probabilities, explained class, heat (i, j, k) in [0, 1], scaled intensities)`` for
-    a volume (i, j, k): one forward and backward pass on the device."""
+    a volume (i, j, k): one forward and backward pass on the device, ``tap`` (if any) on
+    during it. The probabilities are the softmax of the logits divided by the weights'
+    temperature."""
     from vlm_core.explain._common import to_heat
     from vlm_core.explain.gradcam import run_grad_cam
 
@@ -453,9 +516,10 @@ def classify_array(
     scaled = normalize_tensor(source, preset)
     pixels = resize_cube(scaled[None], model.size)[None]
     layer = model.cam_layer if params.cam_layer == "auto" else params.cam_layer
-    with _CAM_LOCK:
-        saliency = run_grad_cam(model.network, pixels, _class_index(model, params.explain), layer)
-    probs = saliency.logits.double().softmax(0).cpu().numpy()
+    explain = _class_index(model, params.explain)
+    with model.lock, tap if tap is not None else contextlib.nullcontext():
+        saliency = run_grad_cam(model.network, pixels, explain, layer)
+    probs = (saliency.logits.double() / model.temperature).softmax(0).cpu().numpy()
     heat = to_heat(saliency.coarse, tuple(array.shape))
     return probs, saliency.class_index, heat, scaled.cpu().numpy()
 
@@ -488,7 +552,9 @@ def run(
     outputs: list[dict[str, Any]] = []
     for n, item in enumerate(inputs):
         array, affine, _ = _as_volume(item)
-        probs, explained, heat, scaled = classify_array(model, array, params, device)
+        tap = model.familiarity_tap()
+        probs, explained, heat, scaled = classify_array(model, array, params, device, tap)
+        ctx.record_ood(n, model.judge(tap))
         top = int(probs.argmax())
         values = {name: float(p) for name, p in zip(model.class_names, probs, strict=True)}
         where = _explanation(heat, affine, explained, isinstance(item, Image))

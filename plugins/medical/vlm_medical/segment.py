@@ -3,6 +3,7 @@ and measurements."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Mapping, Sequence
@@ -14,12 +15,14 @@ import numpy as np
 import torch
 
 from vlm_core.errors import InputError
+from vlm_core.familiarity import FeatureTap, Ood
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import File, Image, Mask, Metrics, Volume
 from vlm_core.weights import LoadedModel as TrainedModel
 from vlm_core.weights import ModelRecipe
 from vlm_core.weights import load_model as load_trained_model
 from vlm_medical._quiet import quiet_monai
+from vlm_medical.features import recorded_layers, segment_layers
 from vlm_medical.intensity import normalize_tensor
 from vlm_medical.measure import measure, postprocess
 from vlm_medical.networks import build_network, spatial_dims
@@ -37,6 +40,31 @@ class LoadedModel:
     sha256: str
     class_names: tuple[str, ...]
     spatial_dims: int  # 3: volumes; 2: images, and volumes slice by slice
+    #: the weights as the core loaded them: their familiarity model and lock (None: a bare
+    #: network, as in a benchmark)
+    trained: TrainedModel | None = None
+    #: the layers the familiarity check reads (:mod:`vlm_medical.features`)
+    layers: tuple[str, ...] = ()
+
+    def familiarity_tap(self) -> FeatureTap | None:
+        """A tap on :attr:`layers` when the weights have a familiarity model, else None
+        (their results say ``ood = None`` and nothing is hooked)."""
+        if self.trained is None or self.trained.familiarity is None:
+            return None
+        return FeatureTap(self.network, self.layers)
+
+    def holding(self, tap: FeatureTap | None) -> contextlib.AbstractContextManager[Any]:
+        """The weights' lock while ``tap`` hooks the network: the core's model cache shares
+        it between runs, which wait meanwhile; nothing to hold without a tap."""
+        if tap is None or self.trained is None:
+            return contextlib.nullcontext()
+        return self.trained.lock
+
+    def judge(self, tap: FeatureTap | None) -> Ood | None:
+        """The familiarity verdict of the one input ``tap`` saw (its windows averaged)."""
+        if tap is None or self.trained is None:
+            return None
+        return self.trained.judge(tap.mean())[0]
 
 
 def default_weights(dims: int = 3) -> str:
@@ -64,9 +92,10 @@ SEGMENTERS: dict[int, ModelRecipe] = {
 def _segmenter(loaded: TrainedModel) -> LoadedModel:
     card = loaded.card
     names = tuple(card.get("class_names") or ("background", "lesion"))
-    return LoadedModel(
-        loaded.module, card, loaded.sha256, names, spatial_dims(card["architecture"])
-    )
+    arch = card["architecture"]
+    layers = recorded_layers(card, segment_layers(arch))
+    return LoadedModel(loaded.module, card, loaded.sha256, names, spatial_dims(arch),
+                       trained=loaded, layers=layers)  # fmt: skip
 
 
 def load_model(ref: str, device: torch.device, dims: int = 3) -> LoadedModel:
@@ -86,17 +115,48 @@ def _as_volume(item: Image | Volume) -> tuple[np.ndarray, np.ndarray, bool]:
     return np.ascontiguousarray(gray.T[:, :, None]), np.eye(4), True
 
 
+def window_logits(
+    network: torch.nn.Module, batch: torch.Tensor, params: SegmentParams
+) -> torch.Tensor:
+    """MONAI's sliding-window inference of ``batch`` ((1, 1, i, j, k) for a 3D network;
+    (slices, 1, i, j) for a 2D one) with the request's window, overlap and blending; the
+    window is cut to the input and rounded to what the UNet takes."""
+    from monai.inferers import sliding_window_inference
+
+    roi = [min(params.roi, max(s, 16)) for s in batch.shape[2:]]
+    roi = [max(16, r - r % 8) for r in roi]
+    logits = sliding_window_inference(
+        batch, roi, params.sw_batch, network, overlap=params.overlap, mode=params.blend
+    )
+    assert isinstance(logits, torch.Tensor)  # a network of one output gives one tensor
+    return logits
+
+
+def window_features(
+    network: torch.nn.Module, layers: Sequence[str], batch: torch.Tensor, params: SegmentParams
+) -> torch.Tensor:
+    """(B, D): each item of ``batch`` (B, 1, *spatial), prepared as a run prepares an input,
+    run through :func:`window_logits` as a run runs it, its tapped rows averaged over its
+    windows. What ``vlm train`` fits the familiarity model on."""
+    rows = []
+    for item in batch:
+        with FeatureTap(network, layers) as tap:
+            window_logits(network, item[None], params)
+        rows.append(tap.mean())
+    return torch.cat(rows)
+
+
 def segment_array(
     model: LoadedModel, array: np.ndarray, affine: np.ndarray, params: SegmentParams,
-    device: torch.device, flat: bool,
+    device: torch.device, flat: bool, tap: FeatureTap | None = None,
 ) -> np.ndarray:  # fmt: skip
     """The label map of ``array`` (i, j, k) in its own grid.
 
     The volume goes to the device first; intensity scaling, the sliding window (bf16 autocast
-    on CUDA) and the argmax all run there, and only the uint8 labels come back.
+    on CUDA) and the argmax all run there, and only the uint8 labels come back. A ``tap`` is
+    on during the sliding window only: it sees every window of the input once.
     """
     from monai.data import MetaTensor
-    from monai.inferers import sliding_window_inference
     from monai.transforms import Compose, Orientation, Spacing
 
     depth = array.shape[2]
@@ -118,17 +178,14 @@ def segment_array(
     if resample is not None:  # MONAI records each step so that the labels can go back
         image = resample(MetaTensor(image, affine=torch.as_tensor(affine)))
     dims = model.spatial_dims
-    roi = [min(params.roi, max(s, 16)) for s in image.shape[1 : 1 + dims]]
-    roi = [max(16, r - r % 8) for r in roi]
     amp = device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16):
         if dims == 3:
             batch = torch.as_tensor(image)[None]  # (1, 1, i, j, k)
         else:  # every slice k is an image of the batch: (k, 1, i, j)
             batch = torch.as_tensor(image).permute(3, 0, 1, 2)
-        logits = sliding_window_inference(
-            batch, roi, params.sw_batch, model.network, overlap=params.overlap, mode=params.blend,
-        )  # fmt: skip
+        with tap if tap is not None else contextlib.nullcontext():
+            logits = window_logits(model.network, batch, params)
         labels = logits.argmax(dim=1).to(torch.uint8)
         if dims == 2:
             labels = labels.permute(1, 2, 0)[None]  # (k, i, j) → (1, i, j, k)
@@ -200,7 +257,10 @@ def run(
     for n, item in enumerate(inputs):
         array, affine, flat = _as_volume(item)
         model = model_for(flat)
-        labels = segment_array(model, array, affine, params, device, flat)
+        tap = model.familiarity_tap()
+        with model.holding(tap):
+            labels = segment_array(model, array, affine, params, device, flat, tap=tap)
+        ctx.record_ood(n, model.judge(tap))
         labels = postprocess(
             labels,
             largest_only=params.largest_only,

@@ -15,9 +15,10 @@ from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 from vlm_medical._quiet import quiet_monai
 from vlm_medical.data import read_dataset, spatial_dims_of
+from vlm_medical.features import card_entry, recorded_layers, segment_layers
 from vlm_medical.intensity import normalize
 from vlm_medical.networks import architecture, build_network, spatial_dims
-from vlm_medical.params import SegmentTrainParams
+from vlm_medical.params import SegmentParams, SegmentTrainParams
 
 
 class VolumeMetric(Metric):
@@ -25,6 +26,8 @@ class VolumeMetric(Metric):
     kept as a sum and a count so that torchrun processes add up exactly."""
 
     full_state_update = False
+    total: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self, kind: str, num_classes: int) -> None:
         super().__init__()
@@ -123,16 +126,16 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
             f"{divisor} of at least {smallest}"
         )
     recorded = ctx.weights_card.get("architecture")
-    if ctx.purpose == "eval" and isinstance(recorded, dict):  # evaluate the network as trained
+    if ctx.purpose != "train" and isinstance(recorded, dict):  # the network as trained
         arch = dict(recorded)
         params = params.model_copy(update={"spatial_dims": spatial_dims(arch)})
     else:
         arch = architecture(params.network, out_channels=classes, spatial_dims=params.spatial_dims)
     dims = params.spatial_dims
     train_items = found.train if ctx.purpose == "train" else []
-    if ctx.purpose == "train" and not train_items:
+    if ctx.purpose in ("train", "fit") and not found.train:
         raise ValueError(f"{data}: no training pairs")
-    first = Path((train_items or found.val)[0]["image"])
+    first = Path((found.train if ctx.purpose != "eval" else found.val)[0]["image"])
     if (found_dims := spatial_dims_of(first)) != dims:
         hint = "; train with -p spatial_dims=2" if found_dims == 2 else ""
         raise ValueError(
@@ -161,13 +164,27 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
         if model.training:  # random patches of the patch size
             return model(image)
         # whole validation volumes, of any size: windowed as the run path does
-        return sliding_window_inference(image, roi, 4, model, overlap=0.25, mode="gaussian")
+        logits = sliding_window_inference(image, roi, 4, model, overlap=0.25, mode="gaussian")
+        assert isinstance(logits, torch.Tensor)  # a network of one output gives one tensor
+        return logits
 
     def loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_fn(logits_of(model, batch["image"]), batch["label"])
 
     def predict(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return logits_of(model, batch["image"]).argmax(dim=1, keepdim=True), batch["label"]
+
+    # the familiarity model: each whole training volume (no crops) through the run's own
+    # sliding window at the run's default settings, the tapped rows averaged over windows
+    from vlm_medical.segment import window_features
+
+    layers = recorded_layers(ctx.weights_card, segment_layers(arch))
+    run_windows = SegmentParams.model_validate({})  # the run's defaults
+
+    def features(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return window_features(model, layers, batch["image"], run_windows)
+
+    whole = Dataset(found.train, _transforms(params, False)) if ctx.purpose != "eval" else None
 
     return TrainSetup(
         model=build_network(arch),
@@ -182,8 +199,11 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
         monitor="val_dice",
         mode="max",
         collate=list_data_collate,
+        features=features,
+        fit_data=whole,
         card={
             "architecture": arch,
+            "features": card_entry(layers),
             "class_names": list(found.class_names),
             "preprocessing": {
                 "intensity": params.preset,
