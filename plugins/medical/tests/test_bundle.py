@@ -179,6 +179,10 @@ def test_bundled_demo_sample_segments_spheres(registry, tmp_path):
     assert 0.002 < stats.values["foreground_fraction"] < 0.2  # a few spheres, not everything
     assert result.provenance.weights_sha256  # the sha256 of models/model.safetensors
     assert not (DEMO_BUNDLE / "eval").exists()  # its SaveImaged was dropped, not run
+    # a bundle the user brings has no familiarity model: its results say so, ood = null
+    assert result.ood is None
+    (written,) = (tmp_path / "out").rglob("result.json")
+    assert json.loads(written.read_text())["ood"] is None
 
 
 # ---------------------------------------------------------------------------------------------
