@@ -17,7 +17,7 @@ from vlm_caption import answer as answer_mod
 from vlm_caption.cases import answerable_cases
 from vlm_caption.evaluation import caption_scores, read_caption, support_scores
 from vlm_caption.knowledge import load_knowledge_base, read_message
-from vlm_caption.model import Attribute, Recognition, load_captioner
+from vlm_caption.model import UNSURE, Attribute, Recognition, load_captioner
 from vlm_caption.products import (
     DEFECTS,
     PRODUCTS,
@@ -296,6 +296,8 @@ def test_answerable_cases_are_held_out_and_varied() -> None:
 def test_describe_captions_and_tags_the_samples() -> None:
     outcome = run("caption.describe", [SAMPLES / "teapot-crack.png", SAMPLES / "mug-red.png"])
     first, second = (r.outputs["caption"] for r in outcome.results)
+    # generated photos like the training ones: judged familiar, captions not marked
+    assert all(r.ood is not None and not r.ood["flagged"] for r in outcome.results)
     assert isinstance(first, Caption) and "teapot" in first.text and "crack" in first.text
     assert "red mug" in second.text
     assert first.tags["teapot"] > 0.5 and len(first.tags) == 5
@@ -326,11 +328,15 @@ def test_skimage_photographs_get_captions_without_error(tmp_path) -> None:
         paths.append(tmp_path / f"{name}.png")
         PIL.fromarray(getattr(data, name)()).save(paths[-1])
     outcome = run("caption.describe", paths)
+    # they look unlike the generated photos it learned: each caption is marked as a guess
+    assert all(r.ood is not None and r.ood["flagged"] for r in outcome.results)
     texts = [r.outputs["caption"].text for r in outcome.results]
-    assert len(texts) == 4 and all(len(t.split()) >= 2 for t in texts)
+    assert all(t.startswith(UNSURE) for t in texts)
+    guesses = [t.removeprefix(UNSURE) for t in texts]
+    assert len(guesses) == 4 and all(len(t.split()) >= 2 for t in guesses)
     # what the offline model can say: catalogue words only (docs/caption.md shows them)
     vocab = set(load_captioner().captioner.vocab.tokens)
-    assert all(set(t.split()) <= vocab for t in texts)
+    assert all(set(t.split()) <= vocab for t in guesses)
 
 
 def test_search_finds_a_text_and_an_image_and_keeps_its_index(tmp_path, vlm_home) -> None:

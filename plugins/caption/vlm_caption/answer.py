@@ -5,6 +5,9 @@ The photo gives the product, its colour and the problem it shows, each with a co
 the customer names and what they ordered (:func:`vlm_caption.knowledge.read_message`).
 :func:`decide` puts the two together, in this order:
 
+0. **an unfamiliar photo** — the familiarity check (taken during the recognition's pass of the
+   image tower) flags the photo as unlike the captioner's training photos: ask for a photo of
+   the product (whatever the captioner would have read in it, it is not trusted);
 1. **the product** — an unknown object, or a product below ``min_confidence``: ask which
    product it is (never guess a product);
 2. **a wrong item** — the message names an ordered product or colour that the photo
@@ -33,10 +36,20 @@ from vlm_caption.knowledge import (
     load_knowledge_base,
     read_message,
 )
-from vlm_caption.model import NOTHING, Loaded, Recognition, load_captioner, recognise
+from vlm_caption.model import (
+    NOTHING,
+    Loaded,
+    Recognition,
+    encode,
+    load_captioner,
+    recognise,
+    tapped,
+    unsure_caption,
+)
 from vlm_caption.params import AnswerParams
 from vlm_caption.products import UNKNOWN
 from vlm_core.errors import InputError
+from vlm_core.familiarity import Ood
 from vlm_core.tasks import RunContext
 from vlm_core.types import Caption, Image, Reply
 
@@ -74,11 +87,16 @@ def _problem_probabilities(seen: Recognition, message: Message) -> dict[str, flo
 
 
 def decide(
-    seen: Recognition, message: Message, kb: KnowledgeBase, min_confidence: float
-) -> Decision:
-    """The reply or the clarifying question for one photo and its message."""
+    seen: Recognition, message: Message, kb: KnowledgeBase, min_confidence: float,
+    unfamiliar: bool = False,
+) -> Decision:  # fmt: skip
+    """The reply or the clarifying question for one photo and its message (``unfamiliar``:
+    the familiarity check flagged the photo)."""
     clarify = kb.clarify
     product, colour = seen.product, seen.colour
+    # 0. a photo unlike the training photos: what was read in it is not trusted
+    if unfamiliar:
+        return Decision("clarify", "unfamiliar_photo", _fill(clarify.unfamiliar_photo), 0.0)
     # 1. the product
     if product.value == UNKNOWN and product.confidence >= min_confidence:
         return Decision("clarify", "unknown_product", _fill(clarify.unknown_product),
@@ -144,7 +162,20 @@ def _reply(kb: KnowledgeBase, problem: str, values: dict[str, str], confidence: 
     return Decision("reply", problem, text, confidence, problem=problem, policy=entry.policy)
 
 
-def evidence(seen: Recognition, message: Message, decision: Decision) -> dict[str, str]:
+@dataclass(frozen=True)
+class Answered:
+    """One photo's decision, what was recognised in it, what its message said and its
+    familiarity verdict (None: weights without a familiarity model)."""
+
+    decision: Decision
+    seen: Recognition
+    message: Message
+    verdict: Ood | None
+
+
+def evidence(
+    seen: Recognition, message: Message, decision: Decision, verdict: Ood | None = None
+) -> dict[str, str]:
     """What the reply rests on, for the operator (the Reply's ``evidence``)."""
 
     def attr(a: Any) -> str:
@@ -158,6 +189,11 @@ def evidence(seen: Recognition, message: Message, decision: Decision) -> dict[st
         or "nothing the knowledge base knows",
         "decision": f"{decision.action}: {decision.reason}",
     }
+    if verdict is not None:
+        relation = "unlike" if verdict["flagged"] else "like"
+        sign = ">" if verdict["flagged"] else "<="
+        out["photo"] = (f"{relation} the captioner's training photos (familiarity score "
+                        f"{verdict['score']:.3g} {sign} {verdict['threshold']:.3g})")  # fmt: skip
     if decision.policy:
         out["policy"] = decision.policy
     if message.ordered_product or message.ordered_colour:
@@ -172,15 +208,22 @@ def answer(
     *,
     kb: KnowledgeBase,
     min_confidence: float = 0.6,
-) -> list[tuple[Decision, Recognition, Message]]:
-    """Decide the reply to each (photo, message) pair with the captioner ``loaded``."""
+) -> list[Answered]:
+    """Decide the reply to each (photo, message) pair with the captioner ``loaded``; the
+    photos' familiarity is judged during the one pass of the image tower that the recognition
+    reads."""
     if len(images) != len(messages):
         raise InputError(f"give one message per photo: {len(images)} photos, {len(messages)}")
-    seen = recognise(loaded, images, kb)
+    with tapped(loaded) as check:
+        memory = encode(loaded, images)
+    verdicts = check.verdicts(len(images))
+    seen = recognise(loaded, images, kb, memory)
     out = []
-    for recognition, text in zip(seen, messages, strict=True):
+    for recognition, text, verdict in zip(seen, messages, verdicts, strict=True):
         message = read_message(text, kb)
-        out.append((decide(recognition, message, kb, min_confidence), recognition, message))
+        unfamiliar = verdict is not None and verdict["flagged"]
+        decision = decide(recognition, message, kb, min_confidence, unfamiliar)
+        out.append(Answered(decision, recognition, message, verdict))
     return out
 
 
@@ -193,17 +236,20 @@ def run(inputs: Sequence[Image], params: AnswerParams, ctx: RunContext) -> list[
     )  # fmt: skip
     captions = loaded.captioner.beam_search(list(inputs), beam=3)
     out = []
-    for (decision, seen, message), caption in zip(decided, captions.texts, strict=True):
+    for i, (done, caption) in enumerate(zip(decided, captions.texts, strict=True)):
+        ctx.record_ood(i, done.verdict)
+        decision, seen = done.decision, done.seen
         reply = Reply(
             text=decision.text,
             confidence=round(decision.confidence, 4),
             clarifying_question=decision.action == "clarify",
-            evidence=evidence(seen, message, decision),
+            evidence=evidence(seen, done.message, decision, done.verdict),
         )
         tags = {
             seen.product.value: round(seen.product.confidence, 4),
             seen.colour.value: round(seen.colour.confidence, 4),
             seen.problem.value: round(seen.problem.confidence, 4),
         }
-        out.append({"reply": reply, "caption": Caption(caption, tags=tags)})
+        out.append({"reply": reply, "caption": Caption(unsure_caption(caption, done.verdict),
+                                                       tags=tags)})  # fmt: skip
     return out

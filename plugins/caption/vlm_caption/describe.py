@@ -9,6 +9,10 @@ The caption is the captioner's beam search. The tags are zero-shot labels with p
   classifier that knows only its vocabulary's words;
 - with ``clip_model`` and ``clip_weights``, the given labels (default: the catalogue's
   products) by open_clip's zero-shot classifier (prompt ensemble; any vocabulary).
+
+The familiarity check rides on the caption's own pass of the image tower: a photo unlike the
+captioner's training photos gets ``ood.flagged`` and its caption is marked as a guess
+(:func:`vlm_caption.model.unsure_caption`). A CoCa writes the caption itself: ``ood`` is None.
 """
 
 from __future__ import annotations
@@ -17,9 +21,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from vlm_caption.knowledge import load_knowledge_base
-from vlm_caption.model import Loaded, load_captioner, recognise, score_texts
+from vlm_caption.model import (
+    Loaded,
+    encode,
+    load_captioner,
+    recognise,
+    score_texts,
+    tapped,
+    unsure_caption,
+)
 from vlm_caption.params import DescribeParams
 from vlm_core.errors import InputError
+from vlm_core.familiarity import Ood
 from vlm_core.tasks import RunContext
 from vlm_core.types import Caption, Image
 from vlm_core.weights import requested
@@ -45,8 +58,7 @@ def caption_tags(
                 f"tag '{label}': the captioner does not know the word(s) {', '.join(missing)}; "
                 "tag with an open_clip model (clip_model, clip_weights) for other words"
             )
-    pixels = loaded.captioner.pixels(list(images))
-    logp = score_texts(loaded, pixels, labels, None)
+    logp = score_texts(loaded, None, labels, None, memory=encode(loaded, images))
     lengths = torch.tensor([len(label.split()) + 1 for label in labels], dtype=torch.float64)
     probs = torch.softmax(logp / lengths, dim=1)
     return [dict(zip(labels, row.tolist(), strict=True)) for row in probs]
@@ -74,18 +86,21 @@ def clip_outputs(
 
 
 def _captions(loaded: Loaded, images: Sequence[Image], params: DescribeParams
-              ) -> tuple[list[str], list[float | None]]:  # fmt: skip
-    """The captioner's captions and their mean log-probability per token."""
+              ) -> tuple[list[str], list[float | None], list[Ood | None]]:  # fmt: skip
+    """The captioner's captions, their mean log-probability per token, and each photo's
+    familiarity verdict (taken during the decoding's pass of the image tower)."""
     model, max_len = loaded.captioner, params.max_words + 1
-    if params.beam == 1:
-        decoded = model.greedy(images, max_len=max_len)
-    else:
-        decoded = model.beam_search(images, beam=params.beam, max_len=max_len)
+    with tapped(loaded) as check:
+        if params.beam == 1:
+            decoded = model.greedy(images, max_len=max_len)
+        else:
+            decoded = model.beam_search(images, beam=params.beam, max_len=max_len)
+    verdicts = check.verdicts(len(images))
     scores: list[float | None] = [
         round(float(logp) / (len(ids) + 1), 4)
         for logp, ids in zip(decoded.log_probs, decoded.ids, strict=True)
     ]
-    return decoded.texts, scores
+    return decoded.texts, scores, verdicts
 
 
 def run(inputs: Sequence[Image], params: DescribeParams, ctx: RunContext) -> list[dict[str, Any]]:
@@ -109,12 +124,18 @@ def run(inputs: Sequence[Image], params: DescribeParams, ctx: RunContext) -> lis
             for attr in (seen.product, seen.colour, seen.problem):
                 merged.update(attr.candidates)
             tags.append(merged)
-    if coca is not None:  # a CoCa captions by itself
-        texts, scores = coca, [None for _ in coca]
+    verdicts: list[Ood | None]
+    if coca is not None:  # a CoCa captions by itself: the captioner's familiarity says nothing
+        texts, scores, verdicts = coca, [None for _ in coca], [None for _ in coca]
     else:
-        texts, scores = _captions(loaded, images, params)
+        texts, scores, verdicts = _captions(loaded, images, params)
     out = []
-    for text, score, image_tags in zip(texts, scores, tags, strict=True):
+    for i, (text, score, image_tags, verdict) in enumerate(
+        zip(texts, scores, tags, verdicts, strict=True)
+    ):
+        ctx.record_ood(i, verdict)
         top = sorted(image_tags.items(), key=lambda kv: -kv[1])[: params.top_k]
-        out.append({"caption": Caption(text, score=score, tags={k: round(v, 4) for k, v in top})})
+        caption = Caption(unsure_caption(text, verdict), score=score,
+                          tags={k: round(v, 4) for k, v in top})  # fmt: skip
+        out.append({"caption": caption})
     return out

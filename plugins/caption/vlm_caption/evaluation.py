@@ -104,7 +104,8 @@ def caption_scores(
 def _judge(cases: Sequence[Case], decided: Sequence[Any]) -> dict[str, Any]:
     right = clarified = wrong = 0
     failures = []
-    for case, (decision, _, _) in zip(cases, decided, strict=True):
+    for case, done in zip(cases, decided, strict=True):
+        decision = done.decision
         if decision.action == "clarify":
             clarified += 1
             ok = case.expect == "clarify"

@@ -27,7 +27,20 @@ from vlm_core.tasks import package_file
 #: the fields a reply or question template may use
 TEMPLATE_FIELDS = frozenset({"product", "colour", "problem", "part", "ordered", "policy"})
 CLARIFY_FIELDS = frozenset({"product", "colour", "told", "candidates"})
-CLARIFY_KEYS = ("unknown_product", "unsure_product", "unsure_problem", "not_seen", "no_problem")
+CLARIFY_KEYS = (
+    "unknown_product",
+    "unsure_product",
+    "unsure_problem",
+    "not_seen",
+    "no_problem",
+    "unfamiliar_photo",
+)
+#: the question for a photo the familiarity check flags, when a knowledge base has none
+UNFAMILIAR_PHOTO = (
+    "Thanks for the photo. It does not look like the product photos I can read, so I cannot "
+    "tell what is wrong from it. Could you send a photo of the product you received, on its "
+    "own and in good light, and tell me what the problem is?"
+)
 WRONG_ITEM = "wrong item"
 MISSING_PART = "missing part"
 #: words that introduce what the customer ordered ("I ordered a blue mug")
@@ -57,6 +70,7 @@ class Clarify(_Strict):
     unsure_problem: str
     not_seen: str
     no_problem: str
+    unfamiliar_photo: str = UNFAMILIAR_PHOTO
 
 
 class KnowledgeBase(_Strict):

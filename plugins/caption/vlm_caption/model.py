@@ -6,12 +6,19 @@ path and model cache (:data:`CAPTIONER` says how the network is built).
 :func:`recognise` asks it the three questions it was trained on — the product, the colour and
 what is wrong — and scores every candidate answer with the full teacher-forced pass
 (:meth:`~vlm_core.crossmodal.Captioner.score`, averaged over the questions' wordings): the
-softmax over the candidates is the confidence that `caption.answer` acts on.
+softmax over the candidates, divided by the temperature fitted for each question on held-out
+photos (:mod:`vlm_caption.calibration`), is the confidence that `caption.answer` acts on.
+
+Familiarity: :func:`feature_tap` keeps the mean and spread of the image tower's output map
+while the task encodes its images anyway (:func:`image_features` is the same features for
+``vlm train``'s fitting), and :meth:`Loaded.judge` says which photos look unlike the ones the
+captioner was trained on (``ood`` of every result).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,6 +28,7 @@ from vlm_caption.knowledge import MISSING_PART, KnowledgeBase
 from vlm_caption.products import QUESTIONS, UNKNOWN
 from vlm_core.crossmodal import Captioner
 from vlm_core.errors import InputError
+from vlm_core.familiarity import FeatureTap, Ood
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image
 from vlm_core.weights import LoadedModel as TrainedModel
@@ -28,6 +36,13 @@ from vlm_core.weights import ModelRecipe, load_model
 
 TASK = "caption.describe"
 NOTHING = "nothing"
+#: the familiarity features: the image tower's output map (what the decoder attends to,
+#: before its projection), its mean and its spread over the positions; chosen by measurement
+#: (README, "Knowing its limits")
+FEATURE_LAYER = "image_tower"
+FEATURE_STATS = ("mean", "std")
+#: the card entry with the temperature of each recognition question (vlm_caption.calibration)
+CALIBRATION_KEY = "recognition_calibration"
 
 
 def default_weights() -> str:
@@ -36,11 +51,26 @@ def default_weights() -> str:
 
 @dataclass
 class Loaded:
-    """A captioner with the sha256 of its weights."""
+    """A captioner with the sha256 of its weights, and the loaded weights themselves (their
+    card, familiarity model and lock)."""
 
     captioner: Captioner
     sha256: str
     path: str
+    trained: TrainedModel | None = None
+
+    def temperature(self, kind: str) -> float:
+        """The temperature of recognition question ``kind`` (1.0: not calibrated)."""
+        card = self.trained.card if self.trained is not None else {}
+        entry = dict(card.get(CALIBRATION_KEY) or {}).get(kind) or {}
+        return float(entry.get("temperature", 1.0))
+
+    def judge(self, features: torch.Tensor) -> list[Ood | None]:
+        """Whether each row of :func:`feature_tap` features looks unlike the training photos
+        (None for each when the weights have no familiarity model)."""
+        if self.trained is None:
+            return [None] * len(features)
+        return self.trained.judge(features)
 
     def known_words(self, text: str) -> tuple[bool, list[str]]:
         """Whether every word of ``text`` is in the vocabulary, and the ones that are not."""
@@ -65,13 +95,71 @@ CAPTIONER = ModelRecipe(
 
 
 def _loaded(loaded: TrainedModel) -> Loaded:
-    return Loaded(cast(Captioner, loaded.module), loaded.sha256, str(loaded.path))
+    return Loaded(cast(Captioner, loaded.module), loaded.sha256, str(loaded.path), loaded)
 
 
 def load_captioner(weights: str = "", device: str = "cpu", ctx: RunContext | None = None) -> Loaded:
     """The captioner of ``weights`` (empty: bundled) on ``device`` through the core's model
     cache; with ``ctx``, on the run's device and recorded in its provenance."""
     return _loaded(load_model(weights, CAPTIONER, device=device, ctx=ctx))
+
+
+def feature_tap(captioner: Captioner) -> FeatureTap:
+    """The tap that keeps each image's familiarity features while the captioner encodes it
+    (hold the loaded model's lock around it: the cached module is shared)."""
+    return FeatureTap(captioner, FEATURE_LAYER, stats=FEATURE_STATS)
+
+
+def image_features(model: Captioner, batch: Mapping[str, Any]) -> torch.Tensor:
+    """(B, D) familiarity features of a training batch's images: ``TrainSetup.features``,
+    the same tap around the same image encoding as a run's."""
+    with feature_tap(model) as tap:
+        model.encode_images(batch["images"])
+    return tap.features()
+
+
+@dataclass
+class Check:
+    """The familiarity check of one pass of the image tower (:func:`tapped`)."""
+
+    loaded: Loaded
+    tap: FeatureTap | None  # None: the weights have no familiarity model
+
+    def verdicts(self, count: int) -> list[Ood | None]:
+        """The verdict of each of the ``count`` images the pass encoded."""
+        if self.tap is None:
+            return [None] * count
+        return self.loaded.judge(self.tap.features())
+
+
+@contextmanager
+def tapped(loaded: Loaded) -> Iterator[Check]:
+    """:func:`feature_tap` on the loaded captioner, holding its lock (the cached module is
+    shared by concurrent runs): run the task's own image encoding inside, then
+    ``check.verdicts(n)``. Weights without a familiarity model are not tapped."""
+    if loaded.trained is None or loaded.trained.familiarity is None:
+        yield Check(loaded, None)
+        return
+    with loaded.trained.lock, feature_tap(loaded.captioner) as tap:
+        yield Check(loaded, tap)
+
+
+def encode(loaded: Loaded, images: Sequence[Image]) -> torch.Tensor:
+    """The memory tokens of ``images``: one pass of the image tower, which the recognition's
+    questions all read (:func:`recognise`)."""
+    model = loaded.captioner
+    pixels = model.pixels(list(images)).to(model.device)
+    with torch.inference_mode():
+        return model.encode_images(pixels)
+
+
+#: what a caption of a photo the familiarity check flags starts with
+UNSURE = "not sure, this photo looks unlike the product photos I know; my best guess: "
+
+
+def unsure_caption(text: str, verdict: Ood | None) -> str:
+    """``text``, marked as a guess when ``verdict`` flags the photo."""
+    return f"{UNSURE}{text}" if verdict is not None and verdict["flagged"] else text
 
 
 @dataclass(frozen=True)
@@ -134,26 +222,48 @@ def _softmax_by_value(logp: torch.Tensor, values: Sequence[str]) -> dict[str, fl
 
 
 def score_texts(
-    loaded: Loaded, pixels: torch.Tensor, texts: Sequence[str], question: str | None
-) -> torch.Tensor:
-    """log p(text | image, question) of every text for every image: (N, T) float64."""
+    loaded: Loaded, pixels: torch.Tensor | None, texts: Sequence[str], question: str | None,
+    *, memory: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """log p(text | image, question) of every text for every image (its ``pixels``, or the
+    ``memory`` tokens :func:`encode` gave): (N, T) float64."""
     model, vocab = loaded.captioner, loaded.captioner.vocab
     sequences = [[*vocab.encode(t), vocab.eos] for t in texts]
     with torch.inference_mode():
+        if memory is not None:
+            return model.score_candidates(None, sequences, question, memory=memory)
+        assert pixels is not None
         return model.score_candidates(pixels.to(model.device), sequences, question)
 
 
-def recognise(loaded: Loaded, images: Sequence[Image], kb: KnowledgeBase) -> list[Recognition]:
-    """The product, colour and problem of each image (see the module docstring)."""
-    pixels = loaded.captioner.pixels(list(images))
-    per_kind: dict[str, list[dict[str, float]]] = {}
-    problem_texts: list[list[tuple[str, float]]] = [[] for _ in images]
+def answer_logits(
+    loaded: Loaded, memory: torch.Tensor, kb: KnowledgeBase
+) -> dict[str, tuple[torch.Tensor, list[str], list[str]]]:
+    """Per question kind: the (N, T) mean log-probability of each candidate answer text over
+    the question's wordings (the logits of the recognition, before its temperature), the
+    texts, and the value each stands for."""
+    out = {}
     for kind, answers in candidate_answers(kb).items():
         usable = _usable(loaded, answers, kind)
         texts = list(usable)
-        scores = [score_texts(loaded, pixels, texts, q) for q in QUESTIONS[kind]]
-        mean = torch.stack(scores).mean(dim=0)  # over the questions' wordings
-        per_kind[kind] = [_softmax_by_value(row, [usable[t] for t in texts]) for row in mean]
+        scores = [score_texts(loaded, None, texts, q, memory=memory) for q in QUESTIONS[kind]]
+        out[kind] = (torch.stack(scores).mean(dim=0), texts, [usable[t] for t in texts])
+    return out
+
+
+def recognise(
+    loaded: Loaded, images: Sequence[Image], kb: KnowledgeBase,
+    memory: torch.Tensor | None = None,
+) -> list[Recognition]:  # fmt: skip
+    """The product, colour and problem of each image (see the module docstring); give the
+    images' ``memory`` tokens when :func:`encode` has them already."""
+    if memory is None:
+        memory = encode(loaded, images)
+    per_kind: dict[str, list[dict[str, float]]] = {}
+    problem_texts: list[list[tuple[str, float]]] = [[] for _ in images]
+    for kind, (logits, texts, values) in answer_logits(loaded, memory, kb).items():
+        mean = logits / loaded.temperature(kind)
+        per_kind[kind] = [_softmax_by_value(row, values) for row in mean]
         if kind == "problem":
             for i, row in enumerate(mean):
                 best = torch.softmax(row, 0)

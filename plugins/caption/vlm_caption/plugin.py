@@ -40,7 +40,8 @@ def _describe() -> TaskSpec:
             "a Transformer decoder that cross-attends to it) and tags it with the most likely "
             "labels. The bundled captioner knows the six products of the generated catalogue "
             "(mug, bottle, box, bowl, vase, teapot), eight colours and four defects; anything "
-            "else it calls an unknown object. Give `clip_model`/`clip_weights` to tag with an "
+            "else it calls an unknown object, and a photo unlike its training photos is flagged "
+            "and its caption marked as a guess. Give `clip_model`/`clip_weights` to tag with an "
             "open_clip model instead. Trains on image-caption pairs and image-question-answer "
             "triples with `vlm train caption.describe`."
         ),
@@ -83,7 +84,8 @@ def _answer() -> TaskSpec:
             "in the support knowledge base (a YAML file the operator edits: problem, policy, "
             "reply template) and writes a reply that says what it saw. When it is not sure of "
             "the product or the problem, or the photo does not show what the message says, it "
-            "asks a clarifying question instead of guessing."
+            "asks a clarifying question instead of guessing; a photo unlike its training photos "
+            "gets a request for a photo of the product."
         ),
         domain="customer service",
         run="vlm_caption.answer:run",

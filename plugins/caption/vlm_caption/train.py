@@ -1,14 +1,22 @@
 """Training `caption.describe` (and so every caption task) with the core trainer: a
 :class:`~vlm_core.crossmodal.Captioner` on a caption / visual-QA CSV or a COCO captions JSON,
-split by image, validated by BLEU, ROUGE-L and CIDEr of its captions."""
+split by image, validated by BLEU, ROUGE-L and CIDEr of its captions.
+
+The setup also declares the familiarity features (:func:`vlm_caption.model.image_features`:
+what a run taps), so training ends by fitting the captioner's model of its training photos:
+a Gaussian of those features (Mahalanobis distance) over one item per training image, its
+threshold calibrated on the validation images. ``purpose="fit"`` (``vlm train
+--fit-ood-only``) builds the same from the weights' own card."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import cast
 
 from vlm_caption.params import CaptionTrainParams
 from vlm_core.crossmodal import (
+    CaptionDataset,
     Captioner,
     CaptionItem,
     Vocab,
@@ -74,13 +82,34 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
         "captioner: %d training items, %d validation items, vocabulary %d, %.2f M parameters",
         len(train), len(val), len(model.vocab), sum(p.numel() for p in model.parameters()) / 1e6,
     )  # fmt: skip
-    return captioner_setup(
+    setup = captioner_setup(
         model,
         train,
         val or None,
         label_smoothing=params.label_smoothing,
         val_beam=params.val_beam,
     )
+    return familiar(setup, model, train)
+
+
+def one_per_image(items: list[CaptionItem]) -> list[CaptionItem]:
+    """One item per image (its caption item when it has one), in the items' order."""
+    chosen: dict[Path, CaptionItem] = {}
+    for item in items:
+        if item.image not in chosen or (item.question is None and chosen[item.image].question):
+            chosen[item.image] = item
+    return list(chosen.values())
+
+
+def familiar(setup: TrainSetup, model: Captioner, train: list[CaptionItem]) -> TrainSetup:
+    """``setup`` with the familiarity features of a run, fitted on each training image once
+    (not once per caption) by Mahalanobis distance (README, "Knowing its limits")."""
+    from vlm_caption.model import image_features
+
+    images = CaptionDataset(one_per_image(train), model.vocab, model.transform,
+                            max_positions=model.arch.max_positions, per_caption=False)  # fmt: skip
+    return dataclasses.replace(setup, features=image_features, fit_data=images,
+                               familiarity_method="mahalanobis")  # fmt: skip
 
 
 def _fine_tuned(weights: str, train: list[CaptionItem], ctx: TrainContext) -> Captioner:
