@@ -272,6 +272,17 @@ def test_fit_ood_only_gives_other_weights_a_familiarity_model_that_ships_with_th
     code, stdout, _ = cli(["run", "good.shapes", str(shape), str(photo), "-p",
                            f"weights={model_file}", "--json"], capsys)  # fmt: skip
     assert [r["ood"]["flagged"] for r in json.loads(stdout)["results"]] == [False, True]
+    # the same tensors without the familiarity model, in the same process: no verdict
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(shipped, bare)
+    (bare / FAMILIARITY_FILE).unlink()
+    sidecar["files"].pop(FAMILIARITY_FILE)
+    (bare / "model.json").write_text(json.dumps(sidecar))
+    code, stdout, _ = cli(["run", "good.shapes", str(photo), "-p",
+                           f"weights={bare / 'model.safetensors'}", "--json"], capsys)  # fmt: skip
+    assert code == 0 and json.loads(stdout)["results"][0]["ood"] is None
     (shipped / FAMILIARITY_FILE).write_bytes(b"tampered")
     from vlm_core.runtime.cache import model_cache
 

@@ -61,12 +61,14 @@ def familiarity_table(
     *,
     params: Mapping[str, Any] | None = None,
     device: str = "cpu",
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Flagged rate and score AUROC of ``task`` on held-out ``in_domain`` inputs and on each
-    source of ``real`` inputs (``{source name: paths}``), with their sample sizes."""
+    source of ``real`` inputs (``{source name: paths}``), with their sample sizes, run
+    ``batch_size`` inputs per task call."""
 
     def scored(paths: Sequence[Path | str]) -> tuple[list[float], list[bool]]:
-        oods = task_scores(task, paths, params=params, device=device)
+        oods = task_scores(task, paths, params=params, device=device, batch_size=batch_size)
         missing = sum(o is None for o in oods)
         if missing:
             raise RuntimeError(f"{task}: {missing} of {len(oods)} results carry no ood verdict")

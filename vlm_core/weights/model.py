@@ -221,7 +221,7 @@ def load_model(
         dtype, where = "float32", resolve_device(ctx.device if ctx is not None else device)
     else:
         dtype, where = policy.dtype_name, str(policy.device)
-    key = _cache_key(recipe, sha, where, dtype, policy)
+    key = _cache_key(recipe, sha, where, dtype, policy, sidecar)
 
     def build() -> LoadedModel:
         log.info("loading %s (%s) on %s", recipe.name, path, where)
@@ -306,11 +306,21 @@ def _hub_sidecar(ref: str, path: Path, plugin: str) -> dict[str, Any]:
 
 
 def _cache_key(
-    recipe: ModelRecipe, sha: str, device: str, dtype: str, policy: RuntimePolicy | None
+    recipe: ModelRecipe,
+    sha: str,
+    device: str,
+    dtype: str,
+    policy: RuntimePolicy | None,
+    sidecar: Mapping[str, Any],
 ) -> CacheKey:
+    from vlm_core.familiarity.model import FAMILIARITY_FILE
     from vlm_core.runtime.cache import CacheKey
 
     name = f"{recipe.task}:{recipe.name}"
+    # the same tensors with another familiarity model (or none) are another cached model
+    familiar = (sidecar.get("files") or {}).get(FAMILIARITY_FILE)
+    if familiar:
+        name += f"[familiarity={str(familiar)[:16]}]"
     if policy is not None:
         name += (
             f"[compile={policy.compile},channels_last={policy.channels_last},"
