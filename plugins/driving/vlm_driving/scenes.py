@@ -9,7 +9,8 @@ map of :class:`~vlm_driving.canvas.Canvas` shows of it, so occluded parts do not
 test video, with ground-truth track ids.
 
 ``python -m vlm_driving.scenes OUT --count 2000 --size 400x224 --seed 0`` writes a COCO data
-set (``OUT/images/*.png``, ``OUT/annotations.json``; ``--format yolo`` for the YOLO layout);
+set (``OUT/images/*.png``, ``OUT/annotations.json``; ``--format yolo`` for the YOLO layout;
+``--size 400x224,1280x720`` makes the scenes take the sizes in turn);
 ``--video SECONDS`` writes a 720p MP4 with its per-frame ground truth instead.
 """
 
@@ -624,22 +625,37 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    return [_parse_size(part) for part in text.split(",")]
+
+
 def write_dataset(
-    out: Path, count: int, size: tuple[int, int], seed: int, fmt: str = "coco"
+    out: Path,
+    count: int,
+    size: tuple[int, int] | Sequence[tuple[int, int]],
+    seed: int,
+    fmt: str = "coco",
 ) -> Path:
     """Write ``count`` scenes (seeds ``seed``..``seed + count - 1``) as a COCO or YOLO data
-    set under ``out``; returns the annotation file (COCO) or the data.yaml (YOLO)."""
+    set under ``out``; returns the annotation file (COCO) or the data.yaml (YOLO). ``size``
+    is (width, height), or a list of them that the scenes take in turn."""
     from vlm_driving.datasets import Annotated, write_coco, write_yolo
 
+    sizes: list[tuple[int, int]] = (
+        [(int(size[0]), int(size[1]))]  # type: ignore[arg-type]
+        if isinstance(size[0], int)
+        else [(int(w), int(h)) for w, h in size]  # type: ignore[misc]
+    )
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     items = []
     for i in range(count):
-        frame = scene(seed + i, *size)
+        width, height = sizes[i % len(sizes)]
+        frame = scene(seed + i, width, height)
         path = images / f"scene_{seed + i:06d}.png"
         Image.fromarray(frame.image).save(path)
         items.append(
-            Annotated(image=path, xyxy=frame.xyxy, labels=frame.labels, size=(size[1], size[0]))
+            Annotated(image=path, xyxy=frame.xyxy, labels=frame.labels, size=(height, width))
         )
     if fmt == "yolo":
         write_yolo(items, CLASSES, out)
@@ -693,9 +709,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=2000, help="scenes of a data set")
     parser.add_argument(
         "--size",
-        type=_parse_size,
+        type=_parse_sizes,
         default=None,
-        help="WIDTHxHEIGHT (default 400x224; 1280x720 for --video)",
+        help="WIDTHxHEIGHT (default 400x224; 1280x720 for --video); for a data set, a "
+        "comma-separated list that the scenes take in turn",
     )
     parser.add_argument("--seed", type=int, default=0, help="the first scene's seed")
     parser.add_argument("--format", choices=("coco", "yolo"), default="coco")
@@ -709,12 +726,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="frames per second of --video")
     args = parser.parse_args(argv)
     if args.video:
-        for path in write_drive(
-            args.out, args.video, seed=args.seed, size=args.size or (1280, 720), fps=args.fps
-        ):
+        if args.size and len(args.size) > 1:
+            parser.error("--video takes one --size")
+        size = args.size[0] if args.size else (1280, 720)
+        for path in write_drive(args.out, args.video, seed=args.seed, size=size, fps=args.fps):
             print(path)
         return
-    print(write_dataset(args.out, args.count, args.size or (400, 224), args.seed, args.format))
+    print(write_dataset(args.out, args.count, args.size or [(400, 224)], args.seed, args.format))
 
 
 if __name__ == "__main__":
