@@ -70,10 +70,11 @@ def train_transform(
     return v2.Compose(steps)
 
 
-def eval_transform(size: tuple[int, int]) -> Callable[..., Any]:
+def eval_transform(size: tuple[int, int] | None) -> Callable[..., Any]:
     """Resize a PIL or uint8 image to ``size`` (height, width) and make it float in [0, 1];
-    boxes follow."""
-    return v2.Compose([*_to_float(), v2.Resize(list(size))])
+    boxes follow. ``None`` keeps the image's own size, as a run sees it (the detector's
+    transform resizes it, keeping its aspect)."""
+    return v2.Compose([*_to_float(), *([v2.Resize(list(size))] if size else [])])
 
 
 class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
@@ -82,7 +83,8 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     Args:
         items: the images and their boxes.
         class_names: label order; a box's label is its class's index + 1 (0 is background).
-        size: the model's input (height, width) in pixels; every image is resized to it.
+        size: the model's input (height, width) in pixels; every image is resized to it
+            (None: kept at its own size, as a run gives it to the detector; not with train).
         train: augment (:func:`train_transform`) or only resize (:func:`eval_transform`).
         config: the training augmentation (default :class:`AugmentConfig`).
 
@@ -95,7 +97,7 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         self,
         items: Sequence[Annotated],
         class_names: Sequence[str],
-        size: tuple[int, int],
+        size: tuple[int, int] | None,
         train: bool,
         *,
         config: AugmentConfig = AugmentConfig(),
@@ -111,7 +113,11 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
                     f"{item.image}: label '{unknown[0]}' is not among the classes "
                     f"({', '.join(self.class_names)})"
                 )
-        self.transform = train_transform(size, config) if train else eval_transform(size)
+        if train and size is None:
+            raise ValueError("training samples need a size to resize to")
+        self.transform = (
+            train_transform(size, config) if train and size is not None else eval_transform(size)
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -141,6 +147,11 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         }
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
-    """Stack a batch of samples (all the same size) into ``(B, 3, H, W)`` and a target list."""
-    return torch.stack([image for image, _ in batch]), [target for _, target in batch]
+def collate(
+    batch: Sequence[tuple[torch.Tensor, Target]],
+) -> tuple[torch.Tensor | list[torch.Tensor], list[Target]]:
+    """A batch of samples as ``(B, 3, H, W)`` (a list of (3, H, W) images when their sizes
+    differ: samples kept at their own size) and a target list."""
+    images = [image for image, _ in batch]
+    same = all(image.shape == images[0].shape for image in images)
+    return (torch.stack(images) if same else images), [target for _, target in batch]

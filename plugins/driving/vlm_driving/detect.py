@@ -8,6 +8,11 @@ frames per second of detection plus tracking).
 Videos run in batches of frames; the detector keeps boxes down to the tracker's low score so
 that ByteTrack's second association can continue a track through a weak detection, and the
 frames report only the boxes of confirmed tracks.
+
+Every input gets a familiarity verdict (``ood``) from the pooled pyramid features the
+detector computed for it (:mod:`vlm_driving.features`): an image from its own row, a video
+from :func:`video_verdict` over its frames' rows. Weights without a familiarity model give
+``None``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vlm_core.errors import InputError
+from vlm_core.familiarity import Ood
 from vlm_core.tasks import RunContext
 from vlm_core.types import Boxes, Image, Input, Metrics, Output, Tracks, Video
 from vlm_driving.detector import Detections, Detector, DetectSettings, load_detector
@@ -26,7 +32,8 @@ from vlm_driving.tracking import ByteTracker, TrackerConfig
 
 #: Frames detected together in a video (at least; the run's batch size when larger).
 VIDEO_BATCH = 8
-#: The lowest score ByteTrack's second association looks at.
+#: The lowest score ByteTrack's second association looks at, as a raw detector score (what
+#: it was tuned on; with calibrated scores it is :meth:`Detector.score_of` this).
 LOW_SCORE = 0.1
 
 
@@ -71,18 +78,35 @@ def as_boxes(
     )
 
 
+def image_verdicts(detector: Detector, found: Sequence[Detections]) -> list[Ood | None]:
+    """The familiarity verdict of each image from its detections' features."""
+    rows = [dets.features for dets in found]
+    if not found or any(row is None for row in rows):
+        return [None] * len(found)
+    return detector.judge(np.stack(rows))  # type: ignore[arg-type]
+
+
+def video_verdict(detector: Detector, rows: Sequence[np.ndarray | None]) -> Ood | None:
+    """The familiarity verdict of a video from its frames' features: the verdict of the
+    frames' mean row (see the plugin README for why the mean row)."""
+    if not rows or any(row is None for row in rows):
+        return None
+    return detector.judge(np.stack(rows).mean(0, keepdims=True))[0]  # type: ignore[arg-type]
+
+
 def detect_images(
     detector: Detector, images: Sequence[Image], params: DetectParams
-) -> list[dict[str, Output]]:
-    """The boxes of each image (one detector call for the batch)."""
+) -> list[tuple[dict[str, Output], Ood | None]]:
+    """The boxes of each image and its familiarity verdict (one detector call for the
+    batch)."""
     classes = wanted_classes(params.classes, detector.class_names)
-    found = detector([image.to_rgb_uint8() for image in images], settings_of(params))
-    results: list[dict[str, Output]] = []
-    for image, dets in zip(images, found, strict=True):
+    found = detector([image.to_rgb_uint8() for image in images], settings_of(params, detector))
+    results: list[tuple[dict[str, Output], Ood | None]] = []
+    for image, dets, verdict in zip(images, found, image_verdicts(detector, found), strict=True):
         kept = _keep(dets, classes, params.score_threshold)
         size = (image.height, image.width)
         boxes = as_boxes(kept.xyxy, kept.scores, kept.labels, size, detector.class_names)
-        results.append({"detections": boxes})
+        results.append(({"detections": boxes}, verdict))
     return results
 
 
@@ -91,23 +115,26 @@ def track_video(
     video: Video,
     params: DetectParams,
     ctx: RunContext,
-) -> dict[str, Output]:
-    """Detect in every frame and link the boxes into tracks; report frames per second."""
+) -> tuple[dict[str, Output], Ood | None]:
+    """Detect in every frame and link the boxes into tracks; report frames per second. With
+    the video's familiarity verdict."""
     classes = wanted_classes(params.classes, detector.class_names)
     names = detector.class_names
-    settings = settings_of(params)
+    settings = settings_of(params, detector)
+    low = detector.score_of(LOW_SCORE)
     frames = video.frames
     count, size = int(frames.shape[0]), (int(frames.shape[1]), int(frames.shape[2]))
     high = params.score_threshold
     config = TrackerConfig(
-        high_score=max(high, LOW_SCORE + 1e-3),
-        low_score=LOW_SCORE,
+        high_score=max(high, low + 1e-3),
+        low_score=low,
         new_track_score=min(0.95, high + 0.1),
         max_lost=max(1, round(params.track_seconds * video.fps)),
     )
     tracker = ByteTracker(config) if params.track else None
     batch = max(VIDEO_BATCH, ctx.batch_size)
     out: list[Boxes] = []
+    rows: list[np.ndarray | None] = []
     detect_s = track_s = 0.0
     started = time.perf_counter()
     for start in range(0, count, batch):
@@ -116,13 +143,14 @@ def track_video(
         found = detector(chunk, settings)
         detect_s += time.perf_counter() - t0
         t1 = time.perf_counter()
+        rows += [dets.features for dets in found]
         for dets in found:
             if tracker is None:
                 kept = _keep(dets, classes, high)
                 ids = np.full(len(kept.scores), -1, dtype=np.int64)
                 out.append(as_boxes(kept.xyxy, kept.scores, kept.labels, size, names, ids))
                 continue
-            kept = _keep(dets, classes, LOW_SCORE)
+            kept = _keep(dets, classes, low)
             tracked = tracker.update(kept.xyxy, kept.scores, kept.labels)
             out.append(
                 as_boxes(
@@ -155,14 +183,14 @@ def track_video(
             "video_fps": float(video.fps),
         }
     )
-    return {"tracks": tracks, "summary": summary}
+    return {"tracks": tracks, "summary": summary}, video_verdict(detector, rows)
 
 
-def settings_of(params: DetectParams) -> DetectSettings:
+def settings_of(params: DetectParams, detector: Detector) -> DetectSettings:
     """The detector's settings for a run: boxes down to the tracker's low score (the frames
     and images report only those above ``score_threshold``)."""
     return DetectSettings(
-        score=min(LOW_SCORE, params.score_threshold),
+        score=min(detector.score_of(LOW_SCORE), params.score_threshold),
         nms_iou=params.nms_iou,
         max_detections=params.max_detections,
         input_size=params.input_size,
@@ -182,9 +210,11 @@ def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[
     )
     images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
     results: list[dict[str, Output]] = []
-    for item in inputs:
+    for index, item in enumerate(inputs):
         if isinstance(item, Video):
-            results.append(track_video(detector, item, params, ctx))
+            outputs, verdict = track_video(detector, item, params, ctx)
         else:
-            results.append(images.pop(0))
+            outputs, verdict = images.pop(0)
+        ctx.record_ood(index, verdict)
+        results.append(outputs)
     return results

@@ -6,7 +6,13 @@ and prepared by the core's runtime policy.
 
 Score threshold, NMS IoU, detections per image and input size live on the torchvision module,
 so a call sets them and detects under the loaded model's lock: runs sharing a cached detector
-with different settings do not see each other's."""
+with different settings do not see each other's.
+
+Scores are calibrated: weights whose card records a score temperature ``T``
+(``score_calibration``, fitted by :mod:`vlm_driving.calibration` on held-out data) report
+``sigmoid(logit(score) / T)`` for each box, and every score threshold is on that scale. Weights
+with a familiarity model also give each image's pooled pyramid features
+(:mod:`vlm_driving.features`), which :meth:`Detector.judge` turns into ``ood`` verdicts."""
 
 from __future__ import annotations
 
@@ -19,9 +25,12 @@ import torch
 from torch import nn
 
 from vlm_core.errors import InputError
+from vlm_core.familiarity import Ood
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.weights import LoadedModel, ModelRecipe, load_model
+from vlm_driving.calibration import calibrated_scores, raw_threshold
 from vlm_driving.classes import CLASSES, COCO_TO_DRIVING
+from vlm_driving.features import detect_with_features
 from vlm_driving.models import (
     build_detector,
     check_frame_sizes,
@@ -50,11 +59,13 @@ DETECTOR = ModelRecipe(task=TASK, name="detector", build=_detector, default=defa
 @dataclass
 class Detections:
     """One image's detections: boxes (N, 4) xyxy in its pixels, scores (N,) and class indices
-    (N,) into the detector's ``class_names``."""
+    (N,) into the detector's ``class_names``; ``features``: the image's pooled pyramid features
+    (D,) when the weights have a familiarity model."""
 
     xyxy: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    features: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,10 @@ class DetectSettings:
 @dataclass
 class Detector:
     """A torchvision detector ready to run (a loaded model of the core's cache), with what its
-    outputs mean."""
+    outputs mean. ``temperature`` overrides the weights' score temperature (1.0: raw scores)."""
 
     loaded: LoadedModel
+    temperature: float | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -116,9 +128,33 @@ class Detector:
     def policy(self) -> Any:
         return self.loaded.policy
 
+    @property
+    def score_temperature(self) -> float:
+        """The temperature the scores are divided by (as logits): ``temperature`` when given,
+        else the weights' card's ``score_calibration``, else 1 (raw scores)."""
+        if self.temperature is not None:
+            return float(self.temperature)
+        fitted = self.loaded.card.get("score_calibration")
+        return float(fitted.get("temperature", 1.0)) if isinstance(fitted, Mapping) else 1.0
+
+    def score_of(self, raw: float) -> float:
+        """The score this detector reports for a box of raw score ``raw``."""
+        return float(calibrated_scores(np.asarray([raw]), self.score_temperature)[0])
+
+    @property
+    def checks_familiarity(self) -> bool:
+        """Whether the weights have a familiarity model (then detections carry features)."""
+        return self.loaded.familiarity is not None
+
+    def judge(self, features: np.ndarray) -> list[Ood | None]:
+        """The familiarity verdict of each row of (N, D) pooled features (N ``None`` for
+        weights without a familiarity model)."""
+        return self.loaded.judge(features)
+
     def _apply(self, settings: DetectSettings) -> None:
         module = self.module
-        set_postprocess(module, score=settings.score, nms_iou=settings.nms_iou,
+        score = raw_threshold(settings.score, self.score_temperature)
+        set_postprocess(module, score=score, nms_iou=settings.nms_iou,
                         max_detections=settings.max_detections)  # fmt: skip
         if settings.input_size:
             scale = settings.input_size / self.min_size
@@ -152,14 +188,19 @@ class Detector:
             for f in frames
         ]
         with run_context(self.policy):
-            outputs = self.model(batch)
+            outputs, rows = detect_with_features(
+                self.model, self.module, batch, features=self.checks_familiarity
+            )
+        feats = rows.float().numpy() if rows is not None else [None] * len(outputs)
+        temperature = self.score_temperature
         return [
             Detections(
                 xyxy=o["boxes"].float().cpu().numpy().astype(np.float32),
-                scores=o["scores"].float().cpu().numpy().astype(np.float32),
+                scores=calibrated_scores(o["scores"].float().cpu().numpy(), temperature),
                 labels=(o["labels"].cpu().numpy() - 1).astype(np.int64),
+                features=f,
             )
-            for o in outputs
+            for o, f in zip(outputs, feats, strict=True)
         ]
 
 

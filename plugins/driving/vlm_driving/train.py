@@ -1,6 +1,9 @@
 """Training `driving.detect` with the core trainer: a torchvision detector (FCOS by default) on
 a COCO-format or YOLO-format data set, with detection augmentation, validated by COCO mAP
-(torchmetrics on pycocotools)."""
+(torchmetrics on pycocotools). The setup also declares the detector's features
+(:mod:`vlm_driving.features`), so training ends by fitting the weights' familiarity model on
+the training images as a run sees them (whole, at their own size), and
+``vlm train --fit-ood-only`` fits one for weights trained elsewhere."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from vlm_driving.augment import AugmentConfig, DetectionDataset, collate
 from vlm_driving.classes import COCO_TO_DRIVING
 from vlm_driving.datasets import read_detection_data, read_train_val
 from vlm_driving.evaluation import DetectionMAP
+from vlm_driving.features import detect_with_features
 from vlm_driving.models import build_detector, coco_detector, set_postprocess, state_from_card
 from vlm_driving.params import DetectTrainParams
 
@@ -75,6 +79,15 @@ def detection_predict(
         for o in outputs
     ]
     return preds, _targets(targets)
+
+
+def detection_features(model: nn.Module, batch: Any) -> torch.Tensor:
+    """(B, D): each image's pooled pyramid features, from the forward pass a run makes."""
+    images, _ = batch
+    inner = _unwrap(model)
+    _, rows = detect_with_features(inner, inner, list(images))
+    assert rows is not None
+    return rows
 
 
 def _model(
@@ -150,7 +163,7 @@ def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetu
         train, val, class_names = read_train_val(
             data, val_fraction=params.val_fraction, seed=ctx.seed
         )
-    if ctx.purpose == "train" and not train:
+    if ctx.purpose in ("train", "fit") and not train:
         raise InputError(f"{data}: no training images after holding out {params.val_fraction}")
     size = (params.image_height, params.image_width)
     preprocessing = ctx.weights_card.get("preprocessing") if ctx.weights_card else None
@@ -164,7 +177,11 @@ def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetu
         else AugmentConfig(photometric_p=0, zoom_out_p=0, crop_p=0, flip_p=0)
     )
     train_set = DetectionDataset(train, class_names, size, train=True, config=augment)
-    val_set = DetectionDataset(val, class_names, size, train=False) if val else None
+    # fitting a familiarity model sees images as a run does: whole, at their own size
+    fit = ctx.purpose == "fit"
+    val_size = None if fit else size
+    val_set = DetectionDataset(val, class_names, val_size, train=False) if val else None
+    fit_set = DetectionDataset(train, class_names, None, train=False)
     ctx.logger.info(
         "detector %s on %s: %d training images, %d validation images, %d classes, %.2f M "
         "parameters, input %dx%d",
@@ -187,6 +204,8 @@ def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetu
         monitor="val_map",
         mode="max",
         collate=collate,
+        features=detection_features,
+        fit_data=fit_set,
         card={
             "architecture": getattr(model, "arch", {}),
             "class_names": list(class_names),
