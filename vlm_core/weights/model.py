@@ -40,6 +40,8 @@ exit 1). torch is imported only when a model is loaded.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -317,7 +319,10 @@ def _cache_key(
     from vlm_core.runtime.cache import CacheKey
 
     name = f"{recipe.task}:{recipe.name}"
-    # the same tensors with another familiarity model (or none) are another cached model
+    # the same tensors with another card (a temperature, class names) or another familiarity
+    # model (or none) are another cached model: what a run reads of them differs
+    card = json.dumps(sidecar.get("card") or {}, sort_keys=True, default=str).encode("utf-8")
+    name += f"[card={hashlib.sha256(card).hexdigest()[:12]}]"
     familiar = (sidecar.get("files") or {}).get(FAMILIARITY_FILE)
     if familiar:
         name += f"[familiarity={str(familiar)[:16]}]"
