@@ -216,20 +216,21 @@ def test_strict_refuses_a_photograph_with_exit_2(
 def test_weights_without_a_familiarity_file_give_ood_none(tmp_path: Path) -> None:
     """Weights that carry no familiarity model (a hub checkpoint, weights trained before vlm
     fitted one) answer with ``ood = None`` and hook nothing."""
-    from safetensors.numpy import load_file, save_file
-
     weights = tmp_path / "weights"
     shutil.copytree(bundled("classify-densenet"), weights)
     (weights / FAMILIARITY_FILE).unlink()
-    # the same tensors in a file of its own (as another export would write them): the core's
-    # model cache keys on the file's sha256, and must not hand back the bundled file's model
-    model_file = weights / "model.safetensors"
-    save_file(load_file(model_file), model_file, metadata={"exported": "elsewhere"})
+    # the very same tensors: the core's model cache must not hand back the bundled weights'
+    # familiarity model with the network it shares
     sidecar = json.loads((weights / "model.json").read_text())
-    sidecar["files"] = {"model.safetensors": sha256_of(model_file)}
+    del sidecar["files"][FAMILIARITY_FILE]
     sidecar.pop("familiarity", None)
     (weights / "model.json").write_text(json.dumps(sidecar))
-    (result,) = run("medical.classify", [real("camera.png")], weights=str(weights)).results
+    bundled_run, copy_run = (
+        run("medical.classify", [real("camera.png")], weights=str(w)).results[0]
+        for w in (bundled("classify-densenet"), weights)
+    )
+    assert bundled_run.ood is not None and bundled_run.ood["flagged"]
+    result = copy_run
     assert result.ood is None
     assert result.outputs["class"].text in ("lesion", "normal")  # it still answers
 
