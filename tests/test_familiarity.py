@@ -303,3 +303,24 @@ def test_eval_reports_how_many_validation_samples_the_familiarity_model_flags(
     found = json.loads(stdout)["familiarity"]
     # the split that calibrated the threshold: about 2.5% of it, and never most of it
     assert found["samples"] == 30 and found["flagged"] <= 3 and found["method"] == "knn"
+
+
+def test_training_on_too_few_items_to_fit_ends_saved_without_a_familiarity_model(
+    shapes: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from torch.utils.data import Subset
+    from vlm_fixture_good.plugin import ShapesTrainParams
+    from vlm_fixture_good.shapes import build
+
+    from vlm_core.tasks import TrainContext
+    from vlm_core.training import TrainConfig, Trainer, find_checkpoint
+
+    setup = build(shapes["data"], ShapesTrainParams(), TrainContext("good.shapes", "good", "cpu"))
+    setup.fit_data = Subset(setup.train_data, [0])
+    setup.val_data = None
+    config = TrainConfig(max_steps=2, batch_size=4, device="cpu", tensorboard=False)
+    result = Trainer(setup, config, tmp_path / "run").fit()
+    assert result.status == "completed" and result.familiarity is None
+    found = find_checkpoint(tmp_path / "run")
+    assert found is not None and FAMILIARITY_FILE not in found.sidecar["files"]
+    assert "no familiarity model fitted" in caplog.text and "at least 2" in caplog.text

@@ -83,13 +83,13 @@ class FeatureTap:
         self._handles: list[Any] = []
 
     def __enter__(self) -> FeatureTap:
-        named = dict(self.module.named_modules())
         for name in self.layers:
-            layer = named.get(name)
-            if layer is None:
+            try:
+                layer = self.module.get_submodule(name)
+            except AttributeError:
                 raise FamiliarityError(
                     f"{type(self.module).__name__} has no layer '{name}' to take features from"
-                )
+                ) from None
             self._handles.append(layer.register_forward_hook(self._hook(name)))
         return self
 

@@ -377,6 +377,17 @@ def evaluate_task(
     )
 
 
+def _remove_fit(out: Path, made: bool) -> None:
+    """Undo a failed ``--fit-ood-only``: the folder it made, or what it wrote in it."""
+    import shutil
+
+    from vlm_core.training import checkpoint as ckpt
+
+    shutil.rmtree(out if made else out / ckpt.CHECKPOINTS, ignore_errors=True)
+    if not made:
+        (out / ckpt.POINTER).unlink(missing_ok=True)
+
+
 def _familiarity_on(
     trained: Any, setup: TrainSetup, model: Any, device: Any, batch: int, seed: int
 ) -> dict[str, Any] | None:
@@ -425,6 +436,7 @@ def fit_familiarity_only(
 
     from vlm_core.devices import resolve_device
     from vlm_core.familiarity.fitting import fit_checkpoint
+    from vlm_core.familiarity.model import FamiliarityError
     from vlm_core.training import checkpoint as ckpt
     from vlm_core.training.data_hash import data_fingerprint
     from vlm_core.weights.trained import load_trained
@@ -484,12 +496,11 @@ def fit_familiarity_only(
         said = command if command is not None else sys.argv
         familiarity = fit_checkpoint(saved.path, model, setup, device=torch_device,
                                      batch=batch_size, seed=seed, command=said)  # fmt: skip
+    except FamiliarityError as exc:  # too few items, features of the wrong shape: the data's
+        _remove_fit(out, made)
+        raise InputError(f"cannot fit a familiarity model on {data}: {exc}") from None
     except BaseException:  # nothing half-written: the folder goes, or its checkpoint does
-        import shutil
-
-        shutil.rmtree(out if made else out / ckpt.CHECKPOINTS, ignore_errors=True)
-        if not made:
-            (out / ckpt.POINTER).unlink(missing_ok=True)
+        _remove_fit(out, made)
         raise
     assert familiarity is not None
     return {"task": spec.id, "out": str(out), "checkpoint": str(saved.path),

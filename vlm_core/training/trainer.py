@@ -539,13 +539,18 @@ class Trainer:
         import copy
 
         from vlm_core.familiarity.fitting import fit_checkpoint
+        from vlm_core.familiarity.model import FamiliarityError
 
         folder = self.out / ckpt.CHECKPOINTS / best
         model = copy.deepcopy(model)  # the best weights, leaving the trained module as it ended
         model.load_state_dict(ckpt.verify(folder).model_state())
         command = self.sidecar.get("command")
-        found = fit_checkpoint(folder, model, self.setup, device=device, batch=batch,
-                               seed=self.config.seed, command=command)  # fmt: skip
+        try:
+            found = fit_checkpoint(folder, model, self.setup, device=device, batch=batch,
+                                   seed=self.config.seed, command=command)  # fmt: skip
+        except FamiliarityError as exc:  # the training itself is done and saved
+            log.warning("no familiarity model fitted for %s: %s", folder, exc)
+            return None
         return found.summary() if found is not None else None
 
     def _track_best(
