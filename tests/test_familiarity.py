@@ -324,3 +324,21 @@ def test_training_on_too_few_items_to_fit_ends_saved_without_a_familiarity_model
     found = find_checkpoint(tmp_path / "run")
     assert found is not None and FAMILIARITY_FILE not in found.sidecar["files"]
     assert "no familiarity model fitted" in caplog.text and "at least 2" in caplog.text
+
+
+def test_fit_ood_only_on_too_little_data_says_so_and_leaves_nothing(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vlm_fixture_good.shapes import make_shapes
+
+    from vlm_core.tasks import package_file
+
+    data = make_shapes(tmp_path / "two", per_class=1, seed=5)
+    (data / "square" / "0000.png").unlink()  # two images: one to fit on, one to calibrate
+    bundled = package_file("vlm_fixture_good", "weights", "shapes")
+    out = tmp_path / "fitted"
+    code, _, err = cli(["train", "good.shapes", "--data", str(data), "--weights", str(bundled),
+                        "--fit-ood-only", "--out", str(out)], capsys)  # fmt: skip
+    assert code == 2 and not out.exists()
+    assert err.startswith(f"error: cannot fit a familiarity model on {data}: ")
+    assert "at least 2 in-domain items, got 1" in err and len(err.strip().splitlines()) == 1
