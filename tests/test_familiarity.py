@@ -221,6 +221,8 @@ def test_the_cli_warns_once_per_flagged_input_and_the_json_carries_every_verdict
         ("a-shape.png", False),
         ("b-photo.png", True),
     ]
+    code, shown, _ = cli(["runs", "show", record.id], capsys)
+    assert code == 0 and f"unfamiliar: {warning}" in shown.splitlines()
 
 
 def test_strict_refuses_flagged_inputs_and_writes_nothing_for_them(
@@ -238,6 +240,10 @@ def test_strict_refuses_flagged_inputs_and_writes_nothing_for_them(
     assert "1 result(s), 1 input(s) refused (--strict)" in stdout
     record = RunStore.default().list(limit=1)[0]
     assert record.status == "partial" and record.provenance["refused"][0]["input"] == str(photo)
+    code, shown, _ = cli(["runs", "show", record.id], capsys)
+    assert [x for x in shown.splitlines() if x.startswith("refused: ")] == [
+        f"refused: {stderr.strip().removeprefix('error: ')}"
+    ]
     # every input refused: one line, exit 2, no output folder at all
     alone = tmp_path / "alone"
     code, _, stderr = cli(["run", "good.shapes", str(photo), "-p", weights, "--strict", "--out",

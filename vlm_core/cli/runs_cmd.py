@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -85,3 +87,18 @@ def show_cmd(run_id: str, as_json: bool) -> None:
         elif key == "duration_ms":
             key, value = "duration", duration(value)
         click.echo(f"{key}: {value}")
+    for line in _unfamiliar_lines(record.provenance or {}, record.task):
+        click.echo(line)
+
+
+def _unfamiliar_lines(provenance: dict[str, Any], task: str) -> list[str]:
+    """One line per input the run's results flagged as unlike the training data, and per input
+    strict mode refused (from the provenance the runner stored)."""
+    from vlm_core.familiarity import ood_warning
+
+    lines = [
+        f"unfamiliar: {ood_warning(Path(e['input']).name, task, e['ood'])}"
+        for e in provenance.get("ood") or []
+        if e.get("input") and e.get("ood") and e["ood"].get("flagged")
+    ]
+    return lines + [f"refused: {r['error']}" for r in provenance.get("refused") or []]
