@@ -11,7 +11,6 @@ the checkpoint's weights with its sha256 and a summary added to its ``model.json
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,16 +96,17 @@ def fit_setup(
 def attach(folder: Path, familiarity: Familiarity) -> Path:
     """Write ``familiarity`` beside the weights in checkpoint ``folder`` and record its sha256
     and summary in the folder's ``model.json`` (both written atomically)."""
-    from vlm_core.fileio import atomic_write_text
     from vlm_core.weights.hashing import sha256_of
-    from vlm_core.weights.layout import SIDECAR_FILE
+    from vlm_core.weights.layout import MODEL_FILE, update_sidecar
 
     path = familiarity.save(folder / FAMILIARITY_FILE)
-    sidecar_path = folder / SIDECAR_FILE
-    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    sidecar.setdefault("files", {})[FAMILIARITY_FILE] = sha256_of(path)
-    sidecar["familiarity"] = familiarity.summary()
-    atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, default=str) + "\n")
+    sha = sha256_of(path)
+
+    def record(sidecar: dict[str, Any]) -> None:
+        sidecar.setdefault("files", {})[FAMILIARITY_FILE] = sha
+        sidecar["familiarity"] = familiarity.summary()
+
+    update_sidecar(folder / MODEL_FILE, record)
     return path
 
 

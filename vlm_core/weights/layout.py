@@ -10,6 +10,7 @@ shipping all build on it).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,29 @@ def read_sidecar(weights_file: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def update_sidecar(weights_file: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """Apply ``change`` to the ``model.json`` beside ``weights_file`` and write it back
+    atomically (what a familiarity fit or a fitted temperature adds to trained weights);
+    returns that file.
+
+    Raises:
+        InputError: there is no readable ``model.json`` beside the file.
+    """
+    from vlm_core.errors import InputError
+    from vlm_core.fileio import atomic_write_text
+
+    path = Path(weights_file).parent / SIDECAR_FILE
+    sidecar = read_sidecar(weights_file)
+    if sidecar is None:
+        raise InputError(f"{weights_file}: no readable {SIDECAR_FILE} beside it to record in")
+    change(sidecar)
+    atomic_write_text(path, json.dumps(sidecar, indent=2, default=str) + "\n")
+    return path
+
+
+def record_in_card(weights_file: Path, key: str, entry: Any) -> Path:
+    """Set ``card[key]`` of the ``model.json`` beside ``weights_file`` to ``entry`` (a fitted
+    temperature the task's run reads back), atomically; returns that file."""
+    return update_sidecar(weights_file, lambda s: s.setdefault("card", {}).__setitem__(key, entry))

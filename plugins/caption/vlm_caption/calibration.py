@@ -136,17 +136,9 @@ def check(loaded: Loaded, shots: Sequence[Photo], kb: KnowledgeBase,
 def record(weights_file: Path, entry: dict[str, Any]) -> Path:
     """Write ``entry`` as ``card.recognition_calibration`` of the ``model.json`` beside
     ``weights_file`` (atomically); returns that file."""
-    from vlm_core.errors import InputError
-    from vlm_core.fileio import atomic_write_text
-    from vlm_core.weights.layout import SIDECAR_FILE
+    from vlm_core.weights.layout import record_in_card
 
-    sidecar_path = Path(weights_file).parent / SIDECAR_FILE
-    if not sidecar_path.is_file():
-        raise InputError(f"{weights_file}: no {SIDECAR_FILE} beside it to record the temperature")
-    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    sidecar.setdefault("card", {})[CALIBRATION_KEY] = entry
-    atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2) + "\n")
-    return sidecar_path
+    return record_in_card(weights_file, CALIBRATION_KEY, entry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

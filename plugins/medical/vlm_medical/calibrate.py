@@ -64,19 +64,16 @@ def held_out_logits(weights: str, data: Path) -> tuple[np.ndarray, np.ndarray, A
 def record(loaded: Any, report: dict[str, Any], data: Path) -> Path:
     """Write ``report`` (a calibration report's dict) into the card of the weights' sidecar
     (``model.json`` beside the weights file), atomically."""
-    from vlm_core.fileio import atomic_write_text
     from vlm_core.training.data_hash import data_fingerprint
+    from vlm_core.weights.layout import record_in_card
 
-    sidecar_path = Path(loaded.path).parent / "model.json"
-    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     fingerprint = data_fingerprint(data)
-    sidecar.setdefault("card", {})["calibration"] = {
+    entry = {
         "method": "temperature scaling (NLL on held-out in-domain volumes)",
         **report,
         "data": {k: fingerprint[k] for k in ("sha256", "files") if k in fingerprint},
     }
-    atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, default=str) + "\n")
-    return sidecar_path
+    return record_in_card(Path(loaded.path), "calibration", entry)
 
 
 def main(argv: list[str] | None = None) -> int:
