@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -294,47 +294,19 @@ def evaluate_task(
     training; the result says which data, seed and sample count it used and how they compare
     with those of the recorded metrics (:attr:`EvalResult.comparison`).
     """
-    import torch
-
-    from vlm_core.devices import resolve_device
     from vlm_core.training.data_hash import data_fingerprint
     from vlm_core.training.distributed import World
     from vlm_core.training.loop import amp_dtype, dataset_len, val_loader, validate
-    from vlm_core.weights.trained import load_trained
 
     registry = registry or get_registry()
     spec = trainable_spec(task, registry, purpose="evaluate")
-    data = Path(data).expanduser()
-    if not data.exists():
-        raise InputError(f"no such file or folder: {data}")
-    weights = weights or bundled_weights(spec)
-    trained = load_trained(weights, plugin=spec.plugin, task=spec.id)
-    sidecar = trained.sidecar if trained else {}
-    recorded_params = dict(sidecar.get("params") or {})
-    known = spec.training_params.model_fields
-    base = {k: v for k, v in recorded_params.items() if k in known}
-    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
-    seed = int(sidecar.get("seed", 0)) if seed is None else seed
-    resolved = resolve_device(device)
-    torch.manual_seed(seed)
-    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="eval",
-                       weights_card=trained.card if trained else {})  # fmt: skip
-    setup = build_setup(spec, data, params_model, ctx)
+    data = _existing(data)
+    found = _setup_with_weights(spec, data, weights, params, seed, device, "eval")
+    trained, sidecar, setup, seed = found.trained, found.sidecar, found.setup, found.seed
+    params_model, torch_device, model = found.params, found.device, found.setup.model
     if setup.val_data is None:
         raise TrainError(f"task '{spec.id}' made no validation split of {data}")
     samples = dataset_len(setup.val_data, "validation data")
-    model = setup.model
-    if trained is not None:
-        try:
-            model.load_state_dict(trained.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise TrainError(
-                f"{trained.path} does not fit task '{spec.id}' with these parameters: "
-                f"{first[1].strip() if len(first) > 1 else first[0]}"
-            ) from None
-    torch_device = torch.device(resolved)
-    model.to(torch_device)
     precision = str((sidecar.get("config") or {}).get("precision", "auto"))
     loader = val_loader(setup, World(), batch=batch_size, num_workers=num_workers,
                         pin=torch_device.type == "cuda", seed=seed)  # fmt: skip
@@ -360,7 +332,7 @@ def evaluate_task(
         recorded_vals = {k: v for k, v in recorded_vals.items() if math.isfinite(v)}
     fingerprint = data_fingerprint(data)
     trained_on = (sidecar.get("data") or {}).get("sha256")
-    setting = EvalSetting(data=fingerprint, seed=seed, samples=samples, device=resolved,
+    setting = EvalSetting(data=fingerprint, seed=seed, samples=samples, device=str(torch_device),
                           params=params_model.model_dump(mode="json"))  # fmt: skip
     return EvalResult(
         task=spec.id,
@@ -375,6 +347,71 @@ def evaluate_task(
         training=EvalSetting.recorded(sidecar) if recorded_vals else None,
         familiarity=familiarity,
     )
+
+
+def _existing(data: Path) -> Path:
+    data = Path(data).expanduser()
+    if not data.exists():
+        raise InputError(f"no such file or folder: {data}")
+    return data
+
+
+@dataclass
+class _WeightsSetup:
+    """A task's training setup with trained weights in its model, on its device."""
+
+    ref: str  # the weights reference used (the bundled weights when none was given)
+    trained: Any  # the TrainedWeights (None for a reference that is no trained file)
+    sidecar: dict[str, Any]
+    params: TaskParams  # the recorded training parameters under those given
+    seed: int  # the recorded seed unless one was given
+    device: Any  # torch.device
+    setup: TrainSetup
+
+
+def _setup_with_weights(
+    spec: TaskSpec,
+    data: Path,
+    weights: str | None,
+    params: Mapping[str, Any] | None,
+    seed: int | None,
+    device: str,
+    purpose: Literal["eval", "fit"],
+    out: Path | None = None,
+) -> _WeightsSetup:
+    """What `vlm eval` and `--fit-ood-only` share: load ``weights`` (None: the bundled ones),
+    take the training parameters and seed they record unless given, build the task's setup
+    as they were trained (``purpose``) and load them into its model on ``device``."""
+    import torch
+
+    from vlm_core.devices import resolve_device
+    from vlm_core.weights.trained import load_trained
+
+    ref = weights or bundled_weights(spec)
+    trained = load_trained(ref, plugin=spec.plugin, task=spec.id)
+    sidecar = dict(trained.sidecar) if trained else {}
+    known = spec.training_params.model_fields
+    base = {k: v for k, v in dict(sidecar.get("params") or {}).items() if k in known}
+    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
+    seed = int(sidecar.get("seed", 0)) if seed is None else seed
+    resolved = resolve_device(device)
+    torch.manual_seed(seed)
+    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed,
+                       purpose=purpose, weights_card=trained.card if trained else {},
+                       out=out)  # fmt: skip
+    setup = build_setup(spec, data, params_model, ctx)
+    if trained is not None:
+        try:
+            setup.model.load_state_dict(trained.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise TrainError(
+                f"{trained.path} does not fit task '{spec.id}' with these parameters: "
+                f"{first[1].strip() if len(first) > 1 else first[0]}"
+            ) from None
+    torch_device = torch.device(resolved)
+    setup.model.to(torch_device)
+    return _WeightsSetup(ref, trained, sidecar, params_model, seed, torch_device, setup)
 
 
 def _remove_fit(out: Path, made: bool) -> None:
@@ -394,15 +431,13 @@ def _familiarity_on(
     """How many validation items the familiarity model of ``trained`` flags (None when the
     weights carry none or the task declares no features)."""
     from vlm_core.familiarity.fitting import dataset_features
-    from vlm_core.familiarity.model import FAMILIARITY_FILE, Familiarity
+    from vlm_core.weights.model import familiarity_of
 
     if trained is None or setup.features is None or setup.val_data is None:
         return None
-    sha = (trained.sidecar.get("files") or {}).get(FAMILIARITY_FILE)
-    where = trained.path.parent / FAMILIARITY_FILE
-    if not sha or not where.is_file():
+    found = familiarity_of(trained.path, trained.sidecar)
+    if found is None:
         return None
-    found = Familiarity.load(where, sha256=str(sha))
     features = dataset_features(model, setup, setup.val_data, device=device, batch=batch,
                                 seed=seed, limit=len(setup.val_data))  # type: ignore[arg-type]  # fmt: skip
     flagged = int((found.scores(features) > found.threshold).sum())
@@ -432,49 +467,23 @@ def fit_familiarity_only(
     none) and the fitted ``familiarity.safetensors``; give it as ``--param weights=OUT``.
     Returns the familiarity summary with ``out``.
     """
-    import torch
-
-    from vlm_core.devices import resolve_device
     from vlm_core.familiarity.fitting import fit_checkpoint
     from vlm_core.familiarity.model import FamiliarityError
     from vlm_core.training import checkpoint as ckpt
     from vlm_core.training.data_hash import data_fingerprint
-    from vlm_core.weights.trained import load_trained
 
     registry = registry or get_registry()
     spec = trainable_spec(task, registry, purpose="fit a familiarity model")
-    data = Path(data).expanduser()
-    if not data.exists():
-        raise InputError(f"no such file or folder: {data}")
+    data = _existing(data)
     out = Path(out).expanduser()
     if (out / ckpt.POINTER).exists():
         raise UsageError(f"--out {out} already holds trained weights; give a new folder")
-    weights = weights or bundled_weights(spec)
-    trained = load_trained(weights, plugin=spec.plugin, task=spec.id)
-    sidecar = dict(trained.sidecar) if trained else {}
-    known = spec.training_params.model_fields
-    base = {k: v for k, v in dict(sidecar.get("params") or {}).items() if k in known}
-    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
-    seed = int(sidecar.get("seed", 0)) if seed is None else seed
-    resolved = resolve_device(device)
-    torch.manual_seed(seed)
-    ctx = TrainContext(task=spec.id, plugin=spec.plugin, device=resolved, seed=seed, purpose="fit",
-                       weights_card=trained.card if trained else {}, out=out)  # fmt: skip
-    setup = build_setup(spec, data, params_model, ctx)
+    found = _setup_with_weights(spec, data, weights, params, seed, device, "fit", out=out)
+    trained, sidecar, setup, seed = found.trained, found.sidecar, found.setup, found.seed
     if setup.features is None:
         raise UsageError(f"task '{spec.id}' declares no features to fit a familiarity model on")
     model = setup.model
-    state = trained.state_dict if trained else model.state_dict()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise TrainError(
-            f"{weights} does not fit task '{spec.id}' with these parameters: "
-            f"{first[1].strip() if len(first) > 1 else first[0]}"
-        ) from None
-    torch_device = torch.device(resolved)
-    model.to(torch_device)
+    state = trained.state_dict if trained else {k: v.cpu() for k, v in model.state_dict().items()}
     keep = {k: v for k, v in sidecar.items() if k not in ("files", "format", "step", "best")}
     record = registry.plugins.get(spec.plugin)
     card = {**dict(setup.card), **dict(sidecar.get("card") or {})}
@@ -482,19 +491,19 @@ def fit_familiarity_only(
         "task": spec.id,
         "plugin": spec.plugin,
         "plugin_version": record.version if record else None,
-        "params": params_model.model_dump(mode="json"),
+        "params": found.params.model_dump(mode="json"),
         "seed": seed,
         **keep,
         "card": card,
         "familiarity_data": data_fingerprint(data),
-        "weights_from": str(trained.path) if trained else str(weights),
+        "weights_from": str(trained.path) if trained else str(found.ref),
     }
     made = not out.exists()
     try:
         saved = ckpt.write_checkpoint(out, int(sidecar.get("step", 0)), state, new_sidecar, None,
                                       best=True, keep_last=1)  # fmt: skip
         said = command if command is not None else sys.argv
-        familiarity = fit_checkpoint(saved.path, model, setup, device=torch_device,
+        familiarity = fit_checkpoint(saved.path, model, setup, device=found.device,
                                      batch=batch_size, seed=seed, command=said)  # fmt: skip
     except FamiliarityError as exc:  # too few items, features of the wrong shape: the data's
         _remove_fit(out, made)

@@ -135,7 +135,7 @@ class LoadedModel:
         that have none (a hub checkpoint, weights trained before vlm fitted one): their
         results say ``ood = None``. Read once and kept with the cached model."""
         if self._familiarity is None:
-            self._familiarity = _familiarity_of(self.path, self.sidecar) or False
+            self._familiarity = familiarity_of(self.path, self.sidecar) or False
         return self._familiarity or None
 
     def judge(self, features: Any) -> list[Ood | None]:
@@ -401,8 +401,13 @@ def _loaded(
     return LoadedModel(module, model, sha, path, sidecar, recipe, policy)
 
 
-def _familiarity_of(path: Path, sidecar: Mapping[str, Any]) -> Familiarity | None:
-    """The familiarity file beside ``path`` that its sidecar lists, sha256-checked."""
+def familiarity_of(path: Path, sidecar: Mapping[str, Any]) -> Familiarity | None:
+    """The familiarity model beside weights file ``path`` that its sidecar lists, checked
+    against the sha256 the sidecar records (None when it lists none).
+
+    Raises:
+        WeightsError: the file does not match its sha256 or cannot be read.
+    """
     from vlm_core.familiarity.model import FAMILIARITY_FILE, Familiarity, FamiliarityError
 
     sha = (sidecar.get("files") or {}).get(FAMILIARITY_FILE)
