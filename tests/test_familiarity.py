@@ -77,14 +77,23 @@ def test_a_familiarity_file_round_trips_and_is_checked(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["knn", "mahalanobis"])
-def test_scores_on_a_device_agree_with_the_cpu_scores(method: str) -> None:
-    """Features on an accelerator are scored there (torch); the path gives the numpy
-    path's scores (run here on the CPU, the only device this machine has)."""
+def test_scores_are_the_distances_the_methods_define_for_tensors_and_arrays(method: str) -> None:
+    """Tensors (scored on their device; here the CPU, the only device this machine has) and
+    arrays get the scores a brute-force numpy computation of each method's distance gives."""
     rng = np.random.default_rng(0)
     model = fit_familiarity(_cloud(rng, 300), _cloud(rng, 50), method=method)  # type: ignore[arg-type]
     probe = _cloud(rng, 40, shift=1.0).astype(np.float32)
-    on_device = model._scores_on_device(torch.from_numpy(probe))
-    np.testing.assert_allclose(on_device, model.scores(probe), rtol=1e-4, atol=1e-4)
+    unit = probe / np.linalg.norm(probe, axis=1, keepdims=True)
+    if method == "knn":
+        bank = model.tensors["bank"]
+        distances = np.linalg.norm(unit[:, None, :] - bank[None, :, :], axis=2)
+        expected = np.sort(distances, axis=1)[:, model.k - 1]
+    else:
+        d = unit - model.tensors["mean"]
+        expected = np.sqrt(np.einsum("nd,de,ne->n", d, model.tensors["precision"], d))
+    np.testing.assert_allclose(model.scores(probe), expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(model.scores(torch.from_numpy(probe)), expected, rtol=1e-3,
+                               atol=1e-4)  # fmt: skip
 
 
 def test_the_tap_pools_the_layer_the_forward_pass_runs_and_leaves_no_hook() -> None:

@@ -43,15 +43,17 @@ def task_scores(
 
 
 def auroc(in_domain: Sequence[float], other: Sequence[float]) -> float:
-    """Probability that an input of ``other`` scores higher than an in-domain one (ties 1/2):
-    the area under the ROC curve of the score as a detector of ``other``."""
-    a = np.asarray(in_domain, dtype=np.float64)
-    b = np.asarray(other, dtype=np.float64)
-    if not len(a) or not len(b):
+    """The area under the ROC curve of the score as a detector of ``other`` against
+    ``in_domain`` (torchmetrics; the probability that an input of ``other`` scores higher than
+    an in-domain one, ties counting 1/2)."""
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    if not len(in_domain) or not len(other):
         return float("nan")
-    greater = (b[:, None] > a[None, :]).mean()
-    ties = (b[:, None] == a[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    scores = torch.tensor([*in_domain, *other], dtype=torch.float64)
+    labels = torch.tensor([0] * len(in_domain) + [1] * len(other))
+    return float(binary_auroc(scores, labels))
 
 
 def familiarity_table(

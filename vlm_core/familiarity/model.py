@@ -21,12 +21,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from vlm_core.errors import VLMError
 from vlm_core.familiarity.verdict import Ood, verdict
+
+if TYPE_CHECKING:
+    import torch
 
 #: The file beside ``model.safetensors`` that holds a network's familiarity model.
 FAMILIARITY_FILE = "familiarity.safetensors"
@@ -41,36 +44,37 @@ class FamiliarityError(VLMError):
     """A familiarity file that cannot be used, or features it cannot be fitted on."""
 
 
-def _normalised(features: Any) -> np.ndarray:
-    """(N, D) float32 rows scaled to unit length (a zero row stays zero)."""
-    x = np.asarray(features, dtype=np.float32)
+def _rows(features: Any) -> torch.Tensor:
+    """(N, D) float32 rows scaled to unit length (non-finite values as 0, a zero row stays
+    zero), on the device ``features`` are on (a numpy array: the CPU, without a copy)."""
+    import torch
+
+    x = torch.as_tensor(features).detach().float()
     if x.ndim != 2:
-        raise FamiliarityError(f"features must be (items, dims), got shape {x.shape}")
-    if not np.isfinite(x).all():
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+        raise FamiliarityError(f"features must be (items, dims), got shape {tuple(x.shape)}")
+    return torch.nn.functional.normalize(torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0))
 
 
-def _on_accelerator(features: Any) -> bool:
-    """Whether ``features`` is a torch tensor on a device other than the CPU (checked without
-    importing torch)."""
-    device = getattr(features, "device", None)
-    return device is not None and getattr(device, "type", "cpu") != "cpu"
-
-
-def _kth_distance(queries: np.ndarray, bank: np.ndarray, k: int, skip_self: bool) -> np.ndarray:
+def _kth_distance(
+    queries: torch.Tensor, bank: torch.Tensor, k: int, skip_self: bool = False
+) -> torch.Tensor:
     """Distance of each unit-length query to its k-th nearest unit-length bank row (the
-    (k+1)-th when the queries are the bank itself and their own row must not count)."""
-    out = np.empty(len(queries), dtype=np.float32)
-    rank = k if skip_self else k - 1
-    for start in range(0, len(queries), 1024):  # bounded memory: 1024 x bank similarities
+    (k+1)-th when the queries are the bank itself and their own row must not count), 1024
+    queries at a time (bounded memory)."""
+    import torch
+
+    rank = min(k + 1 if skip_self else k, bank.shape[0])
+    parts = []
+    for start in range(0, len(queries), 1024):
         sims = queries[start : start + 1024] @ bank.T
-        kth = -np.partition(-sims, min(rank, bank.shape[0] - 1), axis=1)[
-            :, min(rank, bank.shape[0] - 1)
-        ]
-        out[start : start + 1024] = np.sqrt(np.clip(2.0 - 2.0 * kth, 0.0, 4.0))
-    return out
+        kth = sims.topk(rank, dim=1).values[:, -1]
+        parts.append((2.0 - 2.0 * kth).clamp(0.0, 4.0).sqrt())
+    return torch.cat(parts)
+
+
+def _mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    d = x - mean
+    return ((d @ precision) * d).sum(1).clamp(min=0.0).sqrt()
 
 
 @dataclass
@@ -93,48 +97,33 @@ class Familiarity:
         return int(self.tensors[key].shape[-1])
 
     def scores(self, features: Any) -> np.ndarray:
-        """(N,) how unusual each row of (N, D) ``features`` is (higher is stranger). Features
-        that are a torch tensor on an accelerator are scored there (the model's tensors are
-        copied to that device once), so a GPU run does not wait on the CPU."""
-        if _on_accelerator(features):
-            return self._scores_on_device(features)
-        x = _normalised(features)
-        self._check_dims(x.shape[1])
-        if self.method == "knn":
-            return _kth_distance(
-                x, self.tensors["bank"].astype(np.float32, copy=False), self.k, False
-            )
-        d = x - self.tensors["mean"]
-        m = np.einsum("nd,de,ne->n", d, self.tensors["precision"], d)
-        return np.sqrt(np.maximum(m, 0.0)).astype(np.float32)
-
-    def _check_dims(self, dims: int) -> None:
-        if dims != self.dims:
+        """(N,) how unusual each row of (N, D) ``features`` (a tensor or an array) is, higher
+        is stranger. They are scored on their own device (the model's tensors are placed
+        there once), so a GPU run does not wait on the CPU."""
+        x = _rows(features)
+        if x.shape[1] != self.dims:
             raise FamiliarityError(
-                f"features have {dims} dimensions; the familiarity model was fitted on {self.dims}"
+                f"features have {x.shape[1]} dimensions; the familiarity model was fitted on "
+                f"{self.dims}"
             )
+        placed = self._on(x.device)
+        if self.method == "knn":
+            out = _kth_distance(x, placed["bank"], self.k)
+        else:
+            out = _mahalanobis(x, placed["mean"], placed["precision"])
+        return out.cpu().numpy().astype(np.float32)
 
-    def _scores_on_device(self, features: Any) -> np.ndarray:
+    def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The model's tensors on ``device`` (kept per device; on the CPU, without a copy)."""
         import torch
 
-        x = torch.nn.functional.normalize(features.detach().float(), dim=1)
-        x = torch.nan_to_num(x)
-        self._check_dims(int(x.shape[1]))
-        key = str(x.device)
-        placed = self._placed.get(key)
-        if placed is None:
-            placed = {n: torch.as_tensor(t, device=x.device) for n, t in self.tensors.items()}
-            self._placed[key] = placed
-        if self.method == "knn":
-            bank = placed["bank"]
-            sims = x @ bank.T
-            rank = min(self.k, bank.shape[0])
-            kth = sims.topk(rank, dim=1).values[:, -1]
-            out = (2.0 - 2.0 * kth).clamp(0.0, 4.0).sqrt()
-        else:
-            d = x - placed["mean"]
-            out = ((d @ placed["precision"]) * d).sum(1).clamp(min=0.0).sqrt()
-        return out.cpu().numpy().astype(np.float32)
+        key = str(device)
+        if key not in self._placed:
+            self._placed[key] = {
+                name: torch.as_tensor(t.astype(np.float32, copy=False), device=device)
+                for name, t in self.tensors.items()
+            }
+        return self._placed[key]
 
     def judge(self, features: Any) -> list[Ood]:
         """The verdict of each row of ``features``."""
@@ -222,32 +211,33 @@ def fit_familiarity(
     """
     if not 0.0 < target_rate < 0.5:
         raise FamiliarityError(f"target_rate must be in (0, 0.5), got {target_rate}")
-    x = _normalised(train)
+    import torch
+
+    x = _rows(train).cpu()
     if len(x) < 2:
         raise FamiliarityError(f"fitting needs at least 2 in-domain items, got {len(x)}")
-    held = _normalised(calibration) if calibration is not None and len(calibration) else None
+    held = _rows(calibration).cpu() if calibration is not None and len(calibration) else None
     if held is not None and held.shape[1] != x.shape[1]:
         raise FamiliarityError(
             f"calibration features have {held.shape[1]} dimensions, training {x.shape[1]}"
         )
     rng = np.random.default_rng(seed)
     if method == "knn":
-        bank = x if len(x) <= MAX_BANK else x[np.sort(rng.choice(len(x), MAX_BANK, False))]
+        keep = np.sort(rng.choice(len(x), MAX_BANK, False)) if len(x) > MAX_BANK else None
+        bank = x if keep is None else x[torch.from_numpy(keep)]
         k = max(1, min(k, len(bank) - 1))
-        parts = [_kth_distance(bank, bank, k, skip_self=True)]
-        tensors = {"bank": bank}
+        parts = [_kth_distance(bank, bank, k, skip_self=True).numpy()]
+        tensors = {"bank": bank.numpy()}
     elif method == "mahalanobis":
-        mean = x.mean(0)
-        centred = x - mean
+        mean = x.double().mean(0)
+        centred = x.double() - mean
         cov = centred.T @ centred / max(len(x) - 1, 1)
         shrink = 0.1  # toward tr(cov)/D * I: invertible with fewer items than dimensions
-        target = np.trace(cov) / cov.shape[0]
-        cov = (1 - shrink) * cov + shrink * target * np.eye(cov.shape[0], dtype=np.float32)
-        precision = np.linalg.inv(cov.astype(np.float64)).astype(np.float32)
-        tensors = {"mean": mean.astype(np.float32), "precision": precision}
+        cov = (1 - shrink) * cov + shrink * cov.trace() / cov.shape[0] * torch.eye(cov.shape[0])
+        precision = torch.linalg.inv(cov).float()
+        tensors = {"mean": mean.float().numpy(), "precision": precision.numpy()}
         # in-sample distances are biased low: calibrate on held-out items when there are enough
-        d = centred
-        fitted = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", d, precision, d), 0.0))
+        fitted = _mahalanobis(x, mean.float(), precision).numpy()
         parts = [] if held is not None and len(held) >= 20 else [fitted]
     else:
         raise FamiliarityError(f"unknown familiarity method {method!r}")
