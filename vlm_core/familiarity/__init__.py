@@ -17,7 +17,7 @@ weights without a familiarity file, e.g. a hub checkpoint the user brings).
 - :mod:`~vlm_core.familiarity.calibration` — temperature scaling and expected calibration
   error for the scores a classifier or detector reports.
 
-Nothing here imports torch until features are captured or a file is read.
+Nothing here imports torch until features are captured, scored or fitted.
 """
 
 from __future__ import annotations
