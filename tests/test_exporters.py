@@ -108,7 +108,7 @@ def test_boxes_coco_yolo_and_overlay(tmp_path, photo):
     cls, cx, _cy, _w, h, _score = yolo[1].split()
     assert cls == "2" and float(cx) == pytest.approx(3 / 60) and float(h) == pytest.approx(4 / 40)
     assert (tmp_path / "det.classes.txt").read_text().split() == ["car", "truck", "pedestrian"]
-    overlay = np.asarray(PILImage.open(tmp_path / "photo" / "det_overlay.png"))
+    overlay = np.asarray(PILImage.open(tmp_path / "photo" / "det_overlay.jpg"))  # a preview
     assert overlay.shape == (40, 60, 3) and (overlay != photo.pixels).any()
 
 
@@ -124,7 +124,8 @@ def test_2d_mask_png_and_overlay(tmp_path, photo):
     labels = np.zeros((40, 60), np.uint8)
     labels[10:30, 20:40] = 2
     mask = Mask(labels, class_names=("background", "road", "car"))
-    export_results([result({"seg": mask}, photo)], tmp_path)
+    lossless = ExportOptions(preview_format="png")
+    export_results([result({"seg": mask}, photo)], tmp_path, lossless)
     np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / "photo" / "seg.png")), labels)
     overlay = np.asarray(PILImage.open(tmp_path / "photo" / "seg_overlay.png"))
     assert (overlay[0, 0] == photo.pixels[0, 0]).all() and (
@@ -148,7 +149,30 @@ def test_volume_mask_nifti_keeps_the_input_affine(tmp_path):
     np.testing.assert_array_equal(np.asarray(saved.dataobj), labels)
     np.testing.assert_allclose(nib.load(tmp_path / "ct" / "vol.nii.gz").affine, affine)
     slices = sorted(p.name for p in (tmp_path / "ct" / "lesion_overlay").iterdir())
-    assert slices == ["slice_0001.png", "slice_0002.png"]
+    assert slices == ["slice_0001.jpg", "slice_0002.jpg"]  # previews: JPEG unless asked
+
+
+def test_previews_are_jpeg_by_default_png_when_asked_and_left_out_on_request(tmp_path, photo):
+    """Previews (a kind's `overlay` exporter) are JPEG by default while the data files keep
+    their format; `preview_format="png"` writes them lossless; `previews=False` leaves them
+    out and keeps every data file."""
+    labels = np.zeros((40, 60), np.uint8)
+    labels[10:30, 20:40] = 1
+    outputs = {"seg": Mask(labels), "det": boxes()}
+    runs = {
+        "default": ExportOptions(),
+        "png": ExportOptions(preview_format="png"),
+        "none": ExportOptions(previews=False),
+    }
+    names = {}
+    for name, options in runs.items():
+        export_results([result(outputs, photo)], tmp_path / name, options)
+        names[name] = sorted(p.name for p in (tmp_path / name / "photo").iterdir())
+    assert "seg_overlay.jpg" in names["default"] and "det_overlay.jpg" in names["default"]
+    assert "seg.png" in names["default"]  # the label map stays lossless
+    assert "seg_overlay.png" in names["png"] and "det_overlay.png" in names["png"]
+    assert not [n for n in names["none"] if "overlay" in n]
+    assert set(names["default"]) - set(names["none"]) == {"seg_overlay.jpg", "det_overlay.jpg"}
 
 
 def test_captions_and_replies_jsonl(tmp_path, photo):

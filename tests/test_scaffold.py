@@ -55,7 +55,7 @@ def test_scaffolded_plugin_installs_passes_conformance_and_is_listed(
         "--out",
         str(out),
     )
-    assert run.returncode == 0 and (out / "disk" / "mask_overlay.png").is_file()
+    assert run.returncode == 0 and (out / "disk" / "mask_overlay.jpg").is_file()
     # on the dashboard, as the author guide shows: its sample, then an upload with parameters
     monkeypatch.syspath_prepend(str(site))
     shown = vlm_dashboard("hello.threshold")

@@ -1,14 +1,27 @@
-"""Small file helpers: atomic writes and hashing."""
+"""Small file helpers: atomic writes and hashing.
+
+Every write is atomic (a temporary file renamed into place) and, by default, durable on its
+own (fsync before the rename). A writer of many files that publishes them together — a run's
+export into its staging folder — writes them under :func:`deferred_sync` instead and pays for
+durability once, with :func:`sync_folder` before it publishes: one filesystem sync per run, not
+one fsync per file.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import glob
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+#: Whether :func:`atomic_write_bytes` skips its fsync (see :func:`deferred_sync`).
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("vlm_deferred_sync", default=False)
 
 
 @functools.cache
@@ -28,8 +41,50 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+@contextlib.contextmanager
+def deferred_sync() -> Iterator[None]:
+    """Within this block (in this thread), :func:`atomic_write_bytes` renames without its
+    fsync: the caller makes the files durable together with :func:`sync_folder` before it
+    publishes them (and must not publish them otherwise)."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make everything written under ``folder`` durable: one ``syncfs`` of its file system
+    (Linux), else a ``sync`` of all of them; then fsync the folder itself, so its entries are."""
+    import ctypes
+    import ctypes.util
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        done = False
+        name = ctypes.util.find_library("c")
+        if name is not None:
+            syncfs = getattr(ctypes.CDLL(name, use_errno=True), "syncfs", None)
+            done = syncfs is not None and syncfs(fd) == 0
+        if not done:
+            os.sync()
+    finally:
+        os.close(fd)
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so that the entries renamed into it are durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place
+    (the fsync left to the caller under :func:`deferred_sync`).
 
     The file gets the usual permissions (``tempfile`` would leave it readable by its owner only).
     """
@@ -40,7 +95,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fchmod(fh.fileno(), file_mode())
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if not _DEFERRED.get():
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -48,6 +48,7 @@ from vlm_core.outputs.kind import OutputKinds
 from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
+from vlm_core.runtime.background import BackgroundSink, prefetch
 from vlm_core.runtime.seeding import forked_rng, seed_everything
 from vlm_core.samples import expand_samples
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
@@ -67,9 +68,11 @@ class RunRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
     device: str = "auto"
-    batch_size: int = 1
+    batch_size: int | None = None  # inputs per task call; None: the task's own (spec.batch_size)
     seed: int = 0
     image_format: str = "png"
+    previews: bool = True  # write the outputs' previews (overlays); False: data files only
+    preview_format: str = "jpeg"  # the previews' images: "jpeg" or "png"
     overwrite: bool = False  # replace a finished run in out_dir instead of writing beside it
     origin: str = "python"  # what asks for the run ("cli", "dashboard"): kept with a quarantine
     strict: bool = False  # refuse inputs that look unlike the training data instead of answering
@@ -304,7 +307,7 @@ def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskPara
     # `sample:NAME` inputs: the bundled sample's files, its parameters under the ones given
     inputs, sample_params = expand_samples(spec, request.inputs)
     params = validate_params(spec, {**sample_params, **request.params})
-    if request.batch_size < 1:
+    if request.batch_size is not None and request.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
     if not spec.inputs and inputs:
         raise UsageError(f"task '{spec.id}' takes no input files, got {len(inputs)}")
@@ -340,7 +343,11 @@ class _Progress:
     """What the batch loop leaves behind for the run's summary."""
 
     ctx: RunContext
-    timings: dict[str, float] = field(default_factory=lambda: {"load_ms": 0.0, "run_ms": 0.0})
+    #: wall ms per stage: reading inputs (in the reader thread), waiting for them and judging
+    #: reader crashes (``load_ms``), the task's calls (``run_ms``)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"read_ms": 0.0, "load_ms": 0.0, "run_ms": 0.0}
+    )
     failures: list[InputFailure] = field(default_factory=list)
     first_error: BaseException | None = None  # the first crash, raised when nothing ran
     refused: list[Refusal] = field(default_factory=list)  # flagged inputs refused under strict
@@ -391,6 +398,28 @@ def _batch_share(progress: Progress, index: int, count: int) -> Progress:
     return report
 
 
+def batch_size_of(request: RunRequest, spec: TaskSpec) -> int:
+    """Inputs per task call: the request's ``batch_size``, else the task's own."""
+    return request.batch_size if request.batch_size is not None else spec.batch_size
+
+
+def _read_batches(
+    batches: list[list[Probe]], registry: Registry
+) -> Iterator[tuple[list[Probe], list[tuple[Probe, Any, str]], float]]:
+    """Each batch's probes, each input loaded with its sha256 (or the :class:`ReaderError` its
+    reader raised, for the run to judge) and the wall seconds reading took: what
+    :func:`_results` prefetches in a thread while the task runs the batch before."""
+    for batch in batches:
+        t0 = time.perf_counter()
+        read: list[tuple[Probe, Any, str]] = []
+        for probe in batch:
+            try:
+                read.append((probe, load_input(probe, registry.readers), probe.sha256()))
+            except ReaderError as exc:
+                read.append((probe, exc, ""))
+        yield batch, read, time.perf_counter() - t0
+
+
 def _results(
     spec: TaskSpec,
     params: TaskParams,
@@ -411,68 +440,74 @@ def _results(
 
     ctx, timings = state.ctx, state.timings
     progress = ctx.progress
-    size = request.batch_size
+    size = batch_size_of(request, spec)
     batches = [probes[i : i + size] for i in range(0, len(probes), size)] or [[]]
     run_id = str(base["run_id"])
     done = 0
-    for index, batch in enumerate(batches):
-        if progress is not None:  # what the task reports (ctx.report) is this batch's share
-            ctx.progress = _batch_share(progress, index, len(batches))
-        t0 = time.perf_counter()
-        loaded: list[tuple[Probe, Any]] = []
-        for probe in batch:
-            try:
-                loaded.append((probe, load_input(probe, registry.readers)))
-            except ReaderError as exc:
-                if not isolate:
+    ahead = prefetch(_read_batches(batches, registry), depth=1, name="vlm-run-read")
+    try:
+        for index, (batch, read, read_s) in enumerate(ahead):
+            if progress is not None:  # what the task reports (ctx.report) is this batch's share
+                ctx.progress = _batch_share(progress, index, len(batches))
+            t0 = time.perf_counter()
+            loaded: list[tuple[Probe, Any]] = []
+            records: list[InputRecord] = []
+            for probe, item, sha in read:
+                if isinstance(item, ReaderError):
+                    if not isolate:
+                        raise item
+                    _fail(state, probe, item, spec, request, registry, run_id)
+                    continue
+                loaded.append((probe, item))
+                records.append(InputRecord(str(probe.path), sha, probe.format, str(probe.kind)))
+            inputs = [item for _, item in loaded]
+            t1 = time.perf_counter()
+            timings["read_ms"] += read_s * 1e3
+            produced: list[Answer] = []
+            if isolate and inputs:
+                produced = _call_batch(spec, inputs, params, ctx, registry.output_kinds)
+            elif not batch:  # a task without inputs runs once: its crash is the run's
+                try:
+                    produced += _call(spec, inputs, params, ctx, registry.output_kinds)
+                except TaskRunError as exc:
+                    if isolate:
+                        _judge_task_crash(exc, spec, request, registry, run_id)
                     raise
-                _fail(state, probe, exc, spec, request, registry, run_id)
-        inputs = [item for _, item in loaded]
-        records = [InputRecord(str(p.path), p.sha256(), p.format, str(p.kind)) for p, _ in loaded]
-        t1 = time.perf_counter()
-        produced: list[Answer] = []
-        if isolate and inputs:
-            produced = _call_batch(spec, inputs, params, ctx, registry.output_kinds)
-        elif not batch:  # a task without inputs runs once: its crash is the run's
-            try:
+            elif inputs:
                 produced += _call(spec, inputs, params, ctx, registry.output_kinds)
-            except TaskRunError as exc:
-                if isolate:
-                    _judge_task_crash(exc, spec, request, registry, run_id)
-                raise
-        elif inputs:
-            produced += _call(spec, inputs, params, ctx, registry.output_kinds)
-        t2 = time.perf_counter()
-        timings["load_ms"] += (t1 - t0) * 1e3
-        timings["run_ms"] += (t2 - t1) * 1e3
-        share = max(len(batch), 1)
-        per_item = {
-            "load": round((t1 - t0) * 1e3 / share, 3),
-            "run": round((t2 - t1) * 1e3 / share, 3),
-        }
-        for i, (outputs, ood) in enumerate(produced):
-            if isinstance(outputs, TaskRunError):
-                _fail(state, loaded[i][0], outputs, spec, request, registry, run_id)
-                continue
-            if request.strict and ood is not None and ood["flagged"] and loaded:
-                name = str(loaded[i][0].path)
-                why = ood_refusal(name, spec.id, ood)  # type: ignore[arg-type]
-                log.info("%s", why)
-                state.refused.append(Refusal(name, ood, why))
-                continue
-            provenance = Provenance(
-                **base,
-                weights_sha256=dict(ctx.weights_sha256),
-                device=ctx.device_used,
-                dtype=ctx.dtype,
-                inputs=(records[i],) if records else (),
-                timings_ms=per_item,
-            )
-            source = inputs[i] if inputs else None
-            done += 1
-            yield Result(spec.id, dict(outputs), provenance, source, ood)
-        if progress is not None:
-            progress((index + 1) / len(batches), f"{done} of {max(len(probes), 1)} done")
+            t2 = time.perf_counter()
+            timings["load_ms"] += (t1 - t0) * 1e3
+            timings["run_ms"] += (t2 - t1) * 1e3
+            share = max(len(batch), 1)
+            per_item = {
+                "load": round(read_s * 1e3 / share, 3),
+                "run": round((t2 - t1) * 1e3 / share, 3),
+            }
+            for i, (outputs, ood) in enumerate(produced):
+                if isinstance(outputs, TaskRunError):
+                    _fail(state, loaded[i][0], outputs, spec, request, registry, run_id)
+                    continue
+                if request.strict and ood is not None and ood["flagged"] and loaded:
+                    name = str(loaded[i][0].path)
+                    why = ood_refusal(name, spec.id, ood)  # type: ignore[arg-type]
+                    log.info("%s", why)
+                    state.refused.append(Refusal(name, ood, why))
+                    continue
+                provenance = Provenance(
+                    **base,
+                    weights_sha256=dict(ctx.weights_sha256),
+                    device=ctx.device_used,
+                    dtype=ctx.dtype,
+                    inputs=(records[i],) if records else (),
+                    timings_ms=per_item,
+                )
+                source = inputs[i] if inputs else None
+                done += 1
+                yield Result(spec.id, dict(outputs), provenance, source, ood)
+            if progress is not None:
+                progress((index + 1) / len(batches), f"{done} of {max(len(probes), 1)} done")
+    finally:
+        ahead.close()
     if state.first_error is not None and done == 0:
         raise state.first_error
     if state.refused and done == 0 and not state.failures:
@@ -483,18 +518,56 @@ def _results(
 
 
 def _export(
-    results: Iterable[Any], claim: OutputClaim, image_format: str, kinds: OutputKinds
+    results: Iterable[Any],
+    claim: OutputClaim,
+    request: RunRequest,
+    kinds: OutputKinds,
+    timings: dict[str, float],
 ) -> list[Path]:
-    """Export into a staging folder beside the claimed folder, then move it into place; on any
-    failure the staging folder is removed, and a full disk is said as such."""
+    """Export into a staging folder beside the claimed folder in a background writer (the
+    task goes on with the next batch while a batch's files are encoded and written), make the
+    folder durable with one sync, then move it into place; on any failure the staging folder
+    is removed, and a full disk is said as such. ``timings`` gets the writer's busy time
+    (``export_ms``) and the sync's (``sync_ms``)."""
     from vlm_core.export import ExportOptions, export_results
+    from vlm_core.fileio import deferred_sync, fsync_dir, sync_folder
 
     target = claim.target
     staging = staging_dir(target, claim.run_id)
-    options = ExportOptions(image_format="jpeg" if image_format in ("jpg", "jpeg") else "png")
+    options = ExportOptions(
+        image_format="jpeg" if request.image_format in ("jpg", "jpeg") else "png",
+        previews=request.previews,
+        preview_format="png" if request.preview_format == "png" else "jpeg",
+    )
+    busy = {"s": 0.0, "tail": 0.0}
+
+    def timed(items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:  # the time until the next item is asked for is this one's export
+            t0 = time.perf_counter()
+            yield item
+            busy["s"] += time.perf_counter() - t0
+        busy["tail"] = time.perf_counter()  # then the run-level files
+
+    def write(items: Iterator[Any]) -> list[Path]:
+        with deferred_sync():  # made durable together below, before publishing
+            files = export_results(timed(items), staging, options, kinds)
+        busy["s"] += time.perf_counter() - busy["tail"]
+        return files
+
+    sink: BackgroundSink[Any, list[Path]] = BackgroundSink(write, depth=2, name="vlm-run-write")
     try:
-        staged = export_results(results, staging, options, kinds)
+        try:
+            for result in results:
+                sink.put(result)
+            staged = sink.finish()
+        finally:
+            sink.abort()  # nothing writes into the staging folder after this
+        t0 = time.perf_counter()
+        if staging.exists():
+            sync_folder(staging)
         publish(staging, claim)
+        fsync_dir(target.parent)
+        timings["sync_ms"] = (time.perf_counter() - t0) * 1e3
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         where = Path(exc.filename) if isinstance(exc, OSError) and exc.filename else None
@@ -505,6 +578,7 @@ def _export(
         if full is not None:
             raise full from exc
         raise
+    timings["export_ms"] = busy["s"] * 1e3
     return [target / p.relative_to(staging) for p in staged]
 
 
@@ -583,7 +657,7 @@ def run_task(
             plugin=spec.plugin,
             requested_device=request.device,
             seed=request.seed,
-            batch_size=request.batch_size,
+            batch_size=batch_size_of(request, spec),
             progress=progress,
         )
         state = _Progress(ctx, failures=failed)
@@ -601,14 +675,12 @@ def run_task(
 
         files: list[Path] = []
         if claim is not None:
-            files = _export(tap(), claim, request.image_format, registry.output_kinds)
+            files = _export(tap(), claim, request, registry.output_kinds, state.timings)
         else:
             for _ in tap():
                 pass
         timings = state.timings
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
-        if request.out_dir is not None:
-            timings["export_ms"] = timings["total_ms"] - timings["load_ms"] - timings["run_ms"]
         summary = {
             "device": ctx.device_used,
             "dtype": ctx.dtype,

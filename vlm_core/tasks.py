@@ -306,6 +306,13 @@ class TaskSpec:
     #: the settings that make the task cheap for the conformance check and tests (tiny images,
     #: few steps, a tiny training data set): see :class:`TinySettings`
     tiny: TinySettings = field(default_factory=TinySettings, hash=False)
+    #: inputs per task call when the run does not say (`vlm run --batch-size`): the task sees a
+    #: batch, not a loop of one; the pipeline benchmark's model-only run uses the same number
+    batch_size: int = 8
+    #: the task's pipeline benchmark (`vlm bench --pipeline`): a callable or "module:function"
+    #: returning a :class:`vlm_core.bench.pipeline.PipelineCase` (inputs to make, and the bare
+    #: network passes its default outputs need); None: the task is not in that table
+    bench: Callable[[], Any] | str | None = None
 
     @property
     def plugin(self) -> str:
@@ -325,6 +332,17 @@ class TaskSpec:
         module_name, _, attr = self.train.partition(":")
         func: TrainFunction = getattr(importlib.import_module(module_name), attr)
         return func
+
+    def resolve_bench(self) -> Any:
+        """The task's :class:`~vlm_core.bench.pipeline.PipelineCase` (None: it has none),
+        importing ``"module:function"`` on first use."""
+        if self.bench is None:
+            return None
+        factory = self.bench
+        if isinstance(factory, str):
+            module_name, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module_name), attr)
+        return factory()
 
     def resolve_run(self) -> RunFunction:
         """The run function, importing ``"module:function"`` on first use."""
@@ -531,6 +549,8 @@ def validate_spec(
         problems += [f"task '{spec.id}': {p}" for p in spec.image_limits.problems()]
     if spec.memory_mb <= 0:
         problems.append(f"task '{spec.id}': memory_mb must be positive")
+    if not isinstance(spec.batch_size, int) or not 1 <= spec.batch_size <= 1024:
+        problems.append(f"task '{spec.id}': batch_size must be an integer from 1 to 1024")
     if Capability.RUN not in spec.capabilities:
         problems.append(f"task '{spec.id}': capabilities must include 'run'")
     for sample in spec.samples:

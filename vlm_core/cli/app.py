@@ -99,6 +99,7 @@ def info_cmd(task: str, as_json: bool) -> None:
         "notice": spec.notice,
         "weights": [w.__dict__ for w in spec.weights],
         "memory_mb": spec.memory_mb,
+        "batch_size": spec.batch_size,
         "image_limits": spec.image_limits.to_json(),
         "samples": [
             {
@@ -172,7 +173,12 @@ def info_cmd(task: str, as_json: bool) -> None:
     help="Replace the finished run in --out (its whole contents) instead of writing beside it.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Inputs per task call.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Inputs per task call (default: the task's own, `vlm info TASK`).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
     "--image-format",
@@ -187,6 +193,18 @@ def info_cmd(task: str, as_json: bool) -> None:
     help="Refuse inputs that look unlike the task's training data (exit 2) instead of "
     "answering them with a warning.",
 )
+@click.option(
+    "--preview-format",
+    type=click.Choice(["jpeg", "png"]),
+    default="jpeg",
+    show_default=True,
+    help="Format of the preview images (overlays); the data files keep --image-format.",
+)
+@click.option(
+    "--no-preview",
+    is_flag=True,
+    help="Skip the preview images (overlays) and write only the results' data files.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def run_cmd(
     task: str,
@@ -194,12 +212,14 @@ def run_cmd(
     params: tuple[str, ...],
     out: Path | None,
     device: str,
-    batch_size: int,
+    batch_size: int | None,
     seed: int,
     image_format: str,
     as_json: bool,
     overwrite: bool,
     strict: bool,
+    preview_format: str,
+    no_preview: bool,
 ) -> None:
     """Run TASK on INPUTS (files, folders, globs, or a bundled sample as sample:NAME; `vlm info
     TASK` lists the sample names)."""
@@ -216,6 +236,8 @@ def run_cmd(
         batch_size=batch_size,
         seed=seed,
         image_format=image_format,
+        previews=not no_preview,
+        preview_format=preview_format,
         overwrite=overwrite,
         origin="cli",
         strict=strict,

@@ -32,11 +32,37 @@ COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s"
               type=click.Choice(["default", "reduce-overhead", "max-autotune",
                                  "max-autotune-no-cudagraphs", "inference"]),
               help="torch.compile mode of the fast path (default: reduce-overhead).")  # fmt: skip
+@click.option(
+    "--pipeline",
+    is_flag=True,
+    help="Files → results against the model alone, for every task that declares it "
+    "(`vlm run` over a generated folder vs the bare network passes, alternating).",
+)
+@click.option(
+    "--task", "tasks", multiple=True, help="With --pipeline: only this task (repeat for several)."
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="With --pipeline: inputs in the folder (default 200; 24 with --quick).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 50),
+    default=None,
+    help="With --pipeline: measured rounds of each (default 3; 2 with --quick).",
+)
 def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | None,
-          print_json: bool, compile_mode: str | None) -> None:  # fmt: skip
-    """Benchmark the engines against raw timm / torch doing the same work (default: all)."""
+          print_json: bool, compile_mode: str | None, pipeline: bool, tasks: tuple[str, ...],
+          count: int | None, rounds: int | None) -> None:  # fmt: skip
+    """Benchmark the engines against raw timm / torch doing the same work (default: all), or
+    with --pipeline each task's files → results against its model alone."""
     import json
 
+    if pipeline:
+        _pipeline(tasks, device, quick, count, rounds, json_path, print_json)
+        return
     from vlm_core.bench.suite import SUITES, run_suites
 
     names = list(SUITES) if not suites or "all" in suites else list(dict.fromkeys(suites))
@@ -52,3 +78,40 @@ def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | N
     for row in rows:
         if "error" in row or "skipped" in row:
             click.echo(f"{row['suite']}: {row.get('error') or row.get('skipped')}")
+
+
+PIPELINE_COLUMNS = ("task", "inputs", "batch", "device", "pipeline_img_s_cpu", "model_img_s_cpu",
+                    "ratio_cpu", "ratio_wall", "read", "run", "export", "sync")  # fmt: skip
+
+
+def _pipeline(tasks: tuple[str, ...], device: str, quick: bool, count: int | None,
+              rounds: int | None, json_path: Path | None, print_json: bool) -> None:  # fmt: skip
+    import json
+
+    from vlm_core.bench.pipeline import bench_pipelines, pipeline_tasks
+    from vlm_core.devices import resolve_device
+    from vlm_core.errors import UsageError
+
+    known = pipeline_tasks()
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise UsageError(f"no pipeline benchmark for task '{unknown[0]}' (tasks with one: "
+                         f"{', '.join(known) or 'none installed'})")  # fmt: skip
+    rows = bench_pipelines(list(tasks) or known, count=count or (24 if quick else 200),
+                           rounds=rounds or (2 if quick else 3),
+                           device=resolve_device(device))  # fmt: skip
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rows, indent=2, default=str))
+    if print_json:
+        emit_json(rows)
+        return
+    cells = []
+    for row in rows:
+        stages = row.get("stages_ms_per_input", {})
+        flat = {**row, **{k.removesuffix("_ms"): v for k, v in stages.items()}}
+        cells.append([flat.get(c, "") for c in PIPELINE_COLUMNS])
+    table("vlm bench --pipeline (stages: wall ms per input)", list(PIPELINE_COLUMNS), cells)
+    for row in rows:
+        if "error" in row or "skipped" in row:
+            click.echo(f"{row['task']}: {row.get('error') or row.get('skipped')}")

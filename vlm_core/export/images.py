@@ -43,8 +43,14 @@ def colour(index: int) -> tuple[int, int, int]:
     return int(r), int(g), int(b)
 
 
+#: zlib level of exported PNGs: 1 encodes several times faster than PIL's default 6 for files
+#: about a third larger, and PNG stays lossless at every level (`vlm bench --pipeline`).
+PNG_LEVEL = 1
+
+
 def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """Encode (H, W[, C]) pixels as PNG (lossless, 8 or 16 bit) or JPEG (8-bit RGB)."""
+    """Encode (H, W[, C]) pixels as PNG (lossless, 8 or 16 bit; zlib level :data:`PNG_LEVEL`)
+    or JPEG (8-bit RGB)."""
     from PIL import Image as PILImage
 
     if pixels.ndim == 3 and pixels.shape[2] == 1:
@@ -63,7 +69,7 @@ def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int = 95) -> byt
     else:
         im = PILImage.fromarray(pixels)
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format="PNG", compress_level=PNG_LEVEL)
     return buf.getvalue()
 
 

@@ -9,9 +9,14 @@ import numpy as np
 
 from vlm_core.fileio import atomic_write_bytes
 
+#: gzip level of exported NIfTI files: level 1 compresses a label map or a heat volume about
+#: three times faster than 6, for a slightly larger file.
+GZIP_LEVEL = 1
+
 
 def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
-    """Write ``array`` with ``affine`` (voxel → mm) as gzipped NIfTI-1, atomically."""
+    """Write ``array`` with ``affine`` (voxel → mm) as gzipped NIfTI-1, atomically (gzip level
+    :data:`GZIP_LEVEL`)."""
     import nibabel as nib
 
     if array.dtype == bool:
@@ -22,5 +27,5 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     img.header.set_sform(affine, code=1)
     img.header.set_qform(affine, code=1)
     raw = img.to_bytes()
-    atomic_write_bytes(path, gzip.compress(raw, compresslevel=6, mtime=0))
+    atomic_write_bytes(path, gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0))
     return path

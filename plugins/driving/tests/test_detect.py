@@ -82,7 +82,7 @@ def test_the_sample_street_is_detected_and_exported(tmp_path: Path) -> None:
     assert isinstance(boxes, Boxes) and set(boxes.labels) <= set(CLASSES)
     assert "car" in boxes.labels and (boxes.scores >= 0.4).all()
     item = tmp_path / "out" / "street"
-    assert (item / "detections_overlay.png").is_file()
+    assert (item / "detections_overlay.jpg").is_file()
     yolo = (item / "detections.yolo.txt").read_text().splitlines()
     assert len(yolo) == len(boxes)
     coco = json.loads((tmp_path / "out" / "detections.coco.json").read_text())

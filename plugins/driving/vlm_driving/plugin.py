@@ -64,6 +64,7 @@ def _detect() -> TaskSpec:
             ),
         ),
         memory_mb=600,
+        bench="vlm_driving.pipeline_bench:case",
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the default weights (weights/detector/TRAINING.md)
         train_defaults={
