@@ -186,3 +186,72 @@ def bench_pipelines(
         row["wall_s"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
     return rows
+
+
+_PEAK_RSS = """
+import resource, sys
+from vlm_core.cli import main
+try:
+    main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+open(sys.argv[1], "w").write(f"{peak} {code}")
+"""
+
+
+def memory_growth(
+    task: str,
+    *,
+    sizes: tuple[int, ...] = (10, 100, 1000),
+    device: str = "cpu",
+    seed: int = 4321,
+) -> dict[str, Any]:
+    """Peak resident memory of ``vlm run TASK FOLDER --out DIR`` (each in a fresh process, as
+    a user runs it) for folders of ``sizes`` inputs: the growth from the smallest folder to
+    the largest should stay within 10% (results are exported as they come and dropped).
+
+    The folders share files: the case writes ``min(sizes[-1], 100)`` distinct inputs and the
+    larger folders hold hard links to them under new names (reading is per file all the same).
+    """
+    import os
+    import subprocess
+    import sys
+
+    from vlm_core.plugins import get_registry
+
+    case = get_registry().task(task).resolve_bench()
+    if case is None:
+        return {"task": task, "skipped": "the task declares no pipeline benchmark"}
+    with tempfile.TemporaryDirectory(prefix="vlm-bench-memory-") as tmp:
+        root = Path(tmp)
+        distinct = root / "distinct"
+        distinct.mkdir()
+        case.make_inputs(distinct, min(max(sizes), 100), seed)
+        files = sorted(p for p in distinct.iterdir() if p.is_file())
+        peaks: dict[str, float] = {}
+        for n in sizes:
+            folder = root / f"n{n}"
+            folder.mkdir()
+            for i in range(n):
+                source = files[i % len(files)]
+                os.link(source, folder / f"{i:06d}-{source.name}")
+            report = root / f"peak-{n}.txt"
+            argv = ["run", task, str(folder), "--out", str(root / f"out-{n}"), "--device", device]
+            subprocess.run([sys.executable, "-c", _PEAK_RSS, str(report), *argv], check=False,
+                           capture_output=True)  # fmt: skip
+            peak, code = report.read_text().split()
+            if code not in ("0", "None"):
+                raise RuntimeError(f"vlm run {task} on {n} inputs exited {code}")
+            peaks[str(n)] = round(float(peak), 1)
+            shutil.rmtree(root / f"out-{n}", ignore_errors=True)
+    low, high = peaks[str(min(sizes))], peaks[str(max(sizes))]
+    return {
+        "task": task,
+        "bench": "memory",
+        "peak_rss_mb": peaks,
+        "growth": round(high / low - 1, 4),
+        "goal": "peak RSS of the largest folder within 10% of the smallest's",
+    }

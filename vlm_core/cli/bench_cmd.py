@@ -53,15 +53,21 @@ COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s"
     default=None,
     help="With --pipeline: measured rounds of each (default 3; 2 with --quick).",
 )
+@click.option(
+    "--memory",
+    is_flag=True,
+    help="With --pipeline: peak RSS of `vlm run` over 10, 100 and 1000 inputs (each in a fresh "
+    "process; 10 and 100 with --quick) instead of the speed table.",
+)
 def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | None,
           print_json: bool, compile_mode: str | None, pipeline: bool, tasks: tuple[str, ...],
-          count: int | None, rounds: int | None) -> None:  # fmt: skip
+          count: int | None, rounds: int | None, memory: bool) -> None:  # fmt: skip
     """Benchmark the engines against raw timm / torch doing the same work (default: all), or
     with --pipeline each task's files → results against its model alone."""
     import json
 
     if pipeline:
-        _pipeline(tasks, device, quick, count, rounds, json_path, print_json)
+        _pipeline(tasks, device, quick, count, rounds, json_path, print_json, memory)
         return
     from vlm_core.bench.suite import SUITES, run_suites
 
@@ -85,7 +91,8 @@ PIPELINE_COLUMNS = ("task", "inputs", "batch", "device", "pipeline_img_s_cpu", "
 
 
 def _pipeline(tasks: tuple[str, ...], device: str, quick: bool, count: int | None,
-              rounds: int | None, json_path: Path | None, print_json: bool) -> None:  # fmt: skip
+              rounds: int | None, json_path: Path | None, print_json: bool,
+              memory: bool) -> None:  # fmt: skip
     import json
 
     from vlm_core.bench.pipeline import bench_pipelines, pipeline_tasks
@@ -97,6 +104,17 @@ def _pipeline(tasks: tuple[str, ...], device: str, quick: bool, count: int | Non
     if unknown:
         raise UsageError(f"no pipeline benchmark for task '{unknown[0]}' (tasks with one: "
                          f"{', '.join(known) or 'none installed'})")  # fmt: skip
+    if memory:
+        from vlm_core.bench.pipeline import memory_growth
+
+        sizes = (10, 100) if quick else (10, 100, 1000)
+        rows = [memory_growth(t, sizes=sizes, device=resolve_device(device))
+                for t in list(tasks) or known]  # fmt: skip
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(rows, indent=2, default=str))
+        emit_json(rows)
+        return
     rows = bench_pipelines(list(tasks) or known, count=count or (24 if quick else 200),
                            rounds=rounds or (2 if quick else 3),
                            device=resolve_device(device))  # fmt: skip

@@ -3,7 +3,7 @@
 Layout under the output folder::
 
     OUT/<item>/result.json        outputs summary + provenance, for every result
-    OUT/<item>/<name>.png|.jpg    images, masks, overlays (<name>_overlay.png)
+    OUT/<item>/<name>.png|.jpg    images, masks, overlays (<name>_overlay.jpg: previews)
     OUT/<item>/<name>.nii.gz      volumes and volume masks (the input's affine kept)
     OUT/<item>/<name>.yolo.txt    boxes in YOLO format (classes in OUT/<name>.classes.txt)
     OUT/<item>/<name>.mp4         videos (PyAV); small ones also as <name>/frame_*.png and GIF
