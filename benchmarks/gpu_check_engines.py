@@ -314,6 +314,35 @@ def executor(ctx: Ctx) -> dict[str, Any]:
     return m.as_dict()
 
 
+def pipeline(ctx: Ctx) -> dict[str, Any]:
+    """`vlm run` over a folder against the task's model alone (`vlm bench --pipeline`), on the
+    GPU: driving.detect and medical.classify, 100 inputs, wall-time throughput (the GPU's work
+    is not CPU time). Decoding is the runner's reader thread on the CPU; nvJPEG decoding is
+    the executor line's."""
+    from vlm_core.bench.pipeline import bench_pipeline
+
+    m = Measured()
+    for line, task in (("pipeline.driving", "driving.detect"),
+                       ("pipeline.classify", "medical.classify")):  # fmt: skip
+        if ctx.dry_run:
+            row = bench_pipeline(task, count=4, rounds=1, device="cpu")
+        else:
+            row = bench_pipeline(task, count=100, rounds=1, device=ctx.device)
+        m.rows.append(row)
+        if "error" in row or "skipped" in row:
+            m.set(line, None, str(row.get("error") or row.get("skipped")))
+            continue
+        m.set(
+            line,
+            row["ratio_wall"],
+            f"{row['inputs']} inputs bs{row['batch']} on {row['device']}: pipeline "
+            f"{row['inputs'] / row['pipeline_wall_s']['median']:,.1f} vs model only "
+            f"{row['inputs'] / row['model_wall_s']['median']:,.1f} inputs/s (wall) = "
+            f"{row['ratio_wall']:.3f}; stages ms/input {row['stages_ms_per_input']}",
+        )
+    return m.as_dict()
+
+
 def runtime(ctx: Ctx) -> dict[str, Any]:
     """The model cache under its budget (5 models cycled) and attention on SDPA against
     nn.MultiheadAttention."""

@@ -45,6 +45,7 @@ SUITES = [
     Suite("ddp", tasks.ddp, 120, 25, 9),
     Suite("train_tasks", tasks.train_tasks, 180, 40, 25),
     Suite("dashboard", tasks.dashboard, 120, 20, 8),
+    Suite("pipeline", engines.pipeline, 120, 20, 3),
     Suite("runtime", engines.runtime, 90, 15, 5),
     Suite("optional", tasks.optional, 90, 15, 4),
 ]
@@ -174,6 +175,22 @@ LINES = [
         "executor",
         "host memory flat over the folder, no errors",
         "RSS at the end ≤ RSS at a quarter + 5%",
+    ),
+    Line(
+        "pipeline.driving",
+        "pipeline",
+        "vlm run driving.detect over 100 images vs the detector alone (wall)",
+        "pipeline ≥ 0.80 x model only",
+        "speed",
+        (">=", 0.80),
+    ),
+    Line(
+        "pipeline.classify",
+        "pipeline",
+        "vlm run medical.classify over 100 volumes vs Grad-CAM forward+backward alone (wall)",
+        "pipeline ≥ 0.80 x model only",
+        "speed",
+        (">=", 0.80),
     ),
     Line(
         "gpu_tests.oom",

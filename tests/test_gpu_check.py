@@ -169,7 +169,8 @@ def test_the_registry_lists_every_gpu_line_and_fits_the_budget():
     assert len(ids) == len(lines)
     required = {"backbone.vit_b16", "backbone.resnet50", "fastpath.speedup", "fastpath.mfu",
                 "clip.image", "medical.sliding_window", "gan.dcgan", "detect.fcos",
-                "detect.fasterrcnn", "executor.end_to_end", "gpu_tests.oom", "ddp.nccl",
+                "detect.fasterrcnn", "executor.end_to_end", "pipeline.driving",
+                "pipeline.classify", "gpu_tests.oom", "ddp.nccl",
                 "dashboard.run", "familiarity.cost", "onnx.cuda", "onnx.tensorrt",
                 "ray.one_gpu"}  # fmt: skip
     assert required <= ids
