@@ -1,7 +1,9 @@
 """The streaming executor over a folder of JPEGs: end-to-end (files → results) against the same
-model on batches already on the device, and peak host memory for small and large folders.
+model on batches already on the device, timed in alternating rounds in one process, with the
+time per stage taken from the end-to-end runs themselves; and peak host memory for small and
+large folders.
 
-    python -m vlm_core.bench.executor --files 2000 --json out.json   # one measurement
+    python -m vlm_core.bench.executor --folder DIR --json out.json [--rounds 3]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,65 @@ def make_jpegs(
     return paths
 
 
+class StageClock:
+    """Wall seconds the main thread spends in each stage of :meth:`StreamingExecutor.map`,
+    taken from the run being measured by wrapping the executor's own steps on the instance (its
+    behaviour is unchanged):
+
+    - ``wait``: waiting for the next batch of read and decoded files (with no worker processes,
+      the reading and decoding themselves; with workers, the time the model side stalls);
+    - ``prepare``: device-side preprocessing (decode on the GPU, resize, crop, normalise, to
+      the model's dtype and memory format); on CUDA the time to launch it on the side stream,
+      where it overlaps the model's previous batch;
+    - ``model``: the model's forward pass and the copy of its outputs to the host.
+
+    Whatever is left of the end-to-end time (splitting outputs per item, bookkeeping) is the
+    caller's ``other``.
+    """
+
+    STAGES = ("wait", "prepare", "model")
+
+    def __init__(self, executor: Any) -> None:
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        executor._prepare = self._timed("prepare", executor._prepare)
+        executor._forward = self._timed("model", executor._forward)
+        executor._batches = self._timed_batches(executor._batches)
+
+    def reset(self) -> dict[str, float]:
+        """The seconds so far by stage, and start again from zero."""
+        taken = dict(self.seconds)
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        return taken
+
+    def _timed(self, stage: str, fn: Any) -> Any:
+        def timed(*args: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                self.seconds[stage] += time.perf_counter() - t0
+
+        return timed
+
+    def _timed_batches(self, batches: Any) -> Any:
+        def timed(items: Any) -> Iterator[Any]:
+            source = batches(items)
+            try:
+                while True:
+                    t0 = time.perf_counter()
+                    try:
+                        batch = next(source)
+                    except StopIteration:
+                        return
+                    finally:
+                        self.seconds["wait"] += time.perf_counter() - t0
+                    yield batch
+            finally:
+                source.close()
+
+        return timed
+
+
 def bench_executor(
     model_name: str,
     folder: Path,
@@ -56,14 +118,29 @@ def bench_executor(
     batch_size: int = 64,
     workers: int | None = None,
     gpu_decode: bool | None = None,
-    rounds: int = 5,
+    rounds: int = 3,
 ) -> dict[str, Any]:
+    """End to end (files → results) against model only, in ``rounds`` alternating rounds.
+
+    Each round is one timed region over the whole folder through
+    :meth:`StreamingExecutor.map` (reading, decoding, preprocessing, the model and the outputs
+    back on the host, per-stage seconds taken from that same run by :class:`StageClock`),
+    then the prepared model alone on a batch already on the device, called as many times as
+    the folder has batches. Rates are medians over the rounds with their spread; ``ratio`` is
+    end-to-end median / model-only median, ``paired_ratio`` the median of each round's own
+    ratio. Host RSS is traced after every batch of the first round.
+    """
+    import statistics
+
+    import psutil
     import torch
 
     from vlm_core.backbones import create_backbone
-    from vlm_core.bench.timing import interleave, peak_device_mb, peak_host_rss_mb
+    from vlm_core.bench.timing import peak_device_mb, peak_host_rss_mb, spread, synchronize
     from vlm_core.runtime import StreamingExecutor, policy_for, prepare_model, run_context, to_input
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     files = sorted(folder.glob("*.jpg"))
     policy = policy_for(device)
     on_cuda = policy.device.type == "cuda"
@@ -74,42 +151,65 @@ def bench_executor(
     executor = StreamingExecutor(
         model, pipeline, policy, batch_size=batch_size, num_workers=workers
     )
-
     c, h, w = backbone.preprocessing.input_size
     x = to_input(torch.randn(batch_size, c, h, w, device=policy.device), policy, backbone.model)
+    calls = -(-len(files) // batch_size)  # the folder's number of batches
 
-    def model_only() -> None:
+    def model_only() -> float:
+        synchronize(policy.device)
+        t0 = time.perf_counter()
         with run_context(policy):
-            model(x)
+            for _ in range(calls):
+                model(x)
+        synchronize(policy.device)
+        return time.perf_counter() - t0
 
-    sample = [pipeline.read(f) for f in files[:batch_size]]
-
-    def preprocess_only() -> None:
-        pipeline.to_device(sample, policy.device)
-
-    timing = interleave({"model": model_only, "preprocess": preprocess_only}, policy.device,
-                        warmup=2, rounds=rounds)  # fmt: skip
-    model_ips = batch_size / timing.median("model")
-    preprocess_ips = len(sample) / timing.median("preprocess")
     t_start = time.perf_counter()
     list(executor.map(files[: batch_size * 2]))  # warm-up: worker start, cuDNN/nvJPEG init
     first_call_s = time.perf_counter() - t_start
-    import psutil
-
+    model_only()  # warm-up of the same calls
+    clock = StageClock(executor)
+    clock.reset()
     me = psutil.Process()
-    rss_trace: list[float] = []  # host RSS (MiB) after every batch's worth of results
-    t0 = time.perf_counter()
+    rss_trace: list[float] = []  # host RSS (MiB) after every batch's worth of results (round 1)
+    e2e_rates, model_rates, details = [], [], []
     count = errors = 0
-    for result in executor.map(files):
-        count += 1
-        errors += result.error is not None
-        if count % batch_size == 0:
-            rss_trace.append(me.memory_info().rss / 2**20)
-    seconds = time.perf_counter() - t0
+    for index in range(rounds):
+        workers_cpu = sum(p.cpu_times().user + p.cpu_times().system for p in me.children())
+        main_cpu = me.cpu_times()
+        t0 = time.perf_counter()
+        count = errors = 0
+        for result in executor.map(files):
+            count += 1
+            errors += result.error is not None
+            if index == 0 and count % batch_size == 0:
+                rss_trace.append(me.memory_info().rss / 2**20)
+        seconds = time.perf_counter() - t0
+        cpu = me.cpu_times()
+        stages = clock.reset()
+        stages["other"] = max(seconds - sum(stages.values()), 0.0)
+        details.append(
+            {
+                "end_to_end_s": round(seconds, 4),
+                "stages_s": {k: round(v, 4) for k, v in stages.items()},
+                "main_cpu_s": round(cpu.user + cpu.system - main_cpu.user - main_cpu.system, 3),
+                "workers_cpu_s": round(
+                    sum(p.cpu_times().user + p.cpu_times().system for p in me.children())
+                    - workers_cpu,
+                    3,
+                ),
+            }
+        )
+        e2e_rates.append(count / seconds)
+        model_rates.append(calls * batch_size / model_only())
     executor.close()
     quarter = max(len(rss_trace) // 4, 1)
-    e2e_ips = count / seconds
+    e2e_ips, model_ips = statistics.median(e2e_rates), statistics.median(model_rates)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    per_image = {
+        stage: round(1000 * statistics.median(d["stages_s"][stage] for d in details) / count, 3)
+        for stage in (*StageClock.STAGES, "other")
+    } if count else {}  # fmt: skip
     return {
         "bench": "executor",
         "model": model_name,
@@ -119,13 +219,21 @@ def bench_executor(
         "files": len(files),
         "workers": executor.num_workers,
         "gpu_decode": decode_on_gpu,
+        "rounds": rounds,
         "errors": errors,
         "complete": count == len(files),
         "end_to_end_img_s": round(e2e_ips, 1),
         "model_only_img_s": round(model_ips, 1),
-        "device_preprocess_img_s": round(preprocess_ips, 1),  # decode/resize/normalise alone
-        "first_call_s": round(first_call_s, 3),  # two batches, including the workers' start
+        "end_to_end_spread": spread(e2e_rates, 1),
+        "model_only_spread": spread(model_rates, 1),
         "ratio": round(e2e_ips / model_ips, 4),
+        "paired_ratio": round(
+            statistics.median(e / m for e, m in zip(e2e_rates, model_rates, strict=True)), 4
+        ),
+        # milliseconds per image in each stage of the end-to-end runs (median over the rounds)
+        "stages_ms_per_img": per_image,
+        "round_details": details,
+        "first_call_s": round(first_call_s, 3),  # two batches, including the workers' start
         "peak_host_mb": round(peak_host_rss_mb(), 1),
         "peak_worker_mb": round(children, 1),
         # RSS after the first quarter and at the end of the folder: flat when memory is bounded
@@ -143,6 +251,8 @@ def rss_growth(
     make_jpegs(work / "all", max(sizes))
     rows = []
     for n in sizes:
+        # the smaller folders are there for memory only: one round; the largest gives the ratio
+        rounds = kw.get("rounds") if n == max(sizes) else 1
         folder = work / f"n{n}"
         folder.mkdir(exist_ok=True)
         for path in sorted((work / "all").glob("*.jpg"))[:n]:
@@ -152,7 +262,7 @@ def rss_growth(
         out = work / f"n{n}.json"
         cmd = [sys.executable, "-m", "vlm_core.bench.executor", "--folder", str(folder),
                "--model", model_name, "--json", str(out)]  # fmt: skip
-        for key, value in kw.items():
+        for key, value in {**kw, "rounds": rounds}.items():
             if value is not None:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
         subprocess.run(cmd, check=True)
@@ -177,10 +287,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     row = bench_executor(args.model, args.folder, device=args.device, batch_size=args.batch_size,
-                         workers=args.workers)  # fmt: skip
+                         workers=args.workers, rounds=args.rounds)  # fmt: skip
     args.json.write_text(json.dumps(row))
 
 

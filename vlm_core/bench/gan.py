@@ -6,6 +6,9 @@ Same generator and discriminator (same initial weights), same data, batch, preci
 update per step, no EMA, no augmentation. The engine's extra work per step is its NaN/inf
 guard, the metrics log and progress events. Throughput (images per second, counted from the end
 of warm-up to the last step) is what the shared anchor reports for raw DCGAN at 64x64.
+
+The two run in alternating rounds in one process and the figures are medians over all rounds
+with their spread (not the best of a few runs, which favours whichever side had one lucky run).
 """
 
 from __future__ import annotations
@@ -105,13 +108,25 @@ def bench_gan_step(
     latent_dim: int = 100,
     steps: int = 30,
     warmup: int = 5,
+    rounds: int = 3,
 ) -> dict[str, Any]:
-    """DCGAN training throughput of the engine and of the raw loop (each run twice, best kept)."""
-    from vlm_core.bench.timing import peak_device_mb, peak_host_rss_mb
+    """DCGAN training throughput of the engine and of the raw loop over ``rounds`` alternating
+    rounds (each a fresh copy of the same initial networks trained for ``warmup + steps``
+    steps; the order within a round swaps every round, so neither side always runs second).
+
+    ``raw_img_s`` / ``engine_img_s`` are the medians of all rounds (``*_spread``: quartiles,
+    extremes and n); ``ratio`` is engine median / raw median and ``paired_ratio`` the median of
+    the rounds' own engine / raw ratios, which drift on a shared machine hits alike.
+    """
+    import statistics
+
+    from vlm_core.bench.timing import peak_device_mb, peak_host_rss_mb, spread
     from vlm_core.devices import resolve_device
     from vlm_core.gan.models import build_gan
     from vlm_core.training.loop import amp_dtype
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     torch_device = torch.device(resolve_device(device))
     dtype = amp_dtype("auto", torch_device)
     precision = "bf16" if dtype is torch.bfloat16 else "fp32"
@@ -122,20 +137,24 @@ def bench_gan_step(
     arch = {"family": "dcgan", "image_size": image_size, "channels": 3,
             "latent_dim": latent_dim, "width": width, "ema": False}  # fmt: skip
     base = build_gan(arch)
-    rows = {}
-    for label in ("raw", "engine", "raw_again", "engine_again"):
-        gan = copy.deepcopy(base)
-        if label.startswith("raw"):
-            rows[label] = _raw_loop(gan, data, device=torch_device, batch_size=batch_size,
-                                    steps=steps, warmup=warmup, dtype=dtype,
-                                    latent_dim=latent_dim)  # fmt: skip
-        else:
-            with tempfile.TemporaryDirectory(prefix="vlm-bench-gan-") as tmp:
-                rows[label] = _engine(gan, data, device=torch_device, batch_size=batch_size,
-                                      steps=steps, warmup=warmup, precision=precision,
-                                      out=Path(tmp))  # fmt: skip
-    raw = max(rows["raw"], rows["raw_again"])
-    engine = max(rows["engine"], rows["engine_again"])
+    runs: dict[str, list[float]] = {"raw": [], "engine": []}
+    order: list[str] = []
+    for index in range(rounds):
+        for label in ("raw", "engine") if index % 2 == 0 else ("engine", "raw"):
+            order.append(label)
+            gan = copy.deepcopy(base)
+            if label == "raw":
+                runs[label].append(_raw_loop(gan, data, device=torch_device,
+                                             batch_size=batch_size, steps=steps, warmup=warmup,
+                                             dtype=dtype, latent_dim=latent_dim))  # fmt: skip
+            else:
+                with tempfile.TemporaryDirectory(prefix="vlm-bench-gan-") as tmp:
+                    runs[label].append(_engine(gan, data, device=torch_device,
+                                               batch_size=batch_size, steps=steps, warmup=warmup,
+                                               precision=precision, out=Path(tmp)))  # fmt: skip
+    raw = statistics.median(runs["raw"])
+    engine = statistics.median(runs["engine"])
+    paired = [e / r for e, r in zip(runs["engine"], runs["raw"], strict=True)]
     return {
         "bench": "gan_step",
         "model": f"dcgan width {width}",
@@ -144,10 +163,15 @@ def bench_gan_step(
         "batch": batch_size,
         "image_size": image_size,
         "steps": steps,
-        "raw_img_s": round(raw, 1),
-        "engine_img_s": round(engine, 1),
+        "rounds": rounds,
+        "raw_img_s": round(raw, 2),
+        "engine_img_s": round(engine, 2),
+        "raw_spread": spread(runs["raw"], 2),
+        "engine_spread": spread(runs["engine"], 2),
         "ratio": round(engine / raw, 3),
-        "runs": {k: round(v, 1) for k, v in rows.items()},
+        "paired_ratio": round(statistics.median(paired), 3),
+        "runs": {k: [round(v, 2) for v in values] for k, values in runs.items()},
+        "order": order,
         "peak_host_rss_mb": round(peak_host_rss_mb(), 1),
         "peak_device_mb": peak_device_mb(torch_device),
     }
