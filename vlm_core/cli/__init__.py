@@ -22,8 +22,26 @@ def _debug(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `vlm` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the `vlm` console script.
+
+    Without ``argv`` (the console script, ``python -m vlm_core.cli``) the process is the
+    command's own, and it ends through :func:`~vlm_core.cli.quick_exit.quick_exit`, skipping
+    the interpreter's teardown (0.5 to 2 s after a run imported torch). With ``argv`` (tests,
+    notebooks) it raises ``SystemExit`` like any command.
+    """
+    if argv is not None:
+        _main(list(argv))
+        return
+    from vlm_core.cli.quick_exit import quick_exit
+
+    try:
+        _main(sys.argv[1:])
+    except SystemExit as exc:
+        quick_exit(exc.code)
+    quick_exit(0)
+
+
+def _main(argv: list[str]) -> None:
     try:
         cli.main(args=argv, prog_name="vlm", standalone_mode=False)
     except click.exceptions.Exit as exc:
