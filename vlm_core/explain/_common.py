@@ -36,8 +36,15 @@ class Saliency:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode; restore each module's own flag afterwards, even on error."""
+    """Put every module in eval mode; restore each module's own flag afterwards, even on error.
+
+    A model already wholly in eval mode (a cached inference model) is left as it is: walking
+    ``model.eval()`` and back over every module costs milliseconds per call, as much as a
+    small network's forward pass."""
     flags = [(m, m.training) for m in model.modules()]
+    if not any(training for _, training in flags):
+        yield
+        return
     model.eval()
     try:
         yield
@@ -48,15 +55,20 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 def logits_of(output: object) -> Tensor:
     """The (num_classes,) logits of a classifier's output for one image."""
+    return batch_logits_of(output, 1)[0]
+
+
+def batch_logits_of(output: object, batch: int) -> Tensor:
+    """The (batch, num_classes) logits of a classifier's output for ``batch`` inputs."""
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         output = output[0]
-    if not isinstance(output, Tensor) or output.dim() != 2 or output.shape[0] != 1:
+    if not isinstance(output, Tensor) or output.dim() != 2 or output.shape[0] != batch:
         found = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise UsageError(
-            f"explanations need a classifier returning (1, num_classes) logits, got {found}; "
-            "create the model with its classification head (num_classes > 0)"
+            f"explanations need a classifier returning ({batch}, num_classes) logits, got "
+            f"{found}; create the model with its classification head (num_classes > 0)"
         )
-    return output[0]
+    return output
 
 
 def pick_class(logits: Tensor, class_index: int | None) -> int:
@@ -110,5 +122,16 @@ def spatial_size(pixels: Tensor) -> tuple[int, ...]:
         raise UsageError(
             "explanations take one preprocessed image (1, C, H, W) or volume (1, C, D, H, W), "
             f"got {tuple(pixels.shape)}"
+        )
+    return tuple(int(n) for n in pixels.shape[2:])
+
+
+def batch_spatial_size(pixels: Tensor) -> tuple[int, ...]:
+    """(H, W) of a batch of images (B, C, H, W) or (D, H, W) of volumes (B, C, D, H, W),
+    checked (B ≥ 1)."""
+    if pixels.dim() not in (4, 5) or pixels.shape[0] < 1:
+        raise UsageError(
+            "explanations of a batch take preprocessed images (B, C, H, W) or volumes "
+            f"(B, C, D, H, W), got {tuple(pixels.shape)}"
         )
     return tuple(int(n) for n in pixels.shape[2:])

@@ -10,6 +10,10 @@ Volumes work the same way: a 3D convnet (MONAI's DenseNet121 with ``spatial_dims
 ``nn.Conv3d`` stack) takes (1, C, D, H, W), its layers give (B, C, d, h, w) activations, and
 the map is (d, h, w), upsampled trilinearly to the input's (D, H, W). A layer counts as
 spatial when its output has as many spatial axes as the input.
+
+A batch of inputs is explained in one forward and one backward pass
+(:func:`run_grad_cam_batch`): in eval mode each item's logits depend on its own activations
+only, so the gradient of the sum of the items' chosen logits is each item's own gradient.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ from torch import Tensor, nn
 from vlm_core.errors import UsageError, did_you_mean
 from vlm_core.explain._common import (
     Saliency,
+    batch_logits_of,
+    batch_spatial_size,
     eval_mode,
-    logits_of,
     pick_class,
     spatial_size,
     to_heat,
 )
 
-__all__ = ["find_target_layer", "grad_cam"]
+__all__ = ["find_target_layer", "grad_cam", "run_grad_cam", "run_grad_cam_batch"]
 
 
 def _is_spatial(output: object, dims: int = 2) -> bool:
@@ -117,10 +122,32 @@ def run_grad_cam(
 ) -> Saliency:
     """Grad-CAM for one preprocessed image (1, C, H, W) or volume (1, C, D, H, W); the map
     on the layer's grid, (h, w) or (d, h, w)."""
-    dims = len(spatial_size(pixels))
+    spatial_size(pixels)  # one input, checked
+    return run_grad_cam_batch(model, pixels, class_index, target_layer)[0]
+
+
+def run_grad_cam_batch(
+    model: nn.Module,
+    pixels: Tensor,
+    class_index: int | None = None,
+    target_layer: str | None = None,
+) -> list[Saliency]:
+    """Grad-CAM for a batch of preprocessed images (B, C, H, W) or volumes (B, C, D, H, W):
+    one forward and one backward pass for all B, one :class:`Saliency` each (its map on the
+    layer's grid), the same as B calls of :func:`run_grad_cam` within float tolerance.
+
+    Why one backward pass suffices: the model runs in eval mode, where no layer mixes the
+    items of a batch (batch norm uses its running statistics), so item b's logits depend on
+    item b's activations only, and the gradient of the sum of every item's chosen logit with
+    respect to the batch's activations is, row by row, each item's own gradient. A model that
+    mixes items in eval mode (attention across the batch) would need one call per item.
+    ``class_index`` is explained for every item (None: each item's top-1 class).
+    """
+    dims = len(batch_spatial_size(pixels))
+    batch = int(pixels.shape[0])
     modules = dict(model.named_modules())
     if target_layer is None:
-        target_layer = find_target_layer(model, pixels)
+        target_layer = find_target_layer(model, pixels[:1])
     elif target_layer not in modules or not target_layer:
         raise UsageError(
             f"no module named {target_layer!r} in {type(model).__name__}"
@@ -144,22 +171,27 @@ def run_grad_cam(
         stack.callback(modules[target_layer].register_forward_hook(keep).remove)
         # gradients reach the activations even when the weights are frozen
         x = pixels.detach().clone().requires_grad_(True)
-        logits = logits_of(model(x))
-        if not seen or not _is_spatial(seen[-1], dims):
+        logits = batch_logits_of(model(x), batch)
+        if not seen or not _is_spatial(seen[-1], dims) or seen[-1].shape[0] != batch:
             found = tuple(seen[-1].shape) if seen else "nothing"
-            grid = _grid(dims).replace("B", "1")
+            grid = _grid(dims).replace("B", str(batch))
             raise UsageError(f"Grad-CAM layer {target_layer!r} gave {found}, not a {grid} map")
         activation = seen[-1]
-        chosen = pick_class(logits, class_index)
-        (grad,) = torch.autograd.grad(logits[chosen], activation, allow_unused=True)
+        chosen = [pick_class(row, class_index) for row in logits]
+        picked = logits[torch.arange(batch, device=logits.device), chosen]
+        (grad,) = torch.autograd.grad(picked.sum(), activation, allow_unused=True)
     if grad is None:
         raise UsageError(f"the logits do not depend on layer {target_layer!r}; pick another")
-    act, grad = activation[0].detach().double(), grad[0].double()
-    if _channels_last(model, target_layer, act):
-        act, grad = act.movedim(-1, 0), grad.movedim(-1, 0)
-    weights = grad.mean(dim=tuple(range(1, act.dim())))
-    cam = torch.relu(torch.einsum("c,c...->...", weights, act))
-    return Saliency(cam, logits.detach(), chosen, (target_layer,))
+    logits = logits.detach()
+    out = []
+    for b in range(batch):
+        act, g = activation[b].detach().double(), grad[b].double()
+        if _channels_last(model, target_layer, act):
+            act, g = act.movedim(-1, 0), g.movedim(-1, 0)
+        weights = g.mean(dim=tuple(range(1, act.dim())))
+        cam = torch.relu(torch.einsum("c,c...->...", weights, act))
+        out.append(Saliency(cam, logits[b], chosen[b], (target_layer,)))
+    return out
 
 
 def grad_cam(
