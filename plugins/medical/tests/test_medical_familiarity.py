@@ -191,7 +191,7 @@ def test_classify_taps_the_grad_cam_forward_pass_once(tmp_path: Path) -> None:
     finally:
         handle.remove()
     assert len(calls) == 1 and len(tap.features()) == 1
-    verdict = model.judge(tap)
+    (verdict,) = model.judge(tap)
     assert verdict is not None
     with torch.inference_mode():
         logits = model.network(prepare(torch.from_numpy(image), model.preset, model.size)[None])
