@@ -118,6 +118,9 @@ def spec() -> TaskSpec:
             ),
         ),
         memory_mb=400,
+        # one Grad-CAM forward and backward pass per 8 inputs (the network sees 32³ cubes)
+        batch_size=8,
+        bench="vlm_medical.pipeline_bench:classify_case",
         notice=NOTICE,
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
