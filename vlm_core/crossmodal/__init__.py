@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         cider_d,
     )
     from vlm_core.crossmodal.caption_setup import caption_loss, captioner_setup
-    from vlm_core.crossmodal.captioner import Captioner, CaptionerArch, Decoded
+    from vlm_core.crossmodal.captioner import Captioner, CaptionerArch, Decoded, Memory
     from vlm_core.crossmodal.coca import coca_captions, is_coca
     from vlm_core.crossmodal.encoders import (
         TEST_ARCH,
@@ -84,6 +84,7 @@ _EXPORTS = {
     "Captioner": "captioner",
     "CaptionerArch": "captioner",
     "Decoded": "captioner",
+    "Memory": "captioner",
     "coca_captions": "coca",
     "is_coca": "coca",
     "TEST_ARCH": "encoders",
@@ -116,6 +117,7 @@ __all__ = [
     "Decoded",
     "EmbeddingIndex",
     "Hit",
+    "Memory",
     "ModelIdentity",
     "RougeL",
     "Vocab",
