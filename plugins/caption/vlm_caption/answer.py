@@ -40,14 +40,14 @@ from vlm_caption.model import (
     NOTHING,
     Loaded,
     Recognition,
-    encode,
+    encode_judged,
     load_captioner,
     recognise,
-    tapped,
     unsure_caption,
 )
 from vlm_caption.params import AnswerParams
 from vlm_caption.products import UNKNOWN
+from vlm_core.crossmodal import Memory
 from vlm_core.errors import InputError
 from vlm_core.familiarity import Ood
 from vlm_core.tasks import RunContext
@@ -208,15 +208,15 @@ def answer(
     *,
     kb: KnowledgeBase,
     min_confidence: float = 0.6,
+    judged: tuple[Memory, list[Ood | None]] | None = None,
 ) -> list[Answered]:
     """Decide the reply to each (photo, message) pair with the captioner ``loaded``; the
     photos' familiarity is judged during the one pass of the image tower that the recognition
-    reads."""
+    reads (give that pass, :func:`~vlm_caption.model.encode_judged`, as ``judged`` when the
+    caller has it)."""
     if len(images) != len(messages):
         raise InputError(f"give one message per photo: {len(images)} photos, {len(messages)}")
-    with tapped(loaded) as check:
-        memory = encode(loaded, images)
-    verdicts = check.verdicts(len(images))
+    memory, verdicts = judged or encode_judged(loaded, images)
     seen = recognise(loaded, images, kb, memory)
     out = []
     for recognition, text, verdict in zip(seen, messages, verdicts, strict=True):
@@ -230,11 +230,12 @@ def answer(
 def run(inputs: Sequence[Image], params: AnswerParams, ctx: RunContext) -> list[dict[str, Any]]:
     kb = load_knowledge_base(params.knowledge_base)
     loaded = load_captioner(params.weights, ctx=ctx)
+    judged = encode_judged(loaded, inputs)  # one pass of the image tower for all of it
     decided = answer(
         loaded, inputs, [params.message] * len(inputs), kb=kb,
-        min_confidence=params.min_confidence,
+        min_confidence=params.min_confidence, judged=judged,
     )  # fmt: skip
-    captions = loaded.captioner.beam_search(list(inputs), beam=3)
+    captions = loaded.captioner.beam_search(None, beam=3, memory=judged[0])
     out = []
     for i, (done, caption) in enumerate(zip(decided, captions.texts, strict=True)):
         ctx.record_ood(i, done.verdict)

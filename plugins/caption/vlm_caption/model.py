@@ -26,7 +26,7 @@ import torch
 
 from vlm_caption.knowledge import MISSING_PART, KnowledgeBase
 from vlm_caption.products import QUESTIONS, UNKNOWN
-from vlm_core.crossmodal import Captioner
+from vlm_core.crossmodal import Captioner, Memory
 from vlm_core.errors import InputError
 from vlm_core.familiarity import FeatureTap, Ood
 from vlm_core.tasks import RunContext, package_file
@@ -144,13 +144,22 @@ def tapped(loaded: Loaded) -> Iterator[Check]:
         yield Check(loaded, tap)
 
 
-def encode(loaded: Loaded, images: Sequence[Image]) -> torch.Tensor:
-    """The memory tokens of ``images``: one pass of the image tower, which the recognition's
-    questions all read (:func:`recognise`)."""
+def encode(loaded: Loaded, images: Sequence[Image]) -> Memory:
+    """The memory of ``images``: one pass of the image tower and the decoder's projection of
+    it, which the caption's decoding and every recognition question read (:func:`recognise`,
+    ``memory=`` of the captioner's decoding methods)."""
     model = loaded.captioner
     pixels = model.pixels(list(images)).to(model.device)
     with torch.inference_mode():
-        return model.encode_images(pixels)
+        return model.memory(model.encode_images(pixels))
+
+
+def encode_judged(loaded: Loaded, images: Sequence[Image]) -> tuple[Memory, list[Ood | None]]:
+    """:func:`encode` under :func:`tapped`: the images' memory and each photo's familiarity
+    verdict, taken during that one pass of the image tower."""
+    with tapped(loaded) as check:
+        memory = encode(loaded, images)
+    return memory, check.verdicts(len(images))
 
 
 #: what a caption of a photo the familiarity check flags starts with
@@ -223,10 +232,10 @@ def _softmax_by_value(logp: torch.Tensor, values: Sequence[str]) -> dict[str, fl
 
 def score_texts(
     loaded: Loaded, pixels: torch.Tensor | None, texts: Sequence[str], question: str | None,
-    *, memory: torch.Tensor | None = None,
+    *, memory: Memory | torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """log p(text | image, question) of every text for every image (its ``pixels``, or the
-    ``memory`` tokens :func:`encode` gave): (N, T) float64."""
+    ``memory`` :func:`encode` gave): (N, T) float64."""
     model, vocab = loaded.captioner, loaded.captioner.vocab
     sequences = [[*vocab.encode(t), vocab.eos] for t in texts]
     with torch.inference_mode():
@@ -237,7 +246,7 @@ def score_texts(
 
 
 def answer_logits(
-    loaded: Loaded, memory: torch.Tensor, kb: KnowledgeBase
+    loaded: Loaded, memory: Memory, kb: KnowledgeBase
 ) -> dict[str, tuple[torch.Tensor, list[str], list[str]]]:
     """Per question kind: the (N, T) mean log-probability of each candidate answer text over
     the question's wordings (the logits of the recognition, before its temperature), the
@@ -253,10 +262,10 @@ def answer_logits(
 
 def recognise(
     loaded: Loaded, images: Sequence[Image], kb: KnowledgeBase,
-    memory: torch.Tensor | None = None,
+    memory: Memory | None = None,
 ) -> list[Recognition]:  # fmt: skip
     """The product, colour and problem of each image (see the module docstring); give the
-    images' ``memory`` tokens when :func:`encode` has them already."""
+    images' ``memory`` when :func:`encode` has it already."""
     if memory is None:
         memory = encode(loaded, images)
     per_kind: dict[str, list[dict[str, float]]] = {}

@@ -21,6 +21,9 @@ from vlm_core.tasks import (
 #: (or mostly cut away), and an image under 16 px has nothing to describe.
 IMAGE_LIMITS = ImageLimits(min_side=16, max_aspect=8)
 
+#: photos per call of `caption.describe` and `caption.answer` when `vlm run` does not say
+BATCH_SIZE = 16
+
 
 def _weights() -> tuple[WeightsRef, ...]:
     path = package_file("vlm_caption", "weights", "captioner", "model.safetensors")
@@ -59,6 +62,10 @@ def _describe() -> TaskSpec:
             Sample("mug without its handle", (_sample("mug-missing.png"),)),
         ),
         memory_mb=200,
+        # photos a call: the image tower, the caption's beam search and the tags' scoring each
+        # run once per batch (README, "Speed")
+        batch_size=BATCH_SIZE,
+        bench="vlm_caption.pipeline_bench:case",
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the bundled captioner (weights/captioner/TRAINING.md)
         train_defaults={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "val_every": 2000},
@@ -94,6 +101,7 @@ def _answer() -> TaskSpec:
         image_limits=IMAGE_LIMITS,
         outputs=(Kind.REPLY, Kind.CAPTION),
         weights=_weights(),
+        batch_size=BATCH_SIZE,
         samples=(
             Sample(
                 "cracked teapot",
