@@ -40,9 +40,10 @@ def _percentile(flat: Any, q: float) -> Any:
     """``np.percentile(flat, q)`` (linear interpolation) on a torch tensor, on its device.
 
     The two order statistics it interpolates come from one sorted ``topk`` of the nearer tail
-    (for q = 0.5 or 99.5, half a percent of the values): 3-4 times faster than two
-    ``kthvalue`` selections over the whole volume, and exact (``torch.quantile`` refuses
-    tensors of more than 2**24 elements)."""
+    (for q = 0.5 or 99.5, half a percent of the values): faster than two ``kthvalue``
+    selections over the whole volume (on one CPU thread 3.7 times at 32³, 4.5 at 64³, 1.7 at
+    2**24 voxels), and exact (``torch.quantile`` refuses tensors of more than 2**24
+    elements)."""
     import torch
 
     n = flat.numel()
