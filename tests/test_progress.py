@@ -191,7 +191,9 @@ def test_vlm_run_over_many_inputs_writes_progress_lines_to_a_non_terminal(
     assert quiet.returncode == 0 and "ETA" not in quiet.stderr, quiet.stderr
     clock = FakeClock(tick=6.0)
     monkeypatch.setattr(vlm_core.progress, "time", SimpleNamespace(monotonic=clock))
-    proc = vlm_here("run", "good.invert", *inputs)
+    # one input per task call, so that the bar moves between inputs (the task's own batch of
+    # 8 would take them all in one call, reporting once)
+    proc = vlm_here("run", "good.invert", *inputs, "--batch-size", "1")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) >= 3, proc.stderr
