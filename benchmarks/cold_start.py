@@ -1,7 +1,8 @@
 """Start-up wall time of the CLI, and of a first `vlm run` on a fresh home.
 
     python benchmarks/cold_start.py [--repeats 10] [--runs 3] [--tree copy] [--drop-caches]
-                                    [--tasks TASK=INPUT,...|none] [--explain] [--json out.json]
+                                    [--tasks TASK=INPUT,...|none] [--explain] [--exit-ab N]
+                                    [--json out.json]
 
 Two parts, in fresh processes:
 
@@ -16,7 +17,8 @@ Two parts, in fresh processes:
   - ``second_cli``: the same command again on the same home and tree (what a user's second
     command costs: bytecode written, weights' hashes remembered);
   - ``in_process``: a fresh Python process that calls :func:`vlm_core.runner.run_task` twice
-    (what the dashboard does); ``second_s`` is the warm run of one image — target < 1 s.
+    (what the dashboard does); ``second_s`` is the warm run of one image — target < 1 s
+    (``*_cpu_s``: the CPU seconds of the process's threads during each call).
 
   Each figure is the median over the runs with its quartiles, extremes and n; CPU time
   (user + system, of the process and its children) is given beside the wall time, since other
@@ -40,7 +42,10 @@ How cold is cold (``--tree``, ``--drop-caches``):
   reboot. Other processes on the machine pay to read those files again.
 
 ``--explain`` adds one more cold run per task under ``python -X importtime`` and reports the
-import time by top-level package. The JSON (``--json``) holds every figure and the method.
+import time by top-level package. ``--exit-ab ROUNDS`` times the same run ending through
+:func:`vlm_core.cli.quick_exit.quick_exit` and through the interpreter's ordinary exit
+(teardown included), alternating, and reports what skipping the teardown saves. The JSON
+(``--json``) holds every figure and the method.
 """
 
 from __future__ import annotations
@@ -78,15 +83,16 @@ from vlm_core.runner import RunRequest, run_task
 
 imported = time.perf_counter() - t0
 task, source, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-seconds, failures = [], 0
+seconds, cpu, failures = [], [], 0
 for index in range(2):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     request = RunRequest(task=task, inputs=[source], out_dir=out / f"run{index}")
     outcome = run_task(request, keep_results=False)
     seconds.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
     failures += len(outcome.failures)
 print(json.dumps({"import_s": imported, "first_s": seconds[0], "second_s": seconds[1],
-                  "failures": failures}))
+                  "first_cpu_s": cpu[0], "second_cpu_s": cpu[1], "failures": failures}))
 """
 
 
@@ -269,6 +275,37 @@ class Runs:
         return {"wall_s": round(done["wall_s"], 3), **imports_by_package(done["stderr"])}
 
 
+#: `vlm` ending through the interpreter's ordinary exit (teardown included), for --exit-ab
+ORDINARY_EXIT = "import sys; from vlm_core.cli import _main; _main(sys.argv[1:])"
+
+
+def exit_ab(task: str, source: str, rounds: int, base_env: dict[str, str], work: Path) -> dict:
+    """The same `vlm run` ending through quick_exit (``python -m vlm_core.cli``) and through
+    the ordinary interpreter exit, alternating (the order swaps every round), a fresh home
+    each time: what skipping the teardown saves."""
+    seconds: dict[str, list[tuple[float, float]]] = {"quick": [], "ordinary": []}
+    for index in range(rounds):
+        for label in ("quick", "ordinary") if index % 2 == 0 else ("ordinary", "quick"):
+            home = work / f"ab-{task}-{index}-{label}"
+            home.mkdir(parents=True)
+            env = {**base_env, "VLM_HOME": str(home), "VLM_OFFLINE": "1"}
+            start = ["-m", "vlm_core.cli"] if label == "quick" else ["-c", ORDINARY_EXIT]
+            cmd = [sys.executable, *start, "run", task, source, "--out", str(home / "out")]
+            done = measure(cmd, env, home)
+            seconds[label].append((done["wall_s"], done["cpu_s"]))
+    row: dict[str, Any] = {"rounds": rounds}
+    for i, unit in enumerate(("wall_s", "cpu_s")):
+        quick = [q[i] for q in seconds["quick"]]
+        ordinary = [o[i] for o in seconds["ordinary"]]
+        saved = [o - q for q, o in zip(quick, ordinary, strict=True)]
+        row[unit] = {
+            "quick": spread(quick),
+            "ordinary": spread(ordinary),
+            "saved_paired": spread(saved),
+        }
+    return row
+
+
 def bench_task(runs: Runs, task: str, source: str, count: int) -> dict[str, Any]:
     pairs = [runs.cold_pair(task, source) for _ in range(count)]
     warm = [runs.in_process(task, source) for _ in range(count)]
@@ -277,15 +314,16 @@ def bench_task(runs: Runs, task: str, source: str, count: int) -> dict[str, Any]
         row[label] = {
             key: spread([p[label][key] for p in pairs]) for key in ("wall_s", "cpu_s", "run_task_s")
         }
-    row["in_process"] = {
-        key: spread([w[key] for w in warm]) for key in ("import_s", "first_s", "second_s")
-    }
+    keys = ("import_s", "first_s", "second_s", "first_cpu_s", "second_cpu_s")
+    row["in_process"] = {key: spread([w[key] for w in warm]) for key in keys}
     row["under_target"] = {
         "cold": row["cold"]["wall_s"]["median"] < COLD_TARGET_S,
         "warm": row["in_process"]["second_s"]["median"] < WARM_TARGET_S,
     }
     if runs.args.explain:
         row["explain"] = runs.explain(task, source)
+    if runs.args.exit_ab:
+        row["exit_ab"] = exit_ab(task, source, runs.args.exit_ab, runs.base_env, runs.work)
     return row
 
 
@@ -311,6 +349,8 @@ def main() -> None:
     parser.add_argument("--drop-caches", action="store_true",
                         help="evict the environment and the tree from the page cache")  # fmt: skip
     parser.add_argument("--explain", action="store_true", help="add an -X importtime run")
+    parser.add_argument("--exit-ab", type=int, default=0, metavar="ROUNDS",
+                        help="also time quick exit against the ordinary exit")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
     tasks = parse_tasks(args.tasks)
@@ -386,7 +426,7 @@ def print_report(report: dict[str, Any]) -> None:
     )
     print(
         f"{'task':<18} {'cold wall':>16} {'cpu':>6} {'run_task':>8}  {'2nd CLI':>16}  "
-        f"{'in-process 1st':>14} {'2nd':>16}  targets: cold < {COLD_TARGET_S:g} s, "
+        f"{'in-process 1st':>14} {'2nd':>16} {'cpu':>5}  targets: cold < {COLD_TARGET_S:g} s, "
         f"warm < {WARM_TARGET_S:g} s"
     )
 
@@ -399,8 +439,18 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"{task:<18} {cell(cold['wall_s']):>16} {cold['cpu_s']['median']:>6.2f} "
             f"{cold['run_task_s']['median']:>8.2f}  {cell(second['wall_s']):>16}  "
-            f"{warm['first_s']['median']:>14.2f} {cell(warm['second_s']):>16}  {verdict}"
+            f"{warm['first_s']['median']:>14.2f} {cell(warm['second_s']):>16} "
+            f"{warm['second_cpu_s']['median']:>5.2f}  {verdict}"
         )
+        if "exit_ab" in row:
+            ab = row["exit_ab"]
+            print(
+                f"{'':<18} exit: quick {ab['wall_s']['quick']['median']:.2f} s wall "
+                f"({ab['cpu_s']['quick']['median']:.2f} CPU) vs ordinary "
+                f"{ab['wall_s']['ordinary']['median']:.2f} ({ab['cpu_s']['ordinary']['median']:.2f}"
+                f" CPU); saved per run {ab['wall_s']['saved_paired']['median']:.2f} s wall, "
+                f"{ab['cpu_s']['saved_paired']['median']:.2f} s CPU (n={ab['rounds']})"
+            )
         if "explain" in row:
             parts = ", ".join(
                 f"{k} {v:.2f}" for k, v in row["explain"]["self_s_by_package"].items()

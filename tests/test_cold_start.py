@@ -98,7 +98,7 @@ def test_a_first_run_is_measured_cold_then_again_and_in_process(tmp_path):
     out = tmp_path / "cold.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/cold_start.py", "--repeats", "1", "--runs", "1",
-         "--tasks", "caption.describe", "--json", str(out)],
+         "--tasks", "caption.describe", "--exit-ab", "1", "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=str(REPO),
@@ -112,4 +112,10 @@ def test_a_first_run_is_measured_cold_then_again_and_in_process(tmp_path):
         assert row[part]["wall_s"]["median"] > row[part]["run_task_s"]["median"] > 0
     assert row["in_process"]["first_s"]["median"] > 0 and row["in_process"]["second_s"]["n"] == 1
     assert set(row["under_target"]) == {"cold", "warm"}
+    for unit in ("wall_s", "cpu_s"):
+        ab = row["exit_ab"][unit]
+        assert ab["quick"]["n"] == ab["ordinary"]["n"] == ab["saved_paired"]["n"] == 1
+        assert ab["saved_paired"]["median"] == pytest.approx(
+            ab["ordinary"]["median"] - ab["quick"]["median"], abs=2e-3
+        )
     assert "first `vlm run` on a fresh VLM_HOME" in proc.stdout
