@@ -148,8 +148,31 @@ def test_volume_mask_nifti_keeps_the_input_affine(tmp_path):
     np.testing.assert_allclose(saved.affine, affine)
     np.testing.assert_array_equal(np.asarray(saved.dataobj), labels)
     np.testing.assert_allclose(nib.load(tmp_path / "ct" / "vol.nii.gz").affine, affine)
-    slices = sorted(p.name for p in (tmp_path / "ct" / "lesion_overlay").iterdir())
-    assert slices == ["slice_0001.jpg", "slice_0002.jpg"]  # previews: JPEG unless asked
+    # the preview: one montage of the two slices that hold the label, side by side
+    sheet = np.asarray(PILImage.open(tmp_path / "ct" / "lesion_overlay.jpg"))
+    assert sheet.shape == (8, 2 * 9 + 2, 3) and not (tmp_path / "ct" / "lesion_overlay").exists()
+
+
+def test_a_volume_preview_is_one_montage_of_at_most_64_slices_holding_a_label(tmp_path):
+    from vlm_core.export.images import MONTAGE_MAX_TILES
+
+    labels = np.zeros((40, 30, 100), np.uint8)
+    labels[10:20, 5:15, 10:90] = 1  # 80 slices hold a label
+    volume = Volume(np.random.default_rng(1).random((40, 30, 100)).astype(np.float32), np.eye(4))
+    export_results([result({"m": Mask(labels)}, volume)], tmp_path,
+                   ExportOptions(preview_format="png"))  # fmt: skip
+    item = next(p for p in tmp_path.iterdir() if p.is_dir())
+    sheet = np.asarray(PILImage.open(item / "m_overlay.png"))
+    columns = rows = int(np.ceil(np.sqrt(MONTAGE_MAX_TILES)))
+    assert sheet.shape == (rows * 42 - 2, columns * 32 - 2, 3)
+    # all 64 tiles show the label (red-tinted where it is, grey elsewhere): none is a slice
+    # without one
+    for i in range(MONTAGE_MAX_TILES):
+        y, x = (i // columns) * 42, (i % columns) * 32
+        tile = sheet[y : y + 40, x : x + 30].astype(int)
+        inside, outside = tile[12:20, 6:14], tile[25:38, 18:28]
+        assert (inside[..., 0] - inside[..., 1]).mean() > 60
+        assert abs((outside[..., 0] - outside[..., 1]).mean()) < 10
 
 
 def test_previews_are_jpeg_by_default_png_when_asked_and_left_out_on_request(tmp_path, photo):

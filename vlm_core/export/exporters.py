@@ -19,9 +19,12 @@ import numpy as np
 from vlm_core.export.boxes import CocoBuilder, yolo_lines
 from vlm_core.export.images import (
     GIF_MAX_FRAMES,
+    MONTAGE_MAX_TILES,
+    MONTAGE_TILE,
     boxes_overlay,
     encode_gif,
     mask_overlay,
+    montage,
     small_video,
 )
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
@@ -207,8 +210,11 @@ def mask_labels(item: ItemExport, name: str, mask: Mask) -> None:
 
 
 def mask_overlay_images(item: ItemExport, name: str, mask: Mask) -> None:
-    """``<name>_overlay.png`` over an input image of the mask's size, or
-    ``<name>_overlay/slice_*.png`` over each slice of an input volume that holds a label."""
+    """``<name>_overlay`` (a preview: ``.jpg`` unless ``--preview-format png``) over an input
+    image of the mask's size; over an input volume, one montage of the slices (k) that hold a
+    label, each tile captioned ``k=N`` (at most :data:`MONTAGE_MAX_TILES`, evenly spread;
+    tiles at most :data:`MONTAGE_TILE` pixels a side) — one file to glance at, where the
+    NIfTI label map is the data."""
     labels, source = _mask_labels(mask), item.source
     opacity = item.options.overlay_opacity
     if labels.ndim == 2:
@@ -216,12 +222,21 @@ def mask_overlay_images(item: ItemExport, name: str, mask: Mask) -> None:
             rgb = mask_overlay(source.to_rgb_uint8(), labels, opacity)
             item.image(rgb, item.folder / f"{name}_overlay")
         return
-    if isinstance(source, Volume) and source.array.shape[:3] == labels.shape:
-        background = source.array if source.array.ndim == 3 else source.array[..., 0]
-        for k in np.flatnonzero(labels.reshape(-1, labels.shape[2]).any(axis=0)):
-            rgb = Image(pixels=background[:, :, k].astype(np.float32)).to_rgb_uint8()
-            blended = mask_overlay(rgb, labels[:, :, k], opacity)
-            item.image(blended, item.folder / f"{name}_overlay" / f"slice_{int(k):04d}")
+    if not (isinstance(source, Volume) and source.array.shape[:3] == labels.shape):
+        return
+    held = np.flatnonzero(labels.reshape(-1, labels.shape[2]).any(axis=0))
+    if not len(held):
+        return
+    if len(held) > MONTAGE_MAX_TILES:
+        held = held[np.linspace(0, len(held) - 1, MONTAGE_MAX_TILES).round().astype(int)]
+    background = source.array if source.array.ndim == 3 else source.array[..., 0]
+    step = max(1, int(np.ceil(max(labels.shape[:2]) / MONTAGE_TILE)))
+    tiles = []
+    for k in held:
+        rgb = Image(pixels=background[::step, ::step, k].astype(np.float32)).to_rgb_uint8()
+        tiles.append(mask_overlay(rgb, labels[::step, ::step, k], opacity))
+    captions = [f"k={int(k)}" for k in held]
+    item.image(montage(tiles, captions), item.folder / f"{name}_overlay")
 
 
 def jsonl_line(item: ItemExport, name: str, output: Caption | Reply) -> None:

@@ -142,3 +142,36 @@ def boxes_overlay(rgb: np.ndarray, boxes: Boxes) -> np.ndarray:
         draw.rectangle((x1, ty, x1 + (right - left) + 4, ty + (bottom - top) + 2), fill=c)
         draw.text((x1 + 2, ty), text, fill=(0, 0, 0))
     return np.asarray(im)
+
+
+#: A volume mask's preview holds at most this many slices (evenly spread over those that
+#: hold a label), each at most :data:`MONTAGE_TILE` pixels a side.
+MONTAGE_MAX_TILES = 64
+MONTAGE_TILE = 256
+
+
+def montage(tiles: list[np.ndarray], captions: list[str]) -> np.ndarray:
+    """(H, W, 3) uint8 tiles of one size side by side in a near-square grid, each with its
+    caption in its top-left corner, on a dark background with a 2-pixel gutter; one image to
+    encode and to look at instead of one file per slice."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    count = len(tiles)
+    height, width = tiles[0].shape[:2]
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    gap = 2
+    sheet = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 24, np.uint8)
+    for i, tile in enumerate(tiles):
+        y, x = (i // columns) * (height + gap), (i % columns) * (width + gap)
+        sheet[y : y + height, x : x + width] = tile
+    im = PILImage.fromarray(sheet)
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default_imagefont()  # a bitmap font: cheap, and legible at any size
+    for i, caption in enumerate(captions):
+        y, x = (i // columns) * (height + gap), (i % columns) * (width + gap)
+        left, top, right, bottom = draw.textbbox((x + 1, y + 1), caption, font=font)
+        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(0, 0, 0))
+        draw.text((x + 1, y + 1), caption, fill=(255, 255, 255), font=font)
+    return np.asarray(im)
