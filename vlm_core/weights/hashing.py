@@ -4,8 +4,12 @@ A digest is remembered in the process and in ``weights-sha256.json`` under the d
 (``VLM_HOME``), keyed by the file's real path and its version: device, inode, size,
 modification time and change time (ns). Any write to the file changes its modification and
 change times (and a file replaced by another is another inode), so a changed file is hashed
-again, even one rewritten at the same size or with its modification time set back — the
-change time cannot be set from user space.
+again, even one rewritten at the same size or with its modification time set back: the
+change time follows the system clock and no call sets it.
+
+Writers of the cache file take a file lock and replace the file atomically, so it is never
+half-written; two writers racing may drop each other's newest entry, which costs one more hash
+later, never a wrong digest.
 
 One case a version cannot tell apart: a file rewritten twice within the file system's
 timestamp granularity (milliseconds on ext4) keeps its times. So, as git does for its index, a
