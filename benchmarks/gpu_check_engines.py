@@ -252,7 +252,7 @@ def detect(ctx: Ctx) -> dict[str, Any]:
                 )
                 continue
             row = bench(
-                "fasterrcnn_mobilenet_v3_large_320_fpn",
+                "fasterrcnn_mobilenet_v3_large_fpn",
                 "cpu",
                 (64, 96),
                 1,

@@ -28,7 +28,6 @@ from vlm_core.tasks import RunContext
 from vlm_core.types import Boxes, Image, Input, Metrics, Output, Tracks, Video
 from vlm_driving.detector import Detections, Detector, DetectSettings, load_detector
 from vlm_driving.params import DetectParams
-from vlm_driving.tracking import ByteTracker, TrackerConfig
 
 #: Frames detected together in a video (at least; the run's batch size when larger).
 VIDEO_BATCH = 8
@@ -125,6 +124,9 @@ def track_video(
     frames = video.frames
     count, size = int(frames.shape[0]), (int(frames.shape[1]), int(frames.shape[2]))
     high = params.score_threshold
+    # imported for videos only: it pulls in scipy and torchvision.ops (0.3 s at start-up)
+    from vlm_driving.tracking import ByteTracker, TrackerConfig
+
     config = TrackerConfig(
         high_score=max(high, low + 1e-3),
         low_score=low,
