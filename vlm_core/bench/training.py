@@ -11,6 +11,7 @@ nor the final checkpoint is in it.
 from __future__ import annotations
 
 import copy
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -100,11 +101,14 @@ def bench_training(
     steps: int = 20,
     warmup: int = 5,
     samples: int | None = None,
+    rounds: int = 3,
 ) -> dict[str, Any]:
-    """Training throughput of :class:`~vlm_core.training.Trainer` and of a raw loop."""
+    """Training throughput of :class:`~vlm_core.training.Trainer` and of a raw loop: the
+    medians of ``rounds`` alternating runs each (the order swapping every round), with their
+    spread, and the ratio of the medians."""
     import timm
 
-    from vlm_core.bench.timing import peak_device_mb, peak_host_rss_mb
+    from vlm_core.bench.timing import peak_device_mb, peak_host_rss_mb, spread
     from vlm_core.devices import resolve_device
     from vlm_core.training.loop import amp_dtype
 
@@ -119,19 +123,21 @@ def bench_training(
     )
     torch.manual_seed(0)
     base = timm.create_model(name, pretrained=False, num_classes=10)
-    rows = {}
-    for label in ("raw", "engine", "raw_again", "engine_again"):
-        model = copy.deepcopy(base)
-        if label.startswith("raw"):
-            rows[label] = _raw_loop(model, data, device=torch_device, batch_size=batch_size,
-                                    steps=steps, warmup=warmup, dtype=dtype)  # fmt: skip
-        else:
+    runs: dict[str, list[float]] = {"raw": [], "engine": []}
+    for i in range(rounds):  # alternating, the order swapping every round
+        order = ("raw", "engine") if i % 2 == 0 else ("engine", "raw")
+        for label in order:
+            model = copy.deepcopy(base)
+            if label == "raw":
+                runs[label].append(_raw_loop(model, data, device=torch_device,
+                                             batch_size=batch_size, steps=steps, warmup=warmup,
+                                             dtype=dtype))  # fmt: skip
+                continue
             with tempfile.TemporaryDirectory(prefix="vlm-bench-train-") as tmp:
-                rows[label] = _engine(model, data, device=torch_device, batch_size=batch_size,
-                                      steps=steps, warmup=warmup, precision=precision,
-                                      out=Path(tmp))  # fmt: skip
-    raw = max(rows["raw"], rows["raw_again"])
-    engine = max(rows["engine"], rows["engine_again"])
+                runs[label].append(_engine(model, data, device=torch_device,
+                                           batch_size=batch_size, steps=steps, warmup=warmup,
+                                           precision=precision, out=Path(tmp)))  # fmt: skip
+    raw, engine = statistics.median(runs["raw"]), statistics.median(runs["engine"])
     return {
         "bench": "training",
         "model": name,
@@ -143,7 +149,9 @@ def bench_training(
         "raw_samples_per_s": round(raw, 1),
         "engine_samples_per_s": round(engine, 1),
         "ratio": round(engine / raw, 3),
-        "runs": {k: round(v, 1) for k, v in rows.items()},
+        "raw_spread": spread(runs["raw"], 1),
+        "engine_spread": spread(runs["engine"], 1),
+        "rounds": rounds,
         "peak_host_rss_mb": round(peak_host_rss_mb(), 1),
         "peak_device_mb": peak_device_mb(torch_device),
     }
