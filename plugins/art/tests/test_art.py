@@ -173,10 +173,13 @@ def test_style_transfer_on_the_astronaut(tmp_path: Path) -> None:
     assert np.abs(stylised.astype(int) - plain.astype(int)).mean() > 2.0
     # the output's feature Gram matrices moved towards the style image's: its style loss (as
     # the task measures it, random VGG-11 seed 0) is well below the unstyled photograph's
-    from vlm_art.transfer import StyleTransfer, _resized, gram
+    from vlm_art.optimize import StyleTransfer, gram
+    from vlm_art.style_images import resized
+    from vlm_art.tensors import to_tensor
 
     net = StyleTransfer("vgg11", seed=0)
-    target = [gram(f) for f in net.features(_resized(np.asarray(PILImage.open(style)), 64))]
+    target = [gram(f) for f in net.features(to_tensor(resized(np.asarray(PILImage.open(style)),
+                                                                64)))]  # fmt: skip
 
     def style_loss(rgb: np.ndarray) -> float:
         with torch.no_grad():
@@ -208,11 +211,14 @@ def test_style_transfer_pads_an_image_thinner_than_the_backbone(tmp_path: Path) 
     quarantined the plugin). The content is padded to the backbone's stride and cropped back;
     a style image is tiled; the output keeps the content's shape."""
     from PIL import Image as PILImage
-    from vlm_art.transfer import pad_edges, tile_to
+    from vlm_art.optimize import pad_edges, tile_to
 
     content = tmp_path / "portrait.png"
     PILImage.fromarray(render("brush", 128, seed=1)[:, :96]).save(content)
-    out = run("art.style_transfer", [content], size=32, steps=1)
+    out = run("art.style_transfer", [content], size=32, steps=1, method="optimize")
+    assert out.results[0].outputs["stylised"].pixels.shape == (32, 24, 3)
+    # the feed-forward network pads to a multiple of 4 and at least 16 px the same way
+    out = run("art.style_transfer", [content], size=32)
     assert out.results[0].outputs["stylised"].pixels.shape == (32, 24, 3)
     x = torch.arange(6.0).reshape(1, 1, 2, 3)
     padded, (top, left) = pad_edges(x, 4)

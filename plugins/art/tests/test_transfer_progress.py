@@ -21,8 +21,9 @@ def _private_home(vlm_home: Path) -> Path:
 def test_style_transfer_reports_each_step_and_the_run_never_goes_back() -> None:
     seen: list[tuple[float, str]] = []
     inputs = [str(SAMPLES / "content.png"), str(SAMPLES / "style.png")]  # two contents
-    params = {"size": 32, "steps": 2, "backbone": "resnet18"}  # the smallest backbone: fast
-    request = RunRequest("art.style_transfer", inputs, params, device="cpu")
+    # the optimisation with the smallest backbone: fast
+    params = {"size": 32, "steps": 2, "backbone": "resnet18", "method": "optimize"}
+    request = RunRequest("art.style_transfer", inputs, params, device="cpu", batch_size=1)
     outcome = run_task(
         request,
         registry=load_registry(),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from vlm_core.tasks import ImageLimits, TaskParams
+from vlm_core.tasks import ImageLimits, TaskParams, package_file
 
 #: The content and style images of art.style_transfer: each is resized to ``size`` on its longer
 #: edge and padded (content) or tiled (style) up to the backbone's stride on its shorter one, so
@@ -117,30 +118,129 @@ class GenerateTrainParams(TaskParams):
     )
 
 
+#: The styles art.style_transfer ships a feed-forward network for (``weights/style-NAME/``):
+#: the bundled sample painting (``samples/style.png``, a painting the default GAN generated) and
+#: the five procedural styles of :mod:`vlm_art.styles` (a test checks that they are the same).
+BUILTIN_STYLES: tuple[str, ...] = (
+    "painting",
+    "geometric",
+    "circles",
+    "stripes",
+    "pointillist",
+    "brush",
+)
+DEFAULT_STYLE = "painting"
+
+
+def network_file(style: str) -> Path:
+    """The weights file of built-in style ``style``'s feed-forward network (``weights/style-NAME``,
+    trained by ``vlm train art.style_transfer --param style=NAME``)."""
+    return package_file("vlm_art", "weights", f"style-{style}", "model.safetensors")
+
+
+_STYLE_HELP = (
+    f"A built-in style ({', '.join(BUILTIN_STYLES)}: each has a trained feed-forward network) "
+    "or the path of a style image (PNG/JPEG, checked like the inputs; restyled by optimisation)."
+)
+
+
 class TransferParams(TaskParams):
     style: str = Field(
+        DEFAULT_STYLE,
+        min_length=1,
+        max_length=4096,
+        description=_STYLE_HELP + " Every input file is a content image.",
+    )
+    method: Literal["auto", "feedforward", "optimize"] = Field(
+        "auto",
+        description="'feedforward': one pass of the style's trained network (under a second); "
+        "'optimize': Gatys et al., the output's pixels optimised for `steps` steps (any style "
+        "image; a minute or more per image on a CPU); 'auto': feedforward for `weights` and for "
+        "a built-in style, unless backbone, backbone_weights or seed name another loss network "
+        "than its network was trained against; optimize for a style image.",
+    )
+    weights: str = Field(
         "",
         max_length=4096,
-        description="Path of the style image (PNG/JPEG, checked like the inputs; empty: the "
-        "bundled sample, a painting the default GAN generated). Every input file is a content "
-        "image.",
+        description="A `vlm train art.style_transfer` output folder or checkpoint: its style "
+        "network is used instead of a built-in style's (the style it was trained for names "
+        "the output; `style` is then not read).",
     )
     size: int = Field(256, ge=32, le=512, description="Side of the output's longer edge, pixels.")
-    steps: int = Field(100, ge=1, le=2000, description="Optimisation steps (Adam on pixels).")
+    steps: int = Field(
+        100, ge=1, le=2000, description="Optimisation steps (Adam on pixels; method=optimize)."
+    )
     style_weight: float = Field(
-        1e4, ge=0.0, le=1e9, description="Weight of the Gram-matrix style loss."
+        1e4, ge=0.0, le=1e9, description="Weight of the Gram-matrix style loss (method=optimize)."
     )
     content_weight: float = Field(
-        1.0, ge=0.0, le=1e6, description="Weight of the feature content loss."
+        1.0, ge=0.0, le=1e6, description="Weight of the feature content loss (method=optimize)."
     )
-    lr: float = Field(0.03, ge=1e-4, le=1.0, description="Adam learning rate on pixels in [0, 1].")
+    lr: float = Field(
+        0.03, ge=1e-4, le=1.0, description="Adam learning rate on pixels in [0, 1] (optimize)."
+    )
     backbone: Literal["vgg11", "vgg16", "resnet18"] = Field(
-        "vgg11", description="timm backbone whose feature maps define style and content."
+        "vgg11",
+        description="timm backbone whose feature maps define style and content (optimize).",
     )
     backbone_weights: str = Field(
         "",
         max_length=4096,
         description="Pretrained weights for the backbone (a path or timm:/hf-hub: name; empty: "
-        "random weights, seeded, which work offline but give weaker stylisation).",
+        "random weights, seeded, which work offline but give weaker stylisation; optimize).",
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the random backbone weights.")
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seeds the random backbone weights (optimize)."
+    )
+
+
+class TransferTrainParams(TaskParams):
+    """`vlm train art.style_transfer`: a feed-forward network (Johnson et al. 2016) trained on
+    content photographs against the optimisation method's losses (the same loss network, levels
+    and relative losses; a lower style weight)."""
+
+    style: str = Field(DEFAULT_STYLE, min_length=1, max_length=4096, description=_STYLE_HELP)
+    style_size: int = Field(
+        256,
+        ge=32,
+        le=1024,
+        description="Longer edge of the style image, pixels (the optimisation method uses "
+        "its output size; 256 is its default), which sets the texture's scale.",
+    )
+    crop: int = Field(128, ge=32, le=512, description="Side of the random training crops.")
+    val_size: int = Field(
+        256, ge=32, le=1024, description="Side of the held-out images' square centre crops."
+    )
+    val_fraction: float = Field(
+        0.2,
+        ge=0.05,
+        le=0.5,
+        description="Share of images held out when --data has no train/ and val/ sub-folders.",
+    )
+    width: int = Field(
+        16, ge=4, le=64, description="Channels of the full-resolution layers (x2, x4 below)."
+    )
+    blocks: int = Field(5, ge=0, le=16, description="Residual blocks at a quarter resolution.")
+    style_weight: float = Field(
+        10.0,
+        ge=0.0,
+        le=1e9,
+        description="Weight of the Gram-matrix style loss. Lower than the optimisation's 1e4: "
+        "that weight works there because the pixels start as the photograph and move 100 "
+        "steps; a network minimising it fully gives up the content (README).",
+    )
+    content_weight: float = Field(
+        1.0, ge=0.0, le=1e6, description="Weight of the feature content loss."
+    )
+    backbone: Literal["vgg11", "vgg16", "resnet18"] = Field(
+        "vgg11", description="The loss network: a timm backbone's feature maps."
+    )
+    backbone_weights: str = Field(
+        "",
+        max_length=4096,
+        description="Pretrained weights of the loss network (empty: random, seeded by "
+        "backbone_seed, as the optimisation method's default).",
+    )
+    backbone_seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seeds the loss network's random weights."
+    )

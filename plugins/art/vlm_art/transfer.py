@@ -1,185 +1,81 @@
-"""`art.style_transfer`: Gatys-style optimisation. The output's pixels start as the content
-image and are optimised (Adam) so that a backbone's feature maps stay close to the content's
-(content loss) while their Gram matrices approach the style image's (style loss).
+"""`art.style_transfer`: restyle content images after a style, by one of two methods.
 
-Both losses are relative (divided by the target's squared norm) so that the weights mean the
-same at every level and for random and pretrained backbones alike.
+- ``feedforward`` (:mod:`vlm_art.feedforward`): one pass of a network trained for the style
+  (Johnson et al. 2016); every built-in style has one, ``weights=`` names one the user trained.
+  Under a second per image on a CPU.
+- ``optimize`` (:mod:`vlm_art.optimize`): the output's pixels optimised against a feature
+  network (Gatys et al. 2016); any style image, but ``steps`` forward and backward passes per
+  image (a minute or more on a CPU).
 
-An image whose shorter side is under the backbone's stride (32 px for VGG, whose last pooling
-would leave nothing) is padded up to it, the content by repeating its edge and the style by
-tiling it (which keeps its Gram statistics), and the output is cropped back to the content.
-The style image is checked like the inputs: the core's format allow-list, pixel cap and the
-task's accepted sizes.
+``method=auto`` (the default) takes the network when one answers the request: ``weights=`` was
+given, or the style is built-in and the request names the loss network its network was trained
+against (``backbone``, ``backbone_weights``, ``seed``: by default the random VGG-11 of seed 0).
+Otherwise it optimises. ``method=feedforward`` runs the network whatever those say; the
+optimisation's own settings (``steps``, ``lr``, the losses' weights) are never read by it.
+This module decides; each method imports its own modules only when it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from vlm_art import style_images
+from vlm_art.params import BUILTIN_STYLES, TransferParams
+from vlm_art.style_images import Style
+from vlm_core.errors import InputError, ParameterError
+from vlm_core.tasks import RunContext
 
-from vlm_art.params import TRANSFER_IMAGE_LIMITS, TransferParams
-from vlm_core.backbones import create_backbone
-from vlm_core.errors import InputError
-from vlm_core.io import load_input, probe_input
-from vlm_core.io.limits import check_image_size
-from vlm_core.kinds import Kind
-from vlm_core.tasks import RunContext, package_file
-from vlm_core.types import Image
-from vlm_core.weights import requested
+log = logging.getLogger(__name__)
 
-CONTENT_LEVEL = 2  # the feature level whose maps define content (stride 4 on VGG)
-TASK = "art.style_transfer"
+Method = Literal["feedforward", "optimize"]
 
 
-def default_style() -> Path:
-    return package_file("vlm_art", "samples", "style.png")
+def plan(params: TransferParams) -> tuple[Method, Style | None]:
+    """The method a request runs by, and its style (None: the network ``weights`` names).
 
+    Raises:
+        ParameterError: ``weights`` with ``method=optimize``.
+        InputError: an unknown style name, a style image that does not exist, or
+            ``method=feedforward`` with a style image (no network was trained for it).
+    """
+    if params.weights:
+        if params.method == "optimize":
+            raise ParameterError(
+                "weights names a trained style network, which method=optimize does not use; "
+                "give method=feedforward (or auto), or leave weights empty"
+            )
+        return "feedforward", None
+    style = style_images.choose(params.style)
+    if params.method == "optimize":
+        return "optimize", style
+    if not style.builtin:
+        if params.method == "feedforward":
+            raise InputError(
+                f"method=feedforward: no trained network for style image {style.path} (the "
+                f"built-in styles have one: {', '.join(BUILTIN_STYLES)}); use method=optimize, "
+                f"or train one with `vlm train art.style_transfer --param style={style.path}` "
+                "and give its folder as weights"
+            )
+        return "optimize", style
+    from vlm_art.feedforward import bundled_card, loss_network_differences
 
-def _load_style(path: str) -> np.ndarray:
-    """The style image as (H, W, 3) uint8, through the core's safe loader and the task's
-    accepted sizes, as an input file would be; a one-line ``InputError`` naming it otherwise."""
-    file = Path(path).expanduser() if path else default_style()
-    if not file.is_file():
-        raise InputError(f"style image {file} does not exist")
-    try:
-        probe = probe_input(file, [Kind.IMAGE])
-        check_image_size(probe, TRANSFER_IMAGE_LIMITS, TASK)
-        image = load_input(probe)
-    except InputError as exc:
-        raise InputError(f"style image {exc}") from None
-    return np.asarray(image.to_rgb_uint8())
-
-
-def _resized(rgb: np.ndarray, longer: int) -> torch.Tensor:
-    """(H, W, 3) uint8 to (1, 3, h, w) float in [0, 1] with the longer edge ``longer`` (each
-    side at least a pixel)."""
-    from PIL import Image as PILImage
-
-    pil = PILImage.fromarray(rgb)
-    scale = longer / max(pil.size)
-    size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
-    pil = pil.resize(size, PILImage.Resampling.LANCZOS)
-    return torch.from_numpy(np.asarray(pil, np.float32) / 255).permute(2, 0, 1)[None]
-
-
-def pad_edges(x: torch.Tensor, side: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(N, C, H, W) padded by repeating its edges, centred, to at least ``side`` on each axis;
-    and the (top, left) offset of the original in the result."""
-    h, w = x.shape[-2:]
-    dh, dw = max(0, side - h), max(0, side - w)
-    if not dh and not dw:
-        return x, (0, 0)
-    top, left = dh // 2, dw // 2
-    return F.pad(x, (left, dw - left, top, dh - top), mode="replicate"), (top, left)
-
-
-def tile_to(x: torch.Tensor, side: int) -> torch.Tensor:
-    """(N, C, H, W) repeated along an axis shorter than ``side`` and cut to ``side`` there."""
-    h, w = x.shape[-2:]
-    reps_h, reps_w = -(-side // h) if h < side else 1, -(-side // w) if w < side else 1
-    return x.repeat(1, 1, reps_h, reps_w)[..., : max(h, side), : max(w, side)]
-
-
-def gram(f: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) feature maps to (N, C, C) Gram matrices divided by H * W."""
-    n, c, h, w = f.shape
-    flat = f.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (h * w)
-
-
-class StyleTransfer:
-    """A feature extractor for style transfer: a timm backbone (``features_only``), random
-    weights seeded by ``seed`` unless ``weights`` names pretrained ones."""
-
-    def __init__(self, backbone: str, weights: str = "", *, seed: int = 0, device: str = "cpu"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.backbone = create_backbone(backbone, weights or None, features_only=True,
-                                            plugin="art")  # fmt: skip
-        self.model = self.backbone.model.to(device).eval().requires_grad_(False)
-        pre = self.backbone.preprocessing
-        self.mean = torch.tensor(pre.mean, device=device)[None, :, None, None]
-        self.std = torch.tensor(pre.std, device=device)[None, :, None, None]
-        self.device = device
-        info = self.backbone.feature_info
-        #: the shorter side the backbone needs so that its coarsest map is not empty
-        self.min_side = max(info.strides) if info is not None else 32
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model((x - self.mean) / self.std))
-
-    def __call__(
-        self,
-        content: torch.Tensor,
-        style: torch.Tensor,
-        *,
-        steps: int,
-        style_weight: float,
-        content_weight: float,
-        lr: float,
-        on_step: Callable[[int], None] | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``content`` (1, 3, H, W) and ``style`` (1, 3, h, w) in [0, 1] to the stylised
-        image (1, 3, H, W) and the final losses. Sides under ``min_side`` are padded (content)
-        or tiled (style) for the backbone; the result is cropped back to the content's.
-        ``on_step(k)`` is called after each of the ``steps`` optimisation steps (k from 1)."""
-        height, width = content.shape[-2:]
-        content, (top, left) = pad_edges(content.to(self.device), self.min_side)
-        style = tile_to(style.to(self.device), self.min_side)
-        with torch.no_grad():
-            target_c = self.features(content)[CONTENT_LEVEL]
-            target_g = [gram(f) for f in self.features(style)]
-        x = content.clone().requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=lr)
-        losses = {"content": 0.0, "style": 0.0}
-        for k in range(1, steps + 1):
-            feats = self.features(x)
-            loss_c = (feats[CONTENT_LEVEL] - target_c).pow(2).sum() / target_c.pow(2).sum()
-            loss_s = sum(
-                ((gram(f) - g).pow(2).sum() / g.pow(2).sum().clamp_min(1e-12))
-                for f, g in zip(feats, target_g, strict=True)
-            ) / len(target_g)
-            loss = content_weight * loss_c + style_weight * loss_s
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
-            losses = {"content": loss_c.item(), "style": float(loss_s.item())}
-            if on_step is not None:
-                on_step(k)
-        return x.detach()[..., top : top + height, left : left + width], losses
+    differences = loss_network_differences(params, bundled_card(style.name))
+    if differences and params.method == "auto":
+        log.info("%s: the %s network was trained against another loss network (%s): optimising",
+                 style_images.TASK, style.name, ", ".join(differences))  # fmt: skip
+        return "optimize", style
+    return "feedforward", style
 
 
 def run(inputs: Sequence[Any], params: TransferParams, ctx: RunContext) -> list[dict[str, Any]]:
-    style = _resized(_load_style(params.style), params.size)
-    # each output is named for what made it: content, style image and seed (of the backbone)
-    style_name = (Path(params.style).expanduser() if params.style else default_style()).stem
-    with requested("backbone_weights", params.backbone_weights):
-        transfer = StyleTransfer(params.backbone, params.backbone_weights, seed=params.seed,
-                                 device=ctx.device)  # fmt: skip
-    if transfer.backbone.weights_sha256:
-        ctx.record_weights(params.backbone, transfer.backbone.weights_sha256)
-    results = []
-    count = len(inputs)
-    for i, item in enumerate(inputs):
-        if not isinstance(item, Image):
-            raise InputError(f"style transfer takes images, got a {type(item).__name__}")
-        content = _resized(item.to_rgb_uint8(), params.size)
+    method, style = plan(params)
+    if method == "feedforward":
+        from vlm_art import feedforward
 
-        def step_done(k: int, i: int = i) -> None:  # the optimisation is the long part
-            ctx.report((i + k / params.steps) / count,
-                       f"image {i + 1} of {count}: step {k}/{params.steps}")  # fmt: skip
+        return feedforward.run(inputs, params, style.name if style else None, ctx)
+    from vlm_art import optimize
 
-        out, _ = transfer(content, style, steps=params.steps, style_weight=params.style_weight,
-                          content_weight=params.content_weight, lr=params.lr,
-                          on_step=step_done)  # fmt: skip
-        pixels = (out[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        name = f"{item.name or 'image'}-in-{style_name}-seed{params.seed}"
-        results.append({"stylised": Image(pixels, name=name)})
-    return results
+    assert style is not None  # plan gives a style to every optimisation
+    return optimize.run(inputs, params, style, ctx)
