@@ -10,7 +10,6 @@ trained by the user, for any style image.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,10 +26,10 @@ NEEDS = ("architecture", "style")
 USER_NETWORK = ModelRecipe(task=TASK, name="style-network", build=stylenet.build, needs=NEEDS)
 
 
-@functools.cache
 def bundled_recipe(style: str) -> ModelRecipe:
     """The recipe of built-in style ``style``'s network: its weights are the plugin's own (a
-    failure to load them is the plugin's fault, exit 1)."""
+    failure to load them is the plugin's fault, exit 1). Cheap to make: the model cache keys a
+    loaded network by the recipe's task and name, not by this object."""
     return ModelRecipe(
         task=TASK,
         name=f"style-{style}",
