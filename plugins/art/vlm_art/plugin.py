@@ -94,7 +94,7 @@ def _style_transfer() -> TaskSpec:
             "(Johnson et al.): well under a second per image on a CPU. A style image (any "
             "painting, a path) is applied by optimising the pixels so that a backbone's feature "
             "maps keep the content and their Gram matrices match the style's (Gatys et al.): "
-            "about half a minute per image at 256 px on a CPU, with progress per step. Trains a "
+            "about a minute per image at 256 px on a 2-core CPU, with progress per step. Trains a "
             "network for any style image with `vlm train art.style_transfer`."
         ),
         domain="art",
