@@ -105,22 +105,11 @@ def vlm_command() -> list[str]:
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
-    """Median, quartiles, extremes and n (as vlm_core.bench.timing.spread, without importing
-    torch into this process)."""
-    ordered = sorted(values)
-    q1, _, q3 = (
-        statistics.quantiles(ordered, n=4, method="inclusive")
-        if len(ordered) > 1
-        else (ordered[0],) * 3
-    )
-    return {
-        "median": round(statistics.median(ordered), 3),
-        "q1": round(q1, 3),
-        "q3": round(q3, 3),
-        "min": round(ordered[0], 3),
-        "max": round(ordered[-1], 3),
-        "n": len(ordered),
-    }
+    """Median, quartiles, extremes and n, to 3 decimals (:func:`vlm_core.bench.stats.spread`,
+    which imports no torch into this process)."""
+    from vlm_core.bench.stats import spread as summary
+
+    return dict(summary(values, 3))
 
 
 def measure(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from vlm_core.bench.stats import spread  # noqa: F401  (re-exported: benches import it here)
 
 
 def synchronize(device: torch.device) -> None:
@@ -67,27 +69,6 @@ class Interleaved:
     def rates(self, name: str, work: float) -> list[float]:
         """``work`` (images, steps ...) per second of each of ``name``'s timed calls."""
         return [work / s for s in self.seconds[name]]
-
-
-def spread(values: Sequence[float], digits: int = 4) -> dict[str, float | int]:
-    """What a benchmark reports beside a median: the median, the quartiles (inclusive method),
-    the extremes and how many values there are, rounded to ``digits`` decimals."""
-    if not values:
-        raise ValueError("spread of no values")
-    ordered = sorted(values)
-    q1, _, q3 = (
-        statistics.quantiles(ordered, n=4, method="inclusive")
-        if len(ordered) > 1
-        else (ordered[0],) * 3
-    )
-    return {
-        "median": round(statistics.median(ordered), digits),
-        "q1": round(q1, digits),
-        "q3": round(q3, digits),
-        "min": round(ordered[0], digits),
-        "max": round(ordered[-1], digits),
-        "n": len(ordered),
-    }
 
 
 def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int,
