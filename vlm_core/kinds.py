@@ -21,6 +21,7 @@ class Kind(str, Enum):
     EMBEDDINGS = "embeddings"
     METRICS = "metrics"
     FILE = "file"
+    ATTRIBUTION = "attribution"
 
     def __str__(self) -> str:
         return self.value

@@ -31,6 +31,7 @@ from typing import Any
 from vlm_core import __version__
 from vlm_core.config import Quarantine, edit_user_config
 from vlm_core.errors import (
+    ParameterError,
     RefusedError,
     TaskRunError,
     UsageError,
@@ -38,6 +39,7 @@ from vlm_core.errors import (
     describe_exception,
     disk_full,
 )
+from vlm_core.explain.target import EXPLAIN_OPTION_NAMES, ExplainOptions
 from vlm_core.familiarity.verdict import ood_refusal
 from vlm_core.io.limits import check_image_size
 from vlm_core.io.load import Probe, collect_inputs, load_input
@@ -301,12 +303,47 @@ def _plugin_version(registry: Registry, plugin: str) -> str | None:
     return record.version if record else None
 
 
-def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskParams, list[Probe]]:
-    """Everything that can be checked before running: task, parameters, inputs, output folder."""
+def _explain_options(spec: TaskSpec, raw: Mapping[str, Any]) -> ExplainOptions | None:
+    """The core's explain parameters among ``raw`` (``explainer``, ``explain_score``,
+    ``n_samples``), checked against what the task supports; None when none is given."""
+    given = {key: raw[key] for key in EXPLAIN_OPTION_NAMES if key in raw}
+    if not given:
+        return None
+    options = validate_params(_ExplainOwner(spec.id), given, ExplainOptions)
+    if options.explainer is None:
+        raise ParameterError(
+            f"{', '.join(sorted(given))} of task '{spec.id}' need an explainer: -p explainer=METHOD"
+        )
+    if spec.explain is None or not spec.explainers:
+        raise UsageError(f"task '{spec.id}' cannot be explained (it declares no explainers)")
+    if options.explainer not in spec.explainers:
+        raise UsageError(
+            f"task '{spec.id}' cannot explain with '{options.explainer}'; its explainers: "
+            + ", ".join(spec.explainers)
+        )
+    return options
+
+
+@dataclass(frozen=True)
+class _ExplainOwner:
+    """The explain options as a parameter owner, for :func:`validate_params`' messages."""
+
+    id: str
+    params: type[ExplainOptions] = ExplainOptions
+
+
+def prepare(
+    request: RunRequest, registry: Registry
+) -> tuple[TaskSpec, TaskParams, list[Probe], ExplainOptions | None]:
+    """Everything that can be checked before running: task, parameters (the task's, and the
+    core's explain options), inputs, output folder."""
     spec = registry.task(request.task)
     # `sample:NAME` inputs: the bundled sample's files, its parameters under the ones given
     inputs, sample_params = expand_samples(spec, request.inputs)
-    params = validate_params(spec, {**sample_params, **request.params})
+    raw = {**sample_params, **request.params}
+    explain = _explain_options(spec, raw)
+    own = {key: value for key, value in raw.items() if key not in EXPLAIN_OPTION_NAMES}
+    params = validate_params(spec, own)
     if request.batch_size is not None and request.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
     if not spec.inputs and inputs:
@@ -335,7 +372,7 @@ def prepare(request: RunRequest, registry: Registry) -> tuple[TaskSpec, TaskPara
     out = request.out_dir
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    return spec, params, probes
+    return spec, params, probes, explain
 
 
 @dataclass
@@ -352,6 +389,38 @@ class _Progress:
     first_error: BaseException | None = None  # the first crash, raised when nothing ran
     refused: list[Refusal] = field(default_factory=list)  # flagged inputs refused under strict
     judged: bool = False  # whether the plugin was judged by its samples in this run
+    explain: ExplainOptions | None = None  # explain each answered input with this method
+
+
+def _explained(
+    spec: TaskSpec,
+    item: Any,
+    outputs: Mapping[str, Any],
+    params: TaskParams,
+    ctx: RunContext,
+    options: ExplainOptions,
+) -> dict[str, Any]:
+    """``outputs`` with one more, ``attribution``: the explain engine's map for ``item``
+    (:mod:`vlm_core.explain.attribution`) on the target the task builds for it. A
+    :class:`UsageError` (nothing to explain in this input) stays one; anything else the
+    plugin's builder raises is its crash (:class:`TaskRunError`)."""
+    from vlm_core.explain.attribution import explain_target
+
+    try:
+        target = spec.resolve_explain()(item, outputs, params, ctx)
+    except VLMError:
+        raise
+    except Exception as exc:  # a bug in the plugin's builder, reported against the plugin
+        raise TaskRunError(spec.plugin, spec.id, describe_exception(exc)) from exc
+    assert options.explainer is not None  # checked by prepare
+    attribution = explain_target(
+        target,
+        options.explainer,
+        n_samples=options.n_samples,
+        score_faithfulness=options.explain_score,
+        progress=ctx.report,
+    )
+    return {**outputs, "attribution": attribution}
 
 
 def _judge_task_crash(
@@ -493,6 +562,26 @@ def _results(
                     log.info("%s", why)
                     state.refused.append(Refusal(name, ood, why))
                     continue
+                if state.explain is not None and inputs:
+                    t3 = time.perf_counter()
+                    try:
+                        outputs = _explained(spec, inputs[i], outputs, params, ctx, state.explain)
+                    except TaskRunError as exc:
+                        if not isolate:
+                            raise
+                        _fail(state, loaded[i][0], exc, spec, request, registry, run_id)
+                        continue
+                    except VLMError as exc:  # this input has nothing the method can explain
+                        if not isolate:
+                            raise
+                        name = str(loaded[i][0].path)
+                        state.failures.append(InputFailure(name, f"cannot explain {name}: {exc}"))
+                        state.first_error = state.first_error or exc
+                        continue
+                    finally:
+                        timings["explain_ms"] = (
+                            timings.get("explain_ms", 0.0) + (time.perf_counter() - t3) * 1e3
+                        )
                 provenance = Provenance(
                     **base,
                     weights_sha256=dict(ctx.weights_sha256),
@@ -616,7 +705,7 @@ def run_task(
     out_text = str(request.out_dir) if request.out_dir else None
     claim: OutputClaim | None = None
     try:
-        spec, params, probes = prepare(request, registry)
+        spec, params, probes, explain = prepare(request, registry)
         if request.out_dir is not None:
             claim = claim_output(request.out_dir, run_id, overwrite=request.overwrite)
             out_text = str(claim.target)
@@ -633,6 +722,8 @@ def run_task(
         store.finish(run_id, "rejected", error=str(exc))
         raise
     param_values = params.model_dump(mode="json")
+    if explain is not None:  # the run's record holds what was explained and how
+        param_values.update(explain.model_dump(mode="json", exclude_none=True))
     try:
         store.start(run_id, spec.id, param_values, [str(p.path) for p in probes], out_text)
     except BaseException:
@@ -660,7 +751,7 @@ def run_task(
             batch_size=batch_size_of(request, spec),
             progress=progress,
         )
-        state = _Progress(ctx, failures=failed)
+        state = _Progress(ctx, failures=failed, explain=explain)
         kept: list[Any] = []
         summaries: list[dict[str, Any]] = []
 

@@ -313,6 +313,14 @@ class TaskSpec:
     #: returning a :class:`vlm_core.bench.pipeline.PipelineCase` (inputs to make, and the bare
     #: network passes its default outputs need); None: the task is not in that table
     bench: Callable[[], Any] | str | None = None
+    #: how the explain engine sees one input (``-p explainer=...``): a callable or
+    #: "module:function" called as ``explain(item, outputs, params, ctx)`` with the input, the
+    #: task's outputs for it, its parameters and the run context, returning a
+    #: :class:`vlm_core.explain.target.ExplainTarget`; None: the task cannot be explained
+    explain: Callable[..., Any] | str | None = None
+    #: the methods ``explain``'s targets support (names of
+    #: :data:`vlm_core.explain.target.METHODS`), in the order the dashboard offers them
+    explainers: tuple[str, ...] = ()
 
     @property
     def plugin(self) -> str:
@@ -343,6 +351,16 @@ class TaskSpec:
             module_name, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module_name), attr)
         return factory()
+
+    def resolve_explain(self) -> Callable[..., Any]:
+        """The explain-target builder, importing ``"module:function"`` on first use."""
+        if self.explain is None:
+            raise ValueError(f"task '{self.id}' cannot be explained")
+        if not isinstance(self.explain, str):
+            return self.explain
+        module_name, _, attr = self.explain.partition(":")
+        func: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+        return func
 
     def resolve_run(self) -> RunFunction:
         """The run function, importing ``"module:function"`` on first use."""

@@ -328,6 +328,45 @@ class Metrics:
     per_class: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """An attribution map: how much each pixel or voxel of the input counts for one explained
+    number (a class logit, a box's score, a region's summed logit; ``target`` says which).
+
+    ``heat``: float32 in [0, 1] on ``background``'s grid — (H, W) over an image, (i, j, k)
+    over a volume — the positive evidence, min-max scaled, for display; ``values``: the
+    method's raw signed attribution on the model's input grid, channels summed, float32;
+    ``background``: the image or volume the map is shown over; ``method``: the explainer
+    (``integrated_gradients``, ``gradcam``, ...); ``score``: the explained number at the input;
+    ``faithfulness``: the deletion/insertion areas and their random-order baselines when
+    scored (empty otherwise); ``details``: forward passes, seconds, Integrated Gradients'
+    completeness, the task's own notes (the box or region explained).
+    """
+
+    kind: ClassVar[Kind] = Kind.ATTRIBUTION
+    heat: np.ndarray
+    values: np.ndarray
+    background: Image | Volume
+    method: str
+    target: str
+    score: float
+    faithfulness: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        grid = (
+            (self.background.height, self.background.width)
+            if isinstance(self.background, Image)
+            else tuple(self.background.array.shape[:3])
+        )
+        _check(
+            self.heat.shape == grid,
+            f"attribution heat {self.heat.shape} must match its background's grid {grid}",
+        )
+        _check(self.values.ndim in (2, 3), f"attribution values must be 2D or 3D, got "
+               f"{self.values.shape}")  # fmt: skip
+
+
 #: A file suffix: one to three dot-parts of letters and digits (".dcm", ".seg.dcm", ".pdf").
 _SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,16}){1,3}")
 
@@ -370,13 +409,14 @@ Output: TypeAlias = (
     | Embeddings
     | Metrics
     | File
+    | Attribution
 )
 
 
 #: The classes an output may be an instance of (what tasks may return).
 OUTPUT_TYPES: tuple[type[Output], ...] = (
     Image, Volume, Video, Text, Boxes, Tracks, Mask, Caption, Reply, ImageSet, Embeddings, Metrics,
-    File,
+    File, Attribution,
 )  # fmt: skip
 
 

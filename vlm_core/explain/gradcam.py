@@ -37,7 +37,14 @@ from vlm_core.explain._common import (
     to_heat,
 )
 
-__all__ = ["find_target_layer", "grad_cam", "run_grad_cam", "run_grad_cam_batch"]
+__all__ = [
+    "cam_of",
+    "find_target_layer",
+    "grad_cam",
+    "grad_cam_of",
+    "run_grad_cam",
+    "run_grad_cam_batch",
+]
 
 
 def _is_spatial(output: object, dims: int = 2) -> bool:
@@ -188,10 +195,45 @@ def run_grad_cam_batch(
         act, g = activation[b].detach().double(), grad[b].double()
         if _channels_last(model, target_layer, act):
             act, g = act.movedim(-1, 0), g.movedim(-1, 0)
-        weights = g.mean(dim=tuple(range(1, act.dim())))
-        cam = torch.relu(torch.einsum("c,c...->...", weights, act))
-        out.append(Saliency(cam, logits[b], chosen[b], (target_layer,)))
+        out.append(Saliency(cam_of(act, g), logits[b], chosen[b], (target_layer,)))
     return out
+
+
+def cam_of(activation: Tensor, grad: Tensor) -> Tensor:
+    """Grad-CAM's map from one item's activations (C, *grid) and their gradient: ReLU of the
+    channels weighted by the gradient's spatial mean, on the layer's grid."""
+    weights = grad.mean(dim=tuple(range(1, activation.dim())))
+    return torch.relu(torch.einsum("c,c...->...", weights, activation))
+
+
+def grad_cam_of(score: Any, layer: nn.Module, pixels: Tensor) -> tuple[Tensor, float]:
+    """Grad-CAM of any scalar of one input: ``score`` maps a batch shaped like ``pixels``
+    (1, C, *grid) to (1,) — a class logit, a detection's class score, a region's summed
+    logit — and ``layer`` is the module whose (1, C', *grid') output is weighted. Returns the
+    map on the layer's grid and the score. The explain engine's Grad-CAM
+    (:mod:`vlm_core.explain.attribution`); the caller holds the model in eval mode."""
+    seen: list[Tensor] = []
+
+    def keep(_module: nn.Module, _args: Any, output: object) -> object:
+        if isinstance(output, Tensor):
+            seen.append(output)
+            return output.clone()  # an in-place op after the layer cannot touch it
+        return None
+
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        stack.callback(layer.register_forward_hook(keep).remove)
+        x = pixels.detach().clone().requires_grad_(True)
+        value = score(x)
+        dims = pixels.dim() - 2
+        if not seen or not _is_spatial(seen[-1], dims) or seen[-1].shape[0] != 1:
+            found = tuple(seen[-1].shape) if seen else "nothing"
+            raise UsageError(f"Grad-CAM's layer gave {found}, not a {_grid(dims)} map")
+        (grad,) = torch.autograd.grad(value.sum(), seen[-1], allow_unused=True)
+    if grad is None:
+        raise UsageError("the explained score does not depend on Grad-CAM's layer")
+    return cam_of(seen[-1][0].detach().double(), grad[0].double()), float(value.detach()[0])
 
 
 def grad_cam(

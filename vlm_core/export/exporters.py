@@ -33,6 +33,7 @@ from vlm_core.export.writer import ItemExport, RunExport, dumps, video_under
 from vlm_core.outdir import safe_name
 from vlm_core.outputs.summaries import box_items
 from vlm_core.types import (
+    Attribution,
     Boxes,
     Caption,
     Embeddings,
@@ -272,3 +273,46 @@ def metrics_json(item: ItemExport, name: str, metrics: Metrics) -> None:
 def file_bytes(item: ItemExport, name: str, file: File) -> None:
     """``<name><suffix>``: the bytes as they are."""
     item.write_bytes(file.data, item.folder / f"{name}{file.suffix}")
+
+
+def _salient_slice(heat: np.ndarray) -> int:
+    """The k of a volume's heat (i, j, k) with the most evidence."""
+    return int(heat.reshape(-1, heat.shape[2]).mean(axis=0).argmax())
+
+
+def attribution_overlay(item: ItemExport, name: str, attribution: Attribution) -> None:
+    """``<name>_overlay`` (a preview): the heat blended over its image, or over a volume's
+    most salient slice k (the file name says which)."""
+    from vlm_core.explain.blend import overlay
+
+    background, heat = attribution.background, attribution.heat
+    if isinstance(background, Image):
+        item.image(overlay(background, heat).pixels, item.folder / f"{name}_overlay")
+        return
+    k = _salient_slice(heat)
+    array = background.array if background.array.ndim == 3 else background.array[..., 0]
+    plane = Image(pixels=array[:, :, k].astype(np.float32))
+    item.image(overlay(plane, heat[:, :, k]).pixels, item.folder / f"{name}_overlay_k{k}")
+
+
+def attribution_heat(item: ItemExport, name: str, attribution: Attribution) -> None:
+    """The heat as data: ``<name>.png`` (8-bit, 255 = the peak) over an image,
+    ``<name>.nii.gz`` (float32, the volume's affine) over a volume."""
+    background = attribution.background
+    if isinstance(background, Image):
+        item.image(np.round(attribution.heat * 255).astype(np.uint8), item.folder / name)
+        return
+    path = item.folder / f"{name}.nii.gz"
+    item.add(write_nifti(attribution.heat.astype(np.float32), background.affine, path))
+
+
+def attribution_npy(item: ItemExport, name: str, attribution: Attribution) -> None:
+    """``<name>.npy``: the method's raw signed values on the model's input grid (float32)."""
+    buf = io.BytesIO()
+    np.save(buf, attribution.values.astype(np.float32), allow_pickle=False)
+    item.write_bytes(buf.getvalue(), item.folder / f"{name}.npy")
+
+
+def attribution_json(item: ItemExport, name: str, attribution: Attribution) -> None:
+    """``<name>.json``: method, target, score, faithfulness and details."""
+    item.write_text(dumps(item.summarise(attribution)), item.folder / f"{name}.json")

@@ -106,6 +106,18 @@ CORE_KINDS: tuple[OutputKind, ...] = (
         "metrics_history",
     ),
     _kind(
+        "attribution",
+        "Attribution",
+        "an attribution map over an image or a volume, with its faithfulness",
+        {
+            "overlay": "attribution_overlay",
+            "heat": "attribution_heat",
+            "npy": "attribution_npy",
+            "json": "attribution_json",
+        },
+        "attribution_line",
+    ),
+    _kind(
         "file",
         "File",
         "a file in a format the core does not model",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vlm_core.types import (
+    Attribution,
     Boxes,
     Caption,
     Embeddings,
@@ -140,6 +141,23 @@ def metrics_summary(metrics: Metrics) -> dict[str, Any]:
     }
 
 
+def attribution_summary(attribution: Attribution) -> dict[str, Any]:
+    """What was explained, how, the map's peak on its background's grid and the raw values'
+    shape; the faithfulness areas (curves included) and the method's details."""
+    heat = attribution.heat
+    peak = [int(i) for i in np.unravel_index(int(heat.argmax()), heat.shape)] if heat.size else []
+    return {
+        "method": attribution.method,
+        "target": attribution.target,
+        "score": float(attribution.score),
+        "grid": list(heat.shape),
+        "values_shape": list(attribution.values.shape),
+        "peak": peak,
+        "faithfulness": dict(attribution.faithfulness),
+        "details": dict(attribution.details),
+    }
+
+
 def file_summary(file: File) -> dict[str, Any]:
     return {
         "suffix": file.suffix,
@@ -197,6 +215,19 @@ def mask_line(summary: Mapping[str, Any]) -> str:
 
 def metrics_line(summary: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in summary["values"].items())
+
+
+def attribution_line(summary: Mapping[str, Any]) -> str:
+    """``integrated_gradients of logit of class 'lesion'; deletion AUC 0.12 (random 0.45)``."""
+    line = f"{summary['method']} of {summary['target']}"
+    scores = summary.get("faithfulness") or {}
+    if "deletion_auc" in scores:
+        line += (
+            f"; deletion AUC {scores['deletion_auc']:.3g} (random "
+            f"{scores['deletion_auc_random']:.3g}), insertion AUC {scores['insertion_auc']:.3g} "
+            f"(random {scores['insertion_auc_random']:.3g})"
+        )
+    return line
 
 
 def file_line(summary: Mapping[str, Any]) -> str:
