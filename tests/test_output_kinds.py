@@ -204,7 +204,7 @@ def test_an_invalid_kind_or_an_undeclared_one_fails_the_plugin(
 def test_an_invalid_kind_is_not_offered_as_a_known_one(vlm_registry):
     reg = vlm_registry({"heat": heat_plugin((OutputKind(name="map", type=HeatMap),), ("map",))})
     error = reg.plugins["heat"].error or ""
-    assert "'map' is not an output kind (one of boxes, caption, embeddings," in error
+    assert "'map' is not an output kind (one of attribution, boxes, caption, embeddings," in error
     assert ", map," not in error
 
 

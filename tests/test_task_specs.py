@@ -73,7 +73,7 @@ def test_parameter_rules():
         ({"outputs": ()}, "no output kinds"),
         ({"inputs": (Kind.BOXES,)}, "cannot be an input kind"),
         ({"inputs": (Kind.TRACKS,)}, "cannot be an input kind"),
-        ({"outputs": ("trakcs",)}, "'trakcs' is not an output kind (one of boxes, caption"),
+        ({"outputs": ("trakcs",)}, "'trakcs' is not an output kind (one of attribution, boxes"),
         ({"run": "not a path"}, "module:function"),
         ({"memory_mb": 0}, "memory_mb"),
         ({"train": "no path"}, "train must be 'module:function'"),

@@ -537,7 +537,7 @@ def validate_spec(
         if output not in output_kinds:
             known = ", ".join(sorted(str(k) for k in output_kinds))
             problems.append(f"task '{spec.id}': '{output}' is not an output kind (one of {known})")
-    for attr in ("run", "train"):
+    for attr in ("run", "train", "explain"):
         value = getattr(spec, attr)
         if isinstance(value, str):
             if not re.match(r"^[\w.]+:[\w]+$", value):
@@ -571,10 +571,28 @@ def validate_spec(
         problems.append(f"task '{spec.id}': batch_size must be an integer from 1 to 1024")
     if Capability.RUN not in spec.capabilities:
         problems.append(f"task '{spec.id}': capabilities must include 'run'")
+    problems += [f"task '{spec.id}': {p}" for p in _explain_problems(spec)]
     for sample in spec.samples:
         missing = [str(f) for f in sample.files if not Path(f).is_file()]
         if missing:
             problems.append(f"task '{spec.id}': sample '{sample.name}' is missing {missing}")
+    return problems
+
+
+def _explain_problems(spec: TaskSpec) -> list[str]:
+    """An explain builder and its methods come together, the methods are the engine's, and
+    the task's parameters leave the core's explain options to the core."""
+    from vlm_core.explain.target import EXPLAIN_OPTION_NAMES, METHODS
+
+    problems = []
+    if bool(spec.explain) != bool(spec.explainers):
+        problems.append("explain and explainers go together (a builder and its methods)")
+    unknown = [m for m in spec.explainers if m not in METHODS]
+    if unknown:
+        problems.append(f"explainers {unknown} are not the engine's methods ({', '.join(METHODS)})")
+    taken = sorted(EXPLAIN_OPTION_NAMES & set(getattr(spec.params, "model_fields", {})))
+    if taken:
+        problems.append(f"parameters {taken} are the core's explain options; rename them")
     return problems
 
 
