@@ -58,6 +58,18 @@ CASES = {
     "png that is a zip": (["good.invert", "{zip}"], "content is a ZIP file"),
     "huge header": (["good.invert", "{huge}"], "100000"),
     "glob without matches": (["good.invert", "{tmp}/*.jpg"], "has no usable inputs"),
+    "explainer for a task without one": (
+        ["good.invert", "{sample}", "-p", "explainer=gradcam"],
+        "task 'good.invert' cannot be explained",
+    ),
+    "unknown explainer": (
+        ["good.invert", "{sample}", "-p", "explainer=shap"],
+        "parameter 'explainer'",
+    ),
+    "explain score without explainer": (
+        ["good.invert", "{sample}", "-p", "explain_score=true"],
+        "need an explainer: -p explainer=METHOD",
+    ),
 }
 
 
