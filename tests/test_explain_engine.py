@@ -178,8 +178,23 @@ def _register(register):
             outputs=(Kind.METRICS,),
             explain=_target,
             explainers=("gradcam", "integrated_gradients", "occlusion"),
+            bench=_bench_case,
         )
     )
+
+
+def _bench_case():
+    from PIL import Image as PILImage
+
+    from vlm_core.bench.pipeline import PipelineCase
+
+    def make_inputs(folder, count, seed):
+        rng = np.random.default_rng(seed)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            PILImage.fromarray(pixels).save(folder / f"{i}.png")
+
+    return PipelineCase(make_inputs=make_inputs, model_only=lambda *a: lambda: None)
 
 
 toy.register_tasks = _register  # type: ignore[attr-defined]
@@ -250,3 +265,17 @@ def test_an_input_with_nothing_to_explain_fails_alone(registry, tmp_path, photos
     assert len(outcome.results) == 2
     (failure,) = outcome.failures
     assert failure.input.endswith("tiny.png") and "too small to explain" in failure.error
+
+
+def test_the_explain_bench_reports_time_and_faithfulness_per_method(registry):
+    from vlm_core.bench.explain import bench_explains, explain_tasks
+
+    assert "toy.classify" in explain_tasks(registry)
+    rows = bench_explains(
+        ["toy.classify"], methods=["gradcam", "occlusion"], count=3, registry=registry
+    )
+    assert [r["method"] for r in rows] == ["gradcam", "occlusion"]
+    for row in rows:
+        assert row["inputs"] == 3 and row["failed"] == 0
+        assert 0.0 <= row["deletion_better"] <= 1.0 and row["s_per_input"]["median"] > 0
+    assert rows[1]["forward_passes"] > rows[0]["forward_passes"] == 1

@@ -39,13 +39,29 @@ COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s"
     "(`vlm run` over a generated folder vs the bare network passes, alternating).",
 )
 @click.option(
-    "--task", "tasks", multiple=True, help="With --pipeline: only this task (repeat for several)."
+    "--explain",
+    is_flag=True,
+    help="Every explainable task's methods: attribution time per input and deletion/insertion "
+    "AUC against random orders, on generated inputs through `vlm run`'s path.",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="With --explain: only this method (repeat for several).",
+)
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    help="With --pipeline or --explain: only this task (repeat for several).",
 )
 @click.option(
     "--count",
     type=click.IntRange(1, 100_000),
     default=None,
-    help="With --pipeline: inputs in the folder (default 200; 24 with --quick).",
+    help="With --pipeline: inputs in the folder (default 200; 24 with --quick); with "
+    "--explain: inputs per task (default 8; 3 with --quick).",
 )
 @click.option(
     "--rounds",
@@ -60,12 +76,17 @@ COLUMNS = ("suite", "bench", "model", "device", "dtype", "batch", "engine_img_s"
     "process; 10 and 100 with --quick) instead of the speed table.",
 )
 def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | None,
-          print_json: bool, compile_mode: str | None, pipeline: bool, tasks: tuple[str, ...],
-          count: int | None, rounds: int | None, memory: bool) -> None:  # fmt: skip
+          print_json: bool, compile_mode: str | None, pipeline: bool, explain: bool,
+          methods: tuple[str, ...], tasks: tuple[str, ...], count: int | None,
+          rounds: int | None, memory: bool) -> None:  # fmt: skip
     """Benchmark the engines against raw timm / torch doing the same work (default: all), or
-    with --pipeline each task's files → results against its model alone."""
+    with --pipeline each task's files → results against its model alone, or with --explain
+    each task's explainers."""
     import json
 
+    if explain:
+        _explain(tasks, methods, device, quick, count, json_path, print_json)
+        return
     if pipeline:
         _pipeline(tasks, device, quick, count, rounds, json_path, print_json, memory)
         return
@@ -133,3 +154,48 @@ def _pipeline(tasks: tuple[str, ...], device: str, quick: bool, count: int | Non
     for row in rows:
         if "error" in row or "skipped" in row:
             click.echo(f"{row['task']}: {row.get('error') or row.get('skipped')}")
+
+
+EXPLAIN_COLUMNS = ("task", "method", "inputs", "device", "s_per_input", "forward_passes",
+                   "deletion_better", "deletion_auc", "deletion_auc_random",
+                   "insertion_better")  # fmt: skip
+
+
+def _explain(tasks: tuple[str, ...], methods: tuple[str, ...], device: str, quick: bool,
+             count: int | None, json_path: Path | None, print_json: bool) -> None:  # fmt: skip
+    import json
+
+    from vlm_core.bench.explain import bench_explains, explain_tasks
+    from vlm_core.devices import resolve_device
+    from vlm_core.errors import UsageError
+    from vlm_core.explain.target import METHODS
+
+    known = explain_tasks()
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise UsageError(f"no explain benchmark for task '{unknown[0]}' (tasks with one: "
+                         f"{', '.join(known) or 'none installed'})")  # fmt: skip
+    strange = [m for m in methods if m not in METHODS]
+    if strange:
+        raise UsageError(f"unknown explainer '{strange[0]}'; choose from {', '.join(METHODS)}")
+    rows = bench_explains(list(tasks) or known, methods=list(methods) or None,
+                          count=count or (3 if quick else 8),
+                          device=resolve_device(device))  # fmt: skip
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rows, indent=2, default=str))
+    if print_json:
+        emit_json(rows)
+        return
+
+    def cell(value: object) -> object:
+        if isinstance(value, dict) and "median" in value:
+            return f"{value['median']:.3g} [{value['min']:.3g}-{value['max']:.3g}]"
+        return value
+
+    cells = [[cell(r.get(c, "")) for c in EXPLAIN_COLUMNS] for r in rows]
+    table("vlm bench --explain (s per input: the attribution alone)", list(EXPLAIN_COLUMNS), cells)
+    for row in rows:
+        if "error" in row or "skipped" in row:
+            click.echo(f"{row['task']} {row.get('method', '')}: "
+                       f"{row.get('error') or row.get('skipped')}")  # fmt: skip
