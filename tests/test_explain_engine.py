@@ -279,3 +279,17 @@ def test_the_explain_bench_reports_time_and_faithfulness_per_method(registry):
         assert row["inputs"] == 3 and row["failed"] == 0
         assert 0.0 <= row["deletion_better"] <= 1.0 and row["s_per_input"]["median"] > 0
     assert rows[1]["forward_passes"] > rows[0]["forward_passes"] == 1
+
+
+def test_a_captum_method_without_the_extra_names_the_install_line(registry, photos, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "captum" else real(name, *a)
+    )
+    request = RunRequest("toy.classify", [photos], params={"explainer": "occlusion"})
+    with pytest.raises(UsageError, match=r"captum missing\): pip install 'vlm-core\[explain\]'"):
+        run_task(request, registry=registry)
+    run_task(RunRequest("toy.classify", [photos], params={"explainer": "gradcam"}),
+             registry=registry)  # fmt: skip

@@ -321,6 +321,17 @@ def _explain_options(spec: TaskSpec, raw: Mapping[str, Any]) -> ExplainOptions |
             f"task '{spec.id}' cannot explain with '{options.explainer}'; its explainers: "
             + ", ".join(spec.explainers)
         )
+    if options.explainer not in ("gradcam", "rollout"):
+        import importlib.util
+
+        missing = [
+            m for m in ("captum", "skimage", "sklearn") if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            raise UsageError(
+                f"explainer '{options.explainer}' needs captum, scikit-image and scikit-learn "
+                f"({', '.join(missing)} missing): pip install 'vlm-core[explain]'"
+            )
     return options
 
 
