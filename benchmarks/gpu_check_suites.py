@@ -254,6 +254,12 @@ LINES = [
         "speed",
         ("<=", 0.05),
     ),
+    Line(
+        "explain.time",
+        "optional",
+        "explain engine per image on resnet50 224px: Grad-CAM, Integrated Gradients, Occlusion",
+        "measured",
+    ),
     Line("onnx.cuda", "optional", "onnxruntime-CUDA latency vs eager", "≤ eager"),
     Line("onnx.tensorrt", "optional", "TensorRT latency vs eager", "≤ eager"),
     Line("ray.one_gpu", "optional", "a 1-GPU Ray run", "completes"),

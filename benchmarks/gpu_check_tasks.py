@@ -435,6 +435,37 @@ def dashboard(ctx: Ctx) -> dict[str, Any]:
 # --- optional runtimes --------------------------------------------------------------------------
 
 
+def _explain_time(ctx: Ctx, m: Measured) -> None:
+    """The explain engine's time per image on resnet50 at 224 px: Grad-CAM, Integrated
+    Gradients (64 steps) and Occlusion (225 windows), against the bare forward pass; captum
+    travels with the tree (the explain extra's pure-Python part), scikit-image and
+    scikit-learn (SHAP, LIME) do not."""
+    from vlm_core.bench.explain import backbone_explain_cost
+
+    if ctx.dry_run:
+        row = backbone_explain_cost(
+            "resnet18",
+            device="cpu",
+            size=32,
+            rounds=1,
+            methods=("gradcam", "integrated_gradients"),
+            n_samples=8,
+        )
+    else:
+        row = backbone_explain_cost("resnet50", device=ctx.device, size=224, rounds=5)
+    m.rows.append({"bench": "explain.time", **row})
+    parts = [
+        f"{name} {v['s'] * 1e3:.1f} ms ({v['x_forward']}x)" if "s" in v else f"{name} SKIPPED"
+        for name, v in row["methods"].items()
+    ]
+    m.set(
+        "explain.time",
+        True,
+        f"{row['model']} {row['size']}px on {row['device']}: forward {row['forward_s'] * 1e3:.2f} "
+        f"ms; " + ", ".join(parts),
+    )
+
+
 def optional(ctx: Ctx) -> dict[str, Any]:
     """The familiarity check's cost on the GPU, and the lines whose runtimes may be absent:
     onnxruntime-CUDA, TensorRT and Ray, each measured where it is installed and said SKIPPED
@@ -455,6 +486,7 @@ def optional(ctx: Ctx) -> dict[str, Any]:
         f"{row['bank']} rows x {row['dims']} dims {row['checked_s'] * 1e3:.2f} ms "
         f"(+{100 * row['overhead']:.1f}%)",
     )
+    _explain_time(ctx, m)
     providers: list[str] = []
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime

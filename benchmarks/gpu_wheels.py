@@ -61,6 +61,10 @@ PLATFORMS = (
 #: never downloaded, whatever the closure says
 NEVER = {"torch", "torchvision", "timm"}
 #: left out on purpose: name -> why
+#: optional dependencies a GPU line needs, carried although no distribution requires them
+EXTRAS_CARRIED = {
+    "captum": "vlm-core[explain] (the explain.time line: Integrated Gradients, Occlusion)",
+}
 EXCLUDED = {
     "av": "36 MB (PyAV bundles FFmpeg): with it the set is 70 MiB, over the 64 MiB that "
     "travels; only video input and MP4 export use it, no GPU line reads or writes a video",
@@ -74,6 +78,7 @@ def project_requirements() -> list[tuple[Requirement, str]]:
     for path in [REPO / "pyproject.toml", *sorted(REPO.glob("plugins/*/pyproject.toml"))]:
         project = tomllib.loads(path.read_text())["project"]
         found += [(Requirement(r), project["name"]) for r in project.get("dependencies", [])]
+    found += [(Requirement(r), why) for r, why in EXTRAS_CARRIED.items()]
     return found
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["bench_explain", "bench_explains", "explain_tasks"]
+__all__ = ["backbone_explain_cost", "bench_explain", "bench_explains", "explain_tasks"]
 
 
 def explain_tasks(registry: Registry | None = None) -> list[str]:
@@ -159,3 +159,68 @@ def bench_explains(
             log.exception("explain bench of %s failed", task)
             rows.append({"task": task, "error": f"{type(exc).__name__}: {exc}"})
     return rows
+
+
+def backbone_explain_cost(
+    model_name: str = "resnet50",
+    *,
+    device: str = "cpu",
+    size: int = 224,
+    methods: tuple[str, ...] = ("gradcam", "integrated_gradients", "occlusion"),
+    n_samples: int | None = None,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Each method's time for one image on a timm classifier (random weights: the cost does
+    not depend on them), median of ``rounds`` after a warm-up, next to the bare forward pass;
+    a captum method is reported skipped where captum is not installed. The GPU check's
+    ``explain.time`` line."""
+    import importlib.util
+
+    import timm
+    import torch
+
+    from vlm_core.explain.attribution import explain_target
+    from vlm_core.explain.gradcam import find_target_layer
+    from vlm_core.explain.target import ExplainTarget
+    from vlm_core.types import Image
+
+    model = timm.create_model(model_name, pretrained=False, num_classes=10).to(device).eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    layer = dict(model.named_modules())[find_target_layer(model, x)]
+    target = ExplainTarget(
+        forward=lambda b: model(b)[:, 0],
+        inputs=x,
+        what="logit of class 0",
+        background=Image(pixels=torch.rand(size, size).numpy()),
+        layer=layer,
+        batch=32,
+    )
+
+    def timed(fn: Any) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def median_of(fn: Any) -> float:
+        fn()  # warm-up
+        return statistics.median(timed(fn) for _ in range(rounds))
+
+    with torch.no_grad():
+        forward_s = median_of(lambda: model(x))
+    row: dict[str, Any] = {"model": model_name, "device": device, "size": size,
+                           "forward_s": round(forward_s, 5), "methods": {}}  # fmt: skip
+    has_captum = importlib.util.find_spec("captum") is not None
+    for method in methods:
+        if method not in ("gradcam", "rollout") and not has_captum:
+            row["methods"][method] = {"skipped": "captum is not installed"}
+            continue
+        seconds = median_of(lambda m=method: explain_target(target, m, n_samples=n_samples))
+        row["methods"][method] = {
+            "s": round(seconds, 4),
+            "x_forward": round(seconds / forward_s, 1),
+        }
+    return row
