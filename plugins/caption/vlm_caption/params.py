@@ -50,6 +50,12 @@ class DescribeParams(TaskParams):
         "products, colours and problems).",
     )
     top_k: int = Field(5, ge=1, le=20, description="Tags reported, most likely first.")
+    explain: str = Field(
+        "",
+        max_length=40,
+        description="With -p explainer=...: the word of the caption whose log-probability is "
+        "explained (empty: the whole caption's)",
+    )
     weights: str = _WEIGHTS
     clip_model: str = _CLIP_MODEL
     clip_weights: str = _CLIP_WEIGHTS

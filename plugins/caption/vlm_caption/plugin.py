@@ -66,6 +66,9 @@ def _describe() -> TaskSpec:
         # run once per batch (README, "Speed")
         batch_size=BATCH_SIZE,
         bench="vlm_caption.pipeline_bench:case",
+        # which pixels make the captioner say its caption, or one word of it (docs/explain.md)
+        explain="vlm_caption.explain_target:describe_target",
+        explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the bundled captioner (weights/captioner/TRAINING.md)
         train_defaults={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "val_every": 2000},
