@@ -7,6 +7,7 @@ rotated for display so that anterior (axial) or superior (coronal, sagittal) poi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -224,3 +225,61 @@ def provenance_rows(provenance: Provenance) -> list[dict[str, str]]:
         {"field": f"input sha256 ({r.kind})", "value": f"{r.sha256}  {r.path}"} for r in p.inputs
     ]
     return rows
+
+
+#: How the attribution methods are named on screen (the CLI's names are the keys).
+METHOD_LABELS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "rollout": "Attention rollout",
+    "integrated_gradients": "Integrated Gradients",
+    "occlusion": "Occlusion",
+    "kernel_shap": "KernelSHAP",
+    "lime": "LIME",
+}
+
+
+def method_label(method: str) -> str:
+    """``integrated_gradients`` → ``Integrated Gradients``; an unknown method keeps its name."""
+    return METHOD_LABELS.get(method, method)
+
+
+def salient_slice(heat: np.ndarray, axis: int = 2) -> int:
+    """The index along ``axis`` of the slice holding the most heat (a volume's attribution
+    viewer opens there); the first slice when the map is empty."""
+    others = tuple(a for a in range(heat.ndim) if a != axis)
+    totals = np.nan_to_num(np.asarray(heat, dtype=np.float64)).sum(axis=others)
+    return int(np.argmax(totals)) if totals.size else 0
+
+
+def faithfulness_verdict(scores: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether a scored map beats a random order of its pixels on both curves, in plain words.
+
+    Deletion: removing the map's top pixels first should drop the explained number faster
+    than removing them in a random order (a lower area); insertion: putting them back first
+    should raise it faster (a higher area).
+    """
+    deletion = bool(scores.get("deletion_better_than_random"))
+    insertion = bool(scores.get("insertion_better_than_random"))
+    if deletion and insertion:
+        return True, "the map ranks pixels better than a random order"
+    if deletion or insertion:
+        better, worse = ("deletion", "insertion") if deletion else ("insertion", "deletion")
+        return False, (
+            f"mixed: the map ranks pixels better than a random order on {better} but not on {worse}"
+        )
+    return False, "the map ranks pixels not better than a random order"
+
+
+def faithfulness_curves(scores: Mapping[str, Any]) -> dict[str, list[float]]:
+    """The deletion and insertion curves by the percentage of pixels removed (deletion) or
+    put back (insertion), for a line chart; empty when the score has no curves."""
+    deletion = list(scores.get("deletion_curve") or [])
+    insertion = list(scores.get("insertion_curve") or [])
+    if not deletion or len(deletion) != len(insertion):
+        return {}
+    steps = max(len(deletion) - 1, 1)
+    return {
+        "percent of pixels": [round(100.0 * i / steps, 3) for i in range(len(deletion))],
+        "deletion": [float(v) for v in deletion],
+        "insertion": [float(v) for v in insertion],
+    }

@@ -11,6 +11,7 @@ name, so several results can share a page. What is shown is computed by the pure
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import weakref
 from typing import Any
@@ -25,9 +26,13 @@ from vlm_dashboard.render_helpers import (
     blend,
     boxes_rows,
     embedding_rows,
+    faithfulness_curves,
+    faithfulness_verdict,
     legend_rows,
     mask_centre,
+    method_label,
     provenance_rows,
+    salient_slice,
     slice_2d,
     slice_spacing,
     stretch_to_spacing,
@@ -36,11 +41,13 @@ from vlm_dashboard.render_helpers import (
 )
 from vlm_dashboard.serving import registry
 
+from vlm_core.explain import overlay
 from vlm_core.export.images import boxes_overlay, encode_gif, mask_overlay, small_video
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.writer import video_under
 from vlm_core.outputs.kind import OutputKinds
 from vlm_core.types import (
+    Attribution,
     Boxes,
     Caption,
     Embeddings,
@@ -63,6 +70,7 @@ __all__ = [
     "AXES",
     "WINDOW_PRESETS",
     "legend_rows",
+    "render_attribution",
     "render_boxes",
     "render_caption",
     "render_embeddings",
@@ -374,6 +382,112 @@ def render_file(name: str, file: File, source: Input | None, key: str, **_: Any)
         on_click="ignore",
         icon="📄",
         key=_k(key, name, "file"),
+    )
+
+
+def _npy(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(values), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _attribution_slice(
+    name: str, attribution: Attribution, volume: Volume, opacity: float, key: str
+) -> None:
+    """The heat over one k slice of the volume (voxel order, as :func:`slice_2d` turns axis 2),
+    with a slider over k that opens on the slice holding the most heat."""
+    data = volume.array
+    if data.ndim == 4:
+        top = data.shape[3] - 1
+        channel = st.slider("Channel", 0, top, 0, key=_k(key, name, "channel")) if top else 0
+        data = data[..., channel]
+    heat = attribution.heat
+    count, best = heat.shape[2], salient_slice(heat)
+    k = best
+    if count > 1:
+        k = st.slider("Slice (k)", 0, count - 1, best, key=_k(key, name, "slice"))
+    grey = window_slice(data, 2, k, "MR / auto", bounds=window_bounds(data, "MR / auto"))
+    mixed = overlay(Image(pixels=grey), slice_2d(heat, 2, k), alpha=opacity).pixels
+    st.image(
+        stretch_to_spacing(mixed, *slice_spacing(volume.spacing, 2)),
+        caption=f"k = {k} of 0…{count - 1} · most heat at k = {best} · red: most evidence",
+        width="stretch",
+    )
+
+
+def _faithfulness(scores: Any) -> None:
+    """Deletion and insertion areas against a random order, a verdict, and the curves."""
+    deletion, deletion_random = float(scores["deletion_auc"]), float(scores["deletion_auc_random"])
+    insertion = float(scores["insertion_auc"])
+    insertion_random = float(scores["insertion_auc_random"])
+    st.markdown("**Faithfulness**")
+    st.metric(
+        "Deletion AUC (lower is better)",
+        f"{deletion:.3g}",
+        delta=f"{deletion - deletion_random:+.3g} vs random {deletion_random:.3g}",
+        delta_color="inverse",
+        help="The explained number as the map's top pixels are removed first (to the "
+        "baseline), averaged over the removed fraction; a random order of the pixels gives "
+        "the random figure.",
+    )
+    st.metric(
+        "Insertion AUC (higher is better)",
+        f"{insertion:.3g}",
+        delta=f"{insertion - insertion_random:+.3g} vs random {insertion_random:.3g}",
+        delta_color="normal",
+        help="The explained number as the map's top pixels are put back first onto the "
+        "baseline, averaged over the inserted fraction; a random order gives the random "
+        "figure.",
+    )
+    better, verdict = faithfulness_verdict(scores)
+    (st.success if better else st.warning)(verdict.capitalize() + ".")
+    curves = faithfulness_curves(scores)
+    if curves:
+        with st.expander("Deletion and insertion curves"):
+            frame = pd.DataFrame(curves).set_index("percent of pixels")
+            st.line_chart(frame, x_label="percent of pixels removed / put back",
+                          y_label="explained number")  # fmt: skip
+            random_orders = scores.get("random_orders")
+            if random_orders:
+                st.caption(f"random: the mean area of {random_orders} random orders")
+
+
+def render_attribution(
+    name: str, attribution: Attribution, source: Input | None, key: str, **_: Any
+) -> None:
+    """The heat over its background (an image, or one slice of a volume with a slider over k),
+    what is explained and how, the faithfulness figures beside it when scored, and the raw
+    values as .npy."""
+    method = method_label(attribution.method)
+    st.caption(f"{method} of {attribution.target} · score {attribution.score:.4g}")
+    opacity = _opacity(key, name)
+    scores = attribution.faithfulness
+    scored = "deletion_auc" in scores
+    picture, figures = st.columns([3, 2]) if scored else (st.container(), None)
+    with picture:
+        background = attribution.background
+        if isinstance(background, Volume):
+            _attribution_slice(name, attribution, background, opacity, key)
+        else:
+            mixed = overlay(background, attribution.heat, alpha=opacity)
+            st.image(mixed.pixels, caption=f"{method} over the input · red: most evidence",
+                     width="stretch")  # fmt: skip
+    if figures is not None:
+        with figures:
+            _faithfulness(scores)
+    if attribution.details:
+        with st.expander("Details"):
+            st.json(dict(attribution.details), expanded=True)
+    values = attribution.values
+    shape = " x ".join(str(n) for n in values.shape)
+    st.download_button(
+        f"Download {name}.npy (raw values, {shape})",
+        data=lambda: _npy(values),
+        file_name=f"{name}.npy",
+        mime="application/octet-stream",
+        on_click="ignore",
+        icon="🔢",
+        key=_k(key, name, "npy"),
     )
 
 
