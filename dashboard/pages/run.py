@@ -5,7 +5,9 @@ folder and checked by content first), or from an earlier run opened on the Histo
 run itself goes through the shared device queue; its results are drawn by the renderer of each
 output type and its exported files can be downloaded. A result whose input looks unlike the
 task's training data carries a warning at its top; with the strict switch on, such inputs are
-refused instead of answered.
+refused instead of answered. A task that declares explainers gets an Explain control above its
+form (:mod:`vlm_dashboard.explain_control`): an attribution map of each result, optionally
+scored for faithfulness.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import streamlit as st
 from vlm_dashboard.downloads import offer_downloads
 from vlm_dashboard.errors import show_error
+from vlm_dashboard.explain_control import explain_control
+from vlm_dashboard.explain_control import prefill as prefill_explain
 from vlm_dashboard.familiarity_notes import (
     STRICT_HELP,
     STRICT_LABEL,
@@ -63,6 +67,7 @@ def _take_prefill() -> None:
     generation = st.session_state.get(INITIAL_KEY, {}).get("generation", 0) + 1
     st.session_state[INITIAL_KEY] = {**prefill, "generation": generation}
     st.session_state[TASK_KEY] = prefill["task"]
+    prefill_explain(registry().tasks.get(prefill["task"]), prefill.get("params") or {})
     st.session_state.pop(LAST_KEY, None)
 
 
@@ -161,13 +166,16 @@ def _submit(
     uploads: list[Any] | None,
     initial: dict[str, Any] | None,
     strict: bool = False,
+    explain: dict[str, Any] | None = None,
 ) -> None:
-    """Validate the form and the inputs, then queue the run."""
+    """Validate the form and the inputs, then queue the run (with the Explain control's
+    options, which the runner checks against the task's explainers)."""
     st.session_state.pop(LAST_KEY, None)
     st.session_state.pop(UPLOADS_KEY, None)
     params = validated_params(spec, raw)
     if params is None:
         return
+    params.update(explain or {})
     try:
         inputs = _inputs(spec, source, sample, uploads, initial)
     except UsageError as exc:
@@ -305,6 +313,7 @@ def main() -> None:
         start = dict(sample.params)
     generation = initial["generation"] if initial else 0
     form_key = _form_key(spec, source, start, generation)
+    explain = explain_control(spec)  # outside the form: a method redraws its options at once
     with st.form(form_key):
         raw = parameter_form(spec, key=form_key, initial=start)
         uploads = None
@@ -332,7 +341,7 @@ def main() -> None:
     if submitted:
         if spec.inputs:
             st.session_state[STRICT_KEY] = strict
-        _submit(spec, raw, source, sample, uploads, initial, strict)
+        _submit(spec, raw, source, sample, uploads, initial, strict, explain)
     _show_uploads(spec)
 
     job = st.session_state.get(JOB_KEY)
