@@ -86,7 +86,7 @@ class ExplainOptions(BaseModel):
         ge=N_SAMPLES_MIN,
         le=N_SAMPLES_MAX,
         description="Integrated Gradients' steps, or KernelSHAP's and LIME's perturbed "
-        "samples (default: 32 steps, 256 samples)",
+        "samples (default: 64 steps, 256 samples)",
     )
 
 
