@@ -62,6 +62,20 @@ class DetectParams(TaskParams):
     weights: str = _WEIGHTS
     coco_model: CocoModel = _COCO_MODEL
     coco_weights: str = _COCO_WEIGHTS
+    explain: str = Field(
+        "",
+        max_length=10,
+        description="With -p explainer=...: the box whose score is explained, by its number in "
+        "the detections as listed (0, 1, ...; empty or 0: the highest-scoring box). Images only.",
+    )
+
+    @field_validator("explain")
+    @classmethod
+    def _explain(cls, value: str) -> str:
+        text = value.strip()
+        if text and not (text.isdigit() and text.isascii()):
+            raise ValueError(f"explain must be a box number (0, 1, ...), got {value!r}")
+        return text
 
     @field_validator("input_size")
     @classmethod

@@ -65,6 +65,9 @@ def _detect() -> TaskSpec:
         ),
         memory_mb=600,
         bench="vlm_driving.pipeline_bench:case",
+        # one box's score of an image (-p explain=N picks the box); videos are not explained
+        explain="vlm_driving.explain_target:detect_target",
+        explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the default weights (weights/detector/TRAINING.md)
         train_defaults={
