@@ -48,7 +48,8 @@ class ClassifyParams(TaskParams):
     explain: str = Field(
         "",
         max_length=128,
-        description="Class whose evidence the Grad-CAM map shows (empty: the predicted class).",
+        description="Class whose evidence the Grad-CAM map (and -p explainer=...'s map) shows "
+        "(empty: the predicted class).",
     )
     cam_layer: str = Field(
         "auto",
@@ -121,6 +122,9 @@ def spec() -> TaskSpec:
         # one Grad-CAM forward and backward pass per 8 inputs (the network sees 32³ cubes)
         batch_size=8,
         bench="vlm_medical.pipeline_bench:classify_case",
+        # -p explainer=...: the logit of the explained class on the network's input cube
+        explain="vlm_medical.explain_targets:classify_target",
+        explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
         notice=NOTICE,
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),

@@ -44,6 +44,13 @@ class SegmentParams(TaskParams):
         "input only; needs the dicom-seg extra). It carries the series' geometry and UIDs, "
         "with the patient and study names, IDs and dates left empty.",
     )
+    explain: str = Field(
+        "",
+        max_length=128,
+        description="With explainer=...: the region whose summed logit is explained (empty: "
+        "every predicted lesion; N: the N-th lesion, largest first, as in the measurements "
+        "table; 'CLASS N' for a class of multi-class weights).",
+    )
 
 
 class SegmentTrainParams(TaskParams):

@@ -50,6 +50,9 @@ def _segment() -> TaskSpec:
         # segmented and the one read ahead), not two batches of them
         batch_size=1,
         bench="vlm_medical.pipeline_bench:segment_case",
+        # -p explainer=...: a predicted region's summed logit margin (-p explain=N: one lesion)
+        explain="vlm_medical.explain_targets:segment_target",
+        explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
         notice="Research use only: not a medical device, not for diagnosis.",
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
