@@ -66,7 +66,7 @@ def test_a_sample_brings_its_parameters_under_the_given_ones(vlm_home: Path) -> 
     spec = registry.task("art.generate")
     assert sample_key("Circles to stripes") == "circles-to-stripes"
     assert expand_samples(spec, ["sample:five styles"]) == ([], {"count": 10, "seed": 1})
-    _, params, probes = prepare(
+    _, params, probes, _ = prepare(
         RunRequest("art.generate", ["sample:five-styles"], {"count": 2}), registry
     )
     assert (params.count, params.seed, probes) == (2, 1, [])  # --param wins, the sample's seed
