@@ -115,6 +115,7 @@ def measure(
     ig_steps: int | None,
     extra_steps: tuple[int, ...],
     log: Callable[[str], None],
+    cam_layer: str = "auto",
 ) -> list[dict[str, Any]]:
     """One record per input: the target, each method's figures, the localisation criteria."""
     import torch
@@ -130,7 +131,7 @@ def measure(
     records = []
     for i, (item, mask, lesion) in enumerate(_cases(task, n, seed)):
         if task == "classify":  # the task answers as in a run
-            params: Any = ClassifyParams()
+            params: Any = ClassifyParams(cam_layer=cam_layer)
             (outputs,) = classify.run([item], params, ctx)
         else:
             params = SegmentParams()
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-segment", type=int, default=50, help="2D images")
     parser.add_argument("--quick", action="store_true", help="6 inputs per task, no extra IG steps")
     parser.add_argument("--tasks", default="classify,segment", help="which tasks to measure")
+    parser.add_argument("--cam-layer", default="auto", help="medical.classify's cam_layer")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument(
         "--ig-steps",
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks.split(",")
     records = {
         "medical.classify": measure("classify", n_cls, args.seed_classify, methods, args.ig_steps,
-                                    extra, lambda m: print(m, file=sys.stderr))
+                                    extra, lambda m: print(m, file=sys.stderr), args.cam_layer)
         if "classify" in tasks else [],
         "medical.segment": measure("segment", n_seg, args.seed_segment, methods, args.ig_steps,
                                    (), lambda m: print(m, file=sys.stderr))
