@@ -293,3 +293,22 @@ def test_a_captum_method_without_the_extra_names_the_install_line(registry, phot
         run_task(request, registry=registry)
     run_task(RunRequest("toy.classify", [photos], params={"explainer": "gradcam"}),
              registry=registry)  # fmt: skip
+
+
+def test_integrated_gradients_doubles_its_default_steps_until_complete(monkeypatch):
+    """A kink on the path (a ReLU) makes the integrand a step: 8 steps miss completeness by
+    about 4%; the default doubles until within 1%, the user's count is kept as given."""
+    import vlm_core.explain.attribution as engine
+
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.4
+    target = ExplainTarget(
+        forward=lambda b: torch.relu(b.mean(dim=(1, 2, 3)) * 3 - 1.37),
+        inputs=x,
+        what="a kinked number",
+        background=Image(pixels=x[0, 0].numpy()),
+    )
+    given = attribute(target, "integrated_gradients", n_samples=8)
+    assert given.details["steps"] == 8 and given.details["completeness_relative"] > 0.01
+    monkeypatch.setitem(engine.DEFAULT_SAMPLES, "integrated_gradients", 8)
+    adaptive = attribute(target, "integrated_gradients")
+    assert adaptive.details["steps"] > 8 and adaptive.details["completeness_relative"] <= 0.01
