@@ -33,11 +33,17 @@ random's on 2 of 6 scenes (0.18 vs 0.32, 0.19 vs 0.38), on none of 5 blurred. Bl
 removes an object's shape and texture and keeps the scene's colours and layout, the "absent" a
 viewer would accept. A sigma of 1/20 left a near truck at 0.85.
 
-Grad-CAM's layer is the feature-pyramid output at the level the box's score is read from (the
-level of the FCOS position, or the level ``MultiScaleRoIAlign`` pools the region from): the
-score depends on the image through that map only. The map is cut to the cells over the image
-(torchvision pads the resized image to a multiple of 32) by a pass-through module, so the
-coarse Grad-CAM map lies on the image and not on the padding.
+Grad-CAM's layer is the map the box's class logit is read from: for FCOS and RetinaNet the
+output of the classification branch's conv tower at the pyramid level of the box's position
+(one 3x3 convolution before the logits), for Faster R-CNN the feature-pyramid level
+``MultiScaleRoIAlign`` pools the region from (its box head is not spatial). Grad-CAM weighs a
+layer's channels by their mean gradient over the whole map, so at a generic layer it lights
+up every car when one car's score is explained; on 30 development scenes (seeds
+920000-920029, the top box each) the pyramid level P3 itself gave a deletion area below random
+on 93% of them (median 0.136) and the classification tower on 100% (median 0.026). For FCOS
+the centre-ness half of the score does not pass that tower, so Grad-CAM shows the class half.
+The map is cut to the cells over the image (torchvision pads the resized image to a multiple
+of 32) by a pass-through module, so the coarse map lies on the image and not on the padding.
 """
 
 from __future__ import annotations
@@ -371,11 +377,18 @@ def _dense_scorer(
     padded = (int(images.tensors.shape[-2]), int(images.tensors.shape[-1]))
     tap = _level_tap(_cells(features[level], padded, tuple(images.image_sizes[0])))
 
+    branch = head.classification_head
+
     def read(x: Tensor) -> Tensor:
         batch = _prepare(transform, x)
         level_map = list(module.backbone(batch.tensors).values())[level]
-        level_map = _through(tap, level_map)
-        cls = head.classification_head([level_map])[:, position, column]
+        # the classification branch as torchvision's head runs it, with its conv tower's
+        # output through the tap (Grad-CAM's layer)
+        tower = _through(tap, branch.conv(level_map))
+        logits = branch.cls_logits(tower)
+        n, _, h, w = logits.shape
+        logits = logits.view(n, -1, branch.num_classes, h, w).permute(0, 3, 4, 1, 2)
+        cls = logits.reshape(n, -1, branch.num_classes)[:, position, column]
         if not fcos:
             return F.logsigmoid(cls)
         _, ctr = head.regression_head([level_map])
@@ -388,7 +401,8 @@ def _dense_scorer(
         "position": position,
         "match_px": round(box_err, 4),
         "match_score": round(score_err, 6),
-        "gradcam_layer": f"feature pyramid {names[level] if level < len(names) else level}",
+        "gradcam_layer": "classification tower at "
+        + (names[level] if level < len(names) else str(level)),
     }
     return _Scorer(read, temperature, tap, source)
 
