@@ -24,14 +24,16 @@ number in the ``detections`` output. The perturbed images go through a copy of t
 own resize and normalisation (the run's ``input_size``) and its backbone and feature pyramid.
 
 The baseline is the image blurred (a Gaussian of sigma = 1/10 of the shorter side, 36 px on a
-640x360 image), not a zero image. Both take the box's score to near zero (on 18 boxes of 6
-development scenes, seeds 920000-920005: at most 0.055 blurred, 0.0007 black), but deleting
-pixels to black scatters dark specks and edges through the scene that the detector reacts to:
-with a zero baseline the random-order deletion curve falls at once (area ~0.3 against ~0.8
-blurred, top boxes of the 6 scenes), and Integrated Gradients' insertion area fell below
-random's on 2 of 6 scenes (0.18 vs 0.32, 0.19 vs 0.38), on none of 5 blurred. Blurring
-removes an object's shape and texture and keeps the scene's colours and layout, the "absent" a
-viewer would accept. A sigma of 1/20 left a near truck at 0.85.
+640x360 image), not a zero image. Both take a box's score to near zero (18 boxes of 6
+development scenes, seeds 920000-920005: at most 0.055 blurred, 0.0007 black), and on those
+scenes Occlusion's and Integrated Gradients' maps of the top box beat random deletion and
+insertion with either. They differ in how much the perturbation itself moves the score: black
+cells pasted at random take it down faster (random-order deletion area, median of the 6: 0.48
+black, 0.51 mid-grey, 0.65 blurred; a black rectangle in a street is, presumably, itself an
+object-like shape), and Integrated Gradients from black put back less of the score when its
+top cells were inserted (insertion area 0.69-0.89 on 4 of the 6, against 0.967-0.975
+blurred). Blurring removes an object's shape and texture and keeps the scene's colours and
+layout. A sigma of 1/20 left a near truck at 0.85.
 
 Grad-CAM's layer is the map the box's class logit is read from: for FCOS and RetinaNet the
 output of the classification branch's conv tower at the pyramid level of the box's position
