@@ -99,6 +99,12 @@ def measure(scenes: int, methods: list[str], seed: int = SEED) -> dict[str, Any]
                     "score": extra.get("box_score"),
                     "seconds": seconds,
                     "forward_passes": raw.details.get("forward_passes"),
+                    # Integrated Gradients: the steps the engine settled on, and how complete
+                    **{
+                        f"ig_{k}": raw.details[k]
+                        for k in ("steps", "completeness_relative")
+                        if k in raw.details
+                    },
                     **{k: v for k, v in found.items() if not k.endswith("_curve")},
                 }
             )
@@ -121,6 +127,16 @@ def measure(scenes: int, methods: list[str], seed: int = SEED) -> dict[str, Any]
                 "insertion_auc_random": _spread([r["insertion_auc_random"] for r in found]),
                 "s_per_input": _spread([r["seconds"] for r in found], 2),
                 "forward_passes": _spread([float(r["forward_passes"] or 0) for r in found], 0),
+                **(
+                    {
+                        "ig_steps": _spread([float(r["ig_steps"]) for r in found], 0),
+                        "ig_completeness_relative": _spread(
+                            [r["ig_completeness_relative"] for r in found], 4
+                        ),
+                    }
+                    if found and "ig_steps" in found[0]
+                    else {}
+                ),
             }
         )
     return {
@@ -194,6 +210,12 @@ def main() -> None:
         f"{report['baseline_score'].get('max')}); {report['torch_threads']} torch thread(s); "
         f"{report['wall_s']} s"
     )
+    for row in report["methods"]:
+        if "ig_steps" in row:
+            steps, gap = row["ig_steps"], row["ig_completeness_relative"]
+            print(f"integrated_gradients: steps median {steps['median']:.0f} ({steps['min']:.0f}-"
+                  f"{steps['max']:.0f}), completeness error at most {gap['max']:.2%} of the "
+                  "score's change")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 
