@@ -41,7 +41,7 @@ from vlm_dashboard.render_helpers import (
 )
 from vlm_dashboard.serving import registry
 
-from vlm_core.explain import overlay
+from vlm_core.explain import display_heat, overlay
 from vlm_core.export.images import boxes_overlay, encode_gif, mask_overlay, small_video
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.writer import video_under
@@ -407,7 +407,8 @@ def _attribution_slice(
     if count > 1:
         k = st.slider("Slice (k)", 0, count - 1, best, key=_k(key, name, "slice"))
     grey = window_slice(data, 2, k, "MR / auto", bounds=window_bounds(data, "MR / auto"))
-    mixed = overlay(Image(pixels=grey), slice_2d(heat, 2, k), alpha=opacity).pixels
+    shown = slice_2d(display_heat(heat), 2, k)  # the top 2% clipped, as the exported overlay
+    mixed = overlay(Image(pixels=grey), shown, alpha=opacity).pixels
     st.image(
         stretch_to_spacing(mixed, *slice_spacing(volume.spacing, 2)),
         caption=f"k = {k} of 0…{count - 1} · most heat at k = {best} · red: most evidence",
@@ -469,7 +470,7 @@ def render_attribution(
         if isinstance(background, Volume):
             _attribution_slice(name, attribution, background, opacity, key)
         else:
-            mixed = overlay(background, attribution.heat, alpha=opacity)
+            mixed = overlay(background, display_heat(attribution.heat), alpha=opacity)
             st.image(mixed.pixels, caption=f"{method} over the input · red: most evidence",
                      width="stretch")  # fmt: skip
     if figures is not None:

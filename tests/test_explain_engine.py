@@ -312,3 +312,16 @@ def test_integrated_gradients_doubles_its_default_steps_until_complete(monkeypat
     monkeypatch.setitem(engine.DEFAULT_SAMPLES, "integrated_gradients", 8)
     adaptive = attribute(target, "integrated_gradients")
     assert adaptive.details["steps"] > 8 and adaptive.details["completeness_relative"] <= 0.01
+
+
+def test_display_clips_a_few_extreme_values_and_keeps_the_data():
+    from vlm_core.explain.blend import display_heat
+
+    heat = np.zeros((50, 50), np.float32)
+    heat[:20] = 0.05  # the map's evidence, dwarfed by ...
+    heat[0, :3] = 1.0  # ... three extreme pixels, 0.12% of the map
+    shown = display_heat(heat)
+    assert shown[10, 10] == pytest.approx(1.0) and shown[40, 40] == 0.0
+    sparse = np.zeros((50, 50), np.float32)
+    sparse[5, 5] = 1.0  # mostly empty: its maximum already scales it
+    assert np.array_equal(display_heat(sparse), sparse)

@@ -17,6 +17,7 @@ from vlm_core.lazy import lazy_exports
 _EXPORTS = {
     "COLORMAPS": "blend",
     "apply_colormap": "blend",
+    "display_heat": "blend",
     "overlay": "blend",
     "ExplainResult": "classifier",
     "Method": "classifier",

@@ -9,7 +9,7 @@ import numpy as np
 from vlm_core.errors import UsageError, did_you_mean
 from vlm_core.types import Image
 
-__all__ = ["COLORMAPS", "apply_colormap", "overlay"]
+__all__ = ["COLORMAPS", "OUTLIER_PERCENT", "apply_colormap", "display_heat", "overlay"]
 
 
 def _jet(x: np.ndarray) -> np.ndarray:
@@ -32,6 +32,25 @@ COLORMAPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "hot": _hot,
     "gray": _gray,
 }
+
+
+#: the share of a map's largest values clipped for display (captum's ``visualize_image_attr``
+#: default ``outlier_perc=2``)
+OUTLIER_PERCENT = 2.0
+
+
+def display_heat(heat: np.ndarray) -> np.ndarray:
+    """``heat`` (in [0, 1]) for display: divided by its (100 - OUTLIER_PERCENT)th percentile and
+    clipped to 1. A pixel-level map (Integrated Gradients) has a few extreme values, and scaled
+    by its maximum the rest of it stays near 0 (an all-blue overlay). Unchanged when that
+    percentile is 0 (the map is mostly empty and its maximum already scales it). The data
+    files keep the unclipped heat."""
+    if not heat.size:
+        return heat
+    top = float(np.percentile(heat, 100.0 - OUTLIER_PERCENT))
+    if top <= 0.0:
+        return heat
+    return np.clip(heat / top, 0.0, 1.0).astype(np.float32)
 
 
 def apply_colormap(heat: np.ndarray, colormap: str = "jet") -> np.ndarray:

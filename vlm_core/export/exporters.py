@@ -282,17 +282,20 @@ def _salient_slice(heat: np.ndarray) -> int:
 
 def attribution_overlay(item: ItemExport, name: str, attribution: Attribution) -> None:
     """``<name>_overlay`` (a preview): the heat blended over its image, or over a volume's
-    most salient slice k (the file name says which)."""
-    from vlm_core.explain.blend import overlay
+    most salient slice k (the file name says which); the top 2% of the heat clipped for display
+    (:func:`~vlm_core.explain.blend.display_heat`)."""
+    from vlm_core.explain.blend import display_heat, overlay
 
     background, heat = attribution.background, attribution.heat
     if isinstance(background, Image):
+        heat = display_heat(heat)
         item.image(overlay(background, heat).pixels, item.folder / f"{name}_overlay")
         return
     k = _salient_slice(heat)
     array = background.array if background.array.ndim == 3 else background.array[..., 0]
     plane = Image(pixels=array[:, :, k].astype(np.float32))
-    item.image(overlay(plane, heat[:, :, k]).pixels, item.folder / f"{name}_overlay_k{k}")
+    shown = display_heat(heat)[:, :, k]
+    item.image(overlay(plane, shown).pixels, item.folder / f"{name}_overlay_k{k}")
 
 
 def attribution_heat(item: ItemExport, name: str, attribution: Attribution) -> None:
