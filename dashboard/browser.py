@@ -138,18 +138,30 @@ class BrowserRun:
     seconds: float  # from the click on Run to the result on screen
 
 
+def _text_now(locator: Any) -> str | None:
+    """The element's text, or None when it is gone: a rerun can replace an element between
+    the count that found it and the read (Playwright would wait its 30 s for it to return)."""
+    try:
+        return str(locator.inner_text(timeout=1000))
+    except Exception as exc:  # Playwright's TimeoutError, not importable without Playwright
+        if type(exc).__name__ != "TimeoutError":
+            raise
+        return None
+
+
 def shown_run_id(page: Any) -> str | None:
     """The run id of the result message on screen, if any."""
     message = page.get_by_text(RESULT)
     if not message.count():
         return None
-    found = RESULT.search(message.first.inner_text())
+    found = RESULT.search(_text_now(message.first) or "")
     return found.group(1) if found else None
 
 
 def _error_texts(page: Any) -> list[str]:
     boxes = page.get_by_test_id("stAlertContentError")
-    return [boxes.nth(i).inner_text() for i in range(boxes.count())]
+    texts = (_text_now(boxes.nth(i)) for i in range(boxes.count()))
+    return [text for text in texts if text is not None]
 
 
 def run_and_wait(page: Any, task_id: str, timeout_s: float = 120) -> BrowserRun:
@@ -168,7 +180,7 @@ def run_and_wait(page: Any, task_id: str, timeout_s: float = 120) -> BrowserRun:
     while time.time() < deadline:
         message = page.get_by_text(RESULT)
         if message.count():
-            found = RESULT.search(message.first.inner_text())
+            found = RESULT.search(_text_now(message.first) or "")
             if found and found.group(1) != previous and found.group(2) == task_id:
                 seconds = time.perf_counter() - start
                 return BrowserRun(task_id, found.group(1), int(found.group(3)), seconds)
