@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -82,7 +83,6 @@ def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | N
     """Benchmark the engines against raw timm / torch doing the same work (default: all), or
     with --pipeline each task's files → results against its model alone, or with --explain
     each task's explainers."""
-    import json
 
     if explain:
         _explain(tasks, methods, device, quick, count, json_path, print_json)
@@ -95,8 +95,7 @@ def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | N
     names = list(SUITES) if not suites or "all" in suites else list(dict.fromkeys(suites))
     rows = run_suites(names, device=device, quick=quick, compile_mode=compile_mode)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(rows, indent=2, default=str))
+        _write_rows(json_path, rows)
     if print_json:
         emit_json(rows)
         return
@@ -107,6 +106,14 @@ def bench(suites: tuple[str, ...], device: str, quick: bool, json_path: Path | N
             click.echo(f"{row['suite']}: {row.get('error') or row.get('skipped')}")
 
 
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The table's rows as JSON at ``path`` (--json), its folder made if needed."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2, default=str))
+
+
 PIPELINE_COLUMNS = ("task", "inputs", "batch", "device", "pipeline_img_s_cpu", "model_img_s_cpu",
                     "ratio_cpu", "ratio_wall", "read", "run", "export", "sync")  # fmt: skip
 
@@ -114,7 +121,6 @@ PIPELINE_COLUMNS = ("task", "inputs", "batch", "device", "pipeline_img_s_cpu", "
 def _pipeline(tasks: tuple[str, ...], device: str, quick: bool, count: int | None,
               rounds: int | None, json_path: Path | None, print_json: bool,
               memory: bool) -> None:  # fmt: skip
-    import json
 
     from vlm_core.bench.pipeline import bench_pipelines, pipeline_tasks
     from vlm_core.devices import resolve_device
@@ -132,16 +138,14 @@ def _pipeline(tasks: tuple[str, ...], device: str, quick: bool, count: int | Non
         rows = [memory_growth(t, sizes=sizes, device=resolve_device(device))
                 for t in list(tasks) or known]  # fmt: skip
         if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(rows, indent=2, default=str))
+            _write_rows(json_path, rows)
         emit_json(rows)
         return
     rows = bench_pipelines(list(tasks) or known, count=count or (24 if quick else 200),
                            rounds=rounds or (2 if quick else 3),
                            device=resolve_device(device))  # fmt: skip
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(rows, indent=2, default=str))
+        _write_rows(json_path, rows)
     if print_json:
         emit_json(rows)
         return
@@ -163,7 +167,6 @@ EXPLAIN_COLUMNS = ("task", "method", "inputs", "device", "s_per_input", "forward
 
 def _explain(tasks: tuple[str, ...], methods: tuple[str, ...], device: str, quick: bool,
              count: int | None, json_path: Path | None, print_json: bool) -> None:  # fmt: skip
-    import json
 
     from vlm_core.bench.explain import bench_explains, explain_tasks
     from vlm_core.devices import resolve_device
@@ -182,8 +185,7 @@ def _explain(tasks: tuple[str, ...], methods: tuple[str, ...], device: str, quic
                           count=count or (3 if quick else 8),
                           device=resolve_device(device))  # fmt: skip
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(rows, indent=2, default=str))
+        _write_rows(json_path, rows)
     if print_json:
         emit_json(rows)
         return

@@ -258,11 +258,16 @@ def image_set_files(item: ItemExport, name: str, images: ImageSet) -> None:
         item.image(img.pixels, item.folder / name / stem)
 
 
+def _npy(array: np.ndarray) -> bytes:
+    """``array`` as float32 ``.npy`` bytes (no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, array.astype(np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
 def embeddings_npy(item: ItemExport, name: str, emb: Embeddings) -> None:
     """``<name>.npy``: the vectors as float32 (no pickle)."""
-    buf = io.BytesIO()
-    np.save(buf, emb.vectors.astype(np.float32), allow_pickle=False)
-    item.write_bytes(buf.getvalue(), item.folder / f"{name}.npy")
+    item.write_bytes(_npy(emb.vectors), item.folder / f"{name}.npy")
 
 
 def metrics_json(item: ItemExport, name: str, metrics: Metrics) -> None:
@@ -311,9 +316,7 @@ def attribution_heat(item: ItemExport, name: str, attribution: Attribution) -> N
 
 def attribution_npy(item: ItemExport, name: str, attribution: Attribution) -> None:
     """``<name>.npy``: the method's raw signed values on the model's input grid (float32)."""
-    buf = io.BytesIO()
-    np.save(buf, attribution.values.astype(np.float32), allow_pickle=False)
-    item.write_bytes(buf.getvalue(), item.folder / f"{name}.npy")
+    item.write_bytes(_npy(attribution.values), item.folder / f"{name}.npy")
 
 
 def attribution_json(item: ItemExport, name: str, attribution: Attribution) -> None:

@@ -199,17 +199,23 @@ def settings_of(params: DetectParams, detector: Detector) -> DetectSettings:
     )
 
 
-def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[dict[str, Output]]:
-    for item in inputs:
-        if not isinstance(item, Image | Video):
-            raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
-    detector = load_detector(
+def detector_of(params: DetectParams, ctx: RunContext) -> Detector:
+    """The detector a run's parameters name (weights, or a torchvision COCO model), on the
+    run's device through the core's model cache: what a run and its explanations load."""
+    return load_detector(
         params.weights,
         coco_model=params.coco_model,
         coco_weights=params.coco_weights,
         dtype=ctx.dtype,
         ctx=ctx,
     )
+
+
+def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[dict[str, Output]]:
+    for item in inputs:
+        if not isinstance(item, Image | Video):
+            raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
+    detector = detector_of(params, ctx)
     images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
     results: list[dict[str, Output]] = []
     for index, item in enumerate(inputs):

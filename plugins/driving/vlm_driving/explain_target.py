@@ -116,7 +116,7 @@ def detect_target(
     """The explain target of one driving.detect input: the chosen box's score (the
     ``TaskSpec.explain`` of driving.detect)."""
     from vlm_core.types import Image
-    from vlm_driving.detector import load_detector
+    from vlm_driving.detect import detector_of
 
     if not isinstance(item, Image):
         raise UsageError(
@@ -127,14 +127,7 @@ def detect_target(
     if boxes is None:
         raise UsageError("no box to explain: the result has no detections")
     index = choose_box(boxes, params.explain)
-    detector = load_detector(
-        params.weights,
-        coco_model=params.coco_model,
-        coco_weights=params.coco_weights,
-        dtype=ctx.dtype,
-        ctx=ctx,
-    )
-    return box_target(detector, item, boxes, index, input_size=params.input_size)
+    return box_target(detector_of(params, ctx), item, boxes, index, input_size=params.input_size)
 
 
 # --------------------------------------------------------------------------- the target
