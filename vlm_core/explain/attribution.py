@@ -135,22 +135,12 @@ def superpixels(inputs: Tensor, segments: int = SUPERPIXELS) -> Tensor:
                       channel_axis=None)  # fmt: skip
     _, dense = np.unique(labels, return_inverse=True)  # ids 0..n-1 with no gaps
     if dense.max() + 1 < max(2, segments // 4):  # noise-like input: SLIC merges it into few
-        dense = _grid_segments(labels.shape, segments)
+        from vlm_core.explain.faithfulness import cells
+
+        per_side = max(2, round(segments ** (1 / labels.ndim)))
+        dense = cells(labels.shape, per_side)
     mask = torch.from_numpy(dense.reshape(labels.shape).astype(np.int64))
     return mask[None, None].to(inputs.device)
-
-
-def _grid_segments(grid: tuple[int, ...], segments: int) -> np.ndarray:
-    """A regular grid of about ``segments`` cells over ``grid``: the superpixels of an input
-    SLIC cannot split (noise, flat intensity), so SHAP and LIME still have features."""
-    per_axis = max(2, round(segments ** (1 / len(grid))))
-    index = np.zeros(grid, dtype=np.int64)
-    for axis, size in enumerate(grid):
-        cells = np.minimum(np.arange(size) * per_axis // max(size, 1), per_axis - 1)
-        shape = [1] * len(grid)
-        shape[axis] = size
-        index = index * per_axis + cells.reshape(shape)
-    return index
 
 
 def _occlusion_window(grid: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:

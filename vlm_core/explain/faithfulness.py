@@ -49,10 +49,13 @@ def _scores(target: ExplainTarget, batch: Tensor) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def cells(grid: tuple[int, ...]) -> np.ndarray:
+def cells(grid: tuple[int, ...], per_side: int | None = None) -> np.ndarray:
     """The cell id of every position of ``grid`` (flattened, C order): a regular grid of
-    :data:`CELLS_PER_SIDE` cells per side (fewer where a side has fewer positions)."""
-    per_side = CELLS_PER_SIDE[0] if len(grid) == 2 else CELLS_PER_SIDE[1]
+    ``per_side`` cells per side (default :data:`CELLS_PER_SIDE`; fewer where a side has fewer
+    positions). The faithfulness curves delete these cells, and SHAP and LIME fall back to them
+    where SLIC cannot split an input."""
+    if per_side is None:
+        per_side = CELLS_PER_SIDE[0] if len(grid) == 2 else CELLS_PER_SIDE[1]
     index = np.zeros(grid, dtype=np.int64)
     for axis, size in enumerate(grid):
         count = min(per_side, size)
