@@ -321,6 +321,10 @@ class TaskSpec:
     #: the methods ``explain``'s targets support (names of
     #: :data:`vlm_core.explain.target.METHODS`), in the order the dashboard offers them
     explainers: tuple[str, ...] = ()
+    #: how `vlm export` and `vlm compress` take the task's network out of Python: a callable
+    #: or "module:function" returning a :class:`vlm_core.deploy.spec.DeploySpec`; None: the
+    #: task has no exportable network
+    deploy: Callable[[], Any] | str | None = None
 
     @property
     def plugin(self) -> str:
@@ -347,6 +351,17 @@ class TaskSpec:
         if self.bench is None:
             return None
         factory = self.bench
+        if isinstance(factory, str):
+            module_name, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module_name), attr)
+        return factory()
+
+    def resolve_deploy(self) -> Any:
+        """The task's :class:`~vlm_core.deploy.spec.DeploySpec` (None: it has none), importing
+        ``"module:function"`` on first use."""
+        if self.deploy is None:
+            return None
+        factory = self.deploy
         if isinstance(factory, str):
             module_name, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module_name), attr)

@@ -20,13 +20,19 @@ POINTER = "checkpoints.json"
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
 SIDECAR_FILE = "model.json"
+#: the files an export folder (`vlm export`, `vlm compress --method int8`) holds beside its
+#: sidecar instead of a model file
+EXPORT_FILES = ("model.onnx", "model.pt2")
 
 
 def trained_weights_file(folder: Path, which: str = "best", *, plugin: str = "core") -> Path | None:
-    """The model file of a training or checkpoint folder; None when ``folder`` is neither."""
+    """The model file of a training, checkpoint or export folder; None when ``folder`` is
+    none of these."""
     folder = Path(folder)
-    if (folder / SIDECAR_FILE).is_file() and (folder / MODEL_FILE).is_file():
-        return folder / MODEL_FILE
+    if (folder / SIDECAR_FILE).is_file():
+        for name in (MODEL_FILE, *EXPORT_FILES):
+            if (folder / name).is_file():
+                return folder / name
     pointer_path = folder / POINTER
     if not pointer_path.is_file():
         return None

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlm_core.deploy.formats import format_of
 from vlm_core.errors import ParameterError, VLMError
 from vlm_core.weights.errors import ChecksumError, WeightsError, requested
 from vlm_core.weights.hashing import sha256_of
@@ -159,6 +160,15 @@ class LoadedModel:
         return dict(self.sidecar.get("params") or {})
 
     @property
+    def exported(self) -> str:
+        """The format of an exported network (``"onnx"``, ``"pt2"``: ``module`` runs the
+        file, tensors in and out, and has no parameters, hooks or gradients), or "" for torch
+        weights."""
+        from vlm_core.deploy.formats import format_of
+
+        return format_of(self.path)
+
+    @property
     def device(self) -> torch.device:
         import torch
 
@@ -170,6 +180,8 @@ class LoadedModel:
         """What the model cache counts against its budget."""
         from vlm_core.runtime.cache import module_nbytes
 
+        if self.exported:
+            return self.path.stat().st_size
         return module_nbytes(self.module)
 
 
@@ -256,6 +268,14 @@ def _verified(ref: str, recipe: ModelRecipe) -> tuple[Path, dict[str, Any], str]
     sidecar = read_sidecar(path)
     if sidecar is None:
         sidecar = _hub_sidecar(ref, path, plugin)
+    if not sidecar and format_of(path):
+        raise WeightsError(
+            f"{path} has no {SIDECAR_FILE} beside it; an exported network runs with the "
+            f"sidecar `vlm export` wrote (its task and card)",
+            plugin=plugin,
+            filename=path.name,
+            hint=f"copy the whole `vlm export {recipe.task}` output folder",
+        )
     found = sha256_of(path)
     expected = (sidecar.get("files") or {}).get(path.name)
     if expected and expected != found:
@@ -382,6 +402,9 @@ def _loaded(
 ) -> LoadedModel:
     plugin = recipe.plugin
     card = dict(sidecar.get("card") or recipe.card or {})
+    if format_of(path):
+        with requested(param, weights):
+            return _exported(path, sidecar, sha, recipe, device, fresh=fresh)
     with requested(param, weights):
         module = _built(recipe, card, path)
         state = load_state_dict(path, sha256=sha, plugin=plugin)
@@ -399,6 +422,42 @@ def _loaded(
         module.eval().requires_grad_(False).to(device)
         model = module
     return LoadedModel(module, model, sha, path, sidecar, recipe, policy)
+
+
+def _exported(
+    path: Path,
+    sidecar: dict[str, Any],
+    sha: str,
+    recipe: ModelRecipe,
+    device: str,
+    *,
+    fresh: bool,
+) -> LoadedModel:
+    """An exported network (`vlm export`'s ONNX or ``.pt2``) as a loaded model: ``module`` runs
+    the file; refused where the run needs more than the export holds."""
+    from vlm_core.deploy.programs import load_program
+
+    export = dict(sidecar.get("export") or {})
+    if fresh:
+        raise WeightsError(
+            f"{path} is an exported network; it cannot be trained or fine-tuned",
+            plugin=recipe.plugin,
+            filename=path.name,
+            hint="give the torch weights it was exported from",
+        )
+    network = export.get("network", recipe.name)
+    if not export.get("runs", True) or network != recipe.name:
+        raise WeightsError(
+            f"{path} holds {recipe.task}'s {network} only, not the {recipe.name} a run needs",
+            plugin=recipe.plugin,
+            filename=path.name,
+            hint="run with the torch weights; the export is for deployment elsewhere",
+        )
+    try:
+        module = load_program(path, device)
+    except ValueError as exc:
+        raise WeightsError(str(exc), plugin=recipe.plugin, filename=path.name) from None
+    return LoadedModel(module, module, sha, path, sidecar, recipe)
 
 
 def familiarity_of(path: Path, sidecar: Mapping[str, Any]) -> Familiarity | None:
