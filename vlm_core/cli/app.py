@@ -431,7 +431,14 @@ def dashboard_cmd(
     raise SystemExit(run_supervised(cmd, env=env, name="the dashboard server"))
 
 
-from vlm_core.cli import bench_cmd, plugins_cmd, runs_cmd, train_cmd, weights_cmd  # noqa: E402
+from vlm_core.cli import (  # noqa: E402
+    bench_cmd,
+    deploy_cmd,
+    plugins_cmd,
+    runs_cmd,
+    train_cmd,
+    weights_cmd,
+)
 
 cli.add_command(plugins_cmd.plugins)
 cli.add_command(runs_cmd.runs)
@@ -439,3 +446,4 @@ cli.add_command(bench_cmd.bench)
 cli.add_command(weights_cmd.weights)
 cli.add_command(train_cmd.train_cmd)
 cli.add_command(train_cmd.eval_cmd)
+cli.add_command(deploy_cmd.export_cmd)

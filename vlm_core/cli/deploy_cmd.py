@@ -1,0 +1,86 @@
+"""`vlm export` and `vlm compress`: a task's network out of Python, and smaller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vlm_core.cli.output import emit_json
+
+_PARAM_HELP = "A task parameter the network is loaded with (repeatable), e.g. -p dims=2."
+
+
+def _dynamic(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+@click.command("export")
+@click.argument("task")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A new folder for the file and its model.json.")  # fmt: skip
+@click.option("--weights", default="", help="The weights to export (default: the bundled).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default="onnx",
+              show_default=True, help="ONNX or torch.export .pt2.")  # fmt: skip
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help=_PARAM_HELP)
+@click.option("--count", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Held-out inputs the parity check compares.")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="Seed of the held-out inputs.")
+@click.option("--opset", type=click.IntRange(min=13), default=None,
+              help="ONNX opset (default 18).")  # fmt: skip
+@click.option("--dynamic", default=None, metavar="AXES",
+              help="Keep only these dynamic axes, comma-separated ('' : a static graph; "
+              "default: every axis the task declares).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the model.json as JSON.")
+def export_cmd(
+    task: str,
+    out: Path,
+    weights: str,
+    fmt: str,
+    params: tuple[str, ...],
+    count: int,
+    seed: int | None,
+    opset: int | None,
+    dynamic: str | None,
+    as_json: bool,
+) -> None:
+    """Export TASK's network as ONNX or .pt2 into --out, with a parity check.
+
+    The same held-out inputs go through the torch network and the exported one (onnxruntime
+    for ONNX); the differences and the task metric of both are written into model.json beside
+    the file, with the opset, versions and sha256. `vlm run TASK ... -p weights=OUT` runs it.
+    """
+    from vlm_core.deploy.export import PARITY_SEED, export_task
+    from vlm_core.params import parse_pairs
+
+    exported = export_task(
+        task,
+        out=out,
+        weights=weights,
+        fmt=fmt,
+        params=parse_pairs(params),
+        count=count,
+        seed=PARITY_SEED if seed is None else seed,
+        opset=opset,
+        dynamic=_dynamic(dynamic),
+    )
+    if as_json:
+        emit_json(exported.sidecar)
+        return
+    _print_export(exported.path, exported.sidecar)
+
+
+def _print_export(path: Path, sidecar: dict[str, Any]) -> None:
+    from vlm_core.deploy.parity import describe
+
+    export = sidecar["export"]
+    size = path.stat().st_size / 1e6
+    click.echo(f"wrote {path} ({size:.2f} MB, sha256 {sidecar['files'][path.name][:16]}…)")
+    click.echo(f"parity: {describe(export['parity'])}")
+    if export.get("note"):
+        click.echo(f"note: {export['note']}")
+    if export.get("runs"):
+        click.echo(f"run it: vlm run {sidecar['task']} INPUTS -p weights={path}")
