@@ -84,3 +84,89 @@ def _print_export(path: Path, sidecar: dict[str, Any]) -> None:
         click.echo(f"note: {export['note']}")
     if export.get("runs"):
         click.echo(f"run it: vlm run {sidecar['task']} INPUTS -p weights={path}")
+
+
+@click.command("compress")
+@click.argument("task")
+@click.option("--method", type=click.Choice(["int8", "prune", "distill"]), required=True,
+              help="int8 quantisation, channel pruning or distillation.")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A new folder for the compressed network and compress.json.")  # fmt: skip
+@click.option("--weights", default="", help="The weights to compress (default: the bundled).")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help=_PARAM_HELP)
+@click.option("--amount", type=float, default=0.5, show_default=True,
+              help="With prune: the fraction of channels removed.")  # fmt: skip
+@click.option("--count", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Held-out input batches compared.")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="Seed of the held-out inputs.")
+@click.option("--calibration", type=click.IntRange(min=1), default=32, show_default=True,
+              help="With int8: calibration batches (in-domain, their own seed).")  # fmt: skip
+@click.option("--rounds", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Latency rounds (original and compressed alternate).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def compress_cmd(
+    task: str,
+    method: str,
+    out: Path,
+    weights: str,
+    params: tuple[str, ...],
+    amount: float,
+    count: int,
+    seed: int | None,
+    calibration: int,
+    rounds: int,
+    as_json: bool,
+) -> None:
+    """Compress TASK's network into --out and report it against the original.
+
+    int8 quantises the ONNX export with onnxruntime (calibrated on held-out in-domain
+    inputs); prune and distill are the task's own, trained through `vlm train`'s machinery.
+    The report (compress.json): size, parameters, CPU latency of both in the same run and the
+    task metric before and after on held-out data.
+    """
+    from vlm_core.deploy.compress import compress_task
+    from vlm_core.deploy.export import PARITY_SEED
+    from vlm_core.params import parse_pairs
+
+    done = compress_task(
+        task,
+        out=out,
+        method=method,
+        weights=weights,
+        params=parse_pairs(params),
+        amount=amount,
+        count=count,
+        seed=PARITY_SEED if seed is None else seed,
+        calibration=calibration,
+        rounds=rounds,
+    )
+    if as_json:
+        emit_json(done.report)
+        return
+    _print_compressed(done.path, out, done.report)
+
+
+def _print_compressed(path: Path, out: Path, report: dict[str, Any]) -> None:
+    from vlm_core.cli.output import table
+
+    sizes, ms = report["size_bytes"], report["cpu_ms"]
+    params = report["parameters"]
+    rows = [
+        (name, f"{sizes[name] / 1e6:.2f}", params.get(name, ""), f"{ms[name]:.1f}")
+        for name in sizes
+        if name in ms
+    ]
+    table(
+        f"{report['task']} {report['method']} (CPU, batch {ms['batch']}, median of "
+        f"{ms['rounds']} alternating rounds)",
+        ("network", "size MB", "parameters", "ms per batch"),
+        rows,
+    )
+    metric = report.get("metric")
+    if metric:
+        click.echo(
+            f"{metric['name']}: {metric['reference']:.4f} → {metric['candidate']:.4f} "
+            f"({metric['relative_change']:+.2%}) on {metric['examples']} held-out examples"
+        )
+    click.echo(f"wrote {path} and the report {out / 'compress.json'}")
+    click.echo(f"run it: vlm run {report['task']} INPUTS -p weights={path}")
