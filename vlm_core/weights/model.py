@@ -225,6 +225,8 @@ def load_model(
     ref = weights or _default(recipe, param)
     with requested(param, weights):
         path, sidecar, sha = _verified(ref, recipe)
+        if format_of(path):
+            _check_exported(path, sidecar, recipe, fresh)
     if ctx is not None:
         ctx.record_weights(recipe.name, sha)
     if fresh:
@@ -404,7 +406,7 @@ def _loaded(
     card = dict(sidecar.get("card") or recipe.card or {})
     if format_of(path):
         with requested(param, weights):
-            return _exported(path, sidecar, sha, recipe, device, fresh=fresh)
+            return _exported(path, sidecar, sha, recipe, device)
     with requested(param, weights):
         module = _built(recipe, card, path)
         state = load_state_dict(path, sha256=sha, plugin=plugin)
@@ -424,19 +426,8 @@ def _loaded(
     return LoadedModel(module, model, sha, path, sidecar, recipe, policy)
 
 
-def _exported(
-    path: Path,
-    sidecar: dict[str, Any],
-    sha: str,
-    recipe: ModelRecipe,
-    device: str,
-    *,
-    fresh: bool,
-) -> LoadedModel:
-    """An exported network (`vlm export`'s ONNX or ``.pt2``) as a loaded model: ``module`` runs
-    the file; refused where the run needs more than the export holds."""
-    from vlm_core.deploy.programs import load_program
-
+def _check_exported(path: Path, sidecar: dict[str, Any], recipe: ModelRecipe, fresh: bool) -> None:
+    """Refuse an exported network where the caller needs more than the export holds."""
     export = dict(sidecar.get("export") or {})
     if fresh:
         raise WeightsError(
@@ -447,12 +438,26 @@ def _exported(
         )
     network = export.get("network", recipe.name)
     if not export.get("runs", True) or network != recipe.name:
+        what = str(export.get("note") or f"part of {recipe.task}'s {network}")
         raise WeightsError(
-            f"{path} holds {recipe.task}'s {network} only, not the {recipe.name} a run needs",
+            f"{path} cannot run as {recipe.task}'s {recipe.name}: the export holds {what}",
             plugin=recipe.plugin,
             filename=path.name,
             hint="run with the torch weights; the export is for deployment elsewhere",
         )
+
+
+def _exported(
+    path: Path,
+    sidecar: dict[str, Any],
+    sha: str,
+    recipe: ModelRecipe,
+    device: str,
+) -> LoadedModel:
+    """An exported network (`vlm export`'s ONNX or ``.pt2``) as a loaded model: ``module`` runs
+    the file."""
+    from vlm_core.deploy.programs import load_program
+
     try:
         module = load_program(path, device)
     except ValueError as exc:
