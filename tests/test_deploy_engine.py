@@ -240,3 +240,13 @@ def test_int8_compression_reports_and_runs(weights: Path, tmp_path: Path) -> Non
             weights=str(weights),
             registry=_registry(_spec()),
         )
+
+
+def test_a_deploy_that_is_not_module_function_is_a_spec_problem() -> None:
+    from vlm_core.tasks import validate_spec
+
+    spec = TaskSpec(id=TASK, title="Toy", description="a toy", domain="test", run="x:y",
+                    outputs=("labels",), deploy="not a reference")  # fmt: skip
+    assert "task 'toy.net': deploy must be 'module:function', got 'not a reference'" in (
+        validate_spec(spec, "toy")
+    )

@@ -552,7 +552,7 @@ def validate_spec(
         if output not in output_kinds:
             known = ", ".join(sorted(str(k) for k in output_kinds))
             problems.append(f"task '{spec.id}': '{output}' is not an output kind (one of {known})")
-    for attr in ("run", "train", "explain"):
+    for attr in ("run", "train", "explain", "bench", "deploy"):
         value = getattr(spec, attr)
         if isinstance(value, str):
             if not re.match(r"^[\w.]+:[\w]+$", value):
