@@ -250,3 +250,38 @@ def test_a_deploy_that_is_not_module_function_is_a_spec_problem() -> None:
     assert "task 'toy.net': deploy must be 'module:function', got 'not a reference'" in (
         validate_spec(spec, "toy")
     )
+
+
+@pytest.fixture
+def toy_cli(monkeypatch):
+    """`vlm export`/`vlm compress` seeing the toy task."""
+    registry = _registry(_spec())
+    monkeypatch.setattr("vlm_core.deploy.export.get_registry", lambda: registry)
+    return registry
+
+
+def test_cli_export_prints_parity_and_refuses_bad_requests_in_one_line(
+    weights: Path, tmp_path: Path, toy_cli, capsys
+) -> None:
+    from conftest import cli
+
+    out = tmp_path / "cli"
+    code, stdout, _ = cli(["export", TASK, "--weights", str(weights), "--out", str(out),
+                           "--count", "2"], capsys)  # fmt: skip
+    assert code == 0, stdout
+    assert f"wrote {out / 'model.onnx'}" in stdout and "parity: max-abs" in stdout
+    assert f"run it: vlm run {TASK} INPUTS -p weights={out / 'model.onnx'}" in stdout
+    for argv, message in [
+        (["--out", str(out)], f"error: --out {out} exists and is not an empty folder"),
+        (["--out", str(tmp_path / "n"), "--dynamic", "depth"], "cannot take a dynamic 'depth'"),
+        (["--out", str(tmp_path / "n"), "--weights", str(tmp_path / "nope.safetensors")],
+         "no such file"),
+        (["--out", str(tmp_path / "n"), "--weights", str(out / "model.onnx")],
+         "is already an exported network; give torch weights"),
+    ]:  # fmt: skip
+        code, stdout, stderr = cli(["export", TASK, *argv], capsys)
+        assert code == 2 and message in stderr and stderr.count("\n") == 1, (argv, stderr)
+    code, _, stderr = cli(["compress", TASK, "--method", "distill", "--weights", str(weights),
+                           "--out", str(tmp_path / "d")], capsys)  # fmt: skip
+    assert code == 2 and "cannot distill; its methods: int8" in stderr
+    assert not (tmp_path / "n").exists() and not (tmp_path / "d").exists()
