@@ -51,6 +51,8 @@ def _generate() -> TaskSpec:
         ),
         memory_mb=200,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # `vlm export art.generate`: the sampling generator (z, y) -> images (README, "Deploy")
+        deploy="vlm_art.deploy:spec",
         # the trainer settings of the default weights (weights/cgan32/TRAINING.md)
         train_defaults={
             "max_steps": 10_000,
