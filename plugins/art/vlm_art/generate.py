@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from vlm_art.params import GenerateParams
-from vlm_core.errors import InputError
+from vlm_core.errors import InputError, UsageError
 from vlm_core.gan import build_gan
-from vlm_core.gan.models import GAN
+from vlm_core.gan.models import GAN, GANArch
 from vlm_core.gan.sampling import generate, slerp, to_unit, truncated_latents
 from vlm_core.tasks import RunContext, package_file
 from vlm_core.types import Image, ImageSet, Video
@@ -32,11 +32,27 @@ def default_weights() -> str:
 
 @dataclass
 class Generator:
-    """A loaded GAN (its ``g_ema`` holds the weights) with its class names and weights hash."""
+    """A loaded GAN (its ``g_ema`` holds the weights), or the sampling generator `vlm export`
+    wrote (``exported``: ``(z, y) -> images``, and ``gan`` None), with its class names and
+    weights hash."""
 
-    gan: GAN
+    gan: GAN | None
     class_names: tuple[str, ...]
     sha256: str
+    latent_dim: int
+    num_classes: int
+    exported: nn.Module | None = None
+
+    def images(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] on the CPU of latents ``z`` and classes ``y``: the
+        exported graph's inputs, or the torch GAN's sampling generator."""
+        if self.exported is None:
+            assert self.gan is not None
+            return generate(self.gan, z, y).cpu()
+        labels = torch.zeros(len(z), dtype=torch.long) if y is None else y.long()
+        chunks = zip(z.split(256), labels.split(256), strict=True)
+        with torch.no_grad():
+            return torch.cat([self.exported(zb, yb).float().cpu() for zb, yb in chunks])
 
     def class_index(self, name: str) -> int:
         if name in self.class_names:
@@ -78,26 +94,35 @@ GENERATOR = ModelRecipe(
 
 
 def _generator(loaded: TrainedModel) -> Generator:
+    names = tuple(loaded.card.get("class_names") or ())
+    if loaded.exported:  # `vlm export art.generate`'s file: the card says what it samples
+        arch = GANArch.from_dict(loaded.card["architecture"])
+        return Generator(None, names, loaded.sha256, arch.latent_dim, arch.num_classes,
+                         exported=loaded.module)  # fmt: skip
     gan = cast(GAN, loaded.module)  # what GENERATOR builds
-    return Generator(gan, tuple(loaded.card.get("class_names") or ()), loaded.sha256)
+    return Generator(gan, names, loaded.sha256, gan.latent_dim, gan.num_classes)
 
 
 def load_generator(weights: str = "", device: str = "cpu") -> Generator:
-    """The generator of ``weights`` (a training folder, checkpoint or file; empty: bundled)
-    through the core's model cache."""
-    return _generator(load_model(weights, GENERATOR, device=device))
+    """The torch generator of ``weights`` (a training folder, checkpoint or file; empty:
+    bundled) through the core's model cache; an exported file is refused (its measurements
+    need the torch GAN)."""
+    gen = _generator(load_model(weights, GENERATOR, device=device))
+    if gen.gan is None:
+        raise UsageError(f"{weights} is an exported generator; give the torch weights")
+    return gen
 
 
 def style_list(gen: Generator, styles: str) -> list[int | None]:
     """The class index of each named style (all in turn when empty; [None]: unconditional)."""
     names = [s.strip() for s in styles.split(",") if s.strip()]
-    if not gen.gan.num_classes:
+    if not gen.num_classes:
         if names:
             raise InputError(
                 f"these weights are unconditional; they take no styles, got {styles!r}"
             )
         return [None]
-    return [gen.class_index(n) for n in names] or list(range(gen.gan.num_classes))
+    return [gen.class_index(n) for n in names] or list(range(gen.num_classes))
 
 
 def _blended(g: nn.Module, a: int, b: int, ts: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
@@ -118,12 +143,24 @@ def _blended(g: nn.Module, a: int, b: int, ts: torch.Tensor) -> tuple[nn.Module,
     return blended, torch.arange(k, k + len(ts))
 
 
+def _blendable(gen: Generator) -> GAN:
+    """The torch GAN whose class embeddings :func:`interpolate_styles` blends; an exported
+    generator holds them inside its graph and is refused."""
+    if gen.gan is None:
+        raise UsageError(
+            "interpolating between styles blends the class embeddings inside the generator, "
+            "which an exported model cannot do; run it with the torch weights, or with "
+            "between=seeds"
+        )
+    return gen.gan
+
+
 def interpolate_styles(
     gen: Generator, a: int, b: int, z: torch.Tensor, frames: int
 ) -> torch.Tensor:
     """``frames`` images at one latent ``z`` (D,), moving from style ``a`` to style ``b``."""
     ts = torch.linspace(0, 1, frames)
-    g, labels = _blended(gen.gan.generator, a, b, ts)
+    g, labels = _blended(_blendable(gen).generator, a, b, ts)
     device = next(g.parameters()).device
     with torch.no_grad():
         return g.eval()(z.expand(frames, -1).to(device), labels.to(device)).cpu()
@@ -135,7 +172,7 @@ def interpolate_seeds(
     """``frames`` images along the slerp from ``z0`` to ``z1`` in one style."""
     zs = slerp(z0, z1, torch.linspace(0, 1, frames))
     y = torch.full((frames,), style) if style is not None else None
-    return generate(gen.gan, zs, y)
+    return gen.images(zs, y)
 
 
 def to_images(batch: torch.Tensor, upscale: int, names: Sequence[str]) -> list[Image]:
@@ -155,15 +192,17 @@ def to_images(batch: torch.Tensor, upscale: int, names: Sequence[str]) -> list[I
 
 def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[dict[str, Any]]:
     gen = _generator(load_model(params.weights, GENERATOR, ctx=ctx))
+    if params.mode == "interpolate" and params.between == "styles":
+        _blendable(gen)  # refuses an exported generator before any work
     styles = style_list(gen, params.styles)
     truncation = params.truncation or None
     label = lambda c: gen.class_names[c] if c is not None else "sample"  # noqa: E731
-    latent = gen.gan.latent_dim
+    latent = gen.latent_dim
     if params.mode == "samples":
         z = truncated_latents(params.count, latent, truncation=truncation, seed=params.seed)
         classes = [styles[i % len(styles)] for i in range(params.count)]
-        y = torch.tensor(classes) if gen.gan.num_classes else None
-        batch = generate(gen.gan, z, y)
+        y = torch.tensor(classes) if gen.num_classes else None
+        batch = gen.images(z, y)
         # image i is latent i of the draw seeded by `seed`: style and seed say how to make it
         names = [f"{label(c)}-seed{params.seed}-{i:02d}" for i, c in enumerate(classes)]
         images = to_images(batch, params.upscale, names)
