@@ -70,6 +70,9 @@ def _describe() -> TaskSpec:
         explain="vlm_caption.explain_target:describe_target",
         explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # `vlm export caption.describe`: the captioner's image encoder, pixels -> memory tokens
+        # (README, "Deploy"); the decoder stays in torch, so runs refuse the export
+        deploy="vlm_caption.deploy:spec",
         # the trainer settings of the bundled captioner (weights/captioner/TRAINING.md)
         train_defaults={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "val_every": 2000},
         # greedy decoding; and a one-block captioner trained 2 steps on 4 photos of 32 px, for
