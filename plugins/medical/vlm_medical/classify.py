@@ -386,6 +386,12 @@ class LoadedClassifier:
     temperature: float = 1.0
 
     @property
+    def exported(self) -> str:
+        """``"onnx"`` or ``"pt2"`` when the network is a `vlm export` file (forward passes
+        only: no Grad-CAM, no familiarity tap), "" for torch weights."""
+        return self.trained.exported if self.trained is not None else ""
+
+    @property
     def lock(self) -> threading.Lock:
         """Held while hooks are on the network (Grad-CAM's, the familiarity tap's): the
         core's model cache shares it between runs."""
@@ -473,11 +479,12 @@ def _classifier(loaded: TrainedModel, device: torch.device) -> LoadedClassifier:
     preset = str((card.get("preprocessing") or {}).get("intensity", "auto"))
     network = loaded.module
     where = (loaded.sha256, size, str(device))
-    if where not in _CAM_LAYERS:
+    if where not in _CAM_LAYERS and not loaded.exported:  # an export has no layers to hook
         _CAM_LAYERS[where] = auto_cam_layer(network, size, device)
     calibration = card.get("calibration") or {}
     return LoadedClassifier(
-        network, card, loaded.sha256, names, size, preset, _CAM_LAYERS[where], trained=loaded,
+        network, card, loaded.sha256, names, size, preset, _CAM_LAYERS.get(where, ""),
+        trained=loaded,
         layers=recorded_layers(card, classify_layers(card["architecture"])),
         temperature=float(calibration.get("temperature", 1.0)),
     )  # fmt: skip
@@ -529,14 +536,7 @@ def classify_arrays(
 
     if not arrays:
         return []
-    preset = model.preset if params.preset == "trained" else params.preset
-    scaled, cubes = [], []
-    for array in arrays:
-        source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
-        volume = normalize_tensor(source, preset)
-        scaled.append(volume)
-        cubes.append(resize_cube(volume[None], model.size))
-    pixels = torch.stack(cubes)
+    scaled, pixels = network_input(model, arrays, params, device)
     layer = model.cam_layer if params.cam_layer == "auto" else params.cam_layer
     explain = _class_index(model, params.explain)
     with model.lock, tap if tap is not None else contextlib.nullcontext():
@@ -550,6 +550,43 @@ def classify_arrays(
         )
         for s, array, volume in zip(saliencies, arrays, scaled, strict=True)
     ]
+
+
+def network_input(
+    model: LoadedClassifier,
+    arrays: Sequence[np.ndarray],
+    params: ClassifyParams,
+    device: torch.device,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Volumes (i, j, k), any sizes, as the run prepares them on the device: each scaled by
+    the preset (kept for the overlay), and the network's input batch (B, 1, s, s, s) of their
+    resized cubes."""
+    preset = model.preset if params.preset == "trained" else params.preset
+    scaled, cubes = [], []
+    for array in arrays:
+        source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+        volume = normalize_tensor(source, preset)
+        scaled.append(volume)
+        cubes.append(resize_cube(volume[None], model.size))
+    return scaled, torch.stack(cubes)
+
+
+def probabilities(
+    model: LoadedClassifier,
+    arrays: Sequence[np.ndarray],
+    params: ClassifyParams,
+    device: torch.device,
+) -> np.ndarray:
+    """(B, classes) float64: the class probabilities of volumes (i, j, k) from one forward pass
+    of their batch, no gradients: the softmax of the logits divided by the weights'
+    temperature, as :func:`classify_arrays` computes them from Grad-CAM's forward pass. What a
+    run of an exported network answers, and what `vlm export` measures accuracy with."""
+    if not arrays:
+        return np.zeros((0, len(model.class_names)))
+    pixels = network_input(model, arrays, params, device)[1]
+    with torch.no_grad():
+        logits = model.network(pixels)
+    return (logits.double() / model.temperature).softmax(1).cpu().numpy()
 
 
 def classify_array(
@@ -598,6 +635,8 @@ def run(
     quiet_monai()
     device = torch.device(ctx.device)
     model = _classifier(load_trained_model(params.weights, CLASSIFIER, ctx=ctx), device)
+    if model.exported:
+        return _run_exported(model, inputs, params, device, ctx)
     volumes = [_as_volume(item) for item in inputs]
     tap = model.familiarity_tap()
     answers = classify_arrays(model, [v[0] for v in volumes], params, device, tap)
@@ -630,5 +669,55 @@ def run(
             where["overlay_slice_k"] = float(k)
         result["explanation"] = Metrics(where)
         outputs.append(result)
+        ctx.report((n + 1) / len(inputs), f"classified {n + 1} of {len(inputs)}")
+    return outputs
+
+
+#: The ``note`` output of a run of an exported network.
+EXPORTED_NOTE = (
+    "Class and probabilities from the exported {fmt} network. No Grad-CAM heat map, overlay or "
+    "explanation: Grad-CAM needs the network's gradients, which an exported file does not "
+    "have. Run with the torch weights for them."
+)
+
+
+def _run_exported(
+    model: LoadedClassifier,
+    inputs: Sequence[Image | Volume],
+    params: ClassifyParams,
+    device: torch.device,
+    ctx: RunContext,
+) -> list[dict[str, Any]]:
+    """A run of a `vlm export` file: the class and probabilities (the same as the torch
+    weights give, within the export's tolerance) from one forward pass per batch, and a
+    ``note`` output saying why the Grad-CAM outputs (``gradcam``, ``heatmap``,
+    ``explanation``) are missing; a parameter that only chooses the map is refused."""
+    chosen = [
+        f"{name}={value!r}"
+        for name, value, default in (
+            ("explain", params.explain, ""),
+            ("cam_layer", params.cam_layer, "auto"),
+        )
+        if value != default
+    ]
+    if chosen:
+        raise UsageError(
+            f"{chosen[0]} chooses the Grad-CAM map, which an exported network "
+            f"({model.exported}) cannot compute (it has no gradients); run with the torch weights"
+        )
+    probs = probabilities(model, [_as_volume(item)[0] for item in inputs], params, device)
+    note = Caption(text=EXPORTED_NOTE.format(fmt=model.exported.upper()))
+    outputs: list[dict[str, Any]] = []
+    for n, row in enumerate(probs):
+        ctx.record_ood(n, None)  # no familiarity model reads an exported network
+        top = int(row.argmax())
+        values = {name: float(p) for name, p in zip(model.class_names, row, strict=True)}
+        outputs.append(
+            {
+                "class": Caption(text=model.class_names[top], score=float(row[top]), tags=values),
+                "probabilities": Metrics(values),
+                "note": note,
+            }
+        )
         ctx.report((n + 1) / len(inputs), f"classified {n + 1} of {len(inputs)}")
     return outputs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import Sample, TaskSpec, TinySettings, WeightsRef, package_file
@@ -53,6 +55,9 @@ def _segment() -> TaskSpec:
         # -p explainer=...: a predicted region's summed logit margin (-p explain=N: one lesion)
         explain="vlm_medical.explain_targets:segment_target",
         explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
+        # `vlm export` / `vlm compress`: the UNet (3D, or 2D weights' 2D one) with dynamic
+        # batch and sides
+        deploy="vlm_medical.deploy:segment_spec",
         notice="Research use only: not a medical device, not for diagnosis.",
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
@@ -72,7 +77,8 @@ def _segment() -> TaskSpec:
 def register_tasks(register):  # type: ignore[no-untyped-def]
     register(_segment())
     register(bundle.spec())
-    register(classify_spec())
+    # `vlm export` / `vlm compress`: the DenseNet with a dynamic batch
+    register(dataclasses.replace(classify_spec(), deploy="vlm_medical.deploy:classify_spec"))
 
 
 # the DICOM input reader (its @hookimpl is in dicom.py; pydicom is imported on first use)
