@@ -23,10 +23,13 @@ from vlm_core.weights import sha256_of
 pytest.importorskip("onnxruntime")
 
 TASK = "art.generate"
-#: the most a pixel of an exported run may differ from the torch run's (uint8 levels): the
-#: export's last-bit differences (max-abs ~4e-6 in [-1, 1]) can round a value the other way
-MAX_LEVELS = 1
-#: and the share of pixel values that may differ by that level
+#: the most a pixel value of an exported run may differ from the torch run's, in uint8 levels:
+#: at the generator's own 32 px, one level (ONNX's last-bit differences, max-abs ~4e-6 in
+#: [-1, 1], can round a value the other way: 1-7 of 196,608 values per 64 images, seeds 0-4);
+#: enlarged (the default upscale=4), two, since PIL's Lanczos resamples in two uint8 passes
+#: (18-186 of 3,145,728 values). The .pt2 runs measured bit-identical.
+MAX_LEVELS = {False: 1, True: 2}
+#: and the share of pixel values that may differ at all
 MAX_DIFFERENT = 1e-3
 
 
@@ -63,12 +66,14 @@ def _pixels(result, key: str) -> list[np.ndarray]:  # type: ignore[no-untyped-de
     return [image.pixels for image in result.results[0].outputs[key].images]
 
 
-def _assert_same_images(ours: list[np.ndarray], theirs: list[np.ndarray]) -> None:
+def _assert_same_images(
+    ours: list[np.ndarray], theirs: list[np.ndarray], *, upscaled: bool
+) -> None:
     assert len(ours) == len(theirs) and ours
     a, b = np.stack(ours).astype(int), np.stack(theirs).astype(int)
     assert a.shape == b.shape
     diff = np.abs(a - b)
-    assert diff.max() <= MAX_LEVELS, diff.max()
+    assert diff.max() <= MAX_LEVELS[upscaled], diff.max()
     assert (diff > 0).mean() <= MAX_DIFFERENT, (diff > 0).mean()
 
 
@@ -136,13 +141,17 @@ def test_an_exported_generator_makes_the_torch_weights_images(
     assert calls == [10]  # the exported graph made the images, one call for the batch
     provenance = exported_run.results[0].provenance
     assert provenance.weights_sha256 == {"generator": sha256_of(pt2.path)}
-    _assert_same_images(_pixels(torch_run, "images"), _pixels(exported_run, "images"))
+    _assert_same_images(
+        _pixels(torch_run, "images"), _pixels(exported_run, "images"), upscaled=True
+    )
     labels = exported_run.results[0].outputs["images"].labels
     assert labels == torch_run.results[0].outputs["images"].labels
     # the slerp between two seeds runs in Python around the exported graph
     frames = {"mode": "interpolate", "styles": "circles", "frames": 6, "seed": 3, "upscale": 1}
     _assert_same_images(
-        _pixels(run(**frames), "frames"), _pixels(run(**frames, weights=str(pt2.path)), "frames")
+        _pixels(run(**frames), "frames"),
+        _pixels(run(**frames, weights=str(pt2.path)), "frames"),
+        upscaled=False,
     )
 
 
@@ -238,7 +247,9 @@ def test_unconditional_weights_export_without_a_metric(tmp_path: Path) -> None:
     assert exported.parity["passed"] and exported.parity["metric"] is None  # no styles to judge
     torch_run = run(count=4, seed=2, upscale=1, weights=baseline_weights())
     exported_run = run(count=4, seed=2, upscale=1, weights=str(exported.path))
-    _assert_same_images(_pixels(torch_run, "images"), _pixels(exported_run, "images"))
+    _assert_same_images(
+        _pixels(torch_run, "images"), _pixels(exported_run, "images"), upscaled=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -261,16 +272,18 @@ def test_onnx_export_of_the_generator_matches(onnx_export: Exported) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("upscale", [4, 1])
 def test_vlm_run_with_the_onnx_file_writes_the_torch_weights_images(
-    onnx_export: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    onnx_export: Exported, upscale: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from PIL import Image
 
     outputs = {}
     for name, extra in (("torch", []), ("onnx", ["-p", f"weights={onnx_export.path}"])):
         out = tmp_path / name
-        code, _, stderr = _vlm(["run", TASK, "-p", "count=10", "-p", "seed=1", *extra,
-                                "--out", str(out)], capsys)  # fmt: skip
+        code, _, stderr = _vlm(["run", TASK, "-p", "count=10", "-p", "seed=1",
+                                "-p", f"upscale={upscale}", *extra, "--out", str(out)],
+                               capsys)  # fmt: skip
         assert code == 0, stderr
         files = sorted((out / "result" / "images").glob("*.png"))
         record = json.loads((out / "result" / "result.json").read_text())["provenance"]
@@ -279,4 +292,8 @@ def test_vlm_run_with_the_onnx_file_writes_the_torch_weights_images(
         outputs[name] = {f.name: np.asarray(Image.open(f)) for f in files}
     assert sorted(outputs["onnx"]) == sorted(outputs["torch"]) and len(outputs["torch"]) == 10
     names = sorted(outputs["torch"])
-    _assert_same_images([outputs["torch"][n] for n in names], [outputs["onnx"][n] for n in names])
+    _assert_same_images(
+        [outputs["torch"][n] for n in names],
+        [outputs["onnx"][n] for n in names],
+        upscaled=upscale > 1,
+    )
