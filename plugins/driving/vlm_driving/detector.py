@@ -12,12 +12,18 @@ Scores are calibrated: weights whose card records a score temperature ``T``
 (``score_calibration``, fitted by :mod:`vlm_driving.calibration` on held-out data) report
 ``sigmoid(logit(score) / T)`` for each box, and every score threshold is on that scale. Weights
 with a familiarity model also give each image's pooled pyramid features
-(:mod:`vlm_driving.features`), which :meth:`Detector.judge` turns into ``ood`` verdicts."""
+(:mod:`vlm_driving.features`), which :meth:`Detector.judge` turns into ``ood`` verdicts.
+
+An exported network (`vlm export driving.detect`, given as ``weights``) runs inside torchvision's
+FCOS in place of its backbone and head (:func:`vlm_driving.deploy.fcos_running`): resize,
+anchors, decoding and NMS are the same code, so the detections are the torch detector's. It has
+no feature taps, so its images get no familiarity verdict (``ood`` None)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -82,19 +88,50 @@ class DetectSettings:
 @dataclass
 class Detector:
     """A torchvision detector ready to run (a loaded model of the core's cache), with what its
-    outputs mean. ``temperature`` overrides the weights' score temperature (1.0: raw scores)."""
+    outputs mean. ``temperature`` overrides the weights' score temperature (1.0: raw scores).
+
+    ``network`` replaces the detector's backbone and head (its per-level head outputs, see
+    :mod:`vlm_driving.deploy`): the exported program of weights that are an export (set from
+    ``loaded`` when not given), or any network of the same outputs (the parity metric's).
+    ``run_policy``: the device such a network's detector runs on (exports carry no policy)."""
 
     loaded: LoadedModel
     temperature: float | None = None
+    network: nn.Module | None = None
+    run_policy: Any = None
+
+    def __post_init__(self) -> None:
+        if self.network is None and self.loaded.exported:
+            self.network = self.loaded.module
+
+    @cached_property
+    def _running(self) -> nn.Module:
+        """torchvision's FCOS around ``network`` (one per detector: its thresholds and input
+        size are this detector's)."""
+        from vlm_driving.deploy import MIN_SIDE, fcos_running
+
+        assert self.network is not None
+        pt2 = self.network is self.loaded.module and self.exported == "pt2"
+        return fcos_running(self.network, self.loaded.card, min_side=MIN_SIDE if pt2 else 0)
+
+    @property
+    def exported(self) -> str:
+        """The format of an exported network ("onnx", "pt2"; "" for torch weights)."""
+        return self.loaded.exported
 
     @property
     def model(self) -> nn.Module:
         """What to call: the prepared model (the compiled wrapper when compiling)."""
+        if self.network is not None:
+            return self._running
         return self.loaded.model  # type: ignore[no-any-return]
 
     @property
     def module(self) -> nn.Module:
-        """The torchvision detector itself (thresholds, input size)."""
+        """The torchvision detector itself (thresholds, input size); with ``network``, the
+        FCOS that runs it (no parameters of its own)."""
+        if self.network is not None:
+            return self._running
         return self.loaded.module
 
     @property
@@ -114,7 +151,8 @@ class Detector:
         """What the detector is, for people: the family on its backbone."""
         if self.loaded.recipe is not DETECTOR:
             return self.loaded.recipe.name
-        return f"{self.arch['family']} on {self.arch['backbone']}"
+        exported = f" ({self.exported} export)" if self.exported else ""
+        return f"{self.arch['family']} on {self.arch['backbone']}{exported}"
 
     @property
     def min_size(self) -> int:
@@ -126,7 +164,14 @@ class Detector:
 
     @property
     def policy(self) -> Any:
-        return self.loaded.policy
+        """How the detector runs; with ``network``, float32 on the run's device (an export
+        is a float32 graph; autocast would only change the Python pre-processing)."""
+        if self.network is None and self.loaded.policy is not None:
+            return self.loaded.policy
+        from vlm_core.runtime.policy import policy_for
+
+        chosen = self.run_policy or self.loaded.policy
+        return policy_for(chosen.device if chosen is not None else "cpu", "float32")
 
     @property
     def score_temperature(self) -> float:
@@ -143,8 +188,9 @@ class Detector:
 
     @property
     def checks_familiarity(self) -> bool:
-        """Whether the weights have a familiarity model (then detections carry features)."""
-        return self.loaded.familiarity is not None
+        """Whether the weights have a familiarity model (then detections carry features); never
+        with ``network`` (no feature taps in an exported graph)."""
+        return self.network is None and self.loaded.familiarity is not None
 
     def judge(self, features: np.ndarray) -> list[Ood | None]:
         """The familiarity verdict of each row of (N, D) pooled features (N ``None`` for
@@ -232,4 +278,5 @@ def load_detector(
         backbone = "mobilenet_v3_large" if "mobilenet" in coco_model else "resnet50"
         recipe = coco_recipe(family, backbone, CLASSES, COCO_TO_DRIVING)
         ref, param = coco_reference(family, backbone, coco_weights), "coco_weights"
-    return Detector(load_model(ref, recipe, policy=policy, param=param, ctx=ctx))
+    loaded = load_model(ref, recipe, policy=policy, param=param, ctx=ctx)
+    return Detector(loaded, run_policy=policy)
