@@ -127,7 +127,13 @@ def detect_target(
     if boxes is None:
         raise UsageError("no box to explain: the result has no detections")
     index = choose_box(boxes, params.explain)
-    return box_target(detector_of(params, ctx), item, boxes, index, input_size=params.input_size)
+    detector = detector_of(params, ctx)
+    if detector.exported:
+        raise UsageError(
+            f"an exported detector ({detector.exported}) has no gradients or layers to explain; "
+            "run the explainer with the torch weights it was exported from"
+        )
+    return box_target(detector, item, boxes, index, input_size=params.input_size)
 
 
 # --------------------------------------------------------------------------- the target
