@@ -68,6 +68,8 @@ def _detect() -> TaskSpec:
         # one box's score of an image (-p explain=N picks the box); videos are not explained
         explain="vlm_driving.explain_target:detect_target",
         explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
+        # `vlm export`: backbone + FCOS head convolutions; decoding and NMS stay in Python
+        deploy="vlm_driving.deploy:deploy_spec",
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # the trainer settings of the default weights (weights/detector/TRAINING.md)
         train_defaults={
