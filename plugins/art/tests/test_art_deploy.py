@@ -208,11 +208,13 @@ def test_the_exported_module_is_the_generator_with_a_symbolic_batch() -> None:
     from vlm_art.evaluation import baseline_weights
     from vlm_art.generate import GENERATOR
 
+    from vlm_core.gan.models import GAN
     from vlm_core.weights import load_model
 
     z, y = torch.randn(3, 128, generator=torch.Generator().manual_seed(5)), torch.tensor([4, 0, 2])
     for weights, labels in (("", y), (baseline_weights(), None)):
         gan = load_model(weights, GENERATOR).module
+        assert isinstance(gan, GAN)
         sampler = network(load_model(weights, GENERATOR))
         assert isinstance(sampler, Sampler)
         with torch.no_grad():
@@ -230,10 +232,9 @@ def test_the_exported_module_is_the_generator_with_a_symbolic_batch() -> None:
 
 
 def test_style_interpolation_needs_the_torch_generator() -> None:
-    from vlm_art.generate import Generator, interpolate_styles
+    from vlm_art.generate import ExportedGenerator, interpolate_styles
 
-    names = ("circles", "stripes")
-    exported = Generator(None, names, "", 128, 2, exported=torch.nn.Identity())
+    exported = ExportedGenerator(torch.nn.Identity(), ("circles", "stripes"), "", 128, 2)
     with pytest.raises(UsageError, match="blends the class embeddings") as caught:
         interpolate_styles(exported, 0, 1, torch.zeros(128), 4)
     assert "\n" not in str(caught.value)

@@ -30,29 +30,10 @@ def default_weights() -> str:
     return str(package_file("vlm_art", "weights", "cgan32", "model.safetensors"))
 
 
-@dataclass
-class Generator:
-    """A loaded GAN (its ``g_ema`` holds the weights), or the sampling generator `vlm export`
-    wrote (``exported``: ``(z, y) -> images``, and ``gan`` None), with its class names and
-    weights hash."""
+class _Styles:
+    """The class names of a generator, and a style's index among them."""
 
-    gan: GAN | None
     class_names: tuple[str, ...]
-    sha256: str
-    latent_dim: int
-    num_classes: int
-    exported: nn.Module | None = None
-
-    def images(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """Images (N, C, H, W) in [-1, 1] on the CPU of latents ``z`` and classes ``y``: the
-        exported graph's inputs, or the torch GAN's sampling generator."""
-        if self.exported is None:
-            assert self.gan is not None
-            return generate(self.gan, z, y).cpu()
-        labels = torch.zeros(len(z), dtype=torch.long) if y is None else y.long()
-        chunks = zip(z.split(256), labels.split(256), strict=True)
-        with torch.no_grad():
-            return torch.cat([self.exported(zb, yb).float().cpu() for zb, yb in chunks])
 
     def class_index(self, name: str) -> int:
         if name in self.class_names:
@@ -63,6 +44,51 @@ class Generator:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         known = ", ".join(self.class_names) or "none: the weights are unconditional"
         raise InputError(f"unknown style '{name}' (the styles are {known}){hint}")
+
+
+@dataclass
+class Generator(_Styles):
+    """A loaded GAN (its ``g_ema`` holds the weights) with its class names and weights hash."""
+
+    gan: GAN
+    class_names: tuple[str, ...]
+    sha256: str
+
+    @property
+    def latent_dim(self) -> int:
+        return self.gan.latent_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.gan.num_classes
+
+    def images(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] on the CPU of latents ``z`` and classes ``y``."""
+        return generate(self.gan, z, y).cpu()
+
+
+@dataclass
+class ExportedGenerator(_Styles):
+    """The sampling generator `vlm export art.generate` wrote (``program``: ``(z, y) ->
+    images``), with the class names, latent size and classes of the weights it came from."""
+
+    program: nn.Module
+    class_names: tuple[str, ...]
+    sha256: str
+    latent_dim: int
+    num_classes: int
+
+    def images(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`Generator.images` through the exported graph (unconditional weights take
+        zeros for ``y``)."""
+        labels = torch.zeros(len(z), dtype=torch.long) if y is None else y.long()
+        chunks = zip(z.split(256), labels.split(256), strict=True)
+        with torch.no_grad():
+            return torch.cat([self.program(zb, yb).float().cpu() for zb, yb in chunks])
+
+
+#: what `art.generate` samples from: the torch GAN or its export
+Sampling = Generator | ExportedGenerator
 
 
 def _generator_state(
@@ -93,14 +119,14 @@ GENERATOR = ModelRecipe(
 )
 
 
-def _generator(loaded: TrainedModel) -> Generator:
+def _generator(loaded: TrainedModel) -> Sampling:
     names = tuple(loaded.card.get("class_names") or ())
     if loaded.exported:  # `vlm export art.generate`'s file: the card says what it samples
         arch = GANArch.from_dict(loaded.card["architecture"])
-        return Generator(None, names, loaded.sha256, arch.latent_dim, arch.num_classes,
-                         exported=loaded.module)  # fmt: skip
+        return ExportedGenerator(loaded.module, names, loaded.sha256, arch.latent_dim,
+                                 arch.num_classes)  # fmt: skip
     gan = cast(GAN, loaded.module)  # what GENERATOR builds
-    return Generator(gan, names, loaded.sha256, gan.latent_dim, gan.num_classes)
+    return Generator(gan, names, loaded.sha256)
 
 
 def load_generator(weights: str = "", device: str = "cpu") -> Generator:
@@ -108,12 +134,12 @@ def load_generator(weights: str = "", device: str = "cpu") -> Generator:
     bundled) through the core's model cache; an exported file is refused (its measurements
     need the torch GAN)."""
     gen = _generator(load_model(weights, GENERATOR, device=device))
-    if gen.gan is None:
+    if not isinstance(gen, Generator):
         raise UsageError(f"{weights} is an exported generator; give the torch weights")
     return gen
 
 
-def style_list(gen: Generator, styles: str) -> list[int | None]:
+def style_list(gen: Sampling, styles: str) -> list[int | None]:
     """The class index of each named style (all in turn when empty; [None]: unconditional)."""
     names = [s.strip() for s in styles.split(",") if s.strip()]
     if not gen.num_classes:
@@ -143,10 +169,10 @@ def _blended(g: nn.Module, a: int, b: int, ts: torch.Tensor) -> tuple[nn.Module,
     return blended, torch.arange(k, k + len(ts))
 
 
-def _blendable(gen: Generator) -> GAN:
+def _blendable(gen: Sampling) -> GAN:
     """The torch GAN whose class embeddings :func:`interpolate_styles` blends; an exported
     generator holds them inside its graph and is refused."""
-    if gen.gan is None:
+    if not isinstance(gen, Generator):
         raise UsageError(
             "interpolating between styles blends the class embeddings inside the generator, "
             "which an exported model cannot do; run it with the torch weights, or with "
@@ -155,9 +181,7 @@ def _blendable(gen: Generator) -> GAN:
     return gen.gan
 
 
-def interpolate_styles(
-    gen: Generator, a: int, b: int, z: torch.Tensor, frames: int
-) -> torch.Tensor:
+def interpolate_styles(gen: Sampling, a: int, b: int, z: torch.Tensor, frames: int) -> torch.Tensor:
     """``frames`` images at one latent ``z`` (D,), moving from style ``a`` to style ``b``."""
     ts = torch.linspace(0, 1, frames)
     g, labels = _blended(_blendable(gen).generator, a, b, ts)
@@ -167,7 +191,7 @@ def interpolate_styles(
 
 
 def interpolate_seeds(
-    gen: Generator, z0: torch.Tensor, z1: torch.Tensor, style: int | None, frames: int
+    gen: Sampling, z0: torch.Tensor, z1: torch.Tensor, style: int | None, frames: int
 ) -> torch.Tensor:
     """``frames`` images along the slerp from ``z0`` to ``z1`` in one style."""
     zs = slerp(z0, z1, torch.linspace(0, 1, frames))

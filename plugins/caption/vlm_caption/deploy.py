@@ -119,7 +119,7 @@ def captions_from_memory(loaded: Loaded, tokens: torch.Tensor) -> list[str]:
     from vlm_caption.params import DescribeParams
 
     memory = loaded.captioner.memory(tokens)
-    texts, _ = _captions(loaded, memory, DescribeParams())
+    texts, _ = _captions(loaded, memory, DescribeParams.model_validate({}))
     return texts
 
 
