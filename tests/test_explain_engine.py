@@ -4,6 +4,7 @@ explain options on an in-process explainable task."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 
@@ -131,6 +132,20 @@ def test_a_method_the_target_cannot_take_is_a_usage_error():
         attribute(target, "rollout")
     with pytest.raises(UsageError, match="unknown explainer"):
         attribute(target, "shap")
+
+
+def test_gradient_methods_refuse_a_model_without_gradients_and_name_the_others():
+    net, x = _net(), torch.rand(1, 3, 24, 32)
+
+    def exported(b: torch.Tensor) -> torch.Tensor:  # as an onnxruntime-backed module answers
+        with torch.no_grad():
+            return net(b)[:, 1]
+
+    target = dataclasses.replace(_image_target(net, x), forward=exported)
+    for method in ("gradcam", "integrated_gradients"):
+        with pytest.raises(UsageError, match="use one of: occlusion, kernel_shap, lime"):
+            attribute(target, method)
+    assert attribute(target, "occlusion").values.shape == (24, 32)
 
 
 # ---------------------------------------------------------------------------------------------

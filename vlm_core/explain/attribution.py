@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlm_core.errors import UsageError
-from vlm_core.explain.target import METHODS, ExplainTarget
+from vlm_core.explain.target import METHODS, PERTURBATION_METHODS, ExplainTarget
 
 __all__ = [
     "DEFAULT_SAMPLES",
@@ -167,6 +167,8 @@ def attribute(
         raise UsageError(f"unknown explainer {method!r}; choose one of {', '.join(METHODS)}")
     grid = tuple(int(n) for n in target.inputs.shape[2:])
     started = time.perf_counter()
+    if method not in PERTURBATION_METHODS:
+        _check_gradients(target, method)
     with torch.no_grad():
         score = float(target.forward(target.inputs)[0])
     if method == "gradcam":
@@ -178,6 +180,20 @@ def attribute(
     details = dict(raw.details)
     details["seconds"] = round(time.perf_counter() - started, 4)
     return RawAttribution(raw.values, score, details)
+
+
+def _check_gradients(target: ExplainTarget, method: str) -> None:
+    """Refuse a gradient method on a model that gives no gradients (an exported network,
+    run by onnxruntime or as a ``torch.export`` program), naming the methods that work."""
+    x = target.inputs.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = target.forward(x)
+    if not out.requires_grad:
+        raise UsageError(
+            f"explainer '{method}' needs the network's gradients, which this model does not "
+            "give (an exported network runs without them); use one of: "
+            + ", ".join(m for m in METHODS if m in PERTURBATION_METHODS)
+        )
 
 
 def _resize(coarse: Tensor, grid: tuple[int, ...]) -> Tensor:

@@ -120,8 +120,8 @@ class MLPGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         a = self.arch
-        h = torch.cat([z, _one_hot(y, a.num_classes, len(z), z)], dim=1)
-        return self.net(h).view(len(z), a.channels, a.image_size, a.image_size)
+        h = torch.cat([z, _one_hot(y, a.num_classes, z.shape[0], z)], dim=1)
+        return self.net(h).unflatten(1, (a.channels, a.image_size, a.image_size))
 
 
 class MLPDiscriminator(nn.Module):
@@ -321,7 +321,9 @@ class ResNetGenerator(nn.Module):
         self._c0 = widths[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.linear(z).view(len(z), self._c0, 4, 4)
+        # unflatten, not view(len(z), ...): len() is a Python int that tracing fixes to the
+        # example's batch, so an exported generator would take one batch size only
+        h = self.linear(z).unflatten(1, (self._c0, 4, 4))
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.out_conv(nn.functional.relu(self.out_bn(h))))

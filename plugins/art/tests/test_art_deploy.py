@@ -202,8 +202,8 @@ def test_a_corrupt_onnx_file_is_refused_in_one_line(
 
 
 def test_the_exported_module_is_the_generator_with_a_symbolic_batch() -> None:
-    """The Sampler restates ResNetGenerator.forward (its len(z) fixes the batch when traced):
-    the same images as the generator, so a change of the core's generator shows here."""
+    """The Sampler is the generator (y for conditional weights only): the same images, and a
+    batch the export keeps symbolic (the core's generators shape with unflatten, not len)."""
     from vlm_art.deploy import Sampler, network, spec
     from vlm_art.evaluation import baseline_weights
     from vlm_art.generate import GENERATOR

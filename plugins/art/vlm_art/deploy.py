@@ -37,13 +37,8 @@ CASE_BATCHES = (1, 2, 3, 5)
 
 
 class Sampler(nn.Module):
-    """The sampling generator as the exported graph: ``(z, y) -> images`` in [-1, 1].
-
-    The core's :class:`~vlm_core.gan.models.ResNetGenerator` shapes its first feature map with
-    ``len(z)``, a Python int that tracing fixes to the example's batch size (``torch.export``
-    refuses the dynamic axis, the ONNX exporter silently drops it); this module runs the same
-    layers with the batch left symbolic. A DCGAN generator is called as it is.
-    """
+    """The sampling generator as the exported graph: ``(z, y) -> images`` in [-1, 1]; ``y``
+    is passed to conditional generators only."""
 
     def __init__(self, generator: nn.Module, conditional: bool) -> None:
         super().__init__()
@@ -57,17 +52,7 @@ class Sampler(nn.Module):
         self.conditional = conditional
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from vlm_core.gan.models import ResNetGenerator
-
-        labels = y if self.conditional else None
-        g = self.generator
-        if not isinstance(g, ResNetGenerator):
-            return cast(torch.Tensor, g(z, labels))
-        # ResNetGenerator.forward, with unflatten instead of view(len(z), ...)
-        h = g.linear(z).unflatten(1, (g._c0, 4, 4))
-        for block in g.blocks:
-            h = block(h, labels)
-        return torch.tanh(g.out_conv(nn.functional.relu(g.out_bn(h))))
+        return cast(torch.Tensor, self.generator(z, y if self.conditional else None))
 
 
 def _load(weights: str, params: TaskParams) -> LoadedModel:
