@@ -80,3 +80,10 @@ class SegmentTrainParams(TaskParams):
     preset: Preset = Field("auto", description="Intensity preset used in training and inference.")
     cache_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of volumes cached in RAM.")
     roi: int = Field(64, ge=16, le=512, description="Sliding-window side for validation.")
+    init: str = Field(
+        "",
+        max_length=4096,
+        description="Start from these weights (a `vlm train medical.segment` folder, "
+        "checkpoint or file): the network their card describes, e.g. a pruned one, with their "
+        "tensors, fine-tuned; network and spatial_dims must match them (empty: a new network).",
+    )

@@ -119,6 +119,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     quiet_monai()
     found = read_dataset(data, val_fraction=params.val_fraction, seed=ctx.seed)
     classes = len(found.class_names)
+    init = _initial(params, classes) if params.init and ctx.purpose == "train" else None
     divisor, smallest = (32, 64) if params.network == "swinunetr" else (8, 16)
     if params.patch % divisor or params.patch < smallest:
         raise ValueError(
@@ -129,6 +130,8 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     if ctx.purpose != "train" and isinstance(recorded, dict):  # the network as trained
         arch = dict(recorded)
         params = params.model_copy(update={"spatial_dims": spatial_dims(arch)})
+    elif init is not None:  # the network the init weights describe (a pruned UNet's widths)
+        arch = dict(init.card["architecture"])
     else:
         arch = architecture(params.network, out_channels=classes, spatial_dims=params.spatial_dims)
     dims = params.spatial_dims
@@ -187,7 +190,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     whole = Dataset(found.train, _transforms(params, False)) if ctx.purpose != "eval" else None
 
     return TrainSetup(
-        model=build_network(arch),
+        model=init.module if init is not None else build_network(arch),
         train_data=train_set,
         val_data=val_set,
         loss=loss,
@@ -212,5 +215,39 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
             },
             "inference": {"roi": roi[0], "sliding_window_overlap": 0.25, "blend": "gaussian"},
             "notice": "Research use only: not a medical device, not for diagnosis.",
+            **(_provenance(init) if init is not None else {}),
         },
     )
+
+
+def _initial(params: SegmentTrainParams, classes: int) -> Any:
+    """The weights ``params.init`` names, loaded to train (the core's ``LoadedModel``, its
+    module on the CPU in train mode): built from their card, so a pruned UNet keeps its
+    narrower channels. Their network, dimensions and classes must be this run's."""
+    from vlm_core.weights import load_model
+    from vlm_medical.segment import SEGMENTERS
+
+    loaded = load_model(params.init, SEGMENTERS[params.spatial_dims], fresh=True, param="init")
+    arch = loaded.card["architecture"]
+    dims, name = spatial_dims(arch), arch.get("name")
+    if dims != params.spatial_dims:
+        raise ValueError(
+            f"init {loaded.path} is a {dims}D network; train it with -p spatial_dims={dims}"
+        )
+    if name != params.network:
+        raise ValueError(f"init {loaded.path} is a {name}; train it with -p network={name}")
+    if int(arch.get("out_channels", 0)) != classes:
+        raise ValueError(
+            f"init {loaded.path} has {arch.get('out_channels')} output classes and the data "
+            f"{classes}"
+        )
+    return loaded
+
+
+def _provenance(init: Any) -> dict[str, Any]:
+    """What the card keeps of the weights training started from: their file and sha256, and
+    how they were made smaller (``compression``) when they say so."""
+    made = {"init": {"path": str(init.path), "sha256": init.sha256}}
+    if "compression" in init.card:
+        made["compression"] = init.card["compression"]
+    return made
