@@ -273,7 +273,8 @@ def test_cli_export_prints_parity_and_refuses_bad_requests_in_one_line(
     assert f"run it: vlm run {TASK} INPUTS -p weights={out / 'model.onnx'}" in stdout
     for argv, message in [
         (["--out", str(out)], f"error: --out {out} exists and is not an empty folder"),
-        (["--out", str(tmp_path / "n"), "--dynamic", "depth"], "cannot take a dynamic 'depth'"),
+        (["--out", str(tmp_path / "n"), "--dynamic", "depth", "--weights", str(weights)],
+         "cannot take a dynamic 'depth'"),
         (["--out", str(tmp_path / "n"), "--weights", str(tmp_path / "nope.safetensors")],
          "no such file"),
         (["--out", str(tmp_path / "n"), "--weights", str(out / "model.onnx")],

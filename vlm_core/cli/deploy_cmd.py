@@ -82,8 +82,18 @@ def _print_export(path: Path, sidecar: dict[str, Any]) -> None:
     click.echo(f"parity: {describe(export['parity'])}")
     if export.get("note"):
         click.echo(f"note: {export['note']}")
-    if export.get("runs"):
-        click.echo(f"run it: vlm run {sidecar['task']} INPUTS -p weights={path}")
+    _run_line(sidecar["task"], path, bool(export.get("runs")))
+
+
+def _run_line(task: str, path: Path, runs: bool) -> None:
+    """How to run what was written: `vlm run` with it, or why not."""
+    if not runs:
+        click.echo("it holds part of the network: for deployment elsewhere, not for `vlm run`")
+        return
+    from vlm_core.deploy import export  # the registry the export used
+
+    inputs = " INPUTS" if export.get_registry().task(task).inputs else ""
+    click.echo(f"run it: vlm run {task}{inputs} -p weights={path}")
 
 
 @click.command("compress")
@@ -169,4 +179,4 @@ def _print_compressed(path: Path, out: Path, report: dict[str, Any]) -> None:
             f"({metric['relative_change']:+.2%}) on {metric['examples']} held-out examples"
         )
     click.echo(f"wrote {path} and the report {out / 'compress.json'}")
-    click.echo(f"run it: vlm run {report['task']} INPUTS -p weights={path}")
+    _run_line(report["task"], path, bool(report.get("runs", True)))

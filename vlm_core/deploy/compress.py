@@ -104,9 +104,16 @@ def compress_task(
             if method == "prune":
                 report["amount"] = amount
             path = made
-        report = {"task": spec.id, "method": method, "source": str(loaded.path), **report}
+        runs = deploy.runs or method != "int8"  # pruned and distilled networks are torch ones
+        report = {"task": spec.id, "method": method, "source": str(loaded.path), "runs": runs,
+                  **report}  # fmt: skip
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return Compressed(out / path.relative_to(staging), report)
+
+
+def _state_bytes(module: Any) -> int:
+    """The bytes of a module's parameters and buffers (the exported part of a weights file)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
 def _parameters(module: Any) -> int:
@@ -166,9 +173,12 @@ def _int8(
     module = deploy.module(loaded)
     example = deploy.example(loaded)
     fp32, prepared, path = staging / "fp32.onnx", staging / "prepared.onnx", staging / "model.onnx"
-    writers.write_onnx(module, example, deploy.inputs, deploy.outputs, fp32)
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
-    reader = _Calibration(deploy.cases(loaded, calibration, CALIBRATION_SEED).inputs, deploy)
+    inputs = deploy.input_specs(loaded)
+    writers.write_onnx(module, example, inputs, deploy.outputs, fp32)
+    # auto_merge: symbolic shape inference merges dims it cannot prove equal (a class
+    # embedding's batch and a feature map's), as onnxruntime's docs advise for such graphs
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False, auto_merge=True)
+    reader = _Calibration(deploy.cases(loaded, calibration, CALIBRATION_SEED).inputs, inputs)
     quantize_static(
         str(prepared),
         str(path),
@@ -190,7 +200,7 @@ def _int8(
         rounds,
     )
     sizes = {
-        "torch_fp32": loaded.path.stat().st_size,
+        "torch_fp32": _state_bytes(module),
         "onnx_fp32": fp32.stat().st_size,
         "onnx_int8": path.stat().st_size,
     }
@@ -207,7 +217,7 @@ def _int8(
     prepared.unlink()
     parity = {**report["differences"], "metric": report["metric"], "quantised": "int8"}
     sidecar = export_sidecar(
-        spec, deploy, loaded, path, "onnx", deploy.inputs, example, writers.DEFAULT_OPSET, parity
+        spec, deploy, loaded, path, "onnx", inputs, example, writers.DEFAULT_OPSET, parity
     )
     sidecar["export"]["quantisation"] = "int8 static (onnxruntime QDQ, per-channel weights)"
     write_sidecar(staging, sidecar)
@@ -217,9 +227,9 @@ def _int8(
 class _Calibration:
     """onnxruntime's calibration reader over the held-out calibration inputs."""
 
-    def __init__(self, inputs: Any, deploy: Any) -> None:
-        self.names = [s.name for s in deploy.inputs]
-        self.batches = iter(list(inputs))
+    def __init__(self, batches: Any, inputs: Any) -> None:
+        self.names = [s.name for s in inputs]
+        self.batches = iter(list(batches))
 
     def get_next(self) -> dict[str, Any] | None:
         batch = next(self.batches, None)

@@ -90,13 +90,13 @@ def _umask() -> int:
 
 
 def chosen_inputs(
-    spec: DeploySpec, dynamic: Sequence[str] | None, task: str
+    inputs: tuple[TensorSpec, ...], dynamic: Sequence[str] | None, task: str
 ) -> tuple[TensorSpec, ...]:
-    """The spec's inputs with only the ``dynamic`` axes the user kept (None: all it declares);
-    an axis it does not declare is a usage error."""
+    """``inputs`` with only the ``dynamic`` axes the user kept (None: all they declare); an
+    axis they do not declare is a usage error."""
     if dynamic is None:
-        return spec.inputs
-    declared = sorted({a.name for s in spec.inputs for a in s.dynamic.values()})
+        return inputs
+    declared = sorted({a.name for s in inputs for a in s.dynamic.values()})
     unknown = [name for name in dynamic if name not in declared]
     if unknown:
         raise UsageError(
@@ -105,7 +105,7 @@ def chosen_inputs(
         )
     return tuple(
         TensorSpec(s.name, {i: a for i, a in s.dynamic.items() if a.name in dynamic})
-        for s in spec.inputs
+        for s in inputs
     )
 
 
@@ -142,13 +142,13 @@ def export_task(
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     spec, deploy = deploy_spec(task, registry)
-    inputs = chosen_inputs(deploy, dynamic, spec.id)
     check_out(out)
     writers.check_extras(fmt)
     task_params = validate_params(spec, dict(params or {}))
     loaded = deploy.load(weights, task_params)
     if loaded.exported:
         raise UsageError(f"{loaded.path} is already an exported network; give torch weights")
+    inputs = chosen_inputs(deploy.input_specs(loaded), dynamic, spec.id)
     module = deploy.module(loaded)
     example = deploy.example(loaded)
     opset = opset or writers.DEFAULT_OPSET

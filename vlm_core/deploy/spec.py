@@ -76,8 +76,9 @@ class DeploySpec:
     #: the trained network the request names: ``load(weights, params)`` (empty ``weights``: the
     #: bundled ones), through :func:`vlm_core.weights.load_model`
     load: Callable[[str, TaskParams], LoadedModel]
-    #: the inputs of the exported graph, in the order the network takes them
-    inputs: tuple[TensorSpec, ...]
+    #: the inputs of the exported graph, in the order the network takes them; a function of the
+    #: loaded model where they depend on it (a 2D or a 3D UNet's windows)
+    inputs: tuple[TensorSpec, ...] | Callable[[LoadedModel], tuple[TensorSpec, ...]]
     #: the names of its outputs, in the order the network returns them
     outputs: tuple[str, ...]
     #: an example input (a tuple of CPU tensors) of the sizes the run uses
@@ -99,6 +100,10 @@ class DeploySpec:
     prune: Callable[[LoadedModel, float, Path, int], Path] | None = None
     #: distillation into a smaller student: ``distill(loaded, out, seed) -> weights file``
     distill: Callable[[LoadedModel, Path, int], Path] | None = None
+
+    def input_specs(self, loaded: LoadedModel) -> tuple[TensorSpec, ...]:
+        """The exported graph's inputs for ``loaded``."""
+        return self.inputs(loaded) if callable(self.inputs) else self.inputs
 
     def module(self, loaded: LoadedModel) -> nn.Module:
         """The module that is exported, in eval mode on the CPU."""

@@ -111,20 +111,16 @@ def test_the_specs_stay_light_and_are_registered() -> None:
 
 
 def test_window_axes_follow_the_loaded_network() -> None:
-    from vlm_medical.deploy import WindowAxes, segment_spec, unet_stride
-
-    from vlm_core.deploy.spec import dynamic_shapes
+    from vlm_medical.deploy import segment_spec, unet_stride
+    from vlm_medical.params import SegmentParams
 
     assert unet_stride({"name": "unet", "strides": [2, 2, 2]}) == 8
     assert unet_stride({"name": "unet", "strides": [2, 2]}) == 4
     assert unet_stride({"name": "swinunetr"}) == 32
-    axes = WindowAxes()
-    assert {i: a.name for i, a in axes.items()} == {0: "batch", 2: "i", 3: "j", 4: "k"}
-    assert all(axes[i].multiple == 8 and axes[i].min == 16 for i in (2, 3, 4))
-    axes.dims, axes.multiple = 2, 4
-    assert sorted(axes) == [0, 2, 3] and axes[3].multiple == 4
-    (shapes,) = dynamic_shapes((segment_spec().inputs[0],))
-    assert sorted(shapes) == [0, 2, 3, 4]  # a spec of its own: the bundled 3D UNet's until loaded
+    spec = segment_spec()
+    (window,) = spec.input_specs(spec.load("", SegmentParams()))
+    assert {i: a.name for i, a in window.dynamic.items()} == {0: "batch", 2: "i", 3: "j", 4: "k"}
+    assert all(window.dynamic[i].multiple == 8 and window.dynamic[i].min == 16 for i in (2, 3, 4))
 
 
 def test_loading_2d_weights_gives_2d_windows() -> None:
@@ -133,7 +129,7 @@ def test_loading_2d_weights_gives_2d_windows() -> None:
 
     spec = segment_spec()
     loaded = spec.load(WEIGHTS_2D, SegmentParams())
-    assert sorted(spec.inputs[0].dynamic) == [0, 2, 3]
+    assert sorted(spec.input_specs(loaded)[0].dynamic) == [0, 2, 3]
     assert loaded.recipe.name == "segment"  # the recipe a run with -p weights=... loads with
     (example,) = spec.example(loaded)
     assert example.shape == (2, 1, 64, 64)

@@ -20,7 +20,7 @@ Held-out data: :mod:`vlm_medical.synthetic` (segment) and :mod:`vlm_medical.synt
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,47 +71,28 @@ def unet_stride(arch: Mapping[str, Any]) -> int:
     return total
 
 
-class WindowAxes(Mapping[int, Axis]):
-    """The dynamic axes of the UNet's window: the batch, and one side per spatial axis (``i``,
-    ``j``, and ``k`` for a 3D network), each a multiple of the network's stride.
+def window_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
+    """The UNet's window as the exported input: the batch, and one side per spatial axis
+    (``i``, ``j``, and ``k`` for a 3D network), each a multiple of the network's stride."""
+    from vlm_medical.networks import spatial_dims
 
-    A 2D and a 3D UNet take windows of different ranks, and the core reads a spec's inputs
-    before it loads the weights, so the rank is filled in by :func:`segment_spec`'s ``load``
-    (each export resolves a spec of its own). Until then it is the bundled 3D UNet's.
-    """
-
-    def __init__(self, dims: int = 3, multiple: int = 8) -> None:
-        self.dims, self.multiple = dims, multiple
-
-    def _axes(self) -> dict[int, Axis]:
-        sides = {
-            2 + n: Axis(name, SIDE_MIN, SIDE_MAX, self.multiple)
-            for n, name in enumerate("ijk"[: self.dims])
-        }
-        return {0: BATCH, **sides}
-
-    def __getitem__(self, index: int) -> Axis:
-        return self._axes()[index]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._axes())
-
-    def __len__(self) -> int:
-        return len(self._axes())
+    arch = dict(loaded.card.get("architecture") or {})
+    multiple = unet_stride(arch)
+    sides = {
+        2 + n: Axis(name, SIDE_MIN, SIDE_MAX, multiple)
+        for n, name in enumerate("ijk"[: spatial_dims(arch)])
+    }
+    return (TensorSpec("image", {0: BATCH, **sides}),)
 
 
-def _load_segmenter(weights: str, params: TaskParams, axes: WindowAxes) -> LoadedModel:
+def _load_segmenter(weights: str, params: TaskParams) -> LoadedModel:
     """The weights as `vlm run medical.segment -p weights=...` loads them (so that the run
     takes the export), on the CPU; empty: the bundled 3D UNet."""
     from vlm_core.weights import load_model
-    from vlm_medical.networks import spatial_dims
     from vlm_medical.segment import SEGMENTERS
 
     del params  # the network does not depend on the run's parameters
-    loaded = load_model(weights, SEGMENTERS[3], device="cpu")
-    arch = dict(loaded.card.get("architecture") or {})
-    axes.dims, axes.multiple = spatial_dims(arch), unet_stride(arch)
-    return loaded
+    return load_model(weights, SEGMENTERS[3], device="cpu")
 
 
 def _segment_example(loaded: LoadedModel) -> tuple[torch.Tensor, ...]:
@@ -228,10 +209,9 @@ def _prune_segmenter(loaded: LoadedModel, amount: float, out: Path, seed: int) -
 
 def segment_spec() -> DeploySpec:
     """``medical.segment``'s :class:`~vlm_core.deploy.spec.DeploySpec` (``TaskSpec.deploy``)."""
-    axes = WindowAxes()
     return DeploySpec(
-        load=lambda weights, params: _load_segmenter(weights, params, axes),
-        inputs=(TensorSpec("image", axes),),
+        load=_load_segmenter,
+        inputs=window_inputs,
         outputs=("logits",),
         example=_segment_example,
         cases=_segment_cases,
