@@ -177,15 +177,30 @@ def test_bad_requests_are_refused_before_anything_is_written(
     assert not (tmp_path / "o").exists()
 
 
+def _mixed_cases(loaded, count: int, seed: int) -> ParityCases:
+    """Held-out inputs of several sizes, and a metric over the larger ones."""
+    sizes = [(2, 16), (1, 16), (2, 24)]
+    batches = [(torch.rand(b, 3, side, side),) for b, side in sizes]
+    return ParityCases(batches, lambda net: float(net(*batches[2]).mean()), "mean logit", 1)
+
+
 def test_a_static_export_refuses_other_sizes(weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "static"
-    export_task(
-        TASK, out=out, weights=str(weights), dynamic=[], count=1, registry=_registry(_spec())
-    )
+    spec = _spec(cases=_mixed_cases)
+    done = export_task(TASK, out=out, weights=str(weights), dynamic=[], registry=_registry(spec))
+    parity = done.parity
+    assert parity["passed"] and parity["inputs"] == 1  # only the example's size fits
+    assert parity["metric"]["candidate"] is None
+    assert parity["metric"]["not_measured"].startswith("the static graph cannot take")
     loaded = load_model(str(out), RECIPE)
     assert loaded.module(torch.randn(2, 3, 16, 16)).shape == (2, 3)
     with pytest.raises(Exception, match=r"(?i)dimension|shape"):
         loaded.module(torch.randn(2, 3, 20, 16))
+    # the same cases through a dynamic export: all three compared, the metric measured
+    dynamic = export_task(
+        TASK, out=tmp_path / "dyn", weights=str(weights), registry=_registry(spec)
+    )
+    assert dynamic.parity["inputs"] == 3 and dynamic.parity["metric"]["candidate"] is not None
 
 
 def test_corrupt_or_partial_exports_are_the_requests_fault(weights: Path, tmp_path: Path) -> None:
