@@ -44,7 +44,7 @@ if str(HERE) not in sys.path:
 REGISTRY = "gpu_check_suites"
 
 #: GPU run: the device tool gives a command 10 minutes; the issue asks for 8 in all.
-GPU_BUDGET_S = 450.0
+GPU_BUDGET_S = 480.0
 #: dry run on a 2-core CPU machine: the acceptance line is 2 minutes.
 DRY_BUDGET_S = 110.0
 STATUSES = ("PASS", "FAIL", "SKIPPED")

@@ -43,10 +43,11 @@ SUITES = [
     Suite("executor", engines.executor, 150, 35, 7),
     Suite("gpu_tests", tasks.gpu_tests, 180, 45, 8),
     Suite("ddp", tasks.ddp, 120, 25, 9),
-    Suite("train_tasks", tasks.train_tasks, 180, 40, 25),
+    Suite("train_tasks", tasks.train_tasks, 180, 40, 15),
     Suite("dashboard", tasks.dashboard, 120, 20, 8),
     Suite("pipeline", engines.pipeline, 120, 20, 3),
     Suite("runtime", engines.runtime, 90, 15, 5),
+    Suite("deploy", tasks.deploy, 240, 30, 4),
     Suite("optional", tasks.optional, 90, 15, 4),
 ]
 
@@ -258,6 +259,18 @@ LINES = [
         "explain.time",
         "optional",
         "explain engine per image on resnet50 224px: Grad-CAM, Integrated Gradients, Occlusion",
+        "measured",
+    ),
+    Line(
+        "export.vit",
+        "deploy",
+        "vit_base_patch16_224 bf16 bs32: torch.export program and AOTInductor package vs eager",
+        "measured",
+    ),
+    Line(
+        "export.detector",
+        "deploy",
+        "driving.detect's exported network bf16 bs8: torch.export and AOTInductor vs eager",
         "measured",
     ),
     Line("onnx.cuda", "optional", "onnxruntime-CUDA latency vs eager", "≤ eager"),

@@ -466,6 +466,62 @@ def _explain_time(ctx: Ctx, m: Measured) -> None:
     )
 
 
+def _detector_case(ctx: Ctx) -> tuple[Any, tuple[Any, ...]]:
+    """driving.detect's exported network (backbone and heads, through its deploy spec) and an
+    input batch at its run size (8 images on the GPU, 1 in a dry run)."""
+    import torch
+
+    from vlm_core.plugins import get_registry
+
+    deploy = get_registry().task("driving.detect").resolve_deploy()
+    loaded = deploy.load("", deploy_params("driving.detect"))
+    example = deploy.example(loaded)
+    batch = 1 if ctx.dry_run else 8
+    return deploy.module(loaded), tuple(torch.cat([t] * batch)[:batch] for t in example)
+
+
+def deploy_params(task: str) -> Any:
+    from vlm_core.params import validate_params
+    from vlm_core.plugins import get_registry
+
+    return validate_params(get_registry().task(task), {})
+
+
+def deploy(ctx: Ctx) -> dict[str, Any]:
+    """torch.export and AOTInductor against eager, in bf16 on the GPU: vit_base_patch16_224
+    (batch 32) and driving.detect's exported network (batch 8). A dry run times resnet18 at
+    32 px and the detector on the CPU in float32 without AOTInductor (its C++ compile takes a
+    minute on 2 cores)."""
+    from vlm_core.bench.export import export_latency, timm_case
+
+    m = Measured()
+    cases = {
+        "export.vit": lambda: timm_case(*(("resnet18", 32, 1) if ctx.dry_run else
+                                          ("vit_base_patch16_224", 224, 32))),
+        "export.detector": lambda: _detector_case(ctx),
+    }  # fmt: skip
+    for line, make in cases.items():
+        model, example = make()
+        row = export_latency(
+            model,
+            example,
+            device=ctx.device,
+            dtype="float32" if ctx.dry_run else "bfloat16",
+            rounds=2 if ctx.dry_run else 20,
+            aoti=not ctx.dry_run,
+        )
+        m.rows.append({"bench": line, **row})
+        ratios = ", ".join(f"{k} {v}x" for k, v in row["x_eager"].items())
+        skipped = "; ".join(f"{k} not run: {v}" for k, v in row["notes"].items())
+        m.set(
+            line,
+            min(row["x_eager"].values()),
+            f"{row['dtype']} batch {row['batch']} on {row['device']}: eager "
+            f"{row['ms']['eager']:.2f} ms; {ratios} of eager" + (f"; {skipped}" if skipped else ""),
+        )
+    return m.as_dict()
+
+
 def optional(ctx: Ctx) -> dict[str, Any]:
     """The familiarity check's cost on the GPU, and the lines whose runtimes may be absent:
     onnxruntime-CUDA, TensorRT and Ray, each measured where it is installed and said SKIPPED
@@ -501,11 +557,11 @@ def optional(ctx: Ctx) -> dict[str, Any]:
             "ray": _version("ray"),
         }
     )
-    no_export = "and vlm has no ONNX export engine to time yet"
+    no_export = "so `vlm export`'s ONNX files run on the CPU provider only"
     if _version("onnxruntime") == "missing":
         m.set("onnx.cuda", None, f"onnxruntime is not installed here, {no_export}")
     elif "CUDAExecutionProvider" in providers:
-        m.set("onnx.cuda", None, f"onnxruntime has CUDA here, {no_export}")
+        m.set("onnx.cuda", *_onnx_cuda(ctx))
     else:
         m.set(
             "onnx.cuda",
@@ -515,7 +571,8 @@ def optional(ctx: Ctx) -> dict[str, Any]:
             f"the {CARRY_MIB} MiB that travels with the tree, {no_export}",
         )
     if "TensorrtExecutionProvider" in providers or _version("tensorrt") != "missing":
-        m.set("onnx.tensorrt", None, f"TensorRT is installed, {no_export}")
+        m.set("onnx.tensorrt", None, "TensorRT is installed, but vlm runs ONNX files through "
+              "onnxruntime's CUDA provider only")  # fmt: skip
     else:
         m.set(
             "onnx.tensorrt",
@@ -538,6 +595,37 @@ def optional(ctx: Ctx) -> dict[str, Any]:
             "integration in this tree to run",
         )
     return m.as_dict()
+
+
+def _onnx_cuda(ctx: Ctx) -> tuple[Any, str]:
+    """The detector's ONNX export on onnxruntime's CUDA provider against eager float32."""
+    import statistics
+    import tempfile
+
+    import torch
+
+    from vlm_core.bench.timing import interleave
+    from vlm_core.deploy.programs import OnnxProgram
+    from vlm_core.deploy.writers import write_onnx
+    from vlm_core.plugins import get_registry
+
+    deploy_spec = get_registry().task("driving.detect").resolve_deploy()
+    loaded = deploy_spec.load("", deploy_params("driving.detect"))
+    module, example = deploy_spec.module(loaded), deploy_spec.example(loaded)
+    path = Path(tempfile.mkdtemp(dir=ctx.work)) / "detector.onnx"
+    write_onnx(module, example, deploy_spec.input_specs(loaded), deploy_spec.outputs, path)
+    program = OnnxProgram(path, ctx.device)
+    gpu = module.to(ctx.device)
+    args = tuple(t.to(ctx.device) for t in example)
+    with torch.no_grad():
+        timed = interleave({"eager": lambda: gpu(*args), "onnx": lambda: program(*args)},
+                           torch.device(ctx.device), warmup=3, rounds=20)  # fmt: skip
+    eager, onnx = (statistics.median(timed.seconds[k]) for k in ("eager", "onnx"))
+    return onnx / eager, (
+        f"driving.detect network, float32 batch {args[0].shape[0]}: eager {eager * 1e3:.2f} ms, "
+        f"onnxruntime {program.providers[0]} {onnx * 1e3:.2f} ms (copies to and from the host "
+        "included)"
+    )
 
 
 if __name__ == "__main__":  # the torchrun worker of the ddp suite
