@@ -64,10 +64,12 @@ class ClassifyParams(TaskParams):
 
 
 class ClassifyTrainParams(TaskParams):
-    network: Literal["densenet121", "densenet121-slim"] = Field(
+    network: Literal["densenet121", "densenet121-slim", "densenet121-tiny"] = Field(
         "densenet121",
-        description="MONAI DenseNet121 (64 initial features, growth 32, blocks 6-12-24-16), or "
-        "a slim one (32, growth 12, blocks 2-4-6-4) for small data and CPUs.",
+        description="MONAI DenseNet121 (64 initial features, growth 32, blocks 6-12-24-16), "
+        "a slim one (32, growth 12, blocks 2-4-6-4) for small data and CPUs, or a tiny one "
+        "(16, growth 8, blocks 2-4-6-4, bottleneck 2; a quarter of the slim one's "
+        "parameters), the student of -p teacher=.",
     )
     size: int = Field(
         32,
@@ -88,6 +90,24 @@ class ClassifyTrainParams(TaskParams):
     )
     dropout: float = Field(0.0, ge=0.0, le=0.9, description="Dropout after each dense layer.")
     cache_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of volumes cached in RAM.")
+    teacher: str = Field(
+        "",
+        max_length=4096,
+        description="Distil from these medical.classify weights ('bundled': the shipped "
+        "ones): the loss becomes kd_alpha x T² x KL(teacher || network) at temperature T = "
+        "kd_temperature, plus (1 - kd_alpha) x cross-entropy with the labels (empty: no "
+        "teacher).",
+    )
+    kd_temperature: float = Field(
+        4.0, ge=1.0, le=20.0, description="Temperature softening both logits in distillation."
+    )
+    kd_alpha: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the teacher's soft targets in distillation (the labels get the "
+        "rest).",
+    )
 
 
 def spec() -> TaskSpec:
@@ -105,7 +125,8 @@ def spec() -> TaskSpec:
         ),
         domain="medical",
         run="vlm_medical.classify:run",
-        train="vlm_medical.classify:build",
+        # classify.build, with the student networks and distillation from a teacher
+        train="vlm_medical.distill:build",
         params=ClassifyParams,
         train_params=ClassifyTrainParams,
         inputs=(Kind.VOLUME, Kind.IMAGE),
