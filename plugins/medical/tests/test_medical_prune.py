@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import monai.networks.nets  # noqa: F401  # at collection: seconds that a first test would pay
 import pytest
 import torch
 import torch_pruning  # noqa: F401  # at collection: it imports timm, seconds of a first test
