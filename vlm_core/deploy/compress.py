@@ -100,7 +100,7 @@ def compress_task(
             elif deploy.distill is not None:
                 made = deploy.distill(loaded, staging, seed)
             smaller = deploy.load(str(made), task_params)
-            report = _compare_torch(deploy, loaded, smaller, count, seed, rounds)
+            report = _compare_torch(deploy, loaded, smaller, count, seed, rounds, spec.batch_size)
             if method == "prune":
                 report["amount"] = amount
             path = made
@@ -131,14 +131,21 @@ def _latency(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]
     return {name: statistics.median(s) * 1000 for name, s in timed.seconds.items()}
 
 
+def timing_batch(cases: Any, batch: int) -> tuple[Any, ...]:
+    """What latency is timed on: the first held-out input, repeated to the task's run batch
+    (``TaskSpec.batch_size``, what `vlm run` hands the network at a time)."""
+    first = cases.inputs[0]
+    return tuple(t[:1].expand(batch, *t.shape[1:]).contiguous() for t in first)
+
+
 def _compare_torch(
-    deploy: Any, loaded: Any, smaller: Any, count: int, seed: int, rounds: int
+    deploy: Any, loaded: Any, smaller: Any, count: int, seed: int, rounds: int, batch: int
 ) -> dict[str, Any]:
     from vlm_core.deploy.parity import metric_change
 
     before, after = deploy.module(loaded), deploy.module(smaller)
     cases = deploy.cases(loaded, count, seed)
-    args = cases.inputs[0]
+    args = timing_batch(cases, batch)
     ms = _latency({"original": lambda: before(*args), "compressed": lambda: after(*args)}, rounds)
     return {
         "size_bytes": {
@@ -190,7 +197,7 @@ def _int8(
     )
     float_program, int8_program = OnnxProgram(fp32), OnnxProgram(path)
     cases = deploy.cases(loaded, count, seed)
-    args = cases.inputs[0]
+    args = timing_batch(cases, spec.batch_size)
     ms = _latency(
         {
             "torch_fp32": lambda: module(*args),
@@ -206,7 +213,7 @@ def _int8(
     }
     report: dict[str, Any] = {
         "size_bytes": sizes,
-        "parameters": {"original": _parameters(module)},
+        "parameters": {"torch_fp32": _parameters(module)},
         "cpu_ms": {**ms, "batch": int(args[0].shape[0]), "rounds": rounds},
         "differences": output_differences(module, int8_program, cases),
         "metric": metric_change(module, int8_program, cases),
