@@ -171,9 +171,8 @@ def test_the_registry_lists_every_gpu_line_and_fits_the_budget():
                 "clip.image", "medical.sliding_window", "gan.dcgan", "detect.fcos",
                 "detect.fasterrcnn", "executor.end_to_end", "pipeline.driving",
                 "pipeline.classify", "gpu_tests.oom", "ddp.nccl",
-                "dashboard.run", "familiarity.cost", "explain.time", "export.vit", "export.detector",
-                "onnx.cuda", "onnx.tensorrt",
-                "ray.one_gpu"}  # fmt: skip
+                "dashboard.run", "familiarity.cost", "explain.time", "export.vit",
+                "export.detector", "onnx.cuda", "onnx.tensorrt", "ray.one_gpu"}  # fmt: skip
     assert required <= ids
     trainable = {"art.generate", "caption.describe", "driving.detect", "medical.classify",
                  "medical.segment"}  # fmt: skip
