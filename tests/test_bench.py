@@ -17,7 +17,9 @@ def test_backbone_row_compares_engine_and_raw_on_the_same_batch():
     row = bench_backbone("test_resnet", device="cpu", batch_size=2, rounds=2, warmup=1)
     assert row["model"] == "test_resnet" and row["device"] == "cpu" and row["dtype"] == "float32"
     assert row["engine_img_s"] > 0 and row["raw_img_s"] > 0
-    assert abs(row["ratio"] - row["engine_img_s"] / row["raw_img_s"]) < 0.01
+    # the rates are rounded to 0.1 img/s, the ratio is not: allow what the rounding moves it by
+    rounding = 0.05 * (1 / row["engine_img_s"] + 1 / row["raw_img_s"])
+    assert abs(row["ratio"] - row["engine_img_s"] / row["raw_img_s"]) < 0.01 + rounding
     assert row["gflops_per_img"] > 0
 
 
