@@ -95,7 +95,7 @@ def prune_unet(network: nn.Module, arch: Mapping[str, Any], amount: float) -> di
     returns the architecture that rebuilds it (``arch`` with the new ``channels``).
 
     Raises:
-        RuntimeError: the pruned tensors do not load strictly into the network built from
+        WeightsError: the pruned tensors do not load strictly into the network built from
             that architecture (a UNet torch-pruning did not cut uniformly).
     """
     import torch
