@@ -301,3 +301,30 @@ def test_cli_export_prints_parity_and_refuses_bad_requests_in_one_line(
                            "--out", str(tmp_path / "d")], capsys)  # fmt: skip
     assert code == 2 and "cannot distill; its methods: int8" in stderr
     assert not (tmp_path / "n").exists() and not (tmp_path / "d").exists()
+
+
+def test_prune_trains_in_out_itself_and_leaves_nothing_when_it_fails(
+    weights: Path, tmp_path: Path
+) -> None:
+    seen: list[Path] = []
+
+    def prune(loaded, amount: float, out: Path, seed: int) -> Path:
+        seen.append(out)
+        return _weights(out / "pruned")  # a weights folder, as a fine-tune writes one
+
+    def broken(loaded, amount: float, out: Path, seed: int) -> Path:
+        (out / "checkpoints").mkdir()
+        raise RuntimeError("the fine-tune diverged")
+
+    out = tmp_path / "pruned"
+    done = compress_task(TASK, out=out, method="prune", weights=str(weights), rounds=2,
+                         registry=_registry(_spec(prune=prune)))  # fmt: skip
+    assert seen == [out] and done.path == out / "pruned" / "model.safetensors"
+    report = json.loads((out / "compress.json").read_text())
+    assert report["parameters"] == {"original": 835, "compressed": 835} and report["amount"] == 0.5
+    assert report["metric"]["name"] == "accuracy" and report["runs"]
+    failed = tmp_path / "failed"
+    with pytest.raises(RuntimeError, match="diverged"):
+        compress_task(TASK, out=failed, method="prune", weights=str(weights),
+                      registry=_registry(_spec(prune=broken)))  # fmt: skip
+    assert not failed.exists()

@@ -31,6 +31,7 @@ from vlm_core.deploy.export import (
     check_out,
     deploy_spec,
     export_sidecar,
+    in_place,
     staged,
     write_sidecar,
 )
@@ -91,7 +92,9 @@ def compress_task(
     loaded = deploy.load(weights, task_params)
     if loaded.exported:
         raise UsageError(f"{loaded.path} is an exported network; give torch weights")
-    with staged(out) as staging:
+    # int8 is staged and renamed; prune and distill train in ``out`` itself, since their
+    # checkpoints and commands record the folder they were written in
+    with staged(out) if method == "int8" else in_place(out) as staging:
         if method == "int8":
             path, report = _int8(spec, deploy, loaded, staging, count, seed, calibration, rounds)
         else:

@@ -82,6 +82,24 @@ def staged(out: Path) -> Iterator[Path]:
     staging.rename(out)
 
 
+@contextlib.contextmanager
+def in_place(out: Path) -> Iterator[Path]:
+    """``out`` itself (new or empty, checked before), emptied again when the block fails: for
+    work whose records name their folder (a training run's checkpoints and commands), which a
+    staging folder renamed afterwards would leave pointing nowhere."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+
+
 def _umask() -> int:
     import os
 
