@@ -127,6 +127,6 @@ def describe(report: dict[str, Any]) -> str:
     elif metric:
         line += (
             f"; {metric['name']} {metric['reference']:.4f} (torch) vs "
-            f"{metric['candidate']:.4f} on {metric['examples']} examples"
+            f"{metric['candidate']:.4f} (export) on {metric['examples']} examples"
         )
     return line
