@@ -62,15 +62,21 @@ NETWORKS: dict[str, dict[str, Any]] = {
 # --- network ------------------------------------------------------------------------------------
 
 
-def architecture(network: str, num_classes: int, dropout: float = 0.0) -> dict[str, Any]:
-    """The card's ``architecture``: what :func:`build_network` rebuilds the model from."""
+def architecture(
+    network: str,
+    num_classes: int,
+    dropout: float = 0.0,
+    arguments: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card's ``architecture``: what :func:`build_network` rebuilds the model from;
+    ``arguments``: the DenseNet's, for a network not in :data:`NETWORKS` (a student's)."""
     return {
         "name": "densenet",
         "variant": network,
         "spatial_dims": 3,
         "in_channels": 1,
         "out_channels": num_classes,
-        **NETWORKS[network],
+        **(NETWORKS[network] if arguments is None else arguments),
         "dropout_prob": dropout,
     }
 

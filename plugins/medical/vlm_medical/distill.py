@@ -26,8 +26,6 @@ cross-entropy, so ``val_loss`` compares with the teacher's.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,15 +77,9 @@ SETTINGS: dict[str, Any] = {
 def student_architecture(network: str, num_classes: int, dropout: float = 0.0) -> dict[str, Any]:
     """The card's ``architecture`` of student ``network`` (what ``classify.build_network``
     rebuilds)."""
-    return {
-        "name": "densenet",
-        "variant": network,
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": num_classes,
-        **STUDENTS[network],
-        "dropout_prob": dropout,
-    }
+    from vlm_medical.classify import architecture
+
+    return architecture(network, num_classes, dropout, STUDENTS[network])
 
 
 def kd_loss(
@@ -208,8 +200,7 @@ def distill_classifier(
     Raises:
         UsageError: ``loaded`` is an exported network.
     """
-    from vlm_core.training import checkpoint as ckpt
-    from vlm_core.training.api import TrainRequest, train_task
+    from vlm_medical.generated_training import train_on_generated
     from vlm_medical.synthetic_classes import write_class_dataset
 
     if loaded.exported:
@@ -227,26 +218,11 @@ def distill_classifier(
     }
     settings = {**SETTINGS, **dict(config or {})}
     out = Path(out)
-    scratch = Path(tempfile.mkdtemp(prefix="vlm-distill-data-"))
-    try:
-        data = write_class_dataset(scratch / "data", count, seed=TRANSFER_SEED)
-        made = f"<write_class_dataset({count}, seed={TRANSFER_SEED})>"
-        command = ["vlm", "train", "medical.classify", "--data", made, "--out", str(out)]
-        command += [a for k, v in params.items() for a in ("-p", f"{k}={v}")]
-        command += [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
-        train_task(
-            TrainRequest(
-                "medical.classify",
-                data,
-                out,
-                params=params,
-                config=settings,
-                resume=ckpt.find_checkpoint(out, "last") is not None,
-                command=command,
-            )
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    best = ckpt.find_checkpoint(out, "best")
-    assert best is not None  # the trainer saved at least its last step
-    return best.model_file
+    return train_on_generated(
+        "medical.classify",
+        lambda folder: write_class_dataset(folder, count, seed=TRANSFER_SEED),
+        f"<write_class_dataset({count}, seed={TRANSFER_SEED})>",
+        out,
+        params,
+        settings,
+    )

@@ -19,8 +19,6 @@ into the network built from the card.
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,7 +178,7 @@ def prune_segmenter(
         UsageError: ``loaded`` is not a UNet (SwinUNETR is not pruned), or is an export.
     """
     from vlm_core.training import checkpoint as ckpt
-    from vlm_core.training.api import TrainRequest, train_task
+    from vlm_medical.generated_training import train_on_generated
     from vlm_medical.synthetic import write_dataset
 
     arch = dict(loaded.card.get("architecture") or {})
@@ -232,30 +230,14 @@ def prune_segmenter(
         "tensorboard": False,
         **dict(config or {}),
     }
-    scratch = Path(tempfile.mkdtemp(prefix="vlm-prune-data-"))
-    try:
-        data = write_dataset(scratch / "data", plan["images"], seed=FINETUNE_SEED, dims=dims)
-        command = ["vlm", "train", "medical.segment", "--data",
-                   f"<write_dataset({plan['images']}, seed={FINETUNE_SEED}, dims={dims})>",
-                   "--out", str(out)]  # fmt: skip
-        command += [a for k, v in params.items() for a in ("-p", f"{k}={v}")]
-        command += [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
-        train_task(
-            TrainRequest(
-                "medical.segment",
-                data,
-                out,
-                params=params,
-                config=settings,
-                resume=ckpt.find_checkpoint(out, "last") is not None,
-                command=command,
-            )
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    best = ckpt.find_checkpoint(out, "best")
-    assert best is not None  # the trainer saved at least its last step
-    return best.model_file
+    return train_on_generated(
+        "medical.segment",
+        lambda folder: write_dataset(folder, plan["images"], seed=FINETUNE_SEED, dims=dims),
+        f"<write_dataset({plan['images']}, seed={FINETUNE_SEED}, dims={dims})>",
+        out,
+        params,
+        settings,
+    )
 
 
 def _known_params(recorded: Mapping[str, Any]) -> dict[str, Any]:
