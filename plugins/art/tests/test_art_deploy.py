@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,19 +78,6 @@ def _assert_same_images(
     assert (diff > 0).mean() <= MAX_DIFFERENT, (diff > 0).mean()
 
 
-def _vlm(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`vlm ARGV` in this process: (exit code, stdout, stderr)."""
-    from vlm_core.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _parity_holds(exported: Exported, tolerance: float) -> None:
     parity = exported.parity
     assert parity["passed"] and parity["seed"] == PARITY_SEED
@@ -157,22 +145,22 @@ def test_an_exported_generator_makes_the_torch_weights_images(
 
 @pytest.mark.slow
 def test_style_interpolation_refuses_an_exported_generator(
-    pt2: Exported, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    pt2: Exported, vlm_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     params = {"mode": "interpolate", "between": "styles", "styles": "circles,stripes"}
     with pytest.raises(UsageError, match="blends the class embeddings inside the generator"):
         run(**params, weights=str(pt2.path))
     argv = ["run", TASK, "--out", str(tmp_path / "o"), "-p", f"weights={pt2.path}"]
-    code, _, stderr = _vlm(
-        [*argv, "-p", "mode=interpolate", "-p", "between=styles", "-p", "styles=circles,stripes"],
-        capsys,
+    done = vlm_cli(
+        *[*argv, "-p", "mode=interpolate", "-p", "between=styles", "-p", "styles=circles,stripes"]
     )
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1 and "an exported model cannot" in stderr
     assert not (tmp_path / "o" / "result").exists()
 
 
 def test_a_corrupt_onnx_file_is_refused_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, vlm_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     from vlm_art.generate import default_weights
 
@@ -189,14 +177,17 @@ def test_a_corrupt_onnx_file_is_refused_in_one_line(
     }
     (folder / "model.json").write_text(json.dumps(sidecar))
     argv = ["run", TASK, "--out", str(tmp_path / "o"), "-p", "count=2"]
-    code, _, stderr = _vlm([*argv, "-p", f"weights={onnx_file}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert "model.onnx is not an ONNX model" in stderr
     onnx_file.write_bytes(onnx_file.read_bytes()[:100])  # cut short: its sha256 no longer fits
-    code, _, stderr = _vlm([*argv, "-p", f"weights={folder}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={folder}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1 and "sha256 mismatch" in stderr, stderr
     (folder / "model.json").unlink()
-    code, _, stderr = _vlm([*argv, "-p", f"weights={onnx_file}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1 and "no model.json beside it" in stderr
     assert not (tmp_path / "o" / "result").exists()
 
@@ -275,16 +266,32 @@ def test_onnx_export_of_the_generator_matches(onnx_export: Exported) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("upscale", [4, 1])
 def test_vlm_run_with_the_onnx_file_writes_the_torch_weights_images(
-    onnx_export: Exported, upscale: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    onnx_export: Exported,
+    upscale: int,
+    tmp_path: Path,
+    vlm_cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     from PIL import Image
 
     outputs = {}
     for name, extra in (("torch", []), ("onnx", ["-p", f"weights={onnx_export.path}"])):
         out = tmp_path / name
-        code, _, stderr = _vlm(["run", TASK, "-p", "count=10", "-p", "seed=1",
-                                "-p", f"upscale={upscale}", *extra, "--out", str(out)],
-                               capsys)  # fmt: skip
+        done = vlm_cli(
+            *[
+                "run",
+                TASK,
+                "-p",
+                "count=10",
+                "-p",
+                "seed=1",
+                "-p",
+                f"upscale={upscale}",
+                *extra,
+                "--out",
+                str(out),
+            ]
+        )
+        code, stderr = done.returncode, done.stderr
         assert code == 0, stderr
         files = sorted((out / "result" / "images").glob("*.png"))
         record = json.loads((out / "result" / "result.json").read_text())["provenance"]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,19 +29,6 @@ def _private_home(vlm_home: Path) -> Path:
     """A private VLM_HOME (the vlm pytest plugin's): runs and the run store stay out of the
     user's own."""
     return vlm_home
-
-
-def _vlm(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`vlm ARGV` in this process: (exit code, stdout, stderr)."""
-    from vlm_core.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _export(out: Path, fmt: str) -> Exported:
@@ -93,7 +81,7 @@ def test_the_exported_module_is_the_captioners_image_encoder() -> None:
 
 
 def test_an_encoder_file_is_refused_by_the_caption_tasks_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, vlm_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     """A garbage ONNX file alone, and one with a consistent sidecar of an encoder export:
     refused before onnxruntime reads it (exit 2, one line)."""
@@ -105,7 +93,8 @@ def test_an_encoder_file_is_refused_by_the_caption_tasks_in_one_line(
     onnx_file = folder / "model.onnx"
     onnx_file.write_bytes(b"\x08\x07not an onnx graph" * 40)
     argv = ["run", TASK, str(SAMPLE), "--out", str(tmp_path / "o")]
-    code, _, stderr = _vlm([*argv, "-p", f"weights={onnx_file}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1 and "no model.json beside it" in stderr, stderr
     card = json.loads((Path(default_weights()).parent / "model.json").read_text())["card"]
     sidecar = {
@@ -115,7 +104,8 @@ def test_an_encoder_file_is_refused_by_the_caption_tasks_in_one_line(
         "export": {"format": "onnx", "network": NETWORK, "runs": False, "note": spec().note},
     }
     (folder / "model.json").write_text(json.dumps(sidecar))
-    code, _, stderr = _vlm([*argv, "-p", f"weights={folder}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={folder}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert "cannot run as caption.describe's captioner: the export holds the captioner's image" \
         " encoder only" in stderr  # fmt: skip
@@ -149,15 +139,15 @@ def test_the_encoder_exports_with_parity_and_the_same_captions(exported: Exporte
 
 @pytest.mark.slow
 def test_vlm_run_refuses_the_exported_encoder(
-    exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exported: Exported, tmp_path: Path, vlm_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     for task, extra in (
         ("caption.describe", [str(SAMPLE)]),
         ("caption.answer", [str(SAMPLE), "-p", "message=my teapot is cracked"]),
     ):
         out = tmp_path / task
-        code, _, stderr = _vlm(["run", task, *extra, "-p", f"weights={exported.path}",
-                                "--out", str(out)], capsys)  # fmt: skip
+        done = vlm_cli("run", task, *extra, "-p", f"weights={exported.path}", "--out", str(out))
+        code, stderr = done.returncode, done.stderr
         assert code == 2 and stderr.count("\n") == 1, stderr
         assert "the export holds the captioner's image encoder only" in stderr
         assert not (out / "result").exists()
@@ -166,6 +156,8 @@ def test_vlm_run_refuses_the_exported_encoder(
     shutil.copytree(exported.path.parent, copy)
     broken = copy / exported.path.name
     broken.write_bytes(broken.read_bytes()[:200])
-    code, _, stderr = _vlm(["run", TASK, str(SAMPLE), "-p", f"weights={broken}",
-                            "--out", str(tmp_path / "o")], capsys)  # fmt: skip
+    done = vlm_cli(
+        *["run", TASK, str(SAMPLE), "-p", f"weights={broken}", "--out", str(tmp_path / "o")]
+    )
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1 and "sha256 mismatch" in stderr, stderr

@@ -73,19 +73,6 @@ def run(task: str, inputs: list[Path], out: Path | None = None, **params: object
     return run_task(request, registry=load_registry(), keep_results=True)
 
 
-def _vlm(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`vlm ARGV` in this process: (exit code, stdout, stderr)."""
-    from vlm_core.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _files(out: Path) -> dict[str, bytes]:
     """The files one input's results wrote under a run folder, by name (result.json, which
     records the weights' sha256 and the familiarity verdict, left out)."""
@@ -155,7 +142,7 @@ def test_prune_and_distill_call_the_compression_modules(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("task", [SEGMENT, CLASSIFY])
 def test_a_corrupt_onnx_file_is_refused_in_one_line(
-    task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    task: str, tmp_path: Path, vlm_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     folder = tmp_path / "export"
     folder.mkdir()
@@ -173,11 +160,13 @@ def test_a_corrupt_onnx_file_is_refused_in_one_line(
     (folder / "model.json").write_text(json.dumps(sidecar))
     sample = str(VOLUME if task == SEGMENT else CUBE)
     argv = ["run", task, sample, "--out", str(tmp_path / "o"), "--device", "cpu"]
-    code, _, stderr = _vlm([*argv, "-p", f"weights={onnx_file}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert "model.onnx is not an ONNX model" in stderr
     onnx_file.write_bytes(onnx_file.read_bytes()[:100])  # cut short: its sha256 no longer fits
-    code, _, stderr = _vlm([*argv, "-p", f"weights={folder}"], capsys)
+    done = vlm_cli(*argv, "-p", f"weights={folder}")
+    code, stderr = done.returncode, done.stderr
     assert code == 2 and stderr.count("\n") == 1 and "sha256 mismatch" in stderr, stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*/mask*"))
 
@@ -287,7 +276,10 @@ def test_a_run_of_the_exported_2d_unet_writes_the_torch_weights_files(
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_a_run_of_the_exported_densenet_gives_the_class_without_grad_cam(
-    exports: Callable[..., Exported], fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exports: Callable[..., Exported],
+    fmt: str,
+    tmp_path: Path,
+    vlm_cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     from vlm_medical.classify import EXPORTED_NOTE
 
@@ -304,7 +296,8 @@ def test_a_run_of_the_exported_densenet_gives_the_class_without_grad_cam(
     # choosing the map the export cannot make is refused, before anything is written
     for param in ("explain=lesion", "cam_layer=features.denseblock1"):
         argv = ["run", CLASSIFY, str(CUBE), "--out", str(tmp_path / "x"), "--device", "cpu"]
-        code, _, stderr = _vlm([*argv, "-p", f"weights={exported.path}", "-p", param], capsys)
+        done = vlm_cli(*argv, "-p", f"weights={exported.path}", "-p", param)
+        code, stderr = done.returncode, done.stderr
         assert code == 2 and stderr.count("\n") == 1, stderr
         assert "cannot compute (it has no gradients)" in stderr
 
