@@ -265,10 +265,7 @@ class TinySettings:
         """The data writer, importing ``"module:function"`` on first use."""
         if self.train_data is None:
             raise ValueError("no tiny training data declared (TinySettings.train_data)")
-        if not isinstance(self.train_data, str):
-            return self.train_data
-        module_name, _, attr = self.train_data.partition(":")
-        func: Callable[..., Path | None] = getattr(importlib.import_module(module_name), attr)
+        func: Callable[..., Path | None] = imported(self.train_data)
         return func
 
 
@@ -339,52 +336,39 @@ class TaskSpec:
         """The training builder, importing ``"module:function"`` on first use."""
         if self.train is None:
             raise ValueError(f"task '{self.id}' cannot train")
-        if not isinstance(self.train, str):
-            return self.train
-        module_name, _, attr = self.train.partition(":")
-        func: TrainFunction = getattr(importlib.import_module(module_name), attr)
+        func: TrainFunction = imported(self.train)
         return func
 
     def resolve_bench(self) -> Any:
         """The task's :class:`~vlm_core.bench.pipeline.PipelineCase` (None: it has none),
         importing ``"module:function"`` on first use."""
-        if self.bench is None:
-            return None
-        factory = self.bench
-        if isinstance(factory, str):
-            module_name, _, attr = factory.partition(":")
-            factory = getattr(importlib.import_module(module_name), attr)
-        return factory()
+        return None if self.bench is None else imported(self.bench)()
 
     def resolve_deploy(self) -> Any:
         """The task's :class:`~vlm_core.deploy.spec.DeploySpec` (None: it has none), importing
         ``"module:function"`` on first use."""
-        if self.deploy is None:
-            return None
-        factory = self.deploy
-        if isinstance(factory, str):
-            module_name, _, attr = factory.partition(":")
-            factory = getattr(importlib.import_module(module_name), attr)
-        return factory()
+        return None if self.deploy is None else imported(self.deploy)()
 
     def resolve_explain(self) -> Callable[..., Any]:
         """The explain-target builder, importing ``"module:function"`` on first use."""
         if self.explain is None:
             raise ValueError(f"task '{self.id}' cannot be explained")
-        if not isinstance(self.explain, str):
-            return self.explain
-        module_name, _, attr = self.explain.partition(":")
-        func: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+        func: Callable[..., Any] = imported(self.explain)
         return func
 
     def resolve_run(self) -> RunFunction:
         """The run function, importing ``"module:function"`` on first use."""
-        if not isinstance(self.run, str):
-            return self.run
-        module_name, _, attr = self.run.partition(":")
-        module = importlib.import_module(module_name)
-        func: RunFunction = getattr(module, attr)
+        func: RunFunction = imported(self.run)
         return func
+
+
+def imported(ref: Any) -> Any:
+    """``ref`` itself, or the attribute a ``"module:function"`` string names (its module
+    imported now: a spec names its heavy parts without importing them)."""
+    if not isinstance(ref, str):
+        return ref
+    module_name, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def package_file(package: str, *parts: str) -> Path:
