@@ -23,11 +23,8 @@ def timm_case(name: str, size: int, batch: int) -> tuple[Any, tuple[Any, ...]]:
     import timm
     import torch
 
-    model = (
-        timm.create_model(name, pretrained=False, num_classes=1000, img_size=size)
-        if ("vit" in name)
-        else timm.create_model(name, pretrained=False, num_classes=1000)
-    )
+    sized: dict[str, Any] = {"img_size": size} if "vit" in name else {}  # a ViT: its positions
+    model = timm.create_model(name, pretrained=False, num_classes=1000, **sized)
     return model.eval(), (torch.rand(batch, 3, size, size),)
 
 
@@ -54,12 +51,11 @@ def export_latency(
     args = tuple(t.to(where, kind) if t.is_floating_point() else t.to(where) for t in example)
     with torch.no_grad():
         program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
+        exported = program.module()
         runners: dict[str, Callable[[], Any]] = {
             "eager": lambda: model(*args),
-            "export": lambda: program.module()(*args),
+            "export": lambda: exported(*args),
         }
-        exported = program.module()
-        runners["export"] = lambda: exported(*args)
         notes: dict[str, str] = {}
         if aoti:
             try:

@@ -146,6 +146,8 @@ def spec() -> TaskSpec:
         # -p explainer=...: the logit of the explained class on the network's input cube
         explain="vlm_medical.explain_targets:classify_target",
         explainers=("gradcam", "integrated_gradients", "occlusion", "kernel_shap", "lime"),
+        # `vlm export` / `vlm compress`: the DenseNet with a dynamic batch
+        deploy="vlm_medical.deploy:classify_spec",
         notice=NOTICE,
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import Sample, TaskSpec, TinySettings, WeightsRef, package_file
@@ -77,8 +75,7 @@ def _segment() -> TaskSpec:
 def register_tasks(register):  # type: ignore[no-untyped-def]
     register(_segment())
     register(bundle.spec())
-    # `vlm export` / `vlm compress`: the DenseNet with a dynamic batch
-    register(dataclasses.replace(classify_spec(), deploy="vlm_medical.deploy:classify_spec"))
+    register(classify_spec())
 
 
 # the DICOM input reader (its @hookimpl is in dicom.py; pydicom is imported on first use)
