@@ -56,6 +56,7 @@ class Settings:
     max_image_pixels: int
     max_volume_voxels: int
     max_input_bytes: int
+    max_cloud_points: int  # points in one LiDAR sweep of a scene
 
     @property
     def config_file(self) -> Path:
@@ -88,6 +89,8 @@ def settings() -> Settings:
         max_image_pixels=_int_env("VLM_MAX_IMAGE_PIXELS", 100_000_000),
         max_volume_voxels=_int_env("VLM_MAX_VOLUME_VOXELS", 1_000_000_000),
         max_input_bytes=_int_env("VLM_MAX_INPUT_BYTES", 4 * 1024**3),
+        # a 128-beam sensor's sweep is about 0.3 M points; KITTI's 64-beam one 0.12 M
+        max_cloud_points=_int_env("VLM_MAX_CLOUD_POINTS", 5_000_000),
     )
 
 

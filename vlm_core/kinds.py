@@ -12,6 +12,7 @@ class Kind(str, Enum):
     VOLUME = "volume"
     VIDEO = "video"
     TEXT = "text"
+    SCENE = "scene"
     BOXES = "boxes"
     TRACKS = "tracks"
     MASK = "mask"
@@ -28,7 +29,7 @@ class Kind(str, Enum):
 
 
 #: Kinds a file on disk can be loaded as (the others are outputs only).
-INPUT_KINDS = frozenset({Kind.IMAGE, Kind.VOLUME, Kind.VIDEO, Kind.TEXT})
+INPUT_KINDS = frozenset({Kind.IMAGE, Kind.VOLUME, Kind.VIDEO, Kind.TEXT, Kind.SCENE})
 
 #: Kinds a task may return: every kind has a core output type (inputs can be outputs too).
 OUTPUT_KINDS = frozenset(Kind)

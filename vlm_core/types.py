@@ -105,6 +105,86 @@ class Video:
         _check(self.fps > 0, f"fps must be positive, got {self.fps}")
 
 
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """Camera and LiDAR frames of one sensor rig: ``images[t]`` and ``clouds[t]`` were taken
+    together. One frame (a KITTI object frame) or a sequence at ``fps`` (a KITTI tracking
+    sequence).
+
+    ``clouds[t]``: (N, 4) float32 — x, y, z in metres in the LiDAR frame (x forward, y left,
+    z up, as KITTI's Velodyne) and the return's intensity. ``lidar_to_camera``: (4, 4), the
+    rigid transform from the LiDAR frame to the rectified camera frame (x right, y down,
+    z forward): KITTI's ``R0_rect · Tr_velo_to_cam``. ``projection``: (3, 4), the rectified
+    camera's projection onto image pixels (KITTI's ``P2``). ``frame_ids`` name the frames
+    (``"000042"``); ``warnings`` are what the reader had to assume, one line each.
+    """
+
+    kind: ClassVar[Kind] = Kind.SCENE
+    images: tuple[Image, ...]
+    clouds: tuple[np.ndarray, ...]
+    projection: np.ndarray
+    lidar_to_camera: np.ndarray
+    fps: float = 10.0
+    frame_ids: tuple[str, ...] = ()
+    name: str = ""
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", tuple(self.images))
+        object.__setattr__(self, "clouds", tuple(self.clouds))
+        _check(len(self.images) > 0, "a scene needs at least one frame")
+        _check(
+            len(self.images) == len(self.clouds),
+            f"a scene has {len(self.images)} images but {len(self.clouds)} point clouds",
+        )
+        for t, cloud in enumerate(self.clouds):
+            _check(
+                cloud.ndim == 2 and cloud.shape[1] == 4 and cloud.dtype == np.float32,
+                f"scene cloud {t} must be (N, 4) float32, got {cloud.shape} {cloud.dtype}",
+            )
+        _check(self.projection.shape == (3, 4), f"projection must be 3x4, got "
+               f"{self.projection.shape}")  # fmt: skip
+        _check(
+            self.lidar_to_camera.shape == (4, 4),
+            f"lidar_to_camera must be 4x4, got {self.lidar_to_camera.shape}",
+        )
+        _check(self.fps > 0, f"fps must be positive, got {self.fps}")
+        _check(
+            not self.frame_ids or len(self.frame_ids) == len(self.images),
+            "scene frame_ids must match the number of frames",
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def frame_id(self, t: int) -> str:
+        """The name of frame ``t``: its ``frame_ids`` entry, or its index as six digits."""
+        return self.frame_ids[t] if self.frame_ids else f"{t:06d}"
+
+    def camera_points(self, t: int) -> np.ndarray:
+        """Frame ``t``'s points in the rectified camera frame, (N, 3) float64 metres."""
+        xyz1 = np.c_[self.clouds[t][:, :3].astype(np.float64), np.ones(len(self.clouds[t]))]
+        return (xyz1 @ self.lidar_to_camera.T)[:, :3]
+
+    def project(self, t: int, min_depth: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """The points of frame ``t`` that fall on its image: their indices into ``clouds[t]``,
+        (M,) int64, and their pixels and depths, (M, 3) float64 (u, v, camera-frame z).
+
+        ``P2 · R0_rect · Tr_velo_to_cam`` applied to every point in front of the camera (depth
+        over ``min_depth`` metres), kept where the pixel is inside the image.
+        """
+        cam = self.camera_points(t)
+        ahead = np.flatnonzero(cam[:, 2] > min_depth)
+        uvw = np.c_[cam[ahead], np.ones(len(ahead))] @ self.projection.T
+        uv = uvw[:, :2] / uvw[:, 2:3]
+        image = self.images[t]
+        inside = (
+            (uv[:, 0] >= 0) & (uv[:, 0] < image.width) & (uv[:, 1] >= 0) & (uv[:, 1] < image.height)
+        )
+        return ahead[inside], np.c_[uv[inside], cam[ahead[inside], 2]]
+
+
 @dataclass(frozen=True)
 class Text:
     """A piece of text (a customer's message, a prompt)."""
@@ -394,12 +474,13 @@ class File:
         )
 
 
-Input: TypeAlias = Image | Volume | Video | Text
+Input: TypeAlias = Image | Volume | Video | Text | Scene
 Output: TypeAlias = (
     Image
     | Volume
     | Video
     | Text
+    | Scene
     | Boxes
     | Tracks
     | Mask
@@ -415,8 +496,8 @@ Output: TypeAlias = (
 
 #: The classes an output may be an instance of (what tasks may return).
 OUTPUT_TYPES: tuple[type[Output], ...] = (
-    Image, Volume, Video, Text, Boxes, Tracks, Mask, Caption, Reply, ImageSet, Embeddings, Metrics,
-    File, Attribution,
+    Image, Volume, Video, Text, Scene, Boxes, Tracks, Mask, Caption, Reply, ImageSet, Embeddings,
+    Metrics, File, Attribution,
 )  # fmt: skip
 
 

@@ -155,6 +155,13 @@ def _reader_probe(
             f"{where}: {reader.format} header claims {count:,} voxels {shape}, over the limit "
             f"of {s.max_volume_voxels:,} (VLM_MAX_VOLUME_VOXELS)"
         )
+    if kind is Kind.SCENE and (len(shape) < 2 or shape[1] > s.max_cloud_points):
+        if len(shape) < 2:
+            raise ReaderError(reader, "probe", f"returned {shape!r}, not (frames, points, ...)")
+        raise InputError(
+            f"{where}: {reader.format} header claims {shape[1]:,} points in a sweep, over the "
+            f"limit of {s.max_cloud_points:,} (VLM_MAX_CLOUD_POINTS)"
+        )
     if kind is Kind.IMAGE and math.prod(shape[:2]) > s.max_image_pixels:
         raise InputError(
             f"{where}: {reader.format} header claims {math.prod(shape[:2]):,} pixels {shape}, "
@@ -183,13 +190,14 @@ def _probe_group(
 
 
 def _load_with_reader(probe: Probe, reader: InputReader) -> Any:
-    from vlm_core.types import Image, Text, Video, Volume
+    from vlm_core.types import Image, Scene, Text, Video, Volume
 
     expected: dict[Kind, type] = {
         Kind.IMAGE: Image,
         Kind.VOLUME: Volume,
         Kind.VIDEO: Video,
         Kind.TEXT: Text,
+        Kind.SCENE: Scene,
     }
     loaded = _call_reader(reader, "load", probe)
     wanted = expected[probe.kind]

@@ -47,8 +47,9 @@ class InputReader:
 
     ``probe(files)`` receives the files of one input (one file, or the members of a group in
     the order ``group`` returned them), reads their headers only, checks the caps of
-    :func:`vlm_core.config.settings` (``max_volume_voxels``, ``max_image_pixels``) and returns
-    the shape the input will load as; it raises :class:`~vlm_core.errors.InputError` with a
+    :func:`vlm_core.config.settings` (``max_volume_voxels``, ``max_image_pixels``,
+    ``max_cloud_points``) and returns the shape the input will load as (a scene's:
+    ``(frames, points of its largest sweep)``); it raises :class:`~vlm_core.errors.InputError` with a
     one-line message for a file it cannot use. ``load(probe)`` decodes ``probe.files`` into the
     core type of the format's kind (a :class:`~vlm_core.types.Volume` for ``dicom``).
     ``group(files)`` (optional) receives every file of this format found under one folder or

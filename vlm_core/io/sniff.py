@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -20,6 +21,11 @@ ALLOWED: dict[str, Kind] = {
     "dicom": Kind.VOLUME,
     "mp4": Kind.VIDEO,
     "text": Kind.TEXT,
+    # LiDAR point clouds: a scene's sweep, read with the camera image and calibration beside it
+    "kitti-bin": Kind.SCENE,
+    "pcd": Kind.SCENE,
+    "las": Kind.SCENE,
+    "laz": Kind.SCENE,
 }
 
 #: Formats recognised only to name them in an error.
@@ -86,6 +92,55 @@ def gzip_head(path: Path) -> bytes | None:
         return None
 
 
+#: What the first points of a KITTI Velodyne ``.bin`` may hold (it has no header: float32
+#: x, y, z, reflectance per point): finite, within this many metres, reflectance 0..255.
+KITTI_BIN_RANGE_M = 1000.0
+KITTI_BIN_POINTS = 16  # points a sniff looks at: more than any text or other binary survives
+
+
+def _pcd_header(head: bytes) -> bool:
+    """A PCD file starts with optional ``#`` comment lines, then ``VERSION`` or ``FIELDS``."""
+    for line in head.split(b"\n")[:4]:
+        word = line.strip().split(b" ")[0]
+        if word.startswith(b"#") or not word:
+            continue
+        return word in (b"VERSION", b"FIELDS")
+    return False
+
+
+def _las_format(head: bytes) -> str:
+    """``las`` or ``laz`` for a file starting ``LASF``: LAZ sets bit 7 (or 6) of the point
+    data format byte at offset 104 (the LAS 1.0-1.4 header)."""
+    compressed = len(head) > 104 and head[104] & 0xC0
+    return "laz" if compressed else "las"
+
+
+def _kitti_bin(head: bytes) -> bool:
+    """Whether ``head`` starts a KITTI Velodyne scan: its first :data:`KITTI_BIN_POINTS`
+    points (fewer in a smaller file) finite, within :data:`KITTI_BIN_RANGE_M` metres, not all
+    at the origin, with a reflectance of 0 to 255. The format has no magic number, so the
+    content's shape is the only sign; an image, text or archive fails it at its first bytes
+    (their float32 reading is huge, tiny or not a number). Whether the length is a whole
+    number of points is the reader's check, which names the problem."""
+    import struct
+
+    count = min(KITTI_BIN_POINTS, len(head) // 16)
+    if count == 0:
+        return False
+    values = struct.unpack(f"<{count * 4}f", head[: count * 16])
+    if not all(math.isfinite(v) for v in values):
+        return False
+    xyz = [abs(v) for i, v in enumerate(values) if i % 4 != 3]
+    reflectance = values[3::4]
+    tiny = [v for v in xyz if 0 < v < 1e-6]  # a denormal or near-zero float: not metres
+    return (
+        max(xyz) <= KITTI_BIN_RANGE_M
+        and max(xyz) > 0
+        and not tiny
+        and all(0.0 <= r <= 255.0 for r in reflectance)
+    )
+
+
 def sniff_format(path: Path) -> str:
     """The format name of ``path`` from its content: a key of :data:`ALLOWED`, a name from
     :data:`KNOWN_REFUSED`, or ``"unknown"``."""
@@ -112,9 +167,15 @@ def sniff_format(path: Path) -> str:
         return "nifti-gz" if inner is not None and _nifti_magic(inner) else "gzip"
     if head[4:8] == b"ftyp":
         return "mp4"
+    if head.startswith(b"LASF"):
+        return _las_format(head)
     for magic, name in KNOWN_REFUSED.items():
         if head.startswith(magic):
             return name
+    if _pcd_header(head):
+        return "pcd"
+    if _kitti_bin(head):
+        return "kitti-bin"
     if _is_text(head):
         return "text"
     return "unknown"
