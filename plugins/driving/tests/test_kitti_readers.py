@@ -1,0 +1,287 @@
+"""KITTI formats and the LiDAR scene readers: files written by the reference libraries (numpy's
+``tofile`` as KITTI's devkit, pypcd4, laspy) read back equal, KITTI-layout folders load as
+scenes through the core, and malformed clouds and calibrations are refused on one line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vlm_driving import kitti
+
+from vlm_core.errors import InputError
+
+# KITTI-like calibration values (the 2011_09_26 rig, as KITTI's object calib files hold them).
+P2 = np.array(
+    [
+        [7.215377e02, 0.0, 6.095593e02, 4.485728e01],
+        [0.0, 7.215377e02, 1.728540e02, 2.163791e-01],
+        [0.0, 0.0, 1.0, 2.745884e-03],
+    ]
+)
+R0_RECT = np.array(
+    [
+        [9.999239e-01, 9.837760e-03, -7.445048e-03],
+        [-9.869795e-03, 9.999421e-01, -4.278459e-03],
+        [7.402527e-03, 4.351614e-03, 9.999631e-01],
+    ]
+)
+TR_VELO_TO_CAM = np.array(
+    [
+        [7.533745e-03, -9.999714e-01, -6.166020e-04, -4.069766e-03],
+        [1.480249e-02, 7.280733e-04, -9.998902e-01, -7.631618e-02],
+        [9.998621e-01, 7.523790e-03, 1.480755e-02, -2.717806e-01],
+    ]
+)
+TR_IMU_TO_VELO = np.array(
+    [
+        [9.999976e-01, 7.553071e-04, -2.035826e-03, -8.086759e-01],
+        [-7.854027e-04, 9.998898e-01, -1.482298e-02, 3.195559e-01],
+        [2.024406e-03, 1.482454e-02, 9.998881e-01, -7.997231e-01],
+    ]
+)
+
+
+def calibration() -> kitti.Calibration:
+    return kitti.Calibration(
+        P0=P2 - np.array([[0, 0, 0, 44.0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+        P1=P2 - np.array([[0, 0, 0, 430.0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+        P2=P2,
+        P3=P2 - np.array([[0, 0, 0, 380.0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+        R0_rect=R0_RECT,
+        Tr_velo_to_cam=TR_VELO_TO_CAM,
+        Tr_imu_to_velo=TR_IMU_TO_VELO,
+    )
+
+
+def _row(matrix: np.ndarray, fmt: str = "{:.12e}") -> str:
+    return " ".join(fmt.format(v) for v in matrix.ravel())
+
+
+def _one_line(exc: pytest.ExceptionInfo[InputError], *words: str) -> str:
+    message = str(exc.value)
+    assert "\n" not in message, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration
+
+
+def test_calibration_round_trip_in_kitti_object_layout(tmp_path: Path) -> None:
+    calib = calibration()
+    path = tmp_path / "000000.txt"
+    kitti.write_calib(path, calib)
+    lines = path.read_text().splitlines()
+    # KITTI's own object calib files: these keys in this order, %.12e values
+    assert [line.split(":")[0] for line in lines] == [
+        "P0",
+        "P1",
+        "P2",
+        "P3",
+        "R0_rect",
+        "Tr_velo_to_cam",
+        "Tr_imu_to_velo",
+    ]
+    assert lines[2] == "P2: " + _row(P2)
+    back = kitti.read_calib(path)
+    for key, matrix in calib.matrices().items():  # %.12e: 13 significant digits
+        np.testing.assert_allclose(getattr(back, key), matrix, rtol=1e-12, err_msg=key)
+
+
+def test_devkit_layouts_give_the_same_chain(tmp_path: Path) -> None:
+    """The object layout (``R0_rect:``) and the tracking layout (``R_rect``, ``Tr_velo_cam``
+    without colons, shorter numbers) read as the same calibration, and the chain
+    P2 · R0_rect · Tr_velo_to_cam projects a point as the devkit's formula does."""
+    obj = tmp_path / "object.txt"
+    obj.write_text(
+        f"P0: {_row(P2)}\nP1: {_row(P2)}\nP2: {_row(P2)}\nP3: {_row(P2)}\n"
+        f"R0_rect: {_row(R0_RECT)}\nTr_velo_to_cam: {_row(TR_VELO_TO_CAM)}\n"
+        f"Tr_imu_to_velo: {_row(TR_IMU_TO_VELO)}\n\n"
+    )
+    tracking = tmp_path / "0001.txt"
+    short = "{:e}"
+    tracking.write_text(
+        f"P0: {_row(P2, short)}\nP1: {_row(P2, short)}\nP2: {_row(P2, short)}\n"
+        f"P3: {_row(P2, short)}\nR_rect {_row(R0_RECT, short)}\n"
+        f"Tr_velo_cam {_row(TR_VELO_TO_CAM, short)}\nTr_imu_velo {_row(TR_IMU_TO_VELO, short)}\n"
+    )
+    a, b = kitti.read_calib(obj), kitti.read_calib(tracking)
+    np.testing.assert_allclose(a.lidar_to_camera, b.lidar_to_camera, atol=1e-9)
+    np.testing.assert_allclose(a.projection, P2)
+    # the devkit: x_img = P2 · R0_rect · Tr_velo_to_cam · x_velo (each padded to 4x4)
+    velo = np.array([20.0, 1.5, -1.0, 1.0])
+    r0 = np.eye(4)
+    r0[:3, :3] = R0_RECT
+    tr = np.eye(4)
+    tr[:3, :4] = TR_VELO_TO_CAM
+    expected = P2 @ r0 @ tr @ velo
+    got = a.projection @ a.lidar_to_camera @ velo
+    np.testing.assert_allclose(got[:2] / got[2], expected[:2] / expected[2])
+    # 20 m ahead and 1.5 m left of the LiDAR: ~20 m deep, ~54 px left of the centre (609.6)
+    assert 540 < got[0] / got[2] < 570 and 19 < got[2] < 21
+
+
+def test_calibration_from_scene_matrices() -> None:
+    calib = calibration()
+    again = kitti.Calibration.from_matrices(calib.projection, calib.lidar_to_camera)
+    np.testing.assert_allclose(again.lidar_to_camera, calib.lidar_to_camera)
+    np.testing.assert_array_equal(again.R0_rect, np.eye(3))
+    again.check("scene")
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda m: m["R0_rect"].__setitem__(slice(None), 0.0), ("R0_rect", "singular")),
+        (lambda m: m["R0_rect"].__imul__(1.5), ("R0_rect", "not a rotation")),
+        (lambda m: m["Tr_velo_to_cam"].__setitem__((0, 0), 0.3), ("Tr_velo_to_cam", "orthonormal")),
+        (lambda m: m["P2"].__setitem__((1, 1), np.nan), ("P2", "NaN or infinite")),
+        (lambda m: m["P2"].__setitem__((slice(None), slice(0, 3)), 0.0), ("does not invert",)),
+    ],
+    ids=["singular-R0", "scaled-R0", "skewed-Tr", "nan-P2", "singular-P2"],
+)
+def test_unusable_calibrations_are_refused(
+    tmp_path: Path, edit: Callable[[dict[str, np.ndarray]], object], words: tuple[str, ...]
+) -> None:
+    matrices = {k: v.copy() for k, v in calibration().matrices().items()}
+    edit(matrices)
+    path = tmp_path / "bad.txt"
+    kitti.write_calib(path, kitti.Calibration(**matrices))
+    with pytest.raises(InputError) as exc:
+        kitti.read_calib(path)
+    _one_line(exc, str(path), *words)
+    assert kitti.read_calib(path, check=False) is not None  # parsed, only refused by the check
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Lorem ipsum dolor sit amet\nconsectetur adipiscing\n", ("not a KITTI calibration",)),
+        (f"P2: {_row(P2)}\nR0_rect: {_row(R0_RECT)}\n", ("Tr_velo_to_cam (or Tr_velo_cam)",)),
+        (
+            f"P2: {_row(P2)}\nR0_rect: 1 0 0 0 1 0 0 0\nTr_velo_to_cam: {_row(TR_VELO_TO_CAM)}\n",
+            ("R0_rect has 8 values", "expected 9"),
+        ),
+        (
+            f"P2: {_row(P2)}\nR0_rect: 1 0 0 0 1 0 0 0 one\nTr_velo_to_cam: {_row(TR_VELO_TO_CAM)}",
+            ("R0_rect", "'one' is not a number"),
+        ),
+        (f"P2: {_row(P2)}\nP2: {_row(P2)}\n", ("P2 appears twice",)),
+    ],
+    ids=["garbage", "missing-key", "short-row", "not-a-number", "duplicate"],
+)
+def test_malformed_calibration_files(tmp_path: Path, text: str, words: tuple[str, ...]) -> None:
+    path = tmp_path / "calib.txt"
+    path.write_text(text)
+    with pytest.raises(InputError) as exc:
+        kitti.read_calib(path)
+    _one_line(exc, str(path), *words)
+
+
+def test_calibration_size_cap_and_binary(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text("# " + "x" * 70_000 + "\n")
+    with pytest.raises(InputError) as exc:
+        kitti.read_calib(big)
+    _one_line(exc, "70,003 bytes")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    with pytest.raises(InputError) as exc:
+        kitti.read_calib(binary)
+    _one_line(exc, "not a text file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Velodyne .bin
+
+
+def test_bin_written_as_the_devkit_reads_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8_400_000)
+    points = rng.uniform(-50, 50, (1000, 4)).astype(np.float32)
+    path = tmp_path / "000000.bin"
+    points.tofile(path)  # KITTI's own layout: raw float32, no header
+    np.testing.assert_array_equal(kitti.read_bin(path), points)
+    mine = tmp_path / "mine.bin"
+    kitti.write_bin(mine, points)
+    # the devkit's / pykitti's reader
+    np.testing.assert_array_equal(np.fromfile(mine, dtype=np.float32).reshape(-1, 4), points)
+    assert mine.read_bytes() == path.read_bytes()
+
+
+def test_bin_of_a_wrong_length_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "000000.bin"
+    path.write_bytes(np.zeros((10, 4), np.float32).tobytes() + b"\x00" * 6)
+    with pytest.raises(InputError) as exc:
+        kitti.read_bin(path)
+    _one_line(exc, str(path), "166 bytes is not a whole number of 16-byte KITTI points")
+
+
+# ---------------------------------------------------------------------------------------------
+# labels
+
+
+def test_labels_round_trip_and_class_names(tmp_path: Path) -> None:
+    truth = [
+        kitti.KittiObject(
+            type="Car",
+            truncated=0.0,
+            occluded=0,
+            alpha=-1.58,
+            bbox=(587.01, 173.33, 614.12, 200.12),
+            dimensions=(1.65, 1.67, 3.64),
+            location=(-0.65, 1.71, 46.7),
+            rotation_y=-1.59,
+        ),
+        kitti.KittiObject(type="DontCare", bbox=(1.0, 2.0, 30.0, 40.0)),
+    ]
+    path = tmp_path / "000000.txt"
+    kitti.write_labels(path, truth)
+    # a line of KITTI's own label_2/000000.txt layout, byte for byte
+    assert path.read_text().splitlines()[0] == (
+        "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59"
+    )
+    assert kitti.read_labels(path) == truth
+    assert truth[0].distance == pytest.approx(np.linalg.norm([-0.65, 1.71, 46.7]))
+    assert truth[1].distance is None
+
+    results = [
+        kitti.KittiObject(type=kitti.to_kitti_type(c), bbox=(0, 0, 10, 10), score=0.5)
+        for c in ("car", "bicycle", "traffic light", "bus")
+    ]
+    kitti.write_labels(path, results)
+    back = kitti.read_labels(path)
+    assert [o.type for o in back] == ["Car", "Cyclist", "Traffic_light", "Bus"]
+    assert [kitti.from_kitti_type(o.type) for o in back] == [
+        "car",
+        "bicycle",
+        "traffic light",
+        "bus",
+    ]
+    assert all(
+        o.score == 0.5 and len(line.split()) == 16
+        for o, line in zip(back, path.read_text().splitlines(), strict=True)
+    )
+    assert kitti.from_kitti_type("Van") == "car"
+    assert kitti.from_kitti_type("DontCare") is None
+
+
+def test_every_plugin_class_has_a_kitti_name_and_back() -> None:
+    from vlm_driving.classes import CLASSES
+
+    for name in CLASSES:
+        kitti_type = kitti.to_kitti_type(name)
+        assert " " not in kitti_type
+        assert kitti.from_kitti_type(kitti_type) == name
+
+
+def test_malformed_label_line(tmp_path: Path) -> None:
+    path = tmp_path / "000000.txt"
+    path.write_text("Car 0.00 0 -1.58 587.01 173.33\n")
+    with pytest.raises(InputError) as exc:
+        kitti.read_labels(path)
+    _one_line(exc, f"{path} line 1", "6 fields")
