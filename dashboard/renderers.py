@@ -43,6 +43,7 @@ from vlm_dashboard.serving import registry
 
 from vlm_core.explain import display_heat, overlay
 from vlm_core.export.images import boxes_overlay, encode_gif, mask_overlay, small_video
+from vlm_core.export.scene_views import bird_eye_view, points_overlay
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.writer import video_under
 from vlm_core.outputs.kind import OutputKinds
@@ -60,6 +61,7 @@ from vlm_core.types import (
     Output,
     Reply,
     Result,
+    Scene,
     Text,
     Tracks,
     Video,
@@ -82,6 +84,7 @@ __all__ = [
     "render_output",
     "render_reply",
     "render_result",
+    "render_scene",
     "render_text",
     "render_tracks",
     "render_video",
@@ -286,6 +289,28 @@ def render_tracks(name: str, tracks: Tracks, source: Input | None, key: str, **_
         st.dataframe(rows, hide_index=True, key=_k(key, name, "tracks"))
     else:
         st.info("No tracks.")
+
+
+def scene_frame(scene: Scene, key: str, name: str) -> int:
+    """The frame of a scene to show: a slider for a sequence, else frame 0."""
+    if len(scene) == 1:
+        return 0
+    return int(st.slider("Frame", 0, len(scene) - 1, 0, key=_k(key, name, "frame")))
+
+
+def render_scene(name: str, scene: Scene, source: Input | None, key: str, **_: Any) -> None:
+    """The LiDAR points on the camera image, coloured by depth, beside the bird's-eye view."""
+    t = scene_frame(scene, key, name)
+    points, top = st.columns([3, 2])
+    shown = len(scene.project(t)[0])
+    points.image(
+        points_overlay(scene, t),
+        caption=f"frame {scene.frame_id(t)} · {shown:,} of {len(scene.clouds[t]):,} points on the "
+        "image · near red, far blue",
+    )
+    top.image(bird_eye_view(scene, t), caption="bird's-eye view · forward is up, 10 m grid")
+    for warning in scene.warnings:
+        st.caption(f"⚠ {warning}")
 
 
 def render_text(name: str, text: Text, source: Input | None, key: str, **_: Any) -> None:

@@ -23,6 +23,7 @@ from vlm_core.config import settings
 from vlm_core.errors import InputError
 from vlm_core.io import probe_input
 from vlm_core.io.load import Readers
+from vlm_core.kinds import Kind
 from vlm_core.tasks import TaskSpec
 
 SESSION_DIR_KEY = "vlm.session_dir"
@@ -82,6 +83,11 @@ def _unique(path: Path) -> Path:
 #: one input (a DICOM series is one volume, grouped by the format's reader)
 GROUPED_FORMATS = ("dicom",)
 
+#: kinds of the files an input of a kind is read with: a scene's point cloud is read with the
+#: camera image and the calibration text uploaded beside it (``NAME.bin``, ``NAME.png``,
+#: ``NAME.txt``), so these are kept, beside the inputs, though the task does not take them
+COMPANION_KINDS: dict[Kind, tuple[Kind, ...]] = {Kind.SCENE: (Kind.IMAGE, Kind.TEXT)}
+
 
 @dataclass(frozen=True)
 class Refused:
@@ -128,15 +134,21 @@ def save_uploads(
     batch = SavedUploads()
     grouped: dict[str, list[Path]] = {}
     try:
-        for upload in files:
+        written: list[tuple[Upload, Path]] = []
+        for upload in files:  # every file first: a scene's cloud is probed with its companions
             if upload.size > limit:
                 batch.refused.append(Refused(upload.name, _too_big(upload.size, limit)))
                 continue
             path = _unique(folder / safe_name(upload.name))
             path.write_bytes(upload.getvalue())
+            written.append((upload, path))
+        for upload, path in written:
             try:
                 probe = probe_input(path, spec.inputs, readers=readers)
             except InputError as exc:
+                if _companion(path, spec, readers):
+                    batch.accepted.append(upload.name)
+                    continue
                 path.unlink()
                 reason = str(exc).replace(str(path), upload.name).removeprefix(f"{upload.name}: ")
                 batch.refused.append(Refused(upload.name, reason))
@@ -158,9 +170,26 @@ def save_uploads(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    first: dict[str, int] = {}
+    for i, upload in enumerate(files):
+        first.setdefault(upload.name, i)
+    batch.refused.sort(key=lambda refused: first[refused.name])  # in upload order
     if not batch.paths:
         shutil.rmtree(folder, ignore_errors=True)
     return batch
+
+
+def _companion(path: Path, spec: TaskSpec, readers: Readers | None) -> bool:
+    """Whether ``path`` is a file an input of ``spec`` is read with (:data:`COMPANION_KINDS`):
+    kept beside the inputs, not run on its own."""
+    kinds = [k for kind in spec.inputs for k in COMPANION_KINDS.get(kind, ())]
+    if not kinds:
+        return False
+    try:
+        probe_input(path, kinds, readers=readers)
+    except InputError:
+        return False
+    return True
 
 
 def _too_big(size: int, limit: int) -> str:

@@ -229,3 +229,50 @@ def test_save_uploads_keeps_the_good_files_and_lists_the_refused(monkeypatch, tm
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["x.png"]
     with pytest.raises(InputError, match="no file uploaded"):
         uploads.save_uploads([], spec)
+
+
+def test_a_scene_upload_keeps_the_camera_image_and_calibration_beside_the_sweep(
+    monkeypatch, tmp_path
+):
+    """A scene task takes point clouds; the frame's image and calibration text uploaded with
+    one are kept beside it (its reader reads them), not run and not refused. A reader that
+    finds no image beside its sweep refuses it."""
+    from vlm_dashboard import uploads
+
+    from vlm_core.io.readers import InputReader
+
+    def probe(files):
+        if not files[0].with_suffix(".png").exists():
+            raise InputError(f"{files[0]}: no camera image beside it")
+        return (1, files[0].stat().st_size // 16)
+
+    readers = {"kitti-bin": InputReader(format="kitti-bin", probe=probe, load=print)}
+    monkeypatch.setattr(uploads, "session_dir", lambda: tmp_path)
+    spec = TaskSpec(
+        id="up.scene",
+        title="Scene",
+        description="d",
+        domain="test",
+        run=_shape,
+        params=TaskParams,
+        inputs=(Kind.SCENE,),
+        outputs=(Kind.TEXT,),
+    )
+    sweep = np.tile(np.array([10.0, 1.0, -1.0, 0.5], "<f4"), (32, 1)).tobytes()
+    batch = uploads.save_uploads(
+        [
+            FakeUpload("000001.bin", sweep),  # before its image: probed after every file is in
+            FakeUpload("000001.png", png()),
+            FakeUpload("000001.txt", b"P2: 1 0 0 0 0 1 0 0 0 0 1 0\n"),
+            FakeUpload("000002.bin", sweep),  # no image
+            FakeUpload("notes.zip", zip_bytes()),
+        ],
+        spec,
+        readers=readers,
+    )
+    assert [p.name for p in batch.paths] == ["000001.bin"]
+    assert batch.accepted == ["000001.bin", "000001.png", "000001.txt"]
+    assert [r.name for r in batch.refused] == ["000002.bin", "notes.zip"]
+    assert "no camera image" in batch.refused[0].reason
+    kept = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert kept == ["000001.bin", "000001.png", "000001.txt"]

@@ -27,6 +27,7 @@ from vlm_core.export.images import (
     montage,
     small_video,
 )
+from vlm_core.export.scene_views import bird_eye_view, points_overlay
 from vlm_core.export.video import as_rgb_frames, encode_mp4, frame_index, mp4_available
 from vlm_core.export.volumes import write_nifti
 from vlm_core.export.writer import ItemExport, RunExport, dumps, video_under
@@ -43,6 +44,7 @@ from vlm_core.types import (
     Mask,
     Metrics,
     Reply,
+    Scene,
     Text,
     Tracks,
     Video,
@@ -113,6 +115,30 @@ def video_gif(item: ItemExport, name: str, video: Video) -> None:
     frames = video.frames
     if _frames_too(video) and len(frames) <= GIF_MAX_FRAMES and frames.dtype == np.uint8:
         item.write_bytes(encode_gif(frames, video.fps), item.folder / f"{name}.gif")
+
+
+def _scene_frames(item: ItemExport, name: str, scene: Scene, frames: Iterable[np.ndarray]) -> None:
+    """One image per frame: ``<name>.png`` for one frame; for a sequence ``<name>.mp4`` (when
+    PyAV is installed) or ``<name>/frame_*.png``."""
+    if len(scene) == 1:
+        item.image(next(iter(frames)), item.folder / name)
+    elif mp4_available():
+        item.write_bytes(encode_mp4(np.stack(list(frames)), scene.fps), item.folder / f"{name}.mp4")
+    else:
+        for t, frame in enumerate(frames):
+            item.image(frame, item.folder / name / f"frame_{t:06d}")
+
+
+def scene_points(item: ItemExport, name: str, scene: Scene) -> None:
+    """``<name>_points``: the LiDAR points on the camera image, coloured by depth."""
+    views = (points_overlay(scene, t) for t in range(len(scene)))
+    _scene_frames(item, f"{name}_points", scene, views)
+
+
+def scene_bev(item: ItemExport, name: str, scene: Scene) -> None:
+    """``<name>_bev``: the bird's-eye view of each sweep."""
+    views = (bird_eye_view(scene, t) for t in range(len(scene)))
+    _scene_frames(item, f"{name}_bev", scene, views)
 
 
 def text_file(item: ItemExport, name: str, text: Text) -> None:

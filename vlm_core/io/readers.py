@@ -49,9 +49,11 @@ class InputReader:
     the order ``group`` returned them), reads their headers only, checks the caps of
     :func:`vlm_core.config.settings` (``max_volume_voxels``, ``max_image_pixels``,
     ``max_cloud_points``) and returns the shape the input will load as (a scene's:
-    ``(frames, points of its largest sweep)``); it raises :class:`~vlm_core.errors.InputError` with a
-    one-line message for a file it cannot use. ``load(probe)`` decodes ``probe.files`` into the
-    core type of the format's kind (a :class:`~vlm_core.types.Volume` for ``dicom``).
+    ``(frames, points of its largest sweep)``); it raises
+    :class:`~vlm_core.errors.InputError` with a one-line message for a file it cannot use.
+    ``load(probe)`` decodes ``probe.files`` into the core type of the format's kind (a
+    :class:`~vlm_core.types.Volume` for ``dicom``, a :class:`~vlm_core.types.Scene` for a
+    point cloud).
     ``group(files)`` (optional) receives every file of this format found under one folder or
     glob argument and returns the groups that form one input each, members in load order (a
     DICOM series becomes one volume); files in no group are skipped, and an ``InputError``

@@ -50,6 +50,13 @@ CORE_KINDS: tuple[OutputKind, ...] = (
     ),
     _kind("text", "Text", "a piece of text", {"txt": "text_file"}, "text_line", "text_history"),
     _kind(
+        "scene",
+        "Scene",
+        "camera and LiDAR frames with their calibration",
+        {"overlay": "scene_points", "bev": "scene_bev"},
+        "scene_line",
+    ),
+    _kind(
         "boxes",
         "Boxes",
         "detections on one image",

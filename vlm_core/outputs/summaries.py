@@ -25,6 +25,7 @@ from vlm_core.types import (
     Mask,
     Metrics,
     Reply,
+    Scene,
     Text,
     Tracks,
     Video,
@@ -64,6 +65,23 @@ def volume_summary(volume: Volume) -> dict[str, Any]:
 
 def video_summary(video: Video) -> dict[str, Any]:
     return {"frames": int(video.frames.shape[0]), "fps": video.fps}
+
+
+def scene_summary(scene: Scene) -> dict[str, Any]:
+    """Frames, points per sweep, the camera's image size, the calibration, and the reader's
+    warnings."""
+    first = scene.images[0]
+    return {
+        "name": scene.name,
+        "frames": len(scene),
+        "frame_ids": [scene.frame_id(t) for t in range(len(scene))],
+        "points": [len(cloud) for cloud in scene.clouds],
+        "image_size": [first.height, first.width],
+        "fps": scene.fps,
+        "projection": scene.projection.tolist(),
+        "lidar_to_camera": scene.lidar_to_camera.tolist(),
+        "warnings": list(scene.warnings),
+    }
 
 
 def text_summary(text: Text) -> dict[str, Any]:
@@ -191,6 +209,18 @@ def image_set_line(summary: Mapping[str, Any]) -> str:
         if len(labels) > SHOWN_LABELS:
             text += f" and {len(labels) - SHOWN_LABELS} more"
     return text
+
+
+def scene_line(summary: Mapping[str, Any]) -> str:
+    """``1 frame, 41,233 points, camera 640x360`` (a sequence: the mean points per sweep)."""
+    frames, points = summary["frames"], summary["points"]
+    height, width = summary["image_size"]
+    per = (
+        f"{round(sum(points) / len(points)):,} points per sweep"
+        if frames > 1
+        else f"{points[0]:,} points"
+    )
+    return f"{frames} frame{'s' if frames != 1 else ''}, {per}, camera {width}x{height}"
 
 
 def text_line(summary: Mapping[str, Any]) -> str:
