@@ -285,3 +285,196 @@ def test_malformed_label_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
         kitti.read_labels(path)
     _one_line(exc, f"{path} line 1", "6 fields")
+
+
+# ---------------------------------------------------------------------------------------------
+# point clouds: files written by the reference libraries
+
+
+def sweep(n: int = 600, seed: int = 8_400_001) -> np.ndarray:
+    """(n, 4) float32 points ahead of a LiDAR: x 4..40 m, y ±6 m, z -1.7..1.5 m, reflectance
+    0..1 (seeds 8_400_000+, the lidar test range)."""
+    rng = np.random.default_rng(seed)
+    return np.c_[
+        rng.uniform(4, 40, n),
+        rng.uniform(-6, 6, n),
+        rng.uniform(-1.7, 1.5, n),
+        rng.uniform(0, 1, n),
+    ].astype(np.float32)
+
+
+def write_pcd(path: Path, points: np.ndarray, encoding: str = "binary") -> Path:
+    from pypcd4 import Encoding, PointCloud
+
+    PointCloud.from_xyzi_points(points).save(path, encoding=Encoding(encoding))
+    return path
+
+
+def write_las(path: Path, points: np.ndarray) -> Path:
+    """``points`` as LAS (LAZ by the suffix) with laspy: millimetre scale, intensity * 65535."""
+    import laspy
+
+    las = laspy.create(point_format=3, file_version="1.2")
+    las.header.scales = np.array([0.001, 0.001, 0.001])
+    las.header.offsets = np.zeros(3)
+    las.x, las.y, las.z = points[:, 0], points[:, 1], points[:, 2]
+    las.intensity = np.round(points[:, 3] * 65535).astype(np.uint16)
+    las.write(path)
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary", "binary_compressed"])
+def test_pcd_written_by_pypcd4_reads_back_equal(tmp_path: Path, encoding: str) -> None:
+    from vlm_driving.pointclouds import cloud_header, read_cloud
+
+    from vlm_core.io import sniff_format
+
+    points = sweep()
+    path = write_pcd(tmp_path / "sweep.pcd", points, encoding)
+    assert sniff_format(path) == "pcd"
+    assert cloud_header(path, "pcd") == len(points)
+    got = read_cloud(path, "pcd")
+    assert got.dtype == np.float32 and got.shape == points.shape
+    if encoding == "ascii":  # pypcd4 writes 10 decimals
+        np.testing.assert_allclose(got, points, rtol=0, atol=1e-10)
+    else:
+        np.testing.assert_array_equal(got, points)
+
+
+def test_pcd_without_intensity_and_with_other_fields(tmp_path: Path) -> None:
+    from pypcd4 import PointCloud
+    from vlm_driving.pointclouds import read_cloud
+
+    points = sweep(50)
+    xyz = tmp_path / "xyz.pcd"
+    PointCloud.from_xyz_points(points[:, :3]).save(xyz)
+    got = read_cloud(xyz, "pcd")
+    np.testing.assert_array_equal(got[:, :3], points[:, :3])
+    assert not got[:, 3].any()
+    # rgb and ring are ignored; float64 coordinates are read as float32
+    ring = np.arange(50, dtype=np.uint16)
+    cloud = PointCloud.from_points(
+        [points[:, 0].astype(np.float64), points[:, 1], points[:, 2], points[:, 3], ring],
+        ("x", "y", "z", "intensity", "ring"),
+        (np.float64, np.float32, np.float32, np.float32, np.uint16),
+    )
+    other = tmp_path / "other.pcd"
+    cloud.save(other)
+    np.testing.assert_array_equal(read_cloud(other, "pcd"), points)
+
+
+@pytest.mark.parametrize("suffix", ["las", "laz"])
+def test_las_and_laz_written_by_laspy_read_back_equal(tmp_path: Path, suffix: str) -> None:
+    from vlm_driving.pointclouds import cloud_header, read_cloud
+
+    from vlm_core.io import sniff_format
+
+    points = sweep()
+    path = write_las(tmp_path / f"sweep.{suffix}", points)
+    assert sniff_format(path) == suffix
+    assert cloud_header(path, suffix) == len(points)
+    got = read_cloud(path, suffix)
+    np.testing.assert_allclose(got[:, :3], points[:, :3], atol=0.0006)  # millimetre scale
+    np.testing.assert_allclose(got[:, 3], points[:, 3], atol=1 / 65535)
+
+
+def test_kitti_bin_through_the_cloud_reader(tmp_path: Path) -> None:
+    from vlm_driving.pointclouds import cloud_header, read_cloud
+
+    from vlm_core.io import sniff_format
+
+    points = sweep()
+    path = tmp_path / "000000.bin"
+    points.tofile(path)
+    assert sniff_format(path) == "kitti-bin"
+    assert cloud_header(path, "kitti-bin") == len(points)
+    np.testing.assert_array_equal(read_cloud(path, "kitti-bin"), points)
+
+
+# ---------------------------------------------------------------------------------------------
+# malformed clouds
+
+
+def _refused(path: Path, fmt: str, *words: str, header: bool = True) -> None:
+    """``path`` is refused with one line naming it: by the header check when ``header``, else
+    only when its points are read."""
+    from vlm_driving.pointclouds import cloud_header, read_cloud
+
+    if not header:
+        cloud_header(path, fmt)
+    with pytest.raises(InputError) as exc:
+        (cloud_header if header else read_cloud)(path, fmt)
+    _one_line(exc, str(path), *words)
+    with pytest.raises(InputError) as exc:
+        read_cloud(path, fmt)
+    _one_line(exc, str(path), *words)
+
+
+def test_nan_points_are_refused_not_dropped(tmp_path: Path) -> None:
+    points = sweep(1000)
+    points[[100, 200, 300], 1] = [np.nan, np.inf, -np.inf]
+    binary = tmp_path / "000000.bin"
+    points.tofile(binary)
+    _refused(binary, "kitti-bin", "3 of 1,000 points are NaN or infinite", header=False)
+    for encoding in ("ascii", "binary"):
+        pcd = write_pcd(tmp_path / f"{encoding}.pcd", points, encoding)
+        _refused(pcd, "pcd", "3 of 1,000 points are NaN or infinite", header=False)
+
+
+def test_absurd_point_counts_are_refused_from_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = sweep(1000)
+    # a header claiming 9 M points over 1,000 points of data: refused before any is read
+    path = write_pcd(tmp_path / "big.pcd", points)
+    data = path.read_bytes().replace(b"POINTS 1000\n", b"POINTS 9000000\n")
+    path.write_bytes(data.replace(b"WIDTH 1000\n", b"WIDTH 9000000\n"))
+    _refused(path, "pcd", "header claims 9,000,000 points, over the limit of 5,000,000")
+    monkeypatch.setenv("VLM_MAX_CLOUD_POINTS", "500")
+    for fmt, written in [
+        ("pcd", write_pcd(tmp_path / "a.pcd", points)),
+        ("las", write_las(tmp_path / "a.las", points)),
+        ("kitti-bin", tmp_path / "a.bin"),
+    ]:
+        points.tofile(tmp_path / "a.bin")
+        _refused(
+            written, fmt, "header claims 1,000 points, over the limit of 500 (VLM_MAX_CLOUD_POINTS)"
+        )
+
+
+def test_truncated_clouds_are_refused(tmp_path: Path) -> None:
+    points = sweep(1000)
+    binary = write_pcd(tmp_path / "binary.pcd", points, "binary")
+    binary.write_bytes(binary.read_bytes()[:-1600])  # 100 points short, cut on a point boundary
+    _refused(binary, "pcd", "PCD data is truncated: 14,400 bytes", "16,000")
+    compressed = write_pcd(tmp_path / "compressed.pcd", points, "binary_compressed")
+    compressed.write_bytes(compressed.read_bytes()[:-100])
+    _refused(compressed, "pcd", "PCD data is truncated")
+    ascii_pcd = write_pcd(tmp_path / "ascii.pcd", points, "ascii")
+    ascii_pcd.write_text("".join(ascii_pcd.read_text().splitlines(keepends=True)[:-10]))
+    _refused(ascii_pcd, "pcd", "990 of the 1,000 points", header=False)
+    las = write_las(tmp_path / "cut.las", points)
+    las.write_bytes(las.read_bytes()[: -20 * 34])  # 20 records of point format 3 short
+    _refused(las, "las", "980 of the 1,000 point records")
+    laz = write_las(tmp_path / "cut.laz", points)
+    laz.write_bytes(laz.read_bytes()[: laz.stat().st_size // 2])
+    _refused(laz, "laz", "LAZ data is truncated or corrupt", header=False)
+
+
+def test_clouds_without_coordinates_or_points(tmp_path: Path) -> None:
+    from pypcd4 import PointCloud
+
+    nox = tmp_path / "nox.pcd"
+    PointCloud.from_points(
+        sweep(10)[:, 1:], ("y", "z", "intensity"), (np.float32, np.float32, np.float32)
+    ).save(nox)
+    _refused(nox, "pcd", "PCD has no x field (fields: y z intensity)")
+    empty = tmp_path / "empty.pcd"
+    PointCloud.from_xyzi_points(np.zeros((0, 4), np.float32)).save(empty)
+    _refused(empty, "pcd", "holds no points")
+    garbage = tmp_path / "garbage.pcd"
+    garbage.write_text("VERSION 0.7\nFIELDS x y z\nSIZE 4 4\nTYPE F F F\nDATA binary\n")
+    _refused(garbage, "pcd", "PCD header is not valid")
+    las = tmp_path / "garbage.las"
+    las.write_bytes(b"LASF" + b"\x00" * 300)
+    _refused(las, "las", "not a readable LAS/LAZ file")
