@@ -12,6 +12,7 @@ import pytest
 from vlm_driving import kitti
 
 from vlm_core.errors import InputError
+from vlm_core.io.readers import InputReader
 
 # KITTI-like calibration values (the 2011_09_26 rig, as KITTI's object calib files hold them).
 P2 = np.array(
@@ -478,3 +479,251 @@ def test_clouds_without_coordinates_or_points(tmp_path: Path) -> None:
     las = tmp_path / "garbage.las"
     las.write_bytes(b"LASF" + b"\x00" * 300)
     _refused(las, "las", "not a readable LAS/LAZ file")
+
+
+# ---------------------------------------------------------------------------------------------
+# scenes: a sweep with its camera image and calibration, through the core
+
+#: A small camera (96x48) looking along the LiDAR's x axis: KITTI's rig, scaled down.
+SMALL_P2 = np.array([[60.0, 0.0, 48.0, 0.0], [0.0, 60.0, 24.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+
+
+def _readers() -> dict[str, InputReader]:
+    """The readers the plugin registers (plugin.py), built here so the test needs no registry."""
+    from vlm_driving.pointclouds import CLOUD_FORMATS
+
+    return {
+        fmt: InputReader(
+            format=fmt,
+            probe="vlm_driving.scene_reader:probe",
+            load="vlm_driving.scene_reader:load",
+            group="vlm_driving.scene_reader:group",
+            plugin="driving",
+        )
+        for fmt in CLOUD_FORMATS
+    }
+
+
+def write_png(path: Path, width: int = 96, height: int = 48, seed: int = 0) -> Path:
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def kitti_frame(
+    root: Path,
+    name: str,
+    layout: str = "object",
+    fmt: str = "kitti-bin",
+    points: np.ndarray | None = None,
+    calib: kitti.Calibration | None = None,
+    image_size: tuple[int, int] = (96, 48),
+) -> dict[str, Path]:
+    """Write one frame's sweep, camera image and calibration under ``root`` in ``layout``
+    (``object``: velodyne/, image_2/, calib/; ``tracking``: ``name`` is ``SSSS/NNNNNN``;
+    ``flat``: NAME.ext, NAME.png, NAME.txt side by side). Returns the three paths."""
+    points = sweep(seed=8_400_010 + len(name)) if points is None else points
+    calib = calib or kitti.Calibration(P2=SMALL_P2, R0_rect=R0_RECT, Tr_velo_to_cam=TR_VELO_TO_CAM)
+    suffix = {"kitti-bin": ".bin", "pcd": ".pcd", "las": ".las", "laz": ".laz"}[fmt]
+    if layout == "object":
+        cloud, image = root / "velodyne" / f"{name}{suffix}", root / "image_2" / f"{name}.png"
+        calib_path = root / "calib" / f"{name}.txt"
+    elif layout == "tracking":
+        sequence, frame = name.split("/")
+        cloud = root / "velodyne" / sequence / f"{frame}{suffix}"
+        image = root / "image_02" / sequence / f"{frame}.png"
+        calib_path = root / "calib" / f"{sequence}.txt"
+    else:
+        cloud, image, calib_path = (root / f"{name}{s}" for s in (suffix, ".png", ".txt"))
+    cloud.parent.mkdir(parents=True, exist_ok=True)
+    calib_path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "kitti-bin":
+        points.tofile(cloud)
+    elif fmt == "pcd":
+        write_pcd(cloud, points)
+    else:
+        write_las(cloud, points)
+    write_png(image, *image_size)
+    kitti.write_calib(calib_path, calib)
+    return {"cloud": cloud, "image": image, "calib": calib_path}
+
+
+def test_kitti_object_folder_loads_as_one_scene_per_frame(tmp_path: Path) -> None:
+    from vlm_core.io.load import collect_inputs, load_input
+    from vlm_core.kinds import Kind
+    from vlm_core.types import Scene
+
+    readers = _readers()
+    frames = [kitti_frame(tmp_path / "training", f"00000{i}") for i in range(2)]
+    (tmp_path / "training" / "label_2").mkdir()
+    kitti.write_labels(tmp_path / "training" / "label_2" / "000000.txt", [])
+    probes = collect_inputs([str(tmp_path)], [Kind.SCENE], readers=readers)
+    assert [p.path for p in probes] == [f["cloud"] for f in frames]
+    assert probes[0].format == "kitti-bin" and probes[0].shape == (1, 600)
+    scene = load_input(probes[0], readers=readers)
+    assert isinstance(scene, Scene)
+    assert scene.frame_ids == ("000000",) and scene.name == "000000"
+    assert scene.source == frames[0]["cloud"] and scene.fps == 10 and not scene.warnings
+    np.testing.assert_array_equal(scene.clouds[0], kitti.read_bin(frames[0]["cloud"]))
+    assert (scene.images[0].width, scene.images[0].height) == (96, 48)
+    calib = kitti.read_calib(frames[0]["calib"])
+    np.testing.assert_allclose(scene.projection, SMALL_P2)
+    np.testing.assert_allclose(scene.lidar_to_camera, calib.lidar_to_camera)
+    # the points ahead land on the image: the chain is the devkit's
+    indices, uvz = scene.project(0)
+    assert len(indices) > 100
+    assert ((uvz[:, 2] > 3) & (uvz[:, 2] < 41)).all()
+
+
+def test_kitti_tracking_sequence_is_one_scene(tmp_path: Path) -> None:
+    from vlm_core.io.load import collect_inputs, load_input
+    from vlm_core.kinds import Kind
+
+    readers = _readers()
+    root = tmp_path / "tracking" / "training"
+    counts = {"000010": 500, "000002": 700, "000001": 600}  # written out of order
+    for frame, n in counts.items():
+        kitti_frame(root, f"0001/{frame}", "tracking", points=sweep(n, seed=8_400_020 + n))
+    kitti_frame(root, "0002/000000", "tracking")
+    probes = collect_inputs([str(tmp_path)], [Kind.SCENE], readers=readers)
+    # the core names a group of several files by their folder, of one file by the file
+    assert [(p.path.name, p.shape) for p in probes] == [
+        ("0001", (3, 700)),
+        ("000000.bin", (1, 600)),
+    ]
+    scene = load_input(probes[0], readers=readers)
+    assert scene.frame_ids == ("000001", "000002", "000010") and scene.name == "0001"
+    assert [len(c) for c in scene.clouds] == [600, 700, 500] and scene.fps == 10
+    assert scene.source == root / "velodyne" / "0001"
+    assert load_input(probes[1], readers=readers).name == "0002"
+
+
+def test_a_sequence_with_two_image_sizes_is_refused(tmp_path: Path) -> None:
+    from vlm_core.io.load import collect_inputs
+    from vlm_core.kinds import Kind
+
+    kitti_frame(tmp_path, "0000/000000", "tracking")
+    kitti_frame(tmp_path, "0000/000001", "tracking", image_size=(100, 48))
+    with pytest.raises(InputError) as exc:  # the sweeps only: the core names the first refusal
+        collect_inputs([f"{tmp_path}/velodyne/**/*.bin"], [Kind.SCENE], readers=_readers())
+    _one_line(exc, "000001.png: image is 100x48, but frame 000000's is 96x48")
+
+
+@pytest.mark.parametrize("fmt", ["pcd", "las", "laz"])
+def test_flat_upload_of_a_frame(tmp_path: Path, fmt: str) -> None:
+    """A dashboard upload: NAME.pcd (or .las/.laz), NAME.png and NAME.txt in one folder; a
+    folder of frames sharing one calib.txt reads too."""
+    from vlm_core.io import load_input, probe_input
+    from vlm_core.kinds import Kind
+
+    readers = _readers()
+    files = kitti_frame(tmp_path, "frame", "flat", fmt=fmt)
+    probe = probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    assert probe.format == fmt and probe.shape == (1, 600)
+    scene = load_input(probe, readers=readers)
+    np.testing.assert_allclose(scene.clouds[0], sweep(seed=8_400_015), atol=0.001)
+    assert scene.name == "frame" and scene.frame_ids == ("frame",)
+    files["calib"].rename(tmp_path / "calib.txt")
+    scene = load_input(probe_input(files["cloud"], [Kind.SCENE], readers=readers), readers=readers)
+    np.testing.assert_allclose(scene.projection, SMALL_P2)
+
+
+def test_missing_companions_are_named(tmp_path: Path) -> None:
+    from vlm_core.io.load import collect_inputs, probe_input
+    from vlm_core.kinds import Kind
+
+    readers = _readers()
+    files = kitti_frame(tmp_path, "000003")
+    files["image"].unlink()
+    with pytest.raises(InputError) as exc:
+        probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, f"no camera image for {files['cloud']}: looked for image_2/000003.png")
+    with pytest.raises(InputError) as exc:  # a glob of nothing usable says why
+        collect_inputs([f"{tmp_path}/velodyne/*"], [Kind.SCENE], readers=readers)
+    _one_line(exc, "no usable inputs", "no camera image for")
+    write_png(files["image"])
+    files["calib"].unlink()
+    with pytest.raises(InputError) as exc:
+        probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, f"no calibration for {files['cloud']}: looked for calib/000003.txt")
+    flat = kitti_frame(tmp_path / "flat", "frame", "flat")
+    flat["calib"].unlink()
+    with pytest.raises(InputError) as exc:
+        probe_input(flat["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, "looked for frame.txt or calib.txt")
+
+
+def test_bad_calibration_or_image_refuses_the_scene(tmp_path: Path) -> None:
+    from vlm_core.io import probe_input
+    from vlm_core.kinds import Kind
+
+    readers = _readers()
+    singular = kitti.Calibration(
+        P2=SMALL_P2, R0_rect=np.zeros((3, 3)), Tr_velo_to_cam=TR_VELO_TO_CAM
+    )
+    files = kitti_frame(tmp_path, "000000", calib=singular)
+    with pytest.raises(InputError) as exc:
+        probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, str(files["calib"]), "R0_rect is singular")
+    files["calib"].write_text("calibrated by hand, trust me\n")
+    with pytest.raises(InputError) as exc:
+        probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, "not a KITTI calibration file")
+    kitti.write_calib(files["calib"], calibration())
+    files["image"].write_bytes(b"not a picture at all")
+    with pytest.raises(InputError) as exc:
+        probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, str(files["image"]))
+
+
+def test_malformed_sweeps_through_the_core(tmp_path: Path) -> None:
+    """A wrong length is refused by the probe, NaNs when the scene loads: one line each."""
+    from vlm_core.io import load_input, probe_input
+    from vlm_core.kinds import Kind
+
+    readers = _readers()
+    files = kitti_frame(tmp_path, "000000")
+    files["cloud"].write_bytes(files["cloud"].read_bytes()[:-6])
+    with pytest.raises(InputError) as exc:
+        probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    _one_line(exc, "9,594 bytes is not a whole number of 16-byte KITTI points")
+    points = sweep()
+    points[50, 0] = np.nan
+    points.tofile(files["cloud"])
+    probe = probe_input(files["cloud"], [Kind.SCENE], readers=readers)
+    with pytest.raises(InputError) as exc:
+        load_input(probe, readers=readers)
+    _one_line(exc, "1 of 600 points are NaN or infinite")
+
+
+def test_a_principal_point_off_the_image_is_a_warning(tmp_path: Path) -> None:
+    from vlm_core.io import load_input, probe_input
+    from vlm_core.kinds import Kind
+
+    readers = _readers()
+    files = kitti_frame(tmp_path, "000000", calib=calibration())  # KITTI's 1242x375 camera
+    scene = load_input(probe_input(files["cloud"], [Kind.SCENE], readers=readers), readers=readers)
+    assert (
+        scene.warnings and "principal point (610, 173) lies outside the 96x48" in scene.warnings[0]
+    )
+
+
+def test_group_orders_sequences_and_keeps_other_sweeps_alone() -> None:
+    from vlm_driving.scene_reader import group
+
+    files = [
+        Path("t/velodyne/0003/000010.bin"),
+        Path("o/velodyne/000001.bin"),
+        Path("t/velodyne/0003/000002.bin"),
+        Path("flat/a.pcd"),
+        Path("t/velodyne/0004/000000.bin"),
+    ]
+    assert group(files) == [
+        (Path("t/velodyne/0003/000002.bin"), Path("t/velodyne/0003/000010.bin")),
+        (Path("o/velodyne/000001.bin"),),
+        (Path("flat/a.pcd"),),
+        (Path("t/velodyne/0004/000000.bin"),),
+    ]
