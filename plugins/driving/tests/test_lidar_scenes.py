@@ -17,10 +17,15 @@ from vlm_driving.lidar import (
     GROUND,
     OBJECT,
     LidarSpec,
+    _rays,
     calibration,
+    cast,
     cuboid,
+    origin,
+    solids,
     sweep,
     world_to_camera,
+    world_to_lidar,
 )
 from vlm_driving.lidar_scenes import (
     TruthObject,
@@ -33,7 +38,16 @@ from vlm_driving.lidar_scenes import (
     write_kitti,
     write_kitti_sequence,
 )
-from vlm_driving.scenes import CAMERA_HEIGHT, Look, Thing, World, render, scene, style_for
+from vlm_driving.scenes import (
+    CAMERA_HEIGHT,
+    Look,
+    Thing,
+    World,
+    random_world,
+    render,
+    scene,
+    style_for,
+)
 
 SEED = 8_400_000
 SAMPLE = Path(__file__).resolve().parents[1] / "vlm_driving" / "samples" / "kitti"
@@ -103,7 +117,7 @@ def test_hits_on_an_object_land_in_its_rendered_box() -> None:
         on_image = (cam[:, 2] > 0.5) & (uv[:, 0] >= 0) & (uv[:, 0] < 320)
         on_image &= (uv[:, 1] >= 0) & (uv[:, 1] < 180)
         things = {t.id: t for t in world.things}
-        for obj in truth(world, frame, cloud, 320, 180):
+        for obj in truth(world, frame, cloud, calib):
             hits = (cloud.hit == obj.id) & on_image
             # the face the camera sees: its depth is the truth distance
             face = hits & (np.abs(cam[:, 2] - obj.distance) < 0.1)
@@ -137,9 +151,10 @@ def test_the_truth_distance_is_the_depth_of_the_face_the_camera_sees() -> None:
     world = _street([_car(1, 1.75, 15.0)])
     frame = render(world, 320, 180, np.random.default_rng(0))
     cloud = sweep(world, FORWARD, np.random.default_rng(1))
-    (obj,) = truth(world, frame, cloud, 320, 180)
-    assert obj.cls == "car" and obj.distance == 15.0 and obj.points == (cloud.hit == 1).sum()
     calib = calibration(world, 320, 180, FORWARD)
+    (obj,) = truth(world, frame, cloud, calib)
+    assert obj.cls == "car" and obj.distance == 15.0 and obj.points == (cloud.hit == 1).sum()
+    assert obj.points_in_box > 0.95 * obj.points  # straight ahead: no side is seen
     cam, _ = _camera(cloud.points[cloud.hit == 1], calib)
     face = cam[:, 2] < obj.distance + 0.5  # straight ahead: the back face only
     assert face.mean() > 0.95 and face.sum() > 100
@@ -214,7 +229,7 @@ def test_the_object_layout_reads_back_through_the_kitti_readers(tmp_path: Path) 
             read.lidar_to_camera, calib.lidar_to_camera
         )
         labels = kitti.read_labels(tmp_path / "label_2" / f"{name}.txt")
-        objects = truth(world, frame, cloud, 320, 180)
+        objects = truth(world, frame, cloud, calib)
         assert [o.type for o in labels] == [kitti.to_kitti_type(o.cls) for o in objects]
         assert [o["distance"] for o in record["objects"]] == [round(o.distance, 4) for o in objects]
         for label, obj in zip(labels, objects, strict=True):
@@ -267,13 +282,13 @@ def test_the_shipped_sample_is_its_generator_seeds_output_and_small() -> None:
         name = record["frame"]
         assert 8_300_000 <= record["seed"] < 8_400_000  # the plan's sample seeds
         assert (SAMPLE / "velodyne" / f"{name}.bin").stat().st_size < 800_000
-        world, frame, cloud, _ = generate_frame(record["seed"], width, height, spec)
+        world, frame, cloud, calib = generate_frame(record["seed"], width, height, spec)
         shipped = kitti.read_bin(SAMPLE / "velodyne" / f"{name}.bin")
         # another CPU's vector maths may round a grazing ray the other way: allow a few
         assert abs(len(shipped) - len(cloud)) <= len(cloud) // 1000
         if len(shipped) == len(cloud):
             assert np.allclose(shipped, cloud.points, atol=1e-3)
-        objects = truth(world, frame, cloud, width, height)
+        objects = truth(world, frame, cloud, calib)
         assert [o["id"] for o in record["objects"]] == [o.id for o in objects]
         labels = (SAMPLE / "label_2" / f"{name}.txt").read_text()
         assert labels == kitti.format_labels(o.kitti() for o in objects)
@@ -290,3 +305,27 @@ def test_truth_objects_are_kitti_labels() -> None:
         assert parsed.type == kitti.to_kitti_type(obj.cls)
         assert -np.pi <= obj.alpha <= np.pi and 0 <= obj.truncated <= 1
         assert obj.points >= 0 and obj.range > 0 and obj.distance > 1.0
+
+
+def test_culling_rays_by_angle_misses_no_hit() -> None:
+    """The per-solid ray blocks (azimuth and elevation bounds) against every ray on every box,
+    on a world with a car behind the sensor (its box straddles the +-180 degree azimuth)."""
+    spec = LidarSpec(azimuth_step=1.0)
+    world = random_world(np.random.default_rng(SEED + 30))
+    world.things.append(_car(999, world.camera_x, -12.0))
+    found = cast(world, spec)
+    d, _, _ = _rays(spec)
+    s = solids(world)
+    lo = world_to_lidar(world, spec, s.lo)
+    hi = world_to_lidar(world, spec, s.hi)
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ta = lo[:, :, None, None] / d[None]
+        tb = hi[:, :, None, None] / d[None]
+    near = np.nanmax(np.minimum(ta, tb), axis=1)
+    far = np.nanmin(np.maximum(ta, tb), axis=1)
+    t = np.where((near <= far) & (near > 0), near, np.inf).min(axis=0)
+    ground = np.where(d[2] < 0, -origin(world, spec)[1] / d[2], np.inf)
+    expected = np.minimum(t, ground)
+    assert np.allclose(found["range"], expected, rtol=1e-9, atol=1e-9)
+    assert (found["owner"] == 999).sum() > 20  # the car behind is seen

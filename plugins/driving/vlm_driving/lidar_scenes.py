@@ -68,9 +68,10 @@ class TruthObject:
     camera to the 3D box's centre; ``dimensions`` (h, w, l), ``location`` (x, y, z: the bottom
     centre in the camera frame) and ``rotation_y``: KITTI's 3D box (``l`` along the heading:
     vehicles and people face along z, a bicycle is drawn side on and faces along x);
-    ``points``: LiDAR returns on the object; ``truncated`` (share of its face outside the
-    image) and ``occluded`` (0 fully visible, 1 partly, 2 largely: the visible box's area
-    against its face's, in the image) as KITTI's labels have them.
+    ``points``: LiDAR returns on the object, its sides included; ``points_in_box``: those that
+    land in ``box`` on the image (what a fusion can use). ``truncated`` (share of its face
+    outside the image) and ``occluded`` (0 fully visible, 1 partly, 2 largely: the visible
+    box's area against its face's, in the image) are as KITTI's labels have them.
     """
 
     cls: str
@@ -82,6 +83,7 @@ class TruthObject:
     location: tuple[float, float, float]
     rotation_y: float
     points: int
+    points_in_box: int
     truncated: float
     occluded: int
 
@@ -114,6 +116,7 @@ class TruthObject:
             "distance": round(self.distance, 4),
             "range": round(self.range, 4),
             "points": self.points,
+            "points_in_box": self.points_in_box,
         }
 
 
@@ -121,10 +124,16 @@ def _area(box: Sequence[float]) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
-def truth(world: World, frame: Frame, cloud: Sweep, width: int, height: int) -> list[TruthObject]:
-    """The ground truth of every object ``frame`` labels, in its order."""
+def truth(world: World, frame: Frame, cloud: Sweep, calib: kitti.Calibration) -> list[TruthObject]:
+    """The ground truth of every object ``frame`` labels, in its order (``calib``: the frame's
+    calibration, to count the returns that land in each box)."""
+    height, width = frame.image.shape[:2]
     things = {t.id: t for t in world.things}
     counts = dict(zip(*np.unique(cloud.hit, return_counts=True), strict=True))
+    xyz1 = np.c_[cloud.points[:, :3].astype(np.float64), np.ones(len(cloud))]
+    uvw = xyz1 @ (calib.P2 @ calib.lidar_to_camera).T
+    ahead = uvw[:, 2] > 0.5
+    uv = uvw[:, :2] / np.where(ahead, uvw[:, 2], 1.0)[:, None]
     out = []
     for box, label, object_id in zip(frame.xyxy, frame.labels, frame.ids, strict=True):
         t = things[int(object_id)]
@@ -140,6 +149,9 @@ def truth(world: World, frame: Frame, cloud: Sweep, width: int, height: int) -> 
         truncated = 1.0 - _area(inside) / max(_area(full), 1e-9)
         seen = _area(box) / max(_area(inside), 1e-9)
         occluded = 0 if seen >= 0.85 else 1 if seen >= 0.5 else 2
+        mine = ahead & (cloud.hit == t.id)
+        in_box = mine & (uv[:, 0] >= box[0]) & (uv[:, 0] <= box[2])
+        in_box &= (uv[:, 1] >= box[1]) & (uv[:, 1] <= box[3])
         out.append(
             TruthObject(
                 cls=label,
@@ -151,6 +163,7 @@ def truth(world: World, frame: Frame, cloud: Sweep, width: int, height: int) -> 
                 location=tuple(float(v) for v in bottom),  # type: ignore[arg-type]
                 rotation_y=heading,
                 points=int(counts.get(int(object_id), 0)),
+                points_in_box=int(np.count_nonzero(in_box)),
                 truncated=float(np.clip(truncated, 0.0, 1.0)),
                 occluded=occluded,
             )
@@ -212,7 +225,7 @@ def generate(
     """One generated frame as a one-frame :class:`Scene` and its labelled objects' truth."""
     world, frame, cloud, calib = generate_frame(seed, width, height, spec)
     scene = _scene([frame], [cloud], calib, 10.0, f"lidar_scene_{seed}")
-    return scene, truth(world, frame, cloud, width, height)
+    return scene, truth(world, frame, cloud, calib)
 
 
 def generate_sequence(
@@ -228,14 +241,14 @@ def generate_sequence(
     frame's truth. The camera does not turn, so one calibration holds for every frame."""
     car = Drive(seed, width, height, fps=fps)
     rng = sweep_rng(seed)
+    calib = calibration(car.world, width, height, spec)
     frames, clouds, truths = [], [], []
     for _ in range(max(1, round(seconds * fps))):
         frame = car.step()
         cloud = sweep(car.world, spec, rng)
         frames.append(frame)
         clouds.append(cloud)
-        truths.append(truth(car.world, frame, cloud, width, height))
-    calib = calibration(car.world, width, height, spec)
+        truths.append(truth(car.world, frame, cloud, calib))
     return _scene(frames, clouds, calib, fps, f"lidar_drive_{seed}"), truths
 
 
@@ -286,7 +299,7 @@ def write_kitti(
     for i in range(count):
         name = f"{i:06d}"
         world, frame, cloud, calib = generate_frame(seed + i, width, height, spec)
-        objects = truth(world, frame, cloud, width, height)
+        objects = truth(world, frame, cloud, calib)
         _save_png(out / "image_2" / f"{name}.png", frame.image)
         kitti.write_bin(out / "velodyne" / f"{name}.bin", cloud.points)
         kitti.write_calib(out / "calib" / f"{name}.txt", calib)
