@@ -269,6 +269,13 @@ def test_the_command_line_refuses_bad_arguments(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as exc:
             main([str(tmp_path), *argv])
         assert exc.value.code == 2
+    occupied = tmp_path / "a_file"
+    occupied.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main([str(occupied), "--count", "1", "--size", "64x36"])
+    assert exc.value.code == 2
+    main([str(tmp_path / "out"), "--count", "1", "--size", "64x36", "--fov", "30"])
+    assert (tmp_path / "out" / "velodyne" / "000000.bin").stat().st_size > 0
 
 
 def test_the_shipped_sample_is_its_generator_seeds_output_and_small() -> None:

@@ -33,7 +33,7 @@ azimuths and elevations its corners can subtend bound the block of rays that mig
 These bounds are conservative: a great-circle arc never leaves its endpoints' azimuth interval,
 and the elevation bound uses the footprint's nearest and farthest points. The rays of that
 block are intersected with the box by the slab method, in one numpy expression. The only
-Python loop runs over the solids (about 60), never over rays. The ground plane is one
+Python loop runs over the solids (a few dozen), never over rays. The ground plane is one
 division for all rays.
 
 **Frames.** World: x right, y up, z ahead; the camera sits at ``(world.camera_x, 1.4, 0)``

@@ -12,10 +12,14 @@ in an object's 2D box measure, because they lie on that face. The fusion
 object's length further (a bus: 5-6 m). ``range`` is the straight-line distance from the
 camera to that centre, and KITTI's label holds the bottom centre.
 
-``python -m vlm_driving.lidar_scenes OUT --count 3 --seed 8300000`` writes KITTI's object
-layout (``image_2/``, ``velodyne/``, ``calib/``, ``label_2/``, plus ``distances.json``). Add
+``python -m vlm_driving.lidar_scenes OUT --count 10 --seed 8100000`` writes KITTI's object
+layout: ``image_2/``, ``velodyne/``, ``calib/`` and ``label_2/``, plus ``distances.json``. Add
 ``--sequence SECONDS`` for the tracking layout (``image_02/0000/``, ``velodyne/0000/``,
-``calib/0000.txt``, ``label_02/0000.txt``).
+``calib/0000.txt``, ``label_02/0000.txt``). ``--fov DEGREES`` and ``--azimuth-step DEGREES``
+set the sweep; the default is a full turn at 0.2 degrees. The plugin's sample
+``samples/kitti/`` was written by ``--count 3 --seed 8300000 --size 640x360 --fov 120``: a
+120-degree sector ahead (the camera sees at most 71 degrees) keeps each ``.bin`` near
+0.55 MB.
 """
 
 from __future__ import annotations
@@ -423,12 +427,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     width, height = args.size
-    if args.sequence:
-        print(
-            write_kitti_sequence(args.out, args.sequence, args.seed, width, height, args.fps, spec)
-        )
-        return
-    print(write_kitti(args.out, args.count, args.seed, width, height, spec))
+    try:
+        if args.sequence:
+            path = write_kitti_sequence(
+                args.out, args.sequence, args.seed, width, height, args.fps, spec
+            )
+        else:
+            path = write_kitti(args.out, args.count, args.seed, width, height, spec)
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: cannot write {args.out}: {exc.strerror or exc}\n")
+    print(path)
 
 
 if __name__ == "__main__":
