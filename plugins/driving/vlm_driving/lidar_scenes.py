@@ -299,7 +299,7 @@ def write_kitti(
     out = Path(out)
     for sub in ("image_2", "velodyne", "calib", "label_2"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    records = []
+    records: list[dict[str, object]] = []
     for i in range(count):
         name = f"{i:06d}"
         world, frame, cloud, calib = generate_frame(seed + i, width, height, spec)
@@ -360,7 +360,8 @@ def write_kitti_sequence(
     out = Path(out)
     seq = f"{sequence:04d}"
     scene, truths = generate_sequence(seed, seconds, fps, width, height, spec)
-    lines, records = [], []
+    lines: list[str] = []
+    records: list[dict[str, object]] = []
     for t, (image, cloud, objects) in enumerate(
         zip(scene.images, scene.clouds, truths, strict=True)
     ):
