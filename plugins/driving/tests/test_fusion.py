@@ -110,13 +110,26 @@ def test_under_the_minimum_of_points_the_distance_is_nan() -> None:
     assert face_distance(np.full(5, 10.0), settings)[0] == pytest.approx(10.0)
 
 
-def test_the_nearest_substantial_cluster_is_taken_not_stray_points_or_the_background() -> None:
+def test_the_largest_depth_cluster_is_taken_not_stray_points_or_the_background() -> None:
     rng = np.random.default_rng(8_400_003)
-    face = 20.0 + rng.normal(0, 0.02, 60)
-    background = 45.0 + rng.normal(0, 0.3, 120)  # more points than the object, further away
+    face = 20.0 + rng.normal(0, 0.02, 120)
+    background = 45.0 + rng.normal(0, 0.3, 60)  # a wall behind it, at the box's edges
     stray = np.array([3.0, 7.5])  # rain, a sign post's edge
     distance, confidence = face_distance(np.r_[face, background, stray], FusionSettings())
     assert abs(distance - 20.0) < 0.05 and 0 < confidence < 1
+
+
+def test_a_box_holding_a_nearer_objects_box_is_measured_on_its_own_points() -> None:
+    rng = np.random.default_rng(8_400_005)
+    truck = _wall(rng, 30.27, (-1.3, 1.3), 3.5, 400)  # tall and far
+    walker = _wall(rng, 15.27, (-0.3, 0.3), 1.6, 1500)  # before the truck, its head in its box
+    scene = _scene(_ground(rng), truck, walker)
+    truck_box = _box_of(scene, np.array([[30.27, -1.3, -MOUNT], [30.27, 1.3, -MOUNT + 3.5]]))
+    walker_box = _box_of(scene, np.array([[15.27, -0.3, -MOUNT], [15.27, 0.3, -MOUNT + 1.6]]))
+    found = range_boxes(scene, 0, np.stack([truck_box, walker_box]))
+    assert np.allclose(found.distance, [30.0, 15.0], atol=0.05), found.distance
+    alone = range_boxes(scene, 0, truck_box[None], FusionSettings(exclusive=False))
+    assert abs(alone.distance[0] - 15.0) < 0.05  # without the walker's box, the walker wins
 
 
 def test_the_ground_plane_of_a_sloped_road_is_found() -> None:

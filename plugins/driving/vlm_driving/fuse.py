@@ -46,7 +46,7 @@ class FuseParams(DetectParams):
         "are ground and not counted.",
     )
     box_shrink: float = Field(
-        0.1,
+        0.05,
         ge=0.0,
         le=0.4,
         description="Share of a box's width and height cut from each side before its points "

@@ -56,14 +56,19 @@ class FusionSettings:
     #: points within this many metres of the ground plane (or below it) are ground
     ground_tolerance: float = 0.2
     #: share of a box's width and height cut from each side before points are counted
-    box_shrink: float = 0.1
+    box_shrink: float = 0.05
     #: depth gap (metres) that splits two clusters, plus ``cluster_gap_rel`` of the range
-    cluster_gap: float = 0.5
+    cluster_gap: float = 0.3
     cluster_gap_rel: float = 0.02
-    #: the nearest cluster with at least this share of the box's points is the object
-    cluster_share: float = 0.2
+    #: the nearest cluster with at least this share of the box's points is the object (none
+    #: has: the largest); at 0.5 it is the largest cluster
+    cluster_share: float = 0.5
     #: percentile of the object cluster's depths taken as its face's distance
-    face_percentile: float = 10.0
+    face_percentile: float = 50.0
+    #: measure a box on the points no other box holds, when it has at least this share of
+    #: its points (and ``min_points``) to itself; else on all its points
+    exclusive: bool = True
+    exclusive_share: float = 0.2
     #: RANSAC hypotheses and the points they are scored on
     ransac_iterations: int = 64
     ransac_sample: int = 2000
@@ -124,17 +129,19 @@ def fit_ground(
     """The ground plane of (N, 3) LiDAR-frame points by RANSAC (see the module docstring);
     None when no near-level plane is supported by three points or more.
 
-    Hypotheses are drawn from the lower half of the points (by height) and scored together
-    as one matrix product on a sample of at most ``ransac_sample`` of them; the seed makes the
-    fit repeatable.
+    Hypotheses are drawn from the lower half (by height) of an even spread of at most
+    ``2 * ransac_sample`` of the points, and scored together as one matrix product on that
+    half; the best is refined on its inliers there. The seed makes the fit repeatable.
     """
     if len(xyz) < 3:
         return None
     rng = np.random.default_rng(seed)
-    low = xyz[xyz[:, 2] <= np.median(xyz[:, 2])]
+    # an even spread of at most 2 x ransac_sample points, then its lower half
+    spread = xyz[:: max(1, len(xyz) // (2 * settings.ransac_sample))]
+    low = spread[spread[:, 2] <= np.median(spread[:, 2])]
     if len(low) < 3:
         return None
-    sample = low[rng.choice(len(low), min(len(low), settings.ransac_sample), replace=False)]
+    sample = low[: settings.ransac_sample]
     triples = sample[rng.integers(0, len(sample), size=(settings.ransac_iterations, 3))]
     normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
     norms = np.linalg.norm(normals, axis=1)
@@ -162,7 +169,16 @@ def shrink(xyxy: np.ndarray, share: float) -> np.ndarray:
     boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
     dx = (boxes[:, 2] - boxes[:, 0]) * share
     dy = (boxes[:, 3] - boxes[:, 1]) * share
-    return np.c_[boxes[:, 0] + dx, boxes[:, 1] + dy, boxes[:, 2] - dx, boxes[:, 3] - dy]
+    return np.stack([boxes[:, 0] + dx, boxes[:, 1] + dy, boxes[:, 2] - dx, boxes[:, 3] - dy], 1)
+
+
+def _sorted_percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear) of already sorted ``values``, without its
+    overhead (it runs once per box)."""
+    position = q / 100.0 * (len(values) - 1)
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return float(values[low] + (values[high] - values[low]) * (position - low))
 
 
 def face_distance(depths: np.ndarray, settings: FusionSettings) -> tuple[float, float]:
@@ -174,18 +190,18 @@ def face_distance(depths: np.ndarray, settings: FusionSettings) -> tuple[float, 
         return float("nan"), 0.0
     d = np.sort(depths)
     gaps = np.diff(d) > settings.cluster_gap + settings.cluster_gap_rel * d[:-1]
-    starts = np.r_[0, np.flatnonzero(gaps) + 1]
-    ends = np.r_[starts[1:], count]
+    starts = np.concatenate(([0], np.flatnonzero(gaps) + 1))
+    ends = np.append(starts[1:], count)
     sizes = ends - starts
     big = np.flatnonzero(sizes >= max(settings.cluster_share * count, 1.0))
     pick = int(big[0]) if len(big) else int(np.argmax(sizes))
     cluster = d[starts[pick] : ends[pick]]
-    distance = float(np.percentile(cluster, settings.face_percentile))
+    distance = _sorted_percentile(cluster, settings.face_percentile)
     n = len(cluster)
-    near = cluster[cluster <= distance + max(0.3, 0.02 * distance)]
-    spread = float(np.std(near)) if len(near) > 1 else 0.0
+    near = cluster[: np.searchsorted(cluster, distance + max(0.3, 0.02 * distance), "right")]
+    spread = float(near.std()) if len(near) > 1 else 0.0
     confidence = (
-        (1.0 - np.exp(-n * np.log(2) / 8.0))
+        (1.0 - 0.5 ** (n / 8.0))
         * (0.5 + 0.5 * n / count)
         * np.exp(-spread / max(0.1, 0.01 * distance))
     )
@@ -205,13 +221,13 @@ def ray_points(projection: np.ndarray, uv: np.ndarray, depth: np.ndarray) -> np.
         a[:, row, 1] = w * p[2, 1] - p[row, 1]
         b[:, row] = (p[row, 2] - w * p[2, 2]) * z + p[row, 3] - w * p[2, 3]
     xy = np.linalg.solve(a, b[..., None])[..., 0] if len(z) else np.zeros((0, 2))
-    return np.c_[xy, z]
+    return np.column_stack([xy, z])
 
 
 def to_lidar(lidar_to_camera: np.ndarray, camera: np.ndarray) -> np.ndarray:
     """(N, 3) camera-frame points in the LiDAR frame (the inverse of ``lidar_to_camera``)."""
     back = np.linalg.inv(np.asarray(lidar_to_camera, np.float64))
-    return (np.c_[camera, np.ones(len(camera))] @ back.T)[:, :3]
+    return camera @ back[:3, :3].T + back[:3, 3]
 
 
 def range_boxes(
@@ -232,25 +248,34 @@ def range_boxes(
         return Ranging.empty(settings.min_points)
     index, uvz = scene.project(t)
     if len(index):
-        xyz = scene.clouds[t][index, :3].astype(np.float64)
-        plane = fit_ground(xyz, settings) if ground is True else ground or None
+        xyz = scene.clouds[t][index, :3]
+        plane = fit_ground(xyz.astype(np.float64), settings) if ground is True else ground or None
         if isinstance(plane, Ground):
-            keep = plane.height(xyz) >= settings.ground_tolerance
-            uvz = uvz[keep]
-    cut = shrink(boxes, settings.box_shrink)
-    u, v = uvz[:, 0], uvz[:, 1]
+            uvz = uvz[plane.height(xyz) >= settings.ground_tolerance]
+    cut = shrink(boxes, settings.box_shrink).astype(np.float32)
+    u, v = uvz[:, 0].astype(np.float32), uvz[:, 1].astype(np.float32)
     inside = (
         (u[None, :] >= cut[:, 0:1])
         & (u[None, :] <= cut[:, 2:3])
         & (v[None, :] >= cut[:, 1:2])
         & (v[None, :] <= cut[:, 3:4])
     )  # (N boxes, M points)
-    counts = inside.sum(1).astype(np.int64)
+    if settings.exclusive and len(boxes) > 1:
+        # a point inside several boxes is left to them only where a box has too few of its
+        # own: an object's box often holds the one in front of it (a car before a truck)
+        alone = inside & (inside.sum(0) == 1)[None, :]
+        own = alone.sum(1)
+        enough = own >= np.maximum(settings.min_points, settings.exclusive_share * inside.sum(1))
+        inside = np.where(enough[:, None], alone, inside)
+    rows, cols = np.nonzero(inside)  # by box, then point
+    depths = uvz[cols, 2]
+    bounds = np.searchsorted(rows, np.arange(len(boxes) + 1))
+    counts = np.diff(bounds).astype(np.int64)
     distance = np.full(len(boxes), np.nan)
     confidence = np.zeros(len(boxes))
     for i in np.flatnonzero(counts >= settings.min_points):
-        distance[i], confidence[i] = face_distance(uvz[inside[i], 2], settings)
-    bottom = np.c_[(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]
+        distance[i], confidence[i] = face_distance(depths[bounds[i] : bounds[i + 1]], settings)
+    bottom = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], 1)
     measured = np.isfinite(distance)
     location = np.full((len(boxes), 3), np.nan)
     lidar = np.full((len(boxes), 3), np.nan)
