@@ -16,14 +16,19 @@ One frame at a time (:func:`range_boxes`):
    the generated world, and of most KITTI frames within 40 m).
 3. **Distance.** Each box is shrunk by ``box_shrink`` of its width and height on every side
    (its edges bleed onto what is behind and beside the object) and takes the non-ground points
-   inside it. Their depths are sorted and split into clusters wherever consecutive depths are
-   further apart than ``gap`` (``cluster_gap`` metres, growing by ``cluster_gap_rel`` of the
-   range: the LiDAR's spacing grows with distance). The object is the nearest cluster holding
-   at least ``cluster_share`` of the box's points (what stands in front of the background and
-   fills the box); its distance is the ``face_percentile`` of its depths: the forward distance
-   (camera z) to the face of the object the camera sees, which is what
+   inside it. Where boxes overlap, a box is measured on the points no other box holds when it
+   has enough of them (``exclusive``): a truck's box often holds the car in front of it, whose
+   own box claims those points. The depths are sorted and split into clusters wherever
+   consecutive depths are further apart than ``cluster_gap`` metres plus ``cluster_gap_rel``
+   of the range (the LiDAR's spacing grows with distance). The object is the nearest cluster
+   holding at least ``cluster_share`` of the box's points (at the default 0.5: the largest
+   cluster); its distance is the ``face_percentile`` (median) of its depths: the forward
+   distance (camera z) to the face of the object the camera sees, which is what
    :attr:`vlm_driving.lidar_scenes.TruthObject.distance` defines. Fewer than ``min_points``
-   points in the box: the distance is NaN (not measured).
+   points in the box: the distance is NaN (not measured). The rule and its settings were
+   chosen on validation seeds 8_100_000-8_100_099 (truth boxes): the nearest cluster with a
+   fifth of the points and the 10th percentile left 20% of objects within 40 m over 1 m off
+   (an occluder in the box), the largest cluster among the exclusive points 10%.
 4. **Confidence** in [0, 1]: grows with the cluster's point count (half at 8 points) and with
    its share of the box's points, and falls with the depth spread of its face.
 5. **Location.** The 3D point of the box's bottom-centre ray at that depth, in the camera frame
