@@ -77,7 +77,7 @@ def points_overlay(scene: Scene, t: int = 0, span: tuple[float, float] = DEPTH_R
     _, uvz = scene.project(t)
     order = np.argsort(-uvz[:, 2])  # far first
     uvz = uvz[order]
-    radius = max(0, round(min(image.shape[:2]) / 400))
+    radius = max(0, round(min(image.shape[:2]) / 800))  # one pixel up to 720p: the image shows
     _dots(
         image,
         uvz[:, 1].astype(np.int64),

@@ -27,7 +27,7 @@ from vlm_core.familiarity import Ood
 from vlm_core.tasks import RunContext
 from vlm_core.types import Boxes, Image, Input, Metrics, Output, Tracks, Video
 from vlm_driving.detector import Detections, Detector, DetectSettings, load_detector
-from vlm_driving.params import DetectParams
+from vlm_driving.params import DetectorParams, DetectParams
 
 #: Frames detected together in a video (at least; the run's batch size when larger).
 VIDEO_BATCH = 8
@@ -94,7 +94,7 @@ def video_verdict(detector: Detector, rows: Sequence[np.ndarray | None]) -> Ood 
 
 
 def detect_images(
-    detector: Detector, images: Sequence[Image], params: DetectParams
+    detector: Detector, images: Sequence[Image], params: DetectorParams
 ) -> list[tuple[dict[str, Output], Ood | None]]:
     """The boxes of each image and its familiarity verdict (one detector call for the
     batch)."""
@@ -112,7 +112,7 @@ def detect_images(
 def track_video(
     detector: Detector,
     video: Video,
-    params: DetectParams,
+    params: DetectorParams,
     ctx: RunContext,
 ) -> tuple[dict[str, Output], Ood | None]:
     """Detect in every frame and link the boxes into tracks; report frames per second. With
@@ -188,7 +188,7 @@ def track_video(
     return {"tracks": tracks, "summary": summary}, video_verdict(detector, rows)
 
 
-def settings_of(params: DetectParams, detector: Detector) -> DetectSettings:
+def settings_of(params: DetectorParams, detector: Detector) -> DetectSettings:
     """The detector's settings for a run: boxes down to the tracker's low score (the frames
     and images report only those above ``score_threshold``)."""
     return DetectSettings(
@@ -199,7 +199,7 @@ def settings_of(params: DetectParams, detector: Detector) -> DetectSettings:
     )
 
 
-def detector_of(params: DetectParams, ctx: RunContext) -> Detector:
+def detector_of(params: DetectorParams, ctx: RunContext) -> Detector:
     """The detector a run's parameters name (weights, or a torchvision COCO model), on the
     run's device through the core's model cache: what a run and its explanations load."""
     return load_detector(

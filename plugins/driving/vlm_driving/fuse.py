@@ -5,9 +5,9 @@ Each input is a :class:`~vlm_core.types.Scene` (a KITTI-layout frame or sequence
 are detected exactly as `driving.detect` detects images (one frame) or a video (a sequence: the
 frames tracked with ByteTrack, :func:`vlm_driving.detect.track_video`), with the same weights
 and parameters; then every reported box is ranged by :func:`vlm_driving.fusion.range_boxes`.
-The outputs are ``objects`` (:class:`~vlm_driving.fuse_outputs.Ranges`, the kind
-``driving.ranges``) and ``scene``, the input scene (the core draws its points on the image and
-its bird's-eye view).
+The output is ``objects`` (:class:`~vlm_driving.fuse_outputs.Ranges`, the kind
+``driving.ranges``): its files and its dashboard view draw the boxes with their distances, the
+sweep's points on the image and the bird's-eye view from the input scene.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import Field
 
 from vlm_core.errors import InputError
 from vlm_core.familiarity import Ood
@@ -24,34 +23,8 @@ from vlm_core.types import Boxes, Input, Output, Scene, Tracks, Video
 from vlm_driving.detect import detect_images, detector_of, track_video
 from vlm_driving.detector import Detector
 from vlm_driving.fuse_outputs import RangedFrame, Ranges
-from vlm_driving.fusion import MIN_POINTS, FusionSettings, range_boxes
-from vlm_driving.params import DetectParams
-
-
-class FuseParams(DetectParams):
-    """`driving.detect`'s parameters and how the LiDAR points are turned into distances."""
-
-    min_points: int = Field(
-        MIN_POINTS,
-        ge=1,
-        le=1000,
-        description="Fewest LiDAR points (ground removed) in a box for it to get a distance; "
-        "fewer: no distance (null).",
-    )
-    ground_tolerance: float = Field(
-        0.2,
-        ge=0.0,
-        le=2.0,
-        description="Points within this many metres of the fitted ground plane (or below it) "
-        "are ground and not counted.",
-    )
-    box_shrink: float = Field(
-        0.05,
-        ge=0.0,
-        le=0.4,
-        description="Share of a box's width and height cut from each side before its points "
-        "are counted (box edges bleed onto the background).",
-    )
+from vlm_driving.fusion import FusionSettings, range_boxes
+from vlm_driving.params import FuseParams
 
 
 def fusion_settings(params: FuseParams) -> FusionSettings:
@@ -116,5 +89,5 @@ def run(inputs: Sequence[Input], params: FuseParams, ctx: RunContext) -> list[di
         assert isinstance(scene, Scene)
         frames, verdict = detect_scene(detector, scene, params, ctx)
         ctx.record_ood(index, verdict)
-        results.append({"objects": ranged(scene, frames, settings), "scene": scene})
+        results.append({"objects": ranged(scene, frames, settings)})
     return results

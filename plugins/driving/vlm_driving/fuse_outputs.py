@@ -17,6 +17,8 @@ Files (``vlm run --out``), for an output named ``objects``:
 - ``overlay`` (a preview): ``objects_overlay.jpg``, the boxes labelled ``car 12.3 m`` on the
   camera image; for a sequence ``objects_overlay.mp4``, the tracks with their distances over
   time;
+- ``points``: ``objects_points.png`` (a sequence: ``.mp4``), the sweep's points on the camera
+  image coloured by depth;
 - ``bev``: ``objects_bev.png`` (a sequence: ``objects_bev/NNNNNN.png``), the bird's-eye view of
   the sweep with each measured object's face marked and labelled.
 """
@@ -331,6 +333,16 @@ def export_overlay(item: Any, name: str, ranges: Ranges) -> None:
     else:
         for t, view in enumerate(views):
             item.image(view, item.folder / f"{name}_overlay" / _name(ranges, t))
+
+
+def export_points(item: Any, name: str, ranges: Ranges) -> None:
+    """``<name>_points.png`` (a sequence: ``.mp4``): the sweep's points on the camera image,
+    coloured by depth, as the core draws a scene; nothing without the input scene."""
+    from vlm_core.export.exporters import scene_points
+
+    scene = _scene_of(item, ranges)
+    if scene is not None:
+        scene_points(item, name, scene)
 
 
 def export_bev(item: Any, name: str, ranges: Ranges) -> None:

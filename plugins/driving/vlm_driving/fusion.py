@@ -46,9 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlm_core.types import Scene
-
-#: Fewer points in a box than this and its distance is NaN (not measured).
-MIN_POINTS = 5
+from vlm_driving.params import MIN_POINTS
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ _COCO_WEIGHTS = Field(
 )
 
 
-class DetectParams(TaskParams):
+class DetectorParams(TaskParams):
+    """The camera detector's parameters, shared by every task that runs it."""
+
     score_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Lowest score reported.")
     nms_iou: float = Field(
         0.5, gt=0.0, le=1.0, description="IoU above which NMS drops the lower-scored box."
@@ -62,20 +64,6 @@ class DetectParams(TaskParams):
     weights: str = _WEIGHTS
     coco_model: CocoModel = _COCO_MODEL
     coco_weights: str = _COCO_WEIGHTS
-    explain: str = Field(
-        "",
-        max_length=10,
-        description="With -p explainer=...: the box whose score is explained, by its number in "
-        "the detections as listed (0, 1, ...; empty or 0: the highest-scoring box). Images only.",
-    )
-
-    @field_validator("explain")
-    @classmethod
-    def _explain(cls, value: str) -> str:
-        text = value.strip()
-        if text and not (text.isdigit() and text.isascii()):
-            raise ValueError(f"explain must be a box number (0, 1, ...), got {value!r}")
-        return text
 
     @field_validator("input_size")
     @classmethod
@@ -88,7 +76,7 @@ class DetectParams(TaskParams):
         return value
 
     @model_validator(mode="after")
-    def _one_detector(self) -> DetectParams:
+    def _one_detector(self) -> DetectorParams:
         """``coco_model`` and ``coco_weights`` go together, and replace ``weights``: a
         parameter that would be ignored is refused, not dropped."""
         if self.coco_weights and not self.coco_model:
@@ -104,6 +92,55 @@ class DetectParams(TaskParams):
         if self.coco_model and self.weights:
             raise ValueError("weights and coco_model are two different detectors; give one of them")
         return self
+
+
+class DetectParams(DetectorParams):
+    """`driving.detect`: the detector's parameters and the box an explainer explains."""
+
+    explain: str = Field(
+        "",
+        max_length=10,
+        description="With -p explainer=...: the box whose score is explained, by its number in "
+        "the detections as listed (0, 1, ...; empty or 0: the highest-scoring box). Images only.",
+    )
+
+    @field_validator("explain")
+    @classmethod
+    def _explain(cls, value: str) -> str:
+        text = value.strip()
+        if text and not (text.isdigit() and text.isascii()):
+            raise ValueError(f"explain must be a box number (0, 1, ...), got {value!r}")
+        return text
+
+
+#: the fewest LiDAR points (ground removed) in a box for it to get a distance
+MIN_POINTS = 5
+
+
+class FuseParams(DetectorParams):
+    """`driving.fuse`: the detector's parameters and how LiDAR points become distances."""
+
+    min_points: int = Field(
+        MIN_POINTS,
+        ge=1,
+        le=1000,
+        description="Fewest LiDAR points (ground removed) in a box for it to get a distance; "
+        "fewer: no distance (null).",
+    )
+    ground_tolerance: float = Field(
+        0.2,
+        ge=0.0,
+        le=2.0,
+        description="Points within this many metres of the fitted ground plane (or below it) "
+        "are ground and not counted.",
+    )
+    box_shrink: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.4,
+        description="Share of a box's width and height cut from each side before its points "
+        "are counted (box edges bleed onto the background).",
+    )
 
 
 class DetectTrainParams(TaskParams):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from vlm_core import hookimpl
 from vlm_core.io.readers import InputReader
 from vlm_core.kinds import Capability, Kind
+from vlm_core.outputs import OutputKind
 from vlm_core.tasks import (
     ImageLimits,
     Sample,
@@ -13,13 +14,16 @@ from vlm_core.tasks import (
     WeightsRef,
     package_file,
 )
-from vlm_driving.params import DetectParams, DetectTrainParams
+from vlm_driving.params import DetectParams, DetectTrainParams, FuseParams
 
 #: Road photographs and video frames: the detector scales the shorter side to its input size
 #: (224 px for the bundled weights) within a cap on the longer one (400 px), so a strip more
 #: elongated than 8:1 would reach it under 28 px tall, and an image under 32 px holds no object
 #: it was trained to find.
 IMAGE_LIMITS = ImageLimits(min_side=32, max_aspect=8)
+
+#: the output kind of driving.fuse: objects with their distances (vlm_driving.fuse_outputs)
+RANGES = "driving.ranges"
 
 
 def _detect() -> TaskSpec:
@@ -43,14 +47,7 @@ def _detect() -> TaskSpec:
         inputs=(Kind.IMAGE, Kind.VIDEO),
         image_limits=IMAGE_LIMITS,
         outputs=(Kind.BOXES, Kind.TRACKS, Kind.METRICS),
-        weights=(
-            WeightsRef(
-                name="fcos-lcnet",
-                filename=str(
-                    package_file("vlm_driving", "weights", "detector", "model.safetensors")
-                ),
-            ),
-        ),
+        weights=_detector_weights(),
         samples=(
             Sample(
                 "generated street",
@@ -101,9 +98,81 @@ def _detect() -> TaskSpec:
     )
 
 
+def _detector_weights() -> tuple[WeightsRef, ...]:
+    return (
+        WeightsRef(
+            name="fcos-lcnet",
+            filename=str(package_file("vlm_driving", "weights", "detector", "model.safetensors")),
+        ),
+    )
+
+
+def _fuse() -> TaskSpec:
+    return TaskSpec(
+        id="driving.fuse",
+        title="Camera + LiDAR: the distance to every object",
+        description=(
+            "Finds road objects in the camera images of a camera + LiDAR scene (a KITTI-layout "
+            "frame or sequence: a Velodyne .bin, PCD, LAS or LAZ sweep with its camera image "
+            "and calibration) with driving.detect's detector and parameters (a sequence "
+            "tracked with ByteTrack), and gives each box the distance to the object from the "
+            "LiDAR points in it (ground removed), their count, a confidence and a 3D location: "
+            "KITTI result files, JSON, labelled overlays (an MP4 for a sequence), the points on "
+            "the image and a bird's-eye view."
+        ),
+        domain="driving",
+        run="vlm_driving.fuse:run",
+        params=FuseParams,
+        inputs=(Kind.SCENE,),
+        image_limits=IMAGE_LIMITS,
+        outputs=(RANGES,),
+        weights=_detector_weights(),
+        samples=(
+            Sample(
+                "generated KITTI frames",
+                # the sweeps; each reader finds its image_2/ and calib/ files in the layout
+                tuple(
+                    package_file("vlm_driving", "samples", "kitti", "velodyne", f"{i:06d}.bin")
+                    for i in range(3)
+                ),
+                description="Three camera + LiDAR frames from the plugin's generator in KITTI's "
+                "layout (image_2, velodyne, calib, label_2), with ground-truth distances in "
+                "distances.json.",
+            ),
+        ),
+        memory_mb=800,
+        capabilities=frozenset({Capability.RUN}),
+        tiny=TinySettings(params={"input_size": 96}),
+    )
+
+
 @hookimpl
 def register_tasks(register):  # type: ignore[no-untyped-def]
     register(_detect())
+    register(_fuse())
+
+
+@hookimpl
+def register_output_kinds(register):  # type: ignore[no-untyped-def]
+    functions = "vlm_driving.fuse_outputs"
+    register(
+        OutputKind(
+            name=RANGES,
+            type=f"{functions}:Ranges",
+            summary=f"{functions}:summary",
+            exporters={
+                "kitti": f"{functions}:export_kitti",
+                "json": f"{functions}:export_json",
+                "overlay": f"{functions}:export_overlay",
+                "points": f"{functions}:export_points",
+                "bev": f"{functions}:export_bev",
+            },
+            cli_line=f"{functions}:cli_line",
+            render=f"{functions}:render",
+            history="vlm_dashboard.history_views:json_history",
+            description="detected objects with their LiDAR distances, per frame",
+        )
+    )
 
 
 @hookimpl
@@ -116,3 +185,20 @@ def register_readers(register):  # type: ignore[no-untyped-def]
             description="MP4 video (PyAV): every frame as RGB",
         )
     )
+    clouds = {
+        "kitti-bin": "KITTI Velodyne sweep (.bin)",
+        "pcd": "PCD point cloud (pypcd4: ascii, binary, binary_compressed)",
+        "las": "LAS point cloud (laspy)",
+        "laz": "LAZ point cloud (laspy with lazrs)",
+    }
+    for fmt, what in clouds.items():
+        register(
+            InputReader(
+                format=fmt,
+                probe="vlm_driving.scene_reader:probe",
+                load="vlm_driving.scene_reader:load",
+                group="vlm_driving.scene_reader:group",
+                description=f"{what} with its camera image and calibration beside it "
+                "(KITTI object or tracking layout, or NAME.png + NAME.txt)",
+            )
+        )
