@@ -116,9 +116,9 @@ def _las_format(head: bytes) -> str:
 
 
 def _kitti_bin(head: bytes) -> bool:
-    """Whether ``head`` starts a KITTI Velodyne scan: its first :data:`KITTI_BIN_POINTS`
-    points (fewer in a smaller file) finite, within :data:`KITTI_BIN_RANGE_M` metres, not all
-    at the origin, with a reflectance of 0 to 255. The format has no magic number, so the
+    """Whether ``head`` starts a KITTI Velodyne scan: of its first :data:`KITTI_BIN_POINTS`
+    points (fewer in a smaller file) at least half finite, and those within
+    :data:`KITTI_BIN_RANGE_M` metres, not all at the origin, with a reflectance of 0 to 255. The format has no magic number, so the
     content's shape is the only sign; an image, text or archive fails it at its first bytes
     (their float32 reading is huge, tiny or not a number). Whether the length is a whole
     number of points is the reader's check, which names the problem."""
@@ -128,10 +128,12 @@ def _kitti_bin(head: bytes) -> bool:
     if count == 0:
         return False
     values = struct.unpack(f"<{count * 4}f", head[: count * 16])
-    if not all(math.isfinite(v) for v in values):
+    points = [values[i : i + 4] for i in range(0, len(values), 4)]
+    finite = [p for p in points if all(math.isfinite(v) for v in p)]
+    if 2 * len(finite) < len(points):  # a few NaN points: a scan the reader refuses by name
         return False
-    xyz = [abs(v) for i, v in enumerate(values) if i % 4 != 3]
-    reflectance = values[3::4]
+    xyz = [abs(v) for p in finite for v in p[:3]]
+    reflectance = [p[3] for p in finite]
     tiny = [v for v in xyz if 0 < v < 1e-6]  # a denormal or near-zero float: not metres
     return (
         max(xyz) <= KITTI_BIN_RANGE_M
