@@ -4,6 +4,7 @@ scenes through the core, and malformed clouds and calibrations are refused on on
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,6 +134,21 @@ def test_calibration_from_scene_matrices() -> None:
     np.testing.assert_allclose(again.lidar_to_camera, calib.lidar_to_camera)
     np.testing.assert_array_equal(again.R0_rect, np.eye(3))
     again.check("scene")
+
+
+def test_nuscenes_export_calibration_is_accepted(tmp_path: Path) -> None:
+    """nuScenes' export_kitti.py writes P0, P1, P3 and Tr_imu_to_velo as zeros (one camera, no
+    IMU): only the matrices a scene uses are checked; unknown keys are ignored."""
+    zeros = np.zeros((3, 4))
+    path = tmp_path / "nuscenes.txt"
+    path.write_text(
+        f"P0: {_row(zeros)}\nP1: {_row(zeros)}\nP2: {_row(P2)}\nP3: {_row(zeros)}\n"
+        f"R0_rect: {_row(np.eye(3))}\nTr_velo_to_cam: {_row(TR_VELO_TO_CAM)}\n"
+        f"Tr_imu_to_velo: {_row(zeros)}\ncalib_time: 09-Jan-2012 13:57:47\n"
+    )
+    calib = kitti.read_calib(path)
+    np.testing.assert_array_equal(calib.P0, zeros)
+    np.testing.assert_allclose(calib.lidar_to_camera[:3], TR_VELO_TO_CAM)
 
 
 @pytest.mark.parametrize(
@@ -305,10 +321,19 @@ def sweep(n: int = 600, seed: int = 8_400_001) -> np.ndarray:
 
 
 def write_pcd(path: Path, points: np.ndarray, encoding: str = "binary") -> Path:
+    """``points`` saved by pypcd4 in ``encoding``. pypcd4 falls back to ``binary`` when LZF
+    cannot shrink the data (random floats), so a test of ``binary_compressed`` passes points
+    with a sensor's resolution (:func:`quantised`); checked here."""
     from pypcd4 import Encoding, PointCloud
 
     PointCloud.from_xyzi_points(points).save(path, encoding=Encoding(encoding))
+    assert f"\nDATA {encoding}\n".encode() in path.read_bytes()[:400], "pypcd4 changed encoding"
     return path
+
+
+def quantised(points: np.ndarray) -> np.ndarray:
+    """``points`` at a centimetre (and 1/100 reflectance) resolution, as a sensor gives them."""
+    return np.round(points, 2).astype(np.float32)
 
 
 def write_las(path: Path, points: np.ndarray) -> Path:
@@ -330,7 +355,7 @@ def test_pcd_written_by_pypcd4_reads_back_equal(tmp_path: Path, encoding: str) -
 
     from vlm_core.io import sniff_format
 
-    points = sweep()
+    points = quantised(sweep())
     path = write_pcd(tmp_path / "sweep.pcd", points, encoding)
     assert sniff_format(path) == "pcd"
     assert cloud_header(path, "pcd") == len(points)
@@ -431,6 +456,18 @@ def test_absurd_point_counts_are_refused_from_the_header(
     data = path.read_bytes().replace(b"POINTS 1000\n", b"POINTS 9000000\n")
     path.write_bytes(data.replace(b"WIDTH 1000\n", b"WIDTH 9000000\n"))
     _refused(path, "pcd", "header claims 9,000,000 points, over the limit of 5,000,000")
+    # a field of ten million values a point (40 GB to decode from a 200-byte file), and one of
+    # 1,000 doubles a point for 1 M points (8 GB)
+    huge = tmp_path / "huge.pcd"
+    header = (
+        "VERSION 0.7\nFIELDS x y z descriptor\nSIZE 4 4 4 {size}\nTYPE F F F F\n"
+        "COUNT 1 1 1 {count}\nWIDTH {n}\nHEIGHT 1\nPOINTS {n}\nDATA binary_compressed\n"
+    )
+    block = struct.pack("<II", 10, 4_000_000_000) + b"0123456789"
+    huge.write_bytes(header.format(size=4, count=10_000_000, n=1000).encode() + block)
+    _refused(huge, "pcd", "10,000,003 values each (COUNT), over the 1,024")
+    huge.write_bytes(header.format(size=8, count=1000, n=1_000_000).encode() + block)
+    _refused(huge, "pcd", "1,000,000 points of 8,012 bytes", "over the 640,000,000 allowed")
     monkeypatch.setenv("VLM_MAX_CLOUD_POINTS", "500")
     for fmt, written in [
         ("pcd", write_pcd(tmp_path / "a.pcd", points)),
@@ -448,7 +485,7 @@ def test_truncated_clouds_are_refused(tmp_path: Path) -> None:
     binary = write_pcd(tmp_path / "binary.pcd", points, "binary")
     binary.write_bytes(binary.read_bytes()[:-1600])  # 100 points short, cut on a point boundary
     _refused(binary, "pcd", "PCD data is truncated: 14,400 bytes", "16,000")
-    compressed = write_pcd(tmp_path / "compressed.pcd", points, "binary_compressed")
+    compressed = write_pcd(tmp_path / "compressed.pcd", quantised(points), "binary_compressed")
     compressed.write_bytes(compressed.read_bytes()[:-100])
     _refused(compressed, "pcd", "PCD data is truncated")
     ascii_pcd = write_pcd(tmp_path / "ascii.pcd", points, "ascii")
@@ -459,7 +496,25 @@ def test_truncated_clouds_are_refused(tmp_path: Path) -> None:
     _refused(las, "las", "980 of the 1,000 point records")
     laz = write_las(tmp_path / "cut.laz", points)
     laz.write_bytes(laz.read_bytes()[: laz.stat().st_size // 2])
-    _refused(laz, "laz", "LAZ data is truncated or corrupt", header=False)
+    _refused(laz, "laz", "LAZ data is truncated or corrupt: its chunk table offset")
+
+
+def test_laz_with_a_corrupt_chunk_table_never_reaches_lazrs(tmp_path: Path) -> None:
+    """laz-rs sizes its chunk table from the count stored in the file and aborts the process
+    when the allocation fails (a fuzzed LAZ asked for 9.6 GB), so the header check refuses a
+    count the points cannot fill, and a table offset outside the file. A small wrong count
+    here: were the check gone, this test would fail, not abort."""
+    laz = write_las(tmp_path / "chunks.laz", sweep())
+    data = bytearray(laz.read_bytes())
+    start = struct.unpack_from("<I", data, 96)[0]  # the header's offset to the point data
+    table = struct.unpack_from("<q", data, start)[0]
+    assert struct.unpack_from("<II", data, table) == (0, 1)  # version 0, one chunk
+    struct.pack_into("<I", data, table + 4, 1000)
+    laz.write_bytes(bytes(data))
+    _refused(laz, "laz", "chunk table version 0 with 1,000 chunks, for 600 points")
+    struct.pack_into("<q", data, start, len(data) + 100)
+    laz.write_bytes(bytes(data))
+    _refused(laz, "laz", "chunk table offset")
 
 
 def test_clouds_without_coordinates_or_points(tmp_path: Path) -> None:

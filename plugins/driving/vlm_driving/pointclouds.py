@@ -40,6 +40,9 @@ from vlm_driving.kitti import bin_point_count, read_bin
 CLOUD_FORMATS = ("kitti-bin", "pcd", "las", "laz")
 #: A PCD header is a dozen short lines; more than this before ``DATA`` is not one.
 MAX_PCD_HEADER_BYTES = 64 * 1024
+#: Values a PCD point may hold (the sum of COUNT): a LiDAR point has a handful; a descriptor
+#: cloud (PCL's SHOT: 352) more, and pypcd4 makes a numpy field of every one.
+MAX_PCD_VALUES = 1024
 #: The full scale of a LAS intensity (uint16).
 LAS_INTENSITY_SCALE = 65535.0
 
@@ -68,6 +71,26 @@ def _check_count(path: Path, fmt: str, count: int) -> int:
             "(VLM_MAX_CLOUD_POINTS)"
         )
     return count
+
+
+#: Bytes per point the decoded records of a cloud may take on average, times
+#: ``VLM_MAX_CLOUD_POINTS``: the budget that keeps a header with a huge record (a PCD field with
+#: a COUNT of millions, a LAS record length of 65,535) from allocating gigabytes. A LAS format 10
+#: point is 67 bytes, a rich PCD point (xyz, intensity, ring, time, rgb, normals) about 60.
+DECODED_BYTES_PER_POINT = 128
+
+
+def _check_decoded(path: Path, fmt: str, count: int, point_bytes: int) -> None:
+    """Refuse records that would decode to more than the budget of
+    :data:`DECODED_BYTES_PER_POINT` per allowed point, from the header alone."""
+    limit = settings().max_cloud_points
+    budget = limit * DECODED_BYTES_PER_POINT
+    if count * point_bytes > budget:
+        raise InputError(
+            f"{path}: {fmt} header claims {count:,} points of {point_bytes:,} bytes, "
+            f"{count * point_bytes:,} bytes to decode, over the {budget:,} allowed "
+            f"({DECODED_BYTES_PER_POINT} bytes a point of VLM_MAX_CLOUD_POINTS {limit:,})"
+        )
 
 
 def _check_finite(path: Path, points: np.ndarray) -> np.ndarray:
@@ -121,9 +144,24 @@ def pcd_header(path: Path) -> PcdHeader:
         offset = fh.tell()
     try:
         metadata = MetaData.parse_header(lines)
-        point_bytes = int(metadata.build_dtype().itemsize)
-    except Exception as exc:  # pydantic's, KeyError of an unknown TYPE/SIZE
+    except Exception as exc:  # pydantic's validation error
         raise InputError(f"{path}: PCD header is not valid ({_reason(exc)})") from None
+    lengths = [len(metadata.fields), len(metadata.size), len(metadata.type), len(metadata.count)]
+    if len(set(lengths)) > 1:
+        raise InputError(
+            f"{path}: PCD header is not valid (FIELDS, SIZE, TYPE and COUNT have "
+            f"{', '.join(map(str, lengths))} entries)"
+        )
+    values = sum(metadata.count)
+    if values > MAX_PCD_VALUES:  # pypcd4 makes a numpy field of each: refuse before it does
+        raise InputError(
+            f"{path}: PCD points have {values:,} values each (COUNT), over the "
+            f"{MAX_PCD_VALUES:,} a point cloud's fields take"
+        )
+    try:
+        point_bytes = int(metadata.build_dtype().itemsize)
+    except KeyError as exc:  # a TYPE and SIZE pair that is no numpy type, e.g. F 2
+        raise InputError(f"{path}: PCD header is not valid (TYPE/SIZE {exc})") from None
     return PcdHeader(metadata=metadata, data_offset=offset, point_bytes=point_bytes)
 
 
@@ -136,8 +174,9 @@ def _pcd_fields(path: Path, header: PcdHeader) -> None:
 
 
 def _pcd_data_check(path: Path, header: PcdHeader) -> None:
-    """For binary encodings, refuse data shorter than the header's points need, from the file
-    size (and the compressed block's sizes) alone."""
+    """Refuse records over the decoding budget and, for binary encodings, data shorter than
+    the header's points need, from the file size (and the compressed block's sizes) alone."""
+    _check_decoded(path, "PCD", header.points, header.point_bytes)
     size = path.stat().st_size
     available = size - header.data_offset
     needed = header.points * header.point_bytes
@@ -200,42 +239,109 @@ def read_pcd(path: Path) -> np.ndarray:
 # LAS / LAZ
 
 
-def _las_open(path: Path) -> Any:
+def _las_header(path: Path) -> Any:
+    """The LAS/LAZ header and VLRs (laspy's ``LasHeader.read_from``): no point is touched and no
+    decompressor is created."""
     import laspy
 
     try:
-        return laspy.open(path)
-    except Exception as exc:  # LaspyException, lazrs errors, struct errors
+        with open(path, "rb") as fh:
+            return laspy.LasHeader.read_from(fh)
+    except OSError:
+        raise
+    except Exception as exc:  # LaspyException, struct and value errors of a corrupt header
         raise InputError(f"{path}: not a readable LAS/LAZ file ({_reason(exc)})") from None
 
 
+#: LASzip's chunked compressors (point-wise and layered); the only ones laz-rs decodes.
+LAZ_CHUNKED_COMPRESSORS = (2, 3)
+LAZ_VARIABLE_CHUNK_SIZE = 0xFFFFFFFF
+
+
+def _laz_chunk_table(path: Path, header: Any, count: int) -> None:
+    """Refuse a LAZ file whose chunk table does not fit its header, before laz-rs reads it:
+    laz-rs sizes its table from the count stored there and aborts the whole process (no
+    exception) when that allocation fails, so a corrupt count must never reach it.
+
+    LASzip's layout: the LASzip VLR holds the compressor and the chunk size (points per chunk,
+    or 0xFFFFFFFF for variable chunks); the 8 bytes at the start of the point data give the
+    chunk table's offset (-1: stored in the file's last 8 bytes); the table starts with its
+    version (0) and its number of chunks, which is at most ``ceil(points / chunk size)`` (at
+    most the points for variable chunks).
+    """
+    vlr = next((v for v in header.vlrs if type(v).__name__ == "LasZipVlr"), None)
+    if vlr is None:
+        raise InputError(f"{path}: LAZ file has no LASzip VLR")
+    data = bytes(vlr.record_data_bytes())
+    if len(data) < 16:
+        raise InputError(f"{path}: LAZ file's LASzip VLR is {len(data)} bytes, too short")
+    compressor = struct.unpack_from("<H", data, 0)[0]
+    chunk_size = struct.unpack_from("<I", data, 12)[0]
+    if compressor not in LAZ_CHUNKED_COMPRESSORS or chunk_size == 0:
+        raise InputError(
+            f"{path}: LAZ compressor {compressor} with chunk size {chunk_size} is not supported"
+        )
+    size = path.stat().st_size
+    start = int(header.offset_to_point_data)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise InputError(f"{path}: LAZ data is truncated: no chunk table offset")
+        table = struct.unpack("<q", raw)[0]
+        if table == -1:  # written at the end by a writer that could not seek back
+            fh.seek(max(size - 8, 0))
+            table = struct.unpack("<q", fh.read(8).rjust(8, b"\0"))[0]
+        if not start + 8 <= table <= size - 8:
+            raise InputError(
+                f"{path}: LAZ data is truncated or corrupt: its chunk table offset {table:,} is "
+                f"outside the {size:,}-byte file"
+            )
+        fh.seek(table)
+        version, chunks = struct.unpack("<II", fh.read(8))
+    most = count if chunk_size == LAZ_VARIABLE_CHUNK_SIZE else -(-count // chunk_size)
+    if version != 0 or chunks > most:
+        raise InputError(
+            f"{path}: LAZ data is truncated or corrupt: chunk table version {version} with "
+            f"{chunks:,} chunks, for {count:,} points in chunks of {chunk_size:,}"
+        )
+
+
 def _las_points(path: Path, fmt: str) -> int:
-    with _las_open(path) as reader:
-        header = reader.header
-        count = _check_count(path, fmt.upper(), int(header.point_count))
-        if not header.are_points_compressed:
-            record = int(header.point_format.size)
-            needed = int(header.offset_to_point_data) + count * record
-            size = path.stat().st_size
-            if size < needed:
-                have = max(size - int(header.offset_to_point_data), 0) // record
-                raise InputError(
-                    f"{path}: LAS data is truncated: {have:,} of the {count:,} point records "
-                    "the header claims"
-                )
+    header = _las_header(path)
+    count = _check_count(path, fmt.upper(), int(header.point_count))
+    _check_decoded(path, fmt.upper(), count, int(header.point_format.size))
+    if header.are_points_compressed:
+        _laz_chunk_table(path, header, count)
+    else:
+        record = int(header.point_format.size)
+        needed = int(header.offset_to_point_data) + count * record
+        size = path.stat().st_size
+        if size < needed:
+            have = max(size - int(header.offset_to_point_data), 0) // record
+            raise InputError(
+                f"{path}: LAS data is truncated: {have:,} of the {count:,} point records "
+                "the header claims"
+            )
     return count
 
 
 def read_las(path: Path, fmt: str = "las") -> np.ndarray:
     """A LAS/LAZ file's scaled x, y, z and intensity / 65535 as (N, 4) float32."""
+    import laspy
+
     count = _las_points(path, fmt)
-    with _las_open(path) as reader:
-        try:
+    try:
+        # laz-rs' single-threaded decompressor: it reads chunk by chunk, with no buffer sized
+        # from the (unchecked) byte counts of the chunk table
+        with laspy.open(path, laz_backend=laspy.LazBackend.Lazrs) as reader:
             las = reader.read()
-        except Exception as exc:  # lazrs' IoError on a cut LAZ, numpy's on a cut LAS
-            raise InputError(
-                f"{path}: {fmt.upper()} data is truncated or corrupt ({_reason(exc)})"
-            ) from None
+    except OSError:
+        raise
+    except Exception as exc:  # lazrs' IoError on a cut LAZ, numpy's on a cut LAS
+        raise InputError(
+            f"{path}: {fmt.upper()} data is truncated or corrupt ({_reason(exc)})"
+        ) from None
     if len(las.points) != count:
         raise InputError(
             f"{path}: {fmt.upper()} data is truncated: {len(las.points):,} of the {count:,} "
