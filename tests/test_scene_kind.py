@@ -147,6 +147,8 @@ def test_point_clouds_are_sniffed_by_content(tmp_path):
     rng = np.random.default_rng(0)
     cloud = np.c_[rng.uniform(-60, 60, (500, 3)), rng.uniform(0, 1, 500)]
     assert sniff_format(_kitti_like(tmp_path / "scan.dat", cloud)) == "kitti-bin"
+    cloud[3, 1] = np.nan  # a scan with a NaN point is still one: its reader names the NaN
+    assert sniff_format(_kitti_like(tmp_path / "nan.dat", cloud)) == "kitti-bin"
     header = "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\n"
     (tmp_path / "a").write_text(header + "SIZE 4 4 4\nDATA ascii\n")
     assert sniff_format(tmp_path / "a") == "pcd"
