@@ -187,3 +187,21 @@ def test_a_sweep_over_the_point_cap_is_refused_from_its_header(tmp_path, monkeyp
         InputError, match=r"claims 2,000 points in a sweep, over the limit of 1,000"
     ):
         probe_input(path, [Kind.SCENE], readers={"kitti-bin": reader})
+
+
+def test_a_folder_with_no_usable_sweep_names_the_sweeps_problem_not_a_skipped_text(tmp_path):
+    """In a KITTI folder the calibration texts are skipped (a scene task does not take text):
+    when no sweep is usable, the error names why the sweep was refused."""
+    from vlm_core.io import collect_inputs
+
+    (tmp_path / "calib").mkdir()
+    (tmp_path / "calib" / "000000.txt").write_text("P2: 1 0 0 0 0 1 0 0 0 0 1 0\n")
+    (tmp_path / "velodyne").mkdir()
+    _kitti_like(tmp_path / "velodyne" / "000000.bin", np.full((8, 4), 0.5))
+
+    def probe(files):
+        raise InputError(f"{files[0]}: no camera image beside it")
+
+    reader = InputReader(format="kitti-bin", probe=probe, load=print)
+    with pytest.raises(InputError, match=r"first: .*000000.bin: no camera image"):
+        collect_inputs([str(tmp_path)], [Kind.SCENE], readers={"kitti-bin": reader})

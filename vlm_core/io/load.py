@@ -49,6 +49,11 @@ def _with_core(readers: Readers | None) -> Readers:
     return {**readers, **CORE_READERS}
 
 
+class OtherKindError(InputError):
+    """A readable file of a kind the task does not take: in a folder, the least telling reason
+    a file was skipped (a KITTI folder's calibration texts beside the sweeps a task takes)."""
+
+
 def _article(name: str) -> str:
     """ "a" or "an" before a format's name: an MP4, an HDF5, a NIFTI (read as a word), a PNG."""
     spelled = len(name) > 1 and name[1].lower() not in "aeiou"  # letter by letter: M-P-4
@@ -94,7 +99,7 @@ def _check_file(
     if accepted is not None and kind not in accepted:
         wanted = ", ".join(str(k) for k in accepted) or "no input files"
         what = str(kind) if fmt == str(kind) else f"{fmt} {kind}"  # "a text", "a png image"
-        raise InputError(f"{path}: is a {what}, but this task takes {wanted}")
+        raise OtherKindError(f"{path}: is a {what}, but this task takes {wanted}")
     if fmt not in readers:
         raise InputError(_unreadable(path, fmt, readers, accepted))
     return fmt, kind, size
@@ -284,6 +289,7 @@ def _probe_found(
     pending: dict[str, list[Path]] = {}
     kinds: dict[str, Kind] = {}
     reasons: list[str] = []
+    other_kind: list[str] = []  # listed after the other reasons: they say least
     for candidate in found:
         try:
             fmt, kind, size = _check_file(candidate, accept, s, readers)
@@ -295,6 +301,9 @@ def _probe_found(
                 checked = _probe_checked(candidate, fmt, kind, size, s, readers)
                 check(checked)
                 slots.append(checked)
+        except OtherKindError as exc:
+            other_kind.append(str(exc))
+            log.info("skipping %s", exc)
         except InputError as exc:
             reasons.append(str(exc))
             log.info("skipping %s", exc)
@@ -323,7 +332,7 @@ def _probe_found(
             usable.append(slot)
         elif (probe := grouped.get(slot)) is not None:
             usable.append(probe)
-    return usable, reasons
+    return usable, reasons + other_kind
 
 
 def _groups(reader: InputReader, files: list[Path]) -> list[tuple[Path, ...]]:
