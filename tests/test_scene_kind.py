@@ -192,7 +192,7 @@ def test_a_sweep_over_the_point_cap_is_refused_from_its_header(tmp_path, monkeyp
 def test_a_folder_with_no_usable_sweep_names_the_sweeps_problem_not_a_skipped_text(tmp_path):
     """In a KITTI folder the calibration texts are skipped (a scene task does not take text):
     when no sweep is usable, the error names why the sweep was refused."""
-    from vlm_core.io import collect_inputs
+    from vlm_core.io.load import collect_inputs
 
     (tmp_path / "calib").mkdir()
     (tmp_path / "calib" / "000000.txt").write_text("P2: 1 0 0 0 0 1 0 0 0 0 1 0\n")
