@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
     from vlm_driving.detect import detect_images, detector_of
-    from vlm_driving.fuse import FuseParams, fusion_settings
+    from vlm_driving.fuse import fusion_settings
     from vlm_driving.fusion import range_boxes
     from vlm_driving.lidar_scenes import generate
+    from vlm_driving.params import FuseParams
 
     from vlm_core.tasks import RunContext
 

@@ -149,3 +149,15 @@ def test_rays_and_shrinking() -> None:
     uv = uvw[:, :2] / uvw[:, 2:]
     assert np.allclose(ray_points(PROJECTION, uv, points[:, 2]), points)
     assert np.allclose(shrink(np.array([[0, 0, 10, 20]]), 0.1), [[1, 2, 9, 18]])
+
+
+def test_a_thin_plate_one_scan_line_crosses_at_its_lower_edge_is_still_measured() -> None:
+    """A sign plate whose only returns lie on its box's bottom row: the shrunk box holds none
+    of them, so the whole box is used rather than no distance."""
+    rng = np.random.default_rng(8_400_001)
+    top = np.array([[19.27, -0.4, 0.9], [19.27, 0.4, 1.6]])  # the plate, 0.9 to 1.6 m up
+    line = np.c_[np.full(11, 19.27), np.linspace(-0.38, 0.38, 11), np.full(11, 0.9)]
+    scene = _scene(_ground(rng), line)
+    box = _box_of(scene, top)
+    found = range_boxes(scene, 0, box[None])
+    assert found.points[0] == 11 and abs(found.distance[0] - 19.0) < 0.05, found

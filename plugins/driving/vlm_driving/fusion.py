@@ -16,9 +16,11 @@ One frame at a time (:func:`range_boxes`):
    the generated world, and of most KITTI frames within 40 m).
 3. **Distance.** Each box is shrunk by ``box_shrink`` of its width and height on every side
    (its edges bleed onto what is behind and beside the object) and takes the non-ground points
-   inside it. Where boxes overlap, a box is measured on the points no other box holds when it
-   has enough of them (``exclusive``): a truck's box often holds the car in front of it, whose
-   own box claims those points. The depths are sorted and split into clusters wherever
+   inside it; a box whose shrunk inside holds fewer than ``min_points`` takes those of its
+   whole box (a sign plate one scan line crosses at its lower edge). Where boxes overlap, a
+   box is measured on the points no other box holds when it has enough of them
+   (``exclusive``): a truck's box often holds the car in front of it, whose own box claims
+   those points. The depths are sorted and split into clusters wherever
    consecutive depths are further apart than ``cluster_gap`` metres plus ``cluster_gap_rel``
    of the range (the LiDAR's spacing grows with distance). The object is the nearest cluster
    holding at least ``cluster_share`` of the box's points (at the default 0.5: the largest
@@ -255,14 +257,24 @@ def range_boxes(
         plane = fit_ground(xyz.astype(np.float64), settings) if ground is True else ground or None
         if isinstance(plane, Ground):
             uvz = uvz[plane.height(xyz) >= settings.ground_tolerance]
-    cut = shrink(boxes, settings.box_shrink).astype(np.float32)
     u, v = uvz[:, 0].astype(np.float32), uvz[:, 1].astype(np.float32)
-    inside = (
-        (u[None, :] >= cut[:, 0:1])
-        & (u[None, :] <= cut[:, 2:3])
-        & (v[None, :] >= cut[:, 1:2])
-        & (v[None, :] <= cut[:, 3:4])
-    )  # (N boxes, M points)
+
+    def within(cut: np.ndarray) -> np.ndarray:  # (N boxes, M points)
+        cut = cut.astype(np.float32)
+        return (
+            (u[None, :] >= cut[:, 0:1])
+            & (u[None, :] <= cut[:, 2:3])
+            & (v[None, :] >= cut[:, 1:2])
+            & (v[None, :] <= cut[:, 3:4])
+        )
+
+    inside = within(shrink(boxes, settings.box_shrink))
+    if settings.box_shrink > 0:
+        # a thin object one scan line crosses at its box's edge (a sign plate) keeps the
+        # points of its whole box rather than none
+        whole = within(boxes)
+        few = (inside.sum(1) < settings.min_points) & (whole.sum(1) >= settings.min_points)
+        inside = np.where(few[:, None], whole, inside)
     if settings.exclusive and len(boxes) > 1:
         # a point inside several boxes is left to them only where a box has too few of its
         # own: an object's box often holds the one in front of it (a car before a truck)
