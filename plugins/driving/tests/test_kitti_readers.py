@@ -751,7 +751,7 @@ def test_malformed_sweeps_through_the_core(tmp_path: Path) -> None:
     probe = probe_input(files["cloud"], [Kind.SCENE], readers=readers)
     with pytest.raises(InputError) as exc:
         load_input(probe, readers=readers)
-    _one_line(exc, "1 of 600 points are NaN or infinite")
+    _one_line(exc, "1 of 600 points is NaN or infinite")
 
 
 def test_a_principal_point_off_the_image_is_a_warning(tmp_path: Path) -> None:

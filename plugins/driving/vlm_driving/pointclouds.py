@@ -96,7 +96,8 @@ def _check_decoded(path: Path, fmt: str, count: int, point_bytes: int) -> None:
 def _check_finite(path: Path, points: np.ndarray) -> np.ndarray:
     bad = int(np.count_nonzero(~np.isfinite(points).all(axis=1)))
     if bad:
-        raise InputError(f"{path}: {bad:,} of {len(points):,} points are NaN or infinite")
+        verb = "is" if bad == 1 else "are"
+        raise InputError(f"{path}: {bad:,} of {len(points):,} points {verb} NaN or infinite")
     return points
 
 
