@@ -125,7 +125,8 @@ class Calibration:
         for key, matrix in self.matrices().items():
             bad = int(np.count_nonzero(~np.isfinite(matrix)))
             if bad:
-                return f"{key} has {bad} value{'s that are' if bad > 1 else ' that is'} NaN or infinite"
+                values = "values that are" if bad > 1 else "value that is"
+                return f"{key} has {bad} {values} NaN or infinite"
         r0 = self.R0_rect
         det = float(np.linalg.det(r0))
         if abs(det) < 1e-6:
