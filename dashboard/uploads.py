@@ -23,6 +23,7 @@ from vlm_core.config import settings
 from vlm_core.errors import InputError
 from vlm_core.io import probe_input
 from vlm_core.io.load import Readers
+from vlm_core.io.sniff import sniff_format
 from vlm_core.kinds import Kind
 from vlm_core.tasks import TaskSpec
 
@@ -88,6 +89,11 @@ GROUPED_FORMATS = ("dicom",)
 #: ``NAME.txt``), so these are kept, beside the inputs, though the task does not take them
 COMPANION_KINDS: dict[Kind, tuple[Kind, ...]] = {Kind.SCENE: (Kind.IMAGE, Kind.TEXT)}
 
+#: input kinds whose data comes as a folder (a KITTI scene folder: image_2/, velodyne/,
+#: calib/): a ZIP of the folder is unpacked (the core's safe extraction, under
+#: :data:`UPLOAD_ARCHIVE_BYTES`) and read as that folder, as `vlm run` reads one
+FOLDER_KINDS = frozenset({Kind.SCENE})
+
 
 @dataclass(frozen=True)
 class Refused:
@@ -122,6 +128,10 @@ def save_uploads(
     is returned as one input in their place: the runner reads a folder of DICOM files as its
     series (one volume per series), as `vlm run` does with a series folder.
 
+    For a task that takes scenes, a sweep's camera image and calibration uploaded with it are
+    kept beside it (:data:`COMPANION_KINDS`), and a ZIP of a scene folder (KITTI's layout) is
+    unpacked and returned as that folder (:data:`FOLDER_KINDS`).
+
     Raises:
         InputError: no file was uploaded. When every file is refused, ``paths`` is empty and
             nothing is left on disk.
@@ -144,12 +154,16 @@ def save_uploads(
             written.append((upload, path))
         for upload, path in written:
             try:
-                probe = probe_input(path, spec.inputs, readers=readers)
-            except InputError as exc:
-                if _companion(path, spec, readers):
+                if FOLDER_KINDS & set(spec.inputs) and sniff_format(path) == "zip":
+                    batch.paths.append(_unpacked(upload, path, spec, readers))
                     batch.accepted.append(upload.name)
                     continue
-                path.unlink()
+                probe = probe_input(path, spec.inputs, readers=readers)
+            except InputError as exc:
+                if path.exists() and _companion(path, spec, readers):
+                    batch.accepted.append(upload.name)
+                    continue
+                path.unlink(missing_ok=True)  # an unpacked ZIP is gone already
                 reason = str(exc).replace(str(path), upload.name).removeprefix(f"{upload.name}: ")
                 batch.refused.append(Refused(upload.name, reason))
                 continue
@@ -177,6 +191,30 @@ def save_uploads(
     if not batch.paths:
         shutil.rmtree(folder, ignore_errors=True)
     return batch
+
+
+def _unpacked(upload: Upload, archive: Path, spec: TaskSpec, readers: Readers | None) -> Path:
+    """The folder an uploaded ZIP of a scene folder unpacks to (beside it; the ZIP is
+    removed), checked to hold an input of ``spec``; an ``InputError`` (with nothing left)
+    when the archive is refused or holds none."""
+    from vlm_core.io.load import collect_inputs
+    from vlm_core.weights.archive import default_max_bytes, safe_extract
+    from vlm_core.weights.errors import WeightsError
+
+    folder = archive.with_name(archive.stem + "-files")
+    try:
+        cap = min(UPLOAD_ARCHIVE_BYTES, default_max_bytes(archive.parent))
+        safe_extract(archive, folder, max_bytes=cap)
+        collect_inputs([str(folder)], spec.inputs, readers=readers)
+    except WeightsError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InputError(exc.problem.replace(str(archive), upload.name)) from None
+    except InputError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InputError(str(exc).replace(str(folder), upload.name)) from None
+    finally:
+        archive.unlink(missing_ok=True)
+    return folder
 
 
 def _companion(path: Path, spec: TaskSpec, readers: Readers | None) -> bool:

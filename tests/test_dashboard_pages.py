@@ -791,37 +791,39 @@ def test_the_driving_video_sample_runs_and_shows_its_tracks(vlm_home):
     assert at.dataframe, "the table of tracks"
 
 
-def test_a_kitti_frame_uploaded_as_files_shows_distances_points_and_a_top_view(vlm_home):
-    """issue 29: a camera + LiDAR frame uploaded as its three files (the sweep, the camera
-    image and the calibration; the last two are kept beside the sweep, not run) renders the
-    boxes labelled with distances, the points on the image and the bird's-eye view, with the
-    table of objects."""
+def test_a_kitti_folder_uploaded_as_a_zip_shows_distances_points_and_a_top_view(vlm_home):
+    """issue 29: a camera + LiDAR scene folder in KITTI's layout, uploaded as a ZIP (the form a
+    browser uploads a folder in), runs each frame and renders the boxes labelled with their
+    distances, the points on the image and the bird's-eye view, with the table of objects."""
+    import zipfile
+
     from conftest import builtin_plugins
 
     if "driving" not in builtin_plugins():
         pytest.fail("the driving plugin (plugins/driving) is not installed: run scripts/setup.sh")
     sample = REPO / "plugins" / "driving" / "vlm_driving" / "samples" / "kitti"
-    files = [
-        (
-            "000001.bin",
-            (sample / "velodyne" / "000001.bin").read_bytes(),
-            "application/octet-stream",
-        ),
-        ("000001.png", (sample / "image_2" / "000001.png").read_bytes(), "image/png"),
-        ("000001.txt", (sample / "calib" / "000001.txt").read_bytes(), "text/plain"),
-    ]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for folder, suffix in (("velodyne", ".bin"), ("image_2", ".png"), ("calib", ".txt")):
+            for frame in ("000000", "000001"):
+                path = sample / folder / f"{frame}{suffix}"
+                archive.write(path, f"scene/{folder}/{frame}{suffix}")
     at = run_page("driving.fuse")
     at = at.radio(key="run.source.driving.fuse").set_value("upload").run()
-    at.file_uploader[0].set_value(files)
+    at.file_uploader[0].set_value([("scene.zip", buffer.getvalue(), "application/zip")])
     at = healthy(click_run(at))
-    assert "of driving.fuse: 1 result(s)" in at.success[0].value, errors(at)
+    assert "of driving.fuse: 2 result(s)" in at.success[0].value, errors(at)
     assert not at.error and not at.warning, errors(at)
     captions = [str(im.proto) for im in at.image]
     assert any("objects and distances" in c for c in captions)
     assert any("eye view" in c for c in captions)  # bird's-eye, its quote escaped
     assert any("LiDAR points on the image" in c for c in captions)
-    (table,) = [frame for frame in at.dataframe if "distance_m" in frame.value]
-    distances = table.value["distance_m"].dropna()
+    tables = [frame.value for frame in at.dataframe if "distance_m" in frame.value]
+    assert tables, "the table of objects"
+    distances = tables[0]["distance_m"].dropna()
     assert len(distances) >= 3 and ((distances > 2) & (distances < 80)).all()
     (record,) = runs("ok")
-    assert [Path(p).name for p in record.inputs] == ["000001.bin"]
+    assert [Path(p).relative_to(Path(p).parents[3]).as_posix() for p in record.inputs] == [
+        "scene-files/scene/velodyne/000000.bin",
+        "scene-files/scene/velodyne/000001.bin",
+    ]

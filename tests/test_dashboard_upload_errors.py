@@ -276,3 +276,60 @@ def test_a_scene_upload_keeps_the_camera_image_and_calibration_beside_the_sweep(
     assert "no camera image" in batch.refused[0].reason
     kept = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert kept == ["000001.bin", "000001.png", "000001.txt"]
+
+
+def test_a_scene_folder_zip_is_unpacked_and_a_zip_without_sweeps_or_unsafe_is_refused(
+    monkeypatch, tmp_path
+):
+    """A scene task reads an uploaded ZIP as the folder it holds; one holding no sweep, or an
+    unsafe one, is refused with its reason and leaves nothing; an image task still refuses
+    any ZIP by its content."""
+    from vlm_dashboard import uploads
+
+    from vlm_core.io.readers import InputReader
+
+    readers = {
+        "kitti-bin": InputReader(
+            format="kitti-bin", probe=lambda files: (1, files[0].stat().st_size // 16), load=print
+        )
+    }
+    monkeypatch.setattr(uploads, "session_dir", lambda: tmp_path)
+    spec = TaskSpec(
+        id="up.scene",
+        title="Scene",
+        description="d",
+        domain="test",
+        run=_shape,
+        params=TaskParams,
+        inputs=(Kind.SCENE,),
+        outputs=(Kind.TEXT,),
+    )
+    sweep = np.tile(np.array([10.0, 1.0, -1.0, 0.5], "<f4"), (32, 1)).tobytes()
+
+    def archive(members: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        return buffer.getvalue()
+
+    batch = uploads.save_uploads(
+        [
+            FakeUpload(
+                "scene.zip", archive({"s/velodyne/000000.bin": sweep, "s/calib/0.txt": b"x"})
+            ),
+            FakeUpload("empty.zip", archive({"s/readme.txt": b"nothing here"})),
+            FakeUpload("evil.zip", archive({"../escape.bin": sweep})),
+        ],
+        spec,
+        readers=readers,
+    )
+    assert [p.name for p in batch.paths] == ["scene-files"] and batch.accepted == ["scene.zip"]
+    assert (batch.paths[0] / "s" / "velodyne" / "000000.bin").read_bytes() == sweep
+    refused = {r.name: r.reason for r in batch.refused}
+    assert "no usable inputs" in refused["empty.zip"] and "escape" in refused["evil.zip"]
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert [p.split("/", 2)[-1] for p in left] == [
+        "scene-files/s/calib/0.txt",
+        "scene-files/s/velodyne/000000.bin",
+    ]
