@@ -183,7 +183,10 @@ def test_string_functions_are_imported_on_first_use(vlm_registry, tmp_path):
     "reader,problem",
     [
         (InputReader(format="png", probe=probe, load=load), "format 'png' is decoded by the core"),
-        (InputReader(format="gif", probe=probe, load=load), "'gif' is not one of dicom, kitti-bin, las, laz, mp4, pcd"),
+        (
+            InputReader(format="gif", probe=probe, load=load),
+            "'gif' is not one of dicom, kitti-bin, las, laz, mp4, pcd",
+        ),
         (InputReader(format="dicom", probe="no colon", load=load), "must be 'module:function'"),
         (InputReader(format="dicom", probe=probe, load=3), "load is neither callable"),
         ("dicom", "registered str, not an InputReader"),

@@ -118,10 +118,11 @@ def _las_format(head: bytes) -> str:
 def _kitti_bin(head: bytes) -> bool:
     """Whether ``head`` starts a KITTI Velodyne scan: of its first :data:`KITTI_BIN_POINTS`
     points (fewer in a smaller file) at least half finite, and those within
-    :data:`KITTI_BIN_RANGE_M` metres, not all at the origin, with a reflectance of 0 to 255. The format has no magic number, so the
-    content's shape is the only sign; an image, text or archive fails it at its first bytes
-    (their float32 reading is huge, tiny or not a number). Whether the length is a whole
-    number of points is the reader's check, which names the problem."""
+    :data:`KITTI_BIN_RANGE_M` metres, not all at the origin, with a reflectance of 0 to 255.
+    The format has no magic number, so the content's shape is the only sign; an image, text
+    or archive fails it at its first bytes (their float32 reading is huge, tiny or not a
+    number). Whether the length is a whole number of points, and NaN points, are the
+    reader's checks, which name the problem."""
     import struct
 
     count = min(KITTI_BIN_POINTS, len(head) // 16)
