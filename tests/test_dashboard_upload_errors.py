@@ -231,6 +231,20 @@ def test_save_uploads_keeps_the_good_files_and_lists_the_refused(monkeypatch, tm
         uploads.save_uploads([], spec)
 
 
+#: a task that takes scenes, and a KITTI-like sweep of 32 points for it
+SCENE_TASK = TaskSpec(
+    id="up.scene",
+    title="Scene",
+    description="d",
+    domain="test",
+    run=_shape,
+    params=TaskParams,
+    inputs=(Kind.SCENE,),
+    outputs=(Kind.TEXT,),
+)
+SWEEP = np.tile(np.array([10.0, 1.0, -1.0, 0.5], "<f4"), (32, 1)).tobytes()
+
+
 def test_a_scene_upload_keeps_the_camera_image_and_calibration_beside_the_sweep(
     monkeypatch, tmp_path
 ):
@@ -248,17 +262,7 @@ def test_a_scene_upload_keeps_the_camera_image_and_calibration_beside_the_sweep(
 
     readers = {"kitti-bin": InputReader(format="kitti-bin", probe=probe, load=print)}
     monkeypatch.setattr(uploads, "session_dir", lambda: tmp_path)
-    spec = TaskSpec(
-        id="up.scene",
-        title="Scene",
-        description="d",
-        domain="test",
-        run=_shape,
-        params=TaskParams,
-        inputs=(Kind.SCENE,),
-        outputs=(Kind.TEXT,),
-    )
-    sweep = np.tile(np.array([10.0, 1.0, -1.0, 0.5], "<f4"), (32, 1)).tobytes()
+    spec, sweep = SCENE_TASK, SWEEP
     batch = uploads.save_uploads(
         [
             FakeUpload("000001.bin", sweep),  # before its image: probed after every file is in
@@ -294,17 +298,7 @@ def test_a_scene_folder_zip_is_unpacked_and_a_zip_without_sweeps_or_unsafe_is_re
         )
     }
     monkeypatch.setattr(uploads, "session_dir", lambda: tmp_path)
-    spec = TaskSpec(
-        id="up.scene",
-        title="Scene",
-        description="d",
-        domain="test",
-        run=_shape,
-        params=TaskParams,
-        inputs=(Kind.SCENE,),
-        outputs=(Kind.TEXT,),
-    )
-    sweep = np.tile(np.array([10.0, 1.0, -1.0, 0.5], "<f4"), (32, 1)).tobytes()
+    spec, sweep = SCENE_TASK, SWEEP
 
     def archive(members: dict[str, bytes]) -> bytes:
         buffer = io.BytesIO()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from street_worlds import car, street
 from vlm_driving import kitti
 from vlm_driving.lidar import (
     GROUND,
@@ -41,12 +42,9 @@ from vlm_driving.lidar_scenes import (
 from vlm_driving.scenes import (
     CAMERA_HEIGHT,
     Look,
-    Thing,
-    World,
     random_world,
     render,
     scene,
-    style_for,
 )
 
 SEED = 8_400_000
@@ -61,24 +59,6 @@ def _camera(cloud: np.ndarray, calib: kitti.Calibration) -> tuple[np.ndarray, np
     cam = (xyz1 @ calib.lidar_to_camera.T)[:, :3]
     uvw = np.c_[cam, np.ones(len(cam))] @ calib.P2.T
     return cam, uvw[:, :2] / uvw[:, 2:3]
-
-
-def _street(things: list[Thing], look: Look | None = None) -> World:
-    return World(
-        things=things,
-        blocks=[],
-        lanes_left=1,
-        lanes_right=2,
-        camera_x=1.75,
-        horizon=0.45,
-        focal=0.8,
-        look=look or Look(noise=0.0),
-    )
-
-
-def _car(i: int, x: float, z: float) -> Thing:
-    style = style_for("car", np.random.default_rng(i))
-    return Thing(id=i, cls="car", x=x, z=z, width=1.8, height=1.5, style=style)
 
 
 def test_a_seed_gives_the_same_frame_and_another_seed_another() -> None:
@@ -148,7 +128,7 @@ def test_ground_returns_lie_at_the_mount_height_below_the_lidar() -> None:
 
 
 def test_the_truth_distance_is_the_depth_of_the_face_the_camera_sees() -> None:
-    world = _street([_car(1, 1.75, 15.0)])
+    world = street([car(1, 1.75, 15.0)])
     frame = render(world, 320, 180, np.random.default_rng(0))
     cloud = sweep(world, FORWARD, np.random.default_rng(1))
     calib = calibration(world, 320, 180, FORWARD)
@@ -169,7 +149,7 @@ def test_the_truth_distance_is_the_depth_of_the_face_the_camera_sees() -> None:
 
 
 def test_dropout_and_noise_act_as_specified() -> None:
-    world = _street([_car(1, 1.75, 12.0)])
+    world = street([car(1, 1.75, 12.0)])
     exact = LidarSpec(azimuth_range=(-60.0, 60.0), dropout=0.0, range_noise=0.0)
     clean = sweep(world, exact, np.random.default_rng(0))
     lossy = sweep(
@@ -199,7 +179,7 @@ def test_dropout_and_noise_act_as_specified() -> None:
     far = np.linalg.norm(clean.points[:, :2], axis=1).max()
     assert len(strict) < len(clean) and np.linalg.norm(strict.points[:, :2], axis=1).max() < far
     # fog shortens the reach
-    foggy = _street([_car(1, 1.75, 12.0)], Look(weather="fog", visibility=30.0, noise=0.0))
+    foggy = street([car(1, 1.75, 12.0)], Look(weather="fog", visibility=30.0, noise=0.0))
     fogged = sweep(foggy, exact, np.random.default_rng(0))
     assert np.linalg.norm(fogged.points[:, :3], axis=1).max() < 40 < far
 
@@ -319,7 +299,7 @@ def test_culling_rays_by_angle_misses_no_hit() -> None:
     on a world with a car behind the sensor (its box straddles the +-180 degree azimuth)."""
     spec = LidarSpec(azimuth_step=1.0)
     world = random_world(np.random.default_rng(SEED + 30))
-    world.things.append(_car(999, world.camera_x, -12.0))
+    world.things.append(car(999, world.camera_x, -12.0))
     found = cast(world, spec)
     d, _, _ = _rays(spec)
     s = solids(world)

@@ -7,9 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from street_worlds import car, street
 from vlm_driving.classes import CLASSES
 from vlm_driving.datasets import read_detection_data
-from vlm_driving.scenes import Drive, Look, Thing, World, render, scene, style_for, write_dataset
+from vlm_driving.scenes import Drive, render, scene, write_dataset
 
 
 def test_scenes_are_reproducible_and_their_boxes_lie_in_the_image() -> None:
@@ -36,31 +37,13 @@ def test_every_class_appears_in_a_few_dozen_scenes() -> None:
     assert counts["car"] >= 40  # at least one car per scene on average
 
 
-def _street(things: list[Thing]) -> World:
-    return World(
-        things=things,
-        blocks=[],
-        lanes_left=1,
-        lanes_right=2,
-        camera_x=1.75,
-        horizon=0.45,
-        focal=0.8,
-        look=Look(noise=0.0),
-    )
-
-
-def _car(i: int, x: float, z: float) -> Thing:
-    rng = np.random.default_rng(i)
-    return Thing(id=i, cls="car", x=x, z=z, width=1.8, height=1.5, style=style_for("car", rng))
-
-
 def test_a_car_hidden_behind_another_is_not_labelled_and_a_half_hidden_one_is_cut() -> None:
     rng = np.random.default_rng(0)
-    alone = render(_street([_car(1, 1.75, 20.0)]), 400, 224, rng)
+    alone = render(street([car(1, 1.75, 20.0)]), 400, 224, rng)
     assert alone.labels == ("car",)
-    hidden = render(_street([_car(1, 1.75, 20.0), _car(2, 1.75, 10.0)]), 400, 224, rng)
+    hidden = render(street([car(1, 1.75, 20.0), car(2, 1.75, 10.0)]), 400, 224, rng)
     assert hidden.ids.tolist() == [2]  # the far car is fully behind the near one
-    half = render(_street([_car(1, 1.75, 20.0), _car(2, 2.6, 10.0)]), 400, 224, rng)
+    half = render(street([car(1, 1.75, 20.0), car(2, 2.6, 10.0)]), 400, 224, rng)
     assert sorted(half.ids.tolist()) == [1, 2]
     far_alone = alone.xyxy[0]
     far_half = half.xyxy[half.ids.tolist().index(1)]
@@ -70,13 +53,13 @@ def test_a_car_hidden_behind_another_is_not_labelled_and_a_half_hidden_one_is_cu
 
 def test_a_car_leaving_the_picture_keeps_the_box_of_its_visible_part() -> None:
     rng = np.random.default_rng(0)
-    frame = render(_street([_car(1, -1.2, 4.0)]), 400, 224, rng)
+    frame = render(street([car(1, -1.2, 4.0)]), 400, 224, rng)
     assert frame.labels == ("car",) and frame.xyxy[0, 0] == 0  # truncated at the left edge
 
 
 def test_a_drive_keeps_ids_while_cars_stay_in_view() -> None:
-    car = Drive(seed=2, width=320, height=180, fps=10)
-    frames = [car.step() for _ in range(20)]
+    drive = Drive(seed=2, width=320, height=180, fps=10)
+    frames = [drive.step() for _ in range(20)]
     seen = [set(f.ids.tolist()) for f in frames]
     steady = set.intersection(*seen)
     assert steady, "some objects stay in view for two seconds"
