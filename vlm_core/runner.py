@@ -18,6 +18,7 @@ folder that holds a finished run unless asked to overwrite it (:mod:`vlm_core.ou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -51,6 +52,7 @@ from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
 from vlm_core.runtime.background import BackgroundSink, prefetch
+from vlm_core.runtime.ray_engine import ENGINES, RayOptions
 from vlm_core.runtime.seeding import forked_rng, seed_everything
 from vlm_core.samples import expand_samples
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
@@ -78,6 +80,8 @@ class RunRequest:
     overwrite: bool = False  # replace a finished run in out_dir instead of writing beside it
     origin: str = "python"  # what asks for the run ("cli", "dashboard"): kept with a quarantine
     strict: bool = False  # refuse inputs that look unlike the training data instead of answering
+    engine: str = "local"  # "local", or "ray": the batches run by a Ray actor pool
+    ray: RayOptions = field(default_factory=RayOptions)  # the cluster and workers of "ray"
 
 
 @dataclass(frozen=True)
@@ -343,18 +347,34 @@ class _ExplainOwner:
     params: type[ExplainOptions] = ExplainOptions
 
 
+def prepare_task(
+    request: RunRequest, registry: Registry
+) -> tuple[TaskSpec, TaskParams, ExplainOptions | None]:
+    """The task and its parameters (the task's, under a sample's, and the core's explain
+    options), as every process of a run checks them (a Ray worker too)."""
+    spec = registry.task(request.task)
+    # `sample:NAME` inputs: the bundled sample's parameters under the ones given
+    _, sample_params = expand_samples(spec, request.inputs)
+    raw = {**sample_params, **request.params}
+    explain = _explain_options(spec, raw)
+    own = {key: value for key, value in raw.items() if key not in EXPLAIN_OPTION_NAMES}
+    return spec, validate_params(spec, own), explain
+
+
 def prepare(
     request: RunRequest, registry: Registry
 ) -> tuple[TaskSpec, TaskParams, list[Probe], ExplainOptions | None]:
     """Everything that can be checked before running: task, parameters (the task's, and the
-    core's explain options), inputs, output folder."""
-    spec = registry.task(request.task)
-    # `sample:NAME` inputs: the bundled sample's files, its parameters under the ones given
-    inputs, sample_params = expand_samples(spec, request.inputs)
-    raw = {**sample_params, **request.params}
-    explain = _explain_options(spec, raw)
-    own = {key: value for key, value in raw.items() if key not in EXPLAIN_OPTION_NAMES}
-    params = validate_params(spec, own)
+    core's explain options), inputs, output folder, engine."""
+    spec, params, explain = prepare_task(request, registry)
+    inputs, _ = expand_samples(spec, request.inputs)  # `sample:NAME`: the sample's files
+    if request.engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
+    if request.engine == "ray":
+        from vlm_core.runtime.ray_engine import require_ray
+
+        request.ray.check()
+        require_ray()
     if request.batch_size is not None and request.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
     if not spec.inputs and inputs:
@@ -401,6 +421,7 @@ class _Progress:
     refused: list[Refusal] = field(default_factory=list)  # flagged inputs refused under strict
     judged: bool = False  # whether the plugin was judged by its samples in this run
     explain: ExplainOptions | None = None  # explain each answered input with this method
+    worker: dict[str, Any] | None = None  # a Ray run: the device, dtype, weights its workers used
 
 
 def _explained(
@@ -617,6 +638,43 @@ def _results(
         )
 
 
+def _ray_results(
+    spec: TaskSpec,
+    probes: list[Probe],
+    request: RunRequest,
+    base: dict[str, Any],
+    state: _Progress,
+) -> Iterator[Any]:
+    """The results of a run on Ray (:mod:`vlm_core.runtime.ray_engine`), in input order, with
+    the workers' failures, refusals and stage times added to ``state``; progress is reported
+    across workers as batches complete. When no input was answered, the first failure (or the
+    refusals) is raised, as in a local run."""
+    from vlm_core.runtime.ray_engine import ray_results
+
+    size = batch_size_of(request, spec)
+    total, done = max(len(probes), 1), 0
+    progress = state.ctx.progress
+    for batch in ray_results(spec, probes, request, base, request.ray, size):
+        for key, value in batch.timings.items():
+            state.timings[key] = state.timings.get(key, 0.0) + value
+        state.failures += batch.failures
+        state.refused += batch.refused
+        for result in batch.results:
+            if state.worker is None:
+                made = result.provenance
+                state.worker = {"device": made.device, "dtype": made.dtype,
+                                "weights_sha256": dict(made.weights_sha256)}  # fmt: skip
+            done += 1
+            yield result
+        if progress is not None:
+            answered = done + len(state.failures) + len(state.refused)
+            progress(answered / total, f"{done} of {total} done on {request.ray.workers} workers")
+    if done == 0 and state.failures:
+        raise VLMError(state.failures[0].error)
+    if done == 0 and state.refused:
+        raise RefusedError("; ".join(r.error for r in state.refused[:3]))
+
+
 def _export(
     results: Iterable[Any],
     claim: OutputClaim,
@@ -768,8 +826,14 @@ def run_task(
 
         from vlm_core.export.writer import result_summary
 
+        made = (
+            _ray_results(spec, probes, request, base, state)
+            if request.engine == "ray"
+            else _results(spec, params, probes, request, registry, base, state, isolate)
+        )
+
         def tap() -> Iterator[Any]:
-            for result in _results(spec, params, probes, request, registry, base, state, isolate):
+            for result in made:
                 summaries.append(result_summary(result, registry.output_kinds))
                 if keep_results:
                     kept.append(result)
@@ -792,6 +856,9 @@ def run_task(
             "weights_sha256": dict(ctx.weights_sha256),
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
+        if request.engine == "ray":  # the workers ran the task: their device and weights
+            summary.update(state.worker or {})
+            summary["engine"] = {"name": "ray", **dataclasses.asdict(request.ray)}
         # each answered input's familiarity verdict (None: the weights have none)
         summary["ood"] = [{"input": one["input"], "ood": one["ood"]} for one in summaries]
         if failed:

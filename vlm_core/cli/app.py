@@ -205,6 +205,34 @@ def info_cmd(task: str, as_json: bool) -> None:
     is_flag=True,
     help="Skip the preview images (overlays) and write only the results' data files.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the task runs: this process, or a pool of Ray actors (Ray Data; the `ray` "
+    "extra) that read the inputs and run the task, the outputs written here as a local run's.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --engine ray: the Ray cluster to join (e.g. HEAD:6379, or `auto`); without it a "
+    "local Ray is started with this machine's cores.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="With --engine ray: actors, each loading the model once.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="With --engine ray: GPUs each actor takes (0.5: two actors share one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def run_cmd(
     task: str,
@@ -220,13 +248,21 @@ def run_cmd(
     strict: bool,
     preview_format: str,
     no_preview: bool,
+    engine: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
 ) -> None:
     """Run TASK on INPUTS (files, folders, globs, or a bundled sample as sample:NAME; `vlm info
     TASK` lists the sample names)."""
+    from vlm_core.errors import UsageError
     from vlm_core.outdir import printable
     from vlm_core.params import parse_pairs
     from vlm_core.runner import RunRequest, run_task
+    from vlm_core.runtime.ray_engine import RayOptions
 
+    if engine == "local" and (address or workers != 2 or gpus_per_worker):
+        raise UsageError("--address, --workers and --gpus-per-worker go with --engine ray")
     request = RunRequest(
         task=task,
         inputs=inputs,
@@ -241,6 +277,8 @@ def run_cmd(
         overwrite=overwrite,
         origin="cli",
         strict=strict,
+        engine=engine,
+        ray=RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker),
     )
     # results are exported as they come and only their summaries kept: memory stays flat
     from vlm_core.progress import ProgressDisplay

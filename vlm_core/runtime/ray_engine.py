@@ -1,0 +1,198 @@
+"""`vlm run ... --engine ray`: the same run on a Ray cluster, through Ray Data.
+
+The driver (the `vlm run` process) probes the inputs as a local run does, then streams them
+through a Ray Data pipeline: ``from_items`` over the probed inputs, ``map_batches`` with a fixed
+pool of actors (:class:`TaskWorker`, ``--workers``, ``--gpus-per-worker`` GPUs each). Each actor
+loads the task's model once, through the core's weights path, on its first batch, and then does
+for its batches what the local batch loop does (:func:`vlm_core.runner._results`): read each
+input with the registry's readers, call the task, apply ``--strict``, explain, and build the
+results with their provenance.
+
+**Where results go.** The results come back to the driver with the inputs they were made from,
+in input order (Ray Data's ``preserve_order``), and the driver writes every file with the same
+exporters, staging folder and atomic publish as a local run. So the outputs, the sidecars and
+the run store entry are a local run's (one run id); the output folder need not be on shared
+storage, but every node must read the inputs at the same paths (shared storage, as Ray's docs
+say of file inputs), and have vlm and the plugins installed. The input travels back because
+overlays are drawn on it; for very large inputs (long videos, big volumes) that is the price
+of files identical to a local run's.
+
+**Faults.** Ray Data's actor pools restart a dead actor and re-run its batch (its defaults:
+``max_restarts=-1``, ``max_task_retries=-1``); a batch's results are only taken once it
+finished, so every input's result is present exactly once. An input the task crashes on is
+reported as in a local run (`vlm run` exits 1 after the others); the plugin is not judged by
+its samples on a worker (a worker's machine holds no user config to quarantine it in).
+
+Without ``--address`` a local Ray is started with this machine's cores and shut down after the
+run; with one (``ray start --head`` on the head node, ``ray start --address HEAD:6379`` on the
+others, as Ray documents) the run joins that cluster. Ray is the ``ray`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vlm_core.errors import UsageError, VLMError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vlm_core.io.probe import Probe
+    from vlm_core.runner import InputFailure, Refusal, RunRequest
+    from vlm_core.tasks import TaskSpec
+    from vlm_core.types import Result
+
+log = logging.getLogger("vlm.ray")
+
+#: the install line a run without Ray is refused with
+RAY_EXTRA = "pip install 'vlm-core[ray]'"
+#: the engines `vlm run --engine` takes
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How a run uses Ray: the cluster to join (None: start a local one with this machine's
+    cores), the number of actors and the GPUs each one takes (fractions share a GPU)."""
+
+    address: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    #: torch threads of each actor; None: the driver's, so that on machines like the driver's
+    #: the numbers are a local run's to the last digit (the order of a convolution's sums
+    #: depends on the thread count; Ray alone would give each actor one thread)
+    threads: int | None = None
+
+    def check(self) -> None:
+        if self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads per worker must be at least 1, got {self.threads}")
+
+
+def require_ray() -> Any:
+    """The ``ray`` module with Ray Data, or a :class:`UsageError` naming the extra."""
+    try:
+        import ray
+        import ray.data  # Ray Data is a separate install: ray[data]
+    except ImportError:
+        raise UsageError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}") from None
+    return ray
+
+
+@dataclass
+class BatchDone:
+    """What a worker sends back for one batch: its results in input order, the inputs that
+    failed or were refused, and its wall time per stage."""
+
+    results: list[Result] = field(default_factory=list)
+    failures: list[InputFailure] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class TaskWorker:
+    """One Ray actor of a run: the task, its parameters and a run context of its own; the
+    model is loaded once (on the first batch, through the task's own weights loading and the
+    process-wide model cache) and serves every batch the actor is given."""
+
+    def __init__(self, request: RunRequest, base: dict[str, Any], threads: int) -> None:
+        import torch
+
+        from vlm_core.plugins import get_registry
+        from vlm_core.runner import batch_size_of, prepare_task
+        from vlm_core.runtime.seeding import seed_everything
+        from vlm_core.tasks import RunContext
+
+        self.registry = get_registry()
+        self.request = request
+        self.base = base
+        torch.set_num_threads(threads)
+        self.spec, self.params, self.explain = prepare_task(request, self.registry)
+        seed_everything(request.seed)
+        self.ctx = RunContext(
+            task=self.spec.id,
+            plugin=self.spec.plugin,
+            requested_device=request.device,
+            seed=request.seed,
+            batch_size=batch_size_of(request, self.spec),
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        probes = [pickle.loads(blob) for blob in batch["probe"]]
+        return {"done": np.array([pickle.dumps(self.run(probes))], dtype=object)}
+
+    def run(self, probes: list[Probe]) -> BatchDone:
+        """The batch as the local loop runs it, its failures and refusals kept, not raised."""
+        from vlm_core.runner import _Progress, _results
+
+        state = _Progress(self.ctx, explain=self.explain)
+        state.judged = True  # no sample runs and no quarantine from a worker
+        done = BatchDone(timings=state.timings)
+        try:
+            results = _results(
+                self.spec, self.params, probes, self.request, self.registry, self.base, state,
+                isolate=True,
+            )  # fmt: skip
+            done.results.extend(results)
+        except VLMError:  # every input of the batch failed or was refused: listed in state
+            if not (state.failures or state.refused):
+                raise
+        done.failures, done.refused = state.failures, state.refused
+        return done
+
+
+def ray_results(
+    spec: TaskSpec,
+    probes: Sequence[Probe],
+    request: RunRequest,
+    base: dict[str, Any],
+    options: RayOptions,
+    batch_size: int,
+) -> Iterator[BatchDone]:
+    """Each batch of ``probes`` run by the actor pool, in input order, as it completes."""
+    import torch
+
+    ray = require_ray()
+    options.check()
+    threads = options.threads or torch.get_num_threads()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=options.address,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # results in input order
+        context.enable_progress_bars = False  # the core reports progress across workers
+        items = [{"probe": pickle.dumps(probe)} for probe in probes]
+        dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
+        remote: dict[str, Any] = {}
+        if options.gpus_per_worker:
+            remote["num_gpus"] = options.gpus_per_worker
+        mapped = dataset.map_batches(
+            TaskWorker,
+            fn_constructor_kwargs={"request": request, "base": base, "threads": threads},
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=options.workers),
+            batch_format="numpy",
+            **remote,
+        )
+        for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+            for blob in batch["done"]:
+                yield pickle.loads(blob)
+    finally:
+        if started:
+            ray.shutdown()
