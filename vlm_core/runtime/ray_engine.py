@@ -177,8 +177,11 @@ def ray_results(
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # results in input order
         context.enable_progress_bars = False  # the core reports progress across workers
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # `vlm run` prints the results
         items = [{"probe": pickle.dumps(probe)} for probe in probes]
-        dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
+        blocks = math.ceil(len(items) / batch_size)
+        dataset = ray.data.from_items(items, override_num_blocks=blocks)
         remote: dict[str, Any] = {}
         if options.gpus_per_worker:
             remote["num_gpus"] = options.gpus_per_worker
@@ -186,7 +189,7 @@ def ray_results(
             TaskWorker,
             fn_constructor_kwargs={"request": request, "base": base, "threads": threads},
             batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=options.workers),
+            compute=ray.data.ActorPoolStrategy(size=min(options.workers, blocks)),
             batch_format="numpy",
             **remote,
         )
