@@ -56,17 +56,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _torchrun_node(port: int, run_id: str, *, host: bool) -> list[str]:
+def _torchrun_node(port: int, run_id: str, *, host: bool, elastic: bool) -> list[str]:
     """One node's torchrun command line: two workers, c10d rendezvous on localhost.
 
     Both nodes are on this machine, so both would try to host the rendezvous store;
     ``is_host`` (a c10d backend option) says which one does, so the test knows which to kill.
+    ``elastic``: one or two nodes, up to three restarts, and a 3 s wait for late nodes
+    (``last_call_timeout``, 30 s by default) once the minimum has joined.
     """
+    nodes = ["--nnodes", "1:2", "--max-restarts", "3"] if elastic else ["--nnodes", "2"]
+    conf = f"is_host={'true' if host else 'false'}" + (",last_call_timeout=3" if elastic else "")
     return [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+        sys.executable, "-m", "torch.distributed.run", *nodes, "--nproc-per-node", "2",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id,
-        "--rdzv-conf", f"is_host={'true' if host else 'false'}",
-        "-m", "vlm_core.cli.__main__",
+        "--rdzv-conf", conf, "-m", "vlm_core.cli.__main__",
     ]  # fmt: skip
 
 
@@ -74,7 +77,9 @@ class TwoNodes:
     """Two torchrun agents ("a" hosts the rendezvous store, "b" joins it), each in a session of
     its own (as on its own machine), with its output in ``logs/NODE.log``."""
 
-    def __init__(self, vlm: Vlm, args: list[str], logs: Path, tag: str) -> None:
+    def __init__(
+        self, vlm: Vlm, args: list[str], logs: Path, tag: str, *, elastic: bool = False
+    ) -> None:
         port, run_id = _free_port(), f"vlm-test-{tag}-{os.getpid()}"
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = {name: logs / f"{tag}-{name}.log" for name in ("a", "b")}
@@ -82,7 +87,7 @@ class TwoNodes:
         for name in ("a", "b"):
             with self.logs[name].open("wb") as fh:
                 self.procs[name] = subprocess.Popen(
-                    [*_torchrun_node(port, run_id, host=name == "a"), *args],
+                    [*_torchrun_node(port, run_id, host=name == "a", elastic=elastic), *args],
                     env=vlm.env(OMP_NUM_THREADS="1"),
                     stdout=fh,
                     stderr=subprocess.STDOUT,
@@ -167,6 +172,43 @@ def _run_two_nodes(vlm: Vlm, args: list[str], logs: Path, tag: str) -> float:
     return time.monotonic() - started
 
 
+@pytest.fixture(scope="module")
+def straight(
+    tmp_path_factory: pytest.TempPathFactory, fixture_site: Path, shapes_data: Path
+) -> Path:
+    """The uninterrupted two-node run of LONG: what a run that lost a node must end with."""
+    tmp = tmp_path_factory.mktemp("straight")
+    vlm = Vlm(tmp_path_factory.mktemp("home"), [fixture_site])
+    args = [*LONG, "--data", str(shapes_data), "--out", str(tmp / "out")]
+    _run_two_nodes(vlm, args, tmp / "logs", "straight")
+    return tmp / "out"
+
+
+def _start_and_kill_b(nodes: TwoNodes, out: Path) -> None:
+    """Wait for the run's first checkpoint, then kill node b (its agent and workers)."""
+    _wait(
+        lambda: (
+            read_pointer(out).get("last") is not None
+            or any(p.poll() is not None for p in nodes.procs.values())
+        ),
+        timeout=180,
+    )
+    assert all(p.poll() is None for p in nodes.procs.values()), nodes.log("a")[-3000:]
+    nodes.kill("b")
+
+
+def _same_run(straight: Path, out: Path) -> tuple[float, float]:
+    """(max val-loss difference, max weight difference) to the uninterrupted run, each
+    checked against TOLERANCE."""
+    val_straight = [(r["step"], r["val_loss"]) for r in _val(straight)]
+    val_out = [(r["step"], r["val_loss"]) for r in _val(out)]
+    assert [s for s, _ in val_out] == VAL_LONG
+    loss_diff = max(abs(a[1] - b[1]) for a, b in zip(val_straight, val_out, strict=True))
+    weight_diff = _max_weight_diff(straight, out)
+    assert loss_diff < TOLERANCE and weight_diff < TOLERANCE, (val_straight, val_out, weight_diff)
+    return loss_diff, weight_diff
+
+
 @pytest.mark.slow  # about 20 s: one process, then four training processes and two agents
 def test_two_nodes_match_one_process(vlm: Vlm, shapes_data: Path, tmp_path: Path) -> None:
     data = ["--data", str(shapes_data)]
@@ -196,25 +238,15 @@ def test_two_nodes_match_one_process(vlm: Vlm, shapes_data: Path, tmp_path: Path
     )
 
 
-@pytest.mark.slow  # about 60 s: an uninterrupted run, one that loses a node, and its resumption
+@pytest.mark.slow  # about 40 s (and the shared uninterrupted run): a run that loses a node, and
+# its resumption
 def test_killed_node_fails_the_run_and_both_resume_from_the_last_checkpoint(
-    vlm: Vlm, shapes_data: Path, tmp_path: Path
+    vlm: Vlm, shapes_data: Path, straight: Path, tmp_path: Path
 ) -> None:
-    data = ["--data", str(shapes_data)]
-    straight = tmp_path / "straight"
-    _run_two_nodes(vlm, [*LONG, *data, "--out", str(straight)], tmp_path / "logs", "straight")
-
     out = tmp_path / "out"
-    nodes = TwoNodes(vlm, [*LONG, *data, "--out", str(out)], tmp_path / "logs", "killed")
-    _wait(
-        lambda: (
-            read_pointer(out).get("last") is not None
-            or any(p.poll() is not None for p in nodes.procs.values())
-        ),
-        timeout=180,
-    )
-    assert all(p.poll() is None for p in nodes.procs.values()), nodes.log("a")[-3000:]
-    nodes.kill("b")
+    args = [*LONG, "--data", str(shapes_data), "--out", str(out)]
+    nodes = TwoNodes(vlm, args, tmp_path / "logs", "killed")
+    _start_and_kill_b(nodes, out)
     killed = time.monotonic()
     code = nodes.wait(timeout=120)["a"]
     failed_after = time.monotonic() - killed
@@ -223,25 +255,47 @@ def test_killed_node_fails_the_run_and_both_resume_from_the_last_checkpoint(
     assert last is not None and last.step in VAL_LONG[:-1], last
     kept = [r for r in read_log(out) if r["step"] <= last.step]
 
-    resumed_s = _run_two_nodes(
-        vlm, [*LONG, *data, "--out", str(out), "--resume"], tmp_path / "logs", "resumed"
-    )
+    resumed_s = _run_two_nodes(vlm, [*args, "--resume"], tmp_path / "logs", "resumed")
     # it continued from the checkpoint: the records up to it are the killed run's, untouched
     report = json.loads((out / "report.json").read_text())
     assert report["resumed_from_step"] == last.step and report["step"] == VAL_LONG[-1]
+    assert report["world_size"] == 4
     assert read_log(out)[: len(kept)] == kept
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("resumed-*.log"))
     assert f"resuming from step {last.step} of {VAL_LONG[-1]}" in logs
     _one_writer(out, VAL_LONG)
-
-    val_straight = [(r["step"], r["val_loss"]) for r in _val(straight)]
-    val_resumed = [(r["step"], r["val_loss"]) for r in _val(out)]
-    assert [s for s, _ in val_resumed] == VAL_LONG
-    loss_diff = max(abs(a[1] - b[1]) for a, b in zip(val_straight, val_resumed, strict=True))
-    weight_diff = _max_weight_diff(straight, out)
-    assert loss_diff < TOLERANCE and weight_diff < TOLERANCE, (val_straight, val_resumed)
+    loss_diff, weight_diff = _same_run(straight, out)
     print(
         f"node b killed after the step-{last.step} checkpoint; node a exited {code} "
         f"{failed_after:.1f} s later; resumed run {resumed_s:.1f} s; vs the uninterrupted "
         f"two-node run: max val-loss difference {loss_diff:.2e}, weights {weight_diff:.2e}"
+    )
+
+
+@pytest.mark.slow  # about 35 s (and the shared uninterrupted run)
+def test_elastic_run_goes_on_with_one_node_when_the_other_dies(
+    vlm: Vlm, shapes_data: Path, straight: Path, tmp_path: Path
+) -> None:
+    """``--nnodes 1:2 --max-restarts 3``: torchrun restarts the surviving node's workers in a
+    world of two, and the trainer resumes the last checkpoint (hence --resume from the first
+    launch: torchrun re-runs the same command, which would otherwise refuse the folder)."""
+    out = tmp_path / "out"
+    args = [*LONG, "--data", str(shapes_data), "--out", str(out), "--resume"]
+    nodes = TwoNodes(vlm, args, tmp_path / "logs", "elastic", elastic=True)
+    _start_and_kill_b(nodes, out)
+    killed = time.monotonic()
+    code = nodes.wait(timeout=240)["a"]
+    finished_after = time.monotonic() - killed
+    assert code == 0, nodes.log("a")[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "completed" and report["step"] == VAL_LONG[-1]
+    assert report["world_size"] == 2 and report["resumed_from_step"] in VAL_LONG[:-1]
+    steps = [r["step"] for r in read_log(out) if "train_loss" in r]
+    assert steps == sorted(set(steps)), steps
+    # the global batch stays 16 (8 per process now): the same steps, to rounding
+    loss_diff, weight_diff = _same_run(straight, out)
+    print(
+        f"elastic: node b killed, node a resumed step {report['resumed_from_step']} with 2 "
+        f"processes and finished {finished_after:.1f} s after the kill; vs the uninterrupted "
+        f"four-process run: max val-loss difference {loss_diff:.2e}, weights {weight_diff:.2e}"
     )
