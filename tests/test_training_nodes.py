@@ -6,7 +6,9 @@ can die; here each "node" is a torchrun agent (and its two workers) started as i
 session, so a node's death is a SIGKILL of its whole process tree. Checked: four processes take
 the same steps as one process with the same global batch; a run that loses a node fails on the
 other node instead of hanging; relaunching both nodes with --resume continues from the last
-checkpoint, which rank 0 alone wrote, to the uninterrupted run's weights.
+checkpoint, which rank 0 alone wrote, to the uninterrupted run's weights; an elastic job
+(--nnodes 1:2 --max-restarts 3) goes on with the surviving node alone. The figures are quoted
+in docs/scaling-out.md.
 """
 
 from __future__ import annotations
