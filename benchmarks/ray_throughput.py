@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--count", type=int, default=200, help="generated images")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per actor (default: the driver's)"
+    )
     args = parser.parse_args(argv)
 
     import ray
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         images,
                         out_dir=root / f"{engine}-{r}",
                         engine=engine,
-                        ray=RayOptions(workers=args.workers),
+                        ray=RayOptions(workers=args.workers, threads=args.threads),
                     )
                     t0 = time.perf_counter()
                     outcome = run_task(request, keep_results=False)
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "task": args.task,
         "inputs": args.count,
         "workers": args.workers,
+        "threads_per_worker": args.threads,
         "rounds": args.rounds,
         "ray_startup_s": round(startup_s, 2),
         "local_s": [round(w, 2) for w in walls["local"]],

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-targets=(-e ".[test,browser,explain,deploy]")  # browser: Playwright for scripts/browser_walk.sh
+targets=(-e ".[test,browser,explain,deploy,ray]")  # browser: Playwright for scripts/browser_walk.sh
 for dir in plugins/*/; do
     if [ -f "$dir/pyproject.toml" ]; then
         targets+=(-e "$dir")

@@ -44,7 +44,8 @@ def test_engine_ray_without_ray_exits_2_naming_the_extra(vlm_home, capsys, monke
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--workers", "3"], "--address, --workers and --gpus-per-worker go with --engine ray"),
+        (["--workers", "3"], "--gpus-per-worker and --threads-per-worker go with --engine ray"),
+        (["--engine", "ray", "--threads-per-worker", "0"], "--threads-per-worker must be at least"),
         (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, got 0"),
         (["--engine", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be 0 or more"),
     ],

@@ -34,7 +34,7 @@ from vlm_core.training import trainer as trainer_module
 from vlm_core.training.api import TrainRequest, train_task
 from vlm_core.training.checkpoint import read_pointer
 from vlm_core.training.distributed import World
-from vlm_core.training.loop import val_loader, validate
+from vlm_core.training.loop import TrainError, val_loader, validate
 from vlm_core.training.resume_check import check_resume
 from vlm_core.training.seeded_data import TRAIN_STREAM, SeededSamples, find_randomizable
 
@@ -272,3 +272,16 @@ def test_a_checkpoint_of_another_seeding_scheme_resumes_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="vlm_core.training.trainer"):
         assert train_task(longer, registry=registry).step == 6
     assert "drew random numbers differently" in caplog.text
+
+
+def test_processes_that_see_different_checkpoints_refuse_to_resume(
+    tmp_path: Path, registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun on machines that do not share --out, rank 0 finds the checkpoint and the
+    others do not: every rank refuses at once, naming the steps, instead of hanging."""
+    request = toy_request(tmp_path, max_steps=4)
+    train_task(request, registry=registry)
+    monkeypatch.setattr(World, "gather", lambda self, obj: [obj, None])  # rank 1 sees none
+    longer = replace(toy_request(tmp_path, max_steps=6), resume=True)
+    with pytest.raises(TrainError, match=r"last step by rank: 4, none\); --out must be one"):
+        train_task(longer, registry=registry)

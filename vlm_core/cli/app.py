@@ -233,6 +233,13 @@ def info_cmd(task: str, as_json: bool) -> None:
     show_default=True,
     help="With --engine ray: GPUs each actor takes (0.5: two actors share one).",
 )
+@click.option(
+    "--threads-per-worker",
+    type=int,
+    default=None,
+    help="With --engine ray: torch threads of each actor (default: this process's, so the numbers "
+    "are a local run's to the last digit; fewer, e.g. cores / workers, run faster on CPUs).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def run_cmd(
     task: str,
@@ -252,6 +259,7 @@ def run_cmd(
     address: str | None,
     workers: int,
     gpus_per_worker: float,
+    threads_per_worker: int | None,
 ) -> None:
     """Run TASK on INPUTS (files, folders, globs, or a bundled sample as sample:NAME; `vlm info
     TASK` lists the sample names)."""
@@ -261,8 +269,10 @@ def run_cmd(
     from vlm_core.runner import RunRequest, run_task
     from vlm_core.runtime.ray_engine import RayOptions
 
-    if engine == "local" and (address or workers != 2 or gpus_per_worker):
-        raise UsageError("--address, --workers and --gpus-per-worker go with --engine ray")
+    if engine == "local" and (address or workers != 2 or gpus_per_worker or threads_per_worker):
+        raise UsageError(
+            "--address, --workers, --gpus-per-worker and --threads-per-worker go with --engine ray"
+        )
     request = RunRequest(
         task=task,
         inputs=inputs,
@@ -278,7 +288,12 @@ def run_cmd(
         origin="cli",
         strict=strict,
         engine=engine,
-        ray=RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker),
+        ray=RayOptions(
+            address=address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            threads=threads_per_worker,
+        ),
     )
     # results are exported as they come and only their summaries kept: memory stays flat
     from vlm_core.progress import ProgressDisplay

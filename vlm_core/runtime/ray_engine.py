@@ -74,7 +74,7 @@ class RayOptions:
         if self.gpus_per_worker < 0:
             raise UsageError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
         if self.threads is not None and self.threads < 1:
-            raise UsageError(f"threads per worker must be at least 1, got {self.threads}")
+            raise UsageError(f"--threads-per-worker must be at least 1, got {self.threads}")
 
 
 def require_ray() -> Any:

@@ -221,6 +221,15 @@ class Trainer:
 
     def _resume_state(self) -> tuple[ckpt.Checkpoint | None, dict[str, Any]]:
         found = ckpt.find_checkpoint(self.out, "last") if self.out.exists() else None
+        # every process reads the checkpoint rank 0 wrote: on machines that do not share --out
+        # they would start from different steps and wait for each other until a timeout
+        seen = self.world.gather(found.step if found is not None else None)
+        if len(set(seen)) > 1:
+            raise TrainError(
+                f"the training processes see different checkpoints in {self.out} (last step "
+                f"by rank: {', '.join('none' if s is None else str(s) for s in seen)}); --out "
+                "must be one folder every machine sees (shared storage)"
+            )
         if found is None:
             if self.resume:
                 log.info("nothing to resume in %s; starting from scratch", self.out)
