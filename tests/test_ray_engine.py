@@ -149,8 +149,10 @@ def test_a_worker_killed_mid_run_leaves_every_result_exactly_once(vlm_home, tmp_
     _need("driving")
     images = _images(tmp_path / "inputs", 48)
     killed: list[int] = []
+    reported: list[float] = []
 
     def kill_one(fraction: float, message: str) -> None:
+        reported.append(fraction)  # the core's progress across workers, as batches complete
         if killed or fraction <= 0:
             return
         for process in psutil.process_iter(["pid", "cmdline"]):
@@ -163,6 +165,7 @@ def test_a_worker_killed_mid_run_leaves_every_result_exactly_once(vlm_home, tmp_
                          batch_size=4, engine="ray", ray=RayOptions(workers=2))  # fmt: skip
     outcome = run_task(request, progress=kill_one)
     assert killed, "no worker process was found to kill"
+    assert reported == sorted(reported) and reported[-1] == 1.0 and len(reported) >= 6
     assert not outcome.failures and len(outcome.summaries) == 48
     names = [Path(s["input"]).stem for s in outcome.summaries]
     assert sorted(names) == sorted(p.stem for p in images.iterdir())  # each once
@@ -170,3 +173,71 @@ def test_a_worker_killed_mid_run_leaves_every_result_exactly_once(vlm_home, tmp_
     assert len(folders) == 48
     kept = json.loads((tmp_path / "out" / "run.json").read_text())
     assert sorted(item["item"] for item in kept["items"]) == sorted(f.name for f in folders)
+
+
+POISON_PLUGIN = '''
+"""A test plugin: measures images; one named *poison* kills its process, one named *flat*
+raises."""
+import os
+
+from vlm_core import hookimpl
+from vlm_core.kinds import Kind
+from vlm_core.tasks import TaskSpec
+
+
+def run(inputs, params, ctx):
+    from vlm_core.types import Metrics
+
+    out = []
+    for image in inputs:
+        name = str(image.source)
+        if "poison" in name:
+            os._exit(1)  # what an out-of-memory kill looks like to Ray
+        if "flat" in name:
+            raise ZeroDivisionError("a flat image")
+        out.append({"mean": Metrics({"mean": float(image.pixels.mean())})})
+    return out
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskSpec(id="poison.mean", title="Mean", description="The mean pixel.",
+                      domain="test", run=run, inputs=(Kind.IMAGE,), outputs=(Kind.METRICS,)))
+'''
+
+
+@pytest.mark.slow
+def test_an_input_that_kills_its_worker_every_time_is_reported_not_retried_forever(
+    vlm_home, tmp_path, monkeypatch
+):
+    """A batch whose actor dies on every try is given up after TASK_RETRIES retries and its
+    input reported as failed; an input the task raises on is reported as in a local run; the
+    others are answered and the run ends (partial)."""
+    import numpy as np
+    from PIL import Image
+
+    from vlm_core.plugins import load_registry
+
+    site = tmp_path / "site"
+    (site / "vlm_poison").mkdir(parents=True)
+    (site / "vlm_poison" / "__init__.py").write_text("")
+    (site / "vlm_poison" / "plugin.py").write_text(POISON_PLUGIN)
+    info = site / "vlm_poison-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vlm-poison\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vlm.plugins]\npoison = vlm_poison.plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a", "b", "poison", "flat", "c"):
+        pixels = np.full((8, 8, 3), 40 if name == "flat" else (ord(name[0]) % 200), np.uint8)
+        Image.fromarray(pixels).save(images / f"{name}.png")
+    request = RunRequest("poison.mean", [str(images)], out_dir=tmp_path / "out", batch_size=1,
+                         engine="ray", ray=RayOptions(workers=2))  # fmt: skip
+    outcome = run_task(request, registry=load_registry())
+    answered = sorted(Path(s["input"]).stem for s in outcome.summaries)
+    assert answered == ["a", "b", "c"]
+    failed = {Path(f.input).stem: f.error for f in outcome.failures}
+    assert set(failed) == {"poison", "flat"}
+    assert "died 3 times" in failed["poison"] and "ZeroDivisionError" in failed["flat"]

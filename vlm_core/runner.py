@@ -649,12 +649,14 @@ def _ray_results(
     the workers' failures, refusals and stage times added to ``state``; progress is reported
     across workers as batches complete. When no input was answered, the first failure (or the
     refusals) is raised, as in a local run."""
-    from vlm_core.runtime.ray_engine import ray_results
+    from vlm_core.runtime.ray_engine import TASK_RETRIES, ray_results
 
     size = batch_size_of(request, spec)
     total, done = max(len(probes), 1), 0
     progress = state.ctx.progress
+    answered: set[int] = set()
     for batch in ray_results(spec, probes, request, base, request.ray, size):
+        answered.update(batch.indices)
         for key, value in batch.timings.items():
             state.timings[key] = state.timings.get(key, 0.0) + value
         state.failures += batch.failures
@@ -667,8 +669,12 @@ def _ray_results(
             done += 1
             yield result
         if progress is not None:
-            answered = done + len(state.failures) + len(state.refused)
-            progress(answered / total, f"{done} of {total} done on {request.ray.workers} workers")
+            progress(len(answered) / total, f"{done} of {total} done on {request.ray.workers} "
+                     "workers")  # fmt: skip
+    for i in sorted(set(range(len(probes))) - answered):  # their batch's actor kept dying
+        where = str(probes[i].path)
+        state.failures.append(InputFailure(where, f"{where}: the Ray worker running it died "
+                              f"{TASK_RETRIES + 1} times (killed, or out of memory?)"))  # fmt: skip
     if done == 0 and state.failures:
         raise VLMError(state.failures[0].error)
     if done == 0 and state.refused:

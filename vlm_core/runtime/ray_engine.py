@@ -17,9 +17,11 @@ say of file inputs), and have vlm and the plugins installed. The input travels b
 overlays are drawn on it; for very large inputs (long videos, big volumes) that is the price
 of files identical to a local run's.
 
-**Faults.** Ray Data's actor pools restart a dead actor and re-run its batch (its defaults:
-``max_restarts=-1``, ``max_task_retries=-1``); a batch's results are only taken once it
-finished, so every input's result is present exactly once. An input the task crashes on is
+**Faults.** Ray Data's actor pools restart a dead actor (``max_restarts=-1``) and run its
+batch again, here up to :data:`TASK_RETRIES` times (Ray Data's default would retry forever,
+and an input that kills its process every time would stall the run); then the batch is given
+up and its inputs are reported as failed. A batch's results are only taken once it finished,
+so every input's result is present exactly once. An input the task crashes on is
 reported as in a local run (`vlm run` exits 1 after the others); the plugin is not judged by
 its samples on a worker (a worker's machine holds no user config to quarantine it in).
 
@@ -53,6 +55,9 @@ log = logging.getLogger("vlm.ray")
 RAY_EXTRA = "pip install 'vlm-core[ray]'"
 #: the engines `vlm run --engine` takes
 ENGINES = ("local", "ray")
+#: times a batch is run again on a restarted actor after its actor died (then its inputs are
+#: reported as failed: an input that kills its process must not stall the run)
+TASK_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class BatchDone:
     """What a worker sends back for one batch: its results in input order, the inputs that
     failed or were refused, and its wall time per stage."""
 
+    indices: list[int] = field(default_factory=list)  # the batch's inputs, by position in the run
     results: list[Result] = field(default_factory=list)
     failures: list[InputFailure] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
@@ -129,7 +135,9 @@ class TaskWorker:
         import numpy as np
 
         probes = [pickle.loads(blob) for blob in batch["probe"]]
-        return {"done": np.array([pickle.dumps(self.run(probes))], dtype=object)}
+        done = self.run(probes)
+        done.indices = [int(i) for i in batch["index"]]
+        return {"done": np.array([pickle.dumps(done)], dtype=object)}
 
     def run(self, probes: list[Probe]) -> BatchDone:
         """The batch as the local loop runs it, its failures and refusals kept, not raised."""
@@ -179,10 +187,13 @@ def ray_results(
         context.enable_progress_bars = False  # the core reports progress across workers
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # `vlm run` prints the results
-        items = [{"probe": pickle.dumps(probe)} for probe in probes]
+        # a batch whose actor dies more than TASK_RETRIES times is given up, not retried
+        # forever (an input that kills its process every time): its inputs are reported
+        context.max_errored_blocks = -1
+        items = [{"index": i, "probe": pickle.dumps(probe)} for i, probe in enumerate(probes)]
         blocks = math.ceil(len(items) / batch_size)
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
-        remote: dict[str, Any] = {}
+        remote: dict[str, Any] = {"max_task_retries": TASK_RETRIES}
         if options.gpus_per_worker:
             remote["num_gpus"] = options.gpus_per_worker
         mapped = dataset.map_batches(
