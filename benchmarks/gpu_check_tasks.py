@@ -609,7 +609,7 @@ def _ray_one_gpu(ctx: Ctx) -> tuple[Any, str]:
     from vlm_driving.scenes import write_dataset
 
     from vlm_core.runner import RunRequest, run_task
-    from vlm_core.runtime.ray_engine import RayOptions
+    from vlm_core.runtime.engines import RayOptions
 
     with tempfile.TemporaryDirectory(prefix="vlm-gpu-ray-") as scratch:
         root = Path(scratch)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from vlm_driving.scenes import write_dataset
 
     from vlm_core.runner import RunRequest, run_task
-    from vlm_core.runtime.ray_engine import RayOptions
+    from vlm_core.runtime.engines import RayOptions
 
     with tempfile.TemporaryDirectory(prefix="vlm-ray-bench-") as scratch:
         root = Path(scratch)

@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO, builtin_plugins, cli
 
 from vlm_core.runner import RunRequest, prepare, run_task
-from vlm_core.runtime.ray_engine import RAY_EXTRA, RayOptions, TaskWorker
+from vlm_core.runtime.engines import RAY_EXTRA, RayOptions
+from vlm_core.runtime.ray_engine import TaskWorker
 
 STREET = REPO / "plugins" / "driving" / "vlm_driving" / "samples" / "street.png"
 

@@ -52,7 +52,7 @@ from vlm_core.params import validate_params
 from vlm_core.plugins import Registry, get_registry
 from vlm_core.runstore import RunStore
 from vlm_core.runtime.background import BackgroundSink, prefetch
-from vlm_core.runtime.ray_engine import ENGINES, RayOptions
+from vlm_core.runtime.engines import RayOptions, check_engine, engine_results
 from vlm_core.runtime.seeding import forked_rng, seed_everything
 from vlm_core.samples import expand_samples
 from vlm_core.tasks import RunContext, TaskParams, TaskSpec
@@ -368,13 +368,7 @@ def prepare(
     core's explain options), inputs, output folder, engine."""
     spec, params, explain = prepare_task(request, registry)
     inputs, _ = expand_samples(spec, request.inputs)  # `sample:NAME`: the sample's files
-    if request.engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
-    if request.engine == "ray":
-        from vlm_core.runtime.ray_engine import require_ray
-
-        request.ray.check()
-        require_ray()
+    check_engine(request.engine, request.ray)
     if request.batch_size is not None and request.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
     if not spec.inputs and inputs:
@@ -407,7 +401,7 @@ def prepare(
 
 
 @dataclass
-class _Progress:
+class RunState:
     """What the batch loop leaves behind for the run's summary."""
 
     ctx: RunContext
@@ -421,7 +415,7 @@ class _Progress:
     refused: list[Refusal] = field(default_factory=list)  # flagged inputs refused under strict
     judged: bool = False  # whether the plugin was judged by its samples in this run
     explain: ExplainOptions | None = None  # explain each answered input with this method
-    worker: dict[str, Any] | None = None  # a Ray run: the device, dtype, weights its workers used
+    worker: dict[str, Any] | None = None  # another engine's: the device, dtype, weights it used
 
 
 def _explained(
@@ -466,7 +460,7 @@ def _judge_task_crash(
 
 
 def _fail(
-    state: _Progress,
+    state: RunState,
     probe: Probe,
     exc: TaskRunError | ReaderError,
     spec: TaskSpec,
@@ -521,14 +515,14 @@ def _read_batches(
         yield batch, read, time.perf_counter() - t0
 
 
-def _results(
+def batch_results(
     spec: TaskSpec,
     params: TaskParams,
     probes: list[Probe],
     request: RunRequest,
     registry: Registry,
     base: dict[str, Any],
-    state: _Progress,
+    state: RunState,
     isolate: bool,
 ) -> Iterator[Any]:
     """Load inputs and call the task batch by batch, yielding one Result per input (with its
@@ -636,49 +630,6 @@ def _results(
             "; ".join(r.error for r in state.refused[:3])
             + (f"; and {len(state.refused) - 3} more" if len(state.refused) > 3 else "")
         )
-
-
-def _ray_results(
-    spec: TaskSpec,
-    probes: list[Probe],
-    request: RunRequest,
-    base: dict[str, Any],
-    state: _Progress,
-) -> Iterator[Any]:
-    """The results of a run on Ray (:mod:`vlm_core.runtime.ray_engine`), in input order, with
-    the workers' failures, refusals and stage times added to ``state``; progress is reported
-    across workers as batches complete. When no input was answered, the first failure (or the
-    refusals) is raised, as in a local run."""
-    from vlm_core.runtime.ray_engine import TASK_RETRIES, ray_results
-
-    size = batch_size_of(request, spec)
-    total, done = max(len(probes), 1), 0
-    progress = state.ctx.progress
-    answered: set[int] = set()
-    for batch in ray_results(spec, probes, request, base, request.ray, size):
-        answered.update(batch.indices)
-        for key, value in batch.timings.items():
-            state.timings[key] = state.timings.get(key, 0.0) + value
-        state.failures += batch.failures
-        state.refused += batch.refused
-        for result in batch.results:
-            if state.worker is None:
-                made = result.provenance
-                state.worker = {"device": made.device, "dtype": made.dtype,
-                                "weights_sha256": dict(made.weights_sha256)}  # fmt: skip
-            done += 1
-            yield result
-        if progress is not None:
-            progress(len(answered) / total, f"{done} of {total} done on {request.ray.workers} "
-                     "workers")  # fmt: skip
-    for i in sorted(set(range(len(probes))) - answered):  # their batch's actor kept dying
-        where = str(probes[i].path)
-        state.failures.append(InputFailure(where, f"{where}: the Ray worker running it died "
-                              f"{TASK_RETRIES + 1} times (killed, or out of memory?)"))  # fmt: skip
-    if done == 0 and state.failures:
-        raise VLMError(state.failures[0].error)
-    if done == 0 and state.refused:
-        raise RefusedError("; ".join(r.error for r in state.refused[:3]))
 
 
 def _export(
@@ -826,16 +777,17 @@ def run_task(
             batch_size=batch_size_of(request, spec),
             progress=progress,
         )
-        state = _Progress(ctx, failures=failed, explain=explain)
+        state = RunState(ctx, failures=failed, explain=explain)
         kept: list[Any] = []
         summaries: list[dict[str, Any]] = []
 
         from vlm_core.export.writer import result_summary
 
+        elsewhere = engine_results(request.engine)  # None: this process's own loop
         made = (
-            _ray_results(spec, probes, request, base, state)
-            if request.engine == "ray"
-            else _results(spec, params, probes, request, registry, base, state, isolate)
+            elsewhere(spec, probes, request, base, state)
+            if elsewhere is not None
+            else batch_results(spec, params, probes, request, registry, base, state, isolate)
         )
 
         def tap() -> Iterator[Any]:
@@ -862,9 +814,9 @@ def run_task(
             "weights_sha256": dict(ctx.weights_sha256),
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
-        if request.engine == "ray":  # the workers ran the task: their device and weights
+        if request.engine != "local":  # the workers ran the task: their device and weights
             summary.update(state.worker or {})
-            summary["engine"] = {"name": "ray", **dataclasses.asdict(request.ray)}
+            summary["engine"] = {"name": request.engine, **dataclasses.asdict(request.ray)}
         # each answered input's familiarity verdict (None: the weights have none)
         summary["ood"] = [{"input": one["input"], "ood": one["ood"]} for one in summaries]
         if failed:

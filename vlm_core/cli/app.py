@@ -267,7 +267,7 @@ def run_cmd(
     from vlm_core.outdir import printable
     from vlm_core.params import parse_pairs
     from vlm_core.runner import RunRequest, run_task
-    from vlm_core.runtime.ray_engine import RayOptions
+    from vlm_core.runtime.engines import RayOptions
 
     if engine == "local" and (address or workers != 2 or gpus_per_worker or threads_per_worker):
         raise UsageError(

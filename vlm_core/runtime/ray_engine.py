@@ -39,57 +39,30 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vlm_core.errors import UsageError, VLMError
+from vlm_core.errors import RefusedError, VLMError
+from vlm_core.runner import (
+    InputFailure,
+    Refusal,
+    RunRequest,
+    RunState,
+    batch_results,
+    batch_size_of,
+    prepare_task,
+)
+from vlm_core.runtime.engines import RayOptions, require_ray
 
 if TYPE_CHECKING:
     import numpy as np
 
     from vlm_core.io.probe import Probe
-    from vlm_core.runner import InputFailure, Refusal, RunRequest
     from vlm_core.tasks import TaskSpec
     from vlm_core.types import Result
 
 log = logging.getLogger("vlm.ray")
 
-#: the install line a run without Ray is refused with
-RAY_EXTRA = "pip install 'vlm-core[ray]'"
-#: the engines `vlm run --engine` takes
-ENGINES = ("local", "ray")
 #: times a batch is run again on a restarted actor after its actor died (then its inputs are
 #: reported as failed: an input that kills its process must not stall the run)
 TASK_RETRIES = 2
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How a run uses Ray: the cluster to join (None: start a local one with this machine's
-    cores), the number of actors and the GPUs each one takes (fractions share a GPU)."""
-
-    address: str | None = None
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    #: torch threads of each actor; None: the driver's, so that on machines like the driver's
-    #: the numbers are a local run's to the last digit (the order of a convolution's sums
-    #: depends on the thread count; Ray alone would give each actor one thread)
-    threads: int | None = None
-
-    def check(self) -> None:
-        if self.workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {self.workers}")
-        if self.gpus_per_worker < 0:
-            raise UsageError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads-per-worker must be at least 1, got {self.threads}")
-
-
-def require_ray() -> Any:
-    """The ``ray`` module with Ray Data, or a :class:`UsageError` naming the extra."""
-    try:
-        import ray
-        import ray.data  # Ray Data is a separate install: ray[data]
-    except ImportError:
-        raise UsageError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}") from None
-    return ray
 
 
 @dataclass
@@ -113,7 +86,6 @@ class TaskWorker:
         import torch
 
         from vlm_core.plugins import get_registry
-        from vlm_core.runner import batch_size_of, prepare_task
         from vlm_core.runtime.seeding import seed_everything
         from vlm_core.tasks import RunContext
 
@@ -141,13 +113,13 @@ class TaskWorker:
 
     def run(self, probes: list[Probe]) -> BatchDone:
         """The batch as the local loop runs it, its failures and refusals kept, not raised."""
-        from vlm_core.runner import _Progress, _results
+        from vlm_core.runner import RunState
 
-        state = _Progress(self.ctx, explain=self.explain)
+        state = RunState(self.ctx, explain=self.explain)
         state.judged = True  # no sample runs and no quarantine from a worker
         done = BatchDone(timings=state.timings)
         try:
-            results = _results(
+            results = batch_results(
                 self.spec, self.params, probes, self.request, self.registry, self.base, state,
                 isolate=True,
             )  # fmt: skip
@@ -210,3 +182,44 @@ def ray_results(
     finally:
         if started:
             ray.shutdown()
+
+
+def run_results(
+    spec: TaskSpec,
+    probes: list[Probe],
+    request: RunRequest,
+    base: dict[str, Any],
+    state: RunState,
+) -> Iterator[Any]:
+    """The results of a run on Ray, in input order (the runner's engine ``ray``), with
+    the workers' failures, refusals and stage times added to ``state``; progress is reported
+    across workers as batches complete. When no input was answered, the first failure (or the
+    refusals) is raised, as in a local run."""
+    size = batch_size_of(request, spec)
+    total, done = max(len(probes), 1), 0
+    progress = state.ctx.progress
+    answered: set[int] = set()
+    for batch in ray_results(spec, probes, request, base, request.ray, size):
+        answered.update(batch.indices)
+        for key, value in batch.timings.items():
+            state.timings[key] = state.timings.get(key, 0.0) + value
+        state.failures += batch.failures
+        state.refused += batch.refused
+        for result in batch.results:
+            if state.worker is None:
+                made = result.provenance
+                state.worker = {"device": made.device, "dtype": made.dtype,
+                                "weights_sha256": dict(made.weights_sha256)}  # fmt: skip
+            done += 1
+            yield result
+        if progress is not None:
+            progress(len(answered) / total, f"{done} of {total} done on {request.ray.workers} "
+                     "workers")  # fmt: skip
+    for i in sorted(set(range(len(probes))) - answered):  # their batch's actor kept dying
+        where = str(probes[i].path)
+        state.failures.append(InputFailure(where, f"{where}: the Ray worker running it died "
+                              f"{TASK_RETRIES + 1} times (killed, or out of memory?)"))  # fmt: skip
+    if done == 0 and state.failures:
+        raise VLMError(state.failures[0].error)
+    if done == 0 and state.refused:
+        raise RefusedError("; ".join(r.error for r in state.refused[:3]))
