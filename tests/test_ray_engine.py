@@ -57,6 +57,12 @@ def test_ray_flags_are_checked_before_anything_runs(vlm_home, capsys, flags, mes
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_task_without_input_files_is_not_spread_over_workers(vlm_home, capsys):
+    _need("art")
+    code, _out, err = cli(["run", "art.generate", "--engine", "ray"], capsys)
+    assert code == 2 and "takes no input files: --engine ray has nothing to spread" in err, err
+
+
 def test_a_worker_answers_a_batch_as_the_local_run_does(vlm_home):
     """The actor's work, in this process: the same results (outputs, ood, provenance but the
     run's own fields) as `run_task` on the same inputs."""
@@ -241,4 +247,5 @@ def test_an_input_that_kills_its_worker_every_time_is_reported_not_retried_forev
     assert answered == ["a", "b", "c"]
     failed = {Path(f.input).stem: f.error for f in outcome.failures}
     assert set(failed) == {"poison", "flat"}
-    assert "died 3 times" in failed["poison"] and "ZeroDivisionError" in failed["flat"]
+    assert "failed 3 times on the Ray workers" in failed["poison"]
+    assert "ZeroDivisionError" in failed["flat"]

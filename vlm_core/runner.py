@@ -386,6 +386,11 @@ def prepare(
         if spec.inputs
         else []
     )
+    if request.engine != "local" and not probes:
+        raise UsageError(
+            f"task '{spec.id}' takes no input files: --engine {request.engine} has nothing to "
+            "spread over workers"
+        )
     if spec.max_inputs is not None and len(probes) > spec.max_inputs:
         raise UsageError(
             f"task '{spec.id}' takes at most {spec.max_inputs} inputs, got {len(probes)}"

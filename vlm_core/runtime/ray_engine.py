@@ -58,8 +58,6 @@ if TYPE_CHECKING:
     from vlm_core.tasks import TaskSpec
     from vlm_core.types import Result
 
-log = logging.getLogger("vlm.ray")
-
 #: times a batch is run again on a restarted actor after its actor died (then its inputs are
 #: reported as failed: an input that kills its process must not stall the run)
 TASK_RETRIES = 2
@@ -113,8 +111,6 @@ class TaskWorker:
 
     def run(self, probes: list[Probe]) -> BatchDone:
         """The batch as the local loop runs it, its failures and refusals kept, not raised."""
-        from vlm_core.runner import RunState
-
         state = RunState(self.ctx, explain=self.explain)
         state.judged = True  # no sample runs and no quarantine from a worker
         done = BatchDone(timings=state.timings)
@@ -217,8 +213,9 @@ def run_results(
                      "workers")  # fmt: skip
     for i in sorted(set(range(len(probes))) - answered):  # their batch's actor kept dying
         where = str(probes[i].path)
-        state.failures.append(InputFailure(where, f"{where}: the Ray worker running it died "
-                              f"{TASK_RETRIES + 1} times (killed, or out of memory?)"))  # fmt: skip
+        state.failures.append(InputFailure(where, f"{where}: not answered: its batch failed "
+                              f"{TASK_RETRIES + 1} times on the Ray workers (a worker killed or "
+                              "out of memory; Ray's logs say)"))  # fmt: skip
     if done == 0 and state.failures:
         raise VLMError(state.failures[0].error)
     if done == 0 and state.refused:
