@@ -19,6 +19,7 @@ from vlm_core.deploy.export import PARITY_SEED, Exported, export_task
 from vlm_core.errors import UsageError
 from vlm_core.plugins import load_registry
 from vlm_core.runner import RunRequest, run_task
+from vlm_core.testing.exports import check_corrupt_exports_refused, corrupt_onnx_export
 from vlm_core.weights import sha256_of
 
 pytest.importorskip("onnxruntime")
@@ -164,31 +165,10 @@ def test_a_corrupt_onnx_file_is_refused_in_one_line(
 ) -> None:
     from vlm_art.generate import default_weights
 
-    folder = tmp_path / "export"
-    folder.mkdir()
-    onnx_file = folder / "model.onnx"
-    onnx_file.write_bytes(b"\x08\x07not an onnx graph" * 40)
-    card = json.loads((Path(default_weights()).parent / "model.json").read_text())["card"]
-    sidecar = {  # what `vlm export` writes, consistent with the file, which is not a graph
-        "task": TASK,
-        "card": card,
-        "files": {"model.onnx": sha256_of(onnx_file)},
-        "export": {"format": "onnx", "network": "generator", "runs": True},
-    }
-    (folder / "model.json").write_text(json.dumps(sidecar))
+    source = Path(default_weights()).parent / "model.json"
+    onnx_file = corrupt_onnx_export(tmp_path / "export", TASK, source, "generator")
     argv = ["run", TASK, "--out", str(tmp_path / "o"), "-p", "count=2"]
-    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
-    code, stderr = done.returncode, done.stderr
-    assert code == 2 and stderr.count("\n") == 1, stderr
-    assert "model.onnx is not an ONNX model" in stderr
-    onnx_file.write_bytes(onnx_file.read_bytes()[:100])  # cut short: its sha256 no longer fits
-    done = vlm_cli(*argv, "-p", f"weights={folder}")
-    code, stderr = done.returncode, done.stderr
-    assert code == 2 and stderr.count("\n") == 1 and "sha256 mismatch" in stderr, stderr
-    (folder / "model.json").unlink()
-    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
-    code, stderr = done.returncode, done.stderr
-    assert code == 2 and stderr.count("\n") == 1 and "no model.json beside it" in stderr
+    check_corrupt_exports_refused(vlm_cli, argv, onnx_file)
     assert not (tmp_path / "o" / "result").exists()
 
 

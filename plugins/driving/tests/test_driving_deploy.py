@@ -4,8 +4,9 @@ detections through torchvision's own post-processing, and bad exported files ref
 
 from __future__ import annotations
 
-import hashlib
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from vlm_driving.scenes import scene
 from vlm_core.deploy.export import PARITY_SEED, export_task
 from vlm_core.plugins import load_registry
 from vlm_core.runner import RunRequest, run_task
+from vlm_core.testing.exports import check_corrupt_exports_refused, corrupt_onnx_export
 from vlm_core.types import Boxes
 from vlm_core.weights import load_model
 
@@ -67,37 +69,14 @@ def test_a_network_with_other_outputs_is_refused_in_one_line() -> None:
         shell([torch.rand(3, 224, 400)])
 
 
-def _fake_export(folder: Path, content: bytes) -> Path:
-    """An export folder whose model.onnx holds ``content``, with a sidecar that lists it (so
-    what is refused is the file, not a checksum)."""
-    folder.mkdir(parents=True)
-    path = folder / "model.onnx"
-    path.write_bytes(content)
-    bundled = json.loads(BUNDLED_SIDECAR.read_text())
-    sidecar = {
-        "task": "driving.detect",
-        "plugin": "driving",
-        "card": bundled["card"],
-        "files": {"model.onnx": hashlib.sha256(content).hexdigest()},
-        "export": {"format": "onnx", "network": "detector", "runs": True},
-    }
-    (folder / "model.json").write_text(json.dumps(sidecar))
-    return path
-
-
 def test_a_corrupt_onnx_as_weights_is_exit_2_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, vlm_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    from vlm_core.cli import main
-
-    path = _fake_export(tmp_path / "export", b"not an onnx model\x00\x01" * 10)
-    street = SAMPLES / "street.png"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["run", "driving.detect", str(street), "-p", f"weights={path}"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "model.onnx is not an ONNX model" in err, err
+    onnx_file = corrupt_onnx_export(
+        tmp_path / "export", "driving.detect", BUNDLED_SIDECAR, "detector"
+    )
+    argv = ["run", "driving.detect", str(SAMPLES / "street.png"), "--out", str(tmp_path / "o")]
+    check_corrupt_exports_refused(vlm_cli, argv, onnx_file)
 
 
 # --------------------------------------------------------------------------- real exports

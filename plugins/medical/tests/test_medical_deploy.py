@@ -21,7 +21,7 @@ from vlm_core.deploy.export import PARITY_SEED, Exported, export_task
 from vlm_core.plugins import load_registry
 from vlm_core.runner import RunRequest, run_task
 from vlm_core.tasks import package_file
-from vlm_core.weights import sha256_of
+from vlm_core.testing.exports import check_corrupt_exports_refused, corrupt_onnx_export
 
 pytest.importorskip("onnxruntime")
 
@@ -144,30 +144,12 @@ def test_prune_and_distill_call_the_compression_modules(monkeypatch: pytest.Monk
 def test_a_corrupt_onnx_file_is_refused_in_one_line(
     task: str, tmp_path: Path, vlm_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    folder = tmp_path / "export"
-    folder.mkdir()
-    onnx_file = folder / "model.onnx"
-    onnx_file.write_bytes(b"\x08\x07not an onnx graph" * 40)
     bundled = "segment-unet3d" if task == SEGMENT else "classify-densenet"
     source = package_file("vlm_medical", "weights", bundled, "model.json")
-    sidecar = {
-        "task": task,
-        "plugin": "medical",
-        "card": json.loads(source.read_text())["card"],
-        "files": {"model.onnx": sha256_of(onnx_file)},  # consistent, yet not a graph
-        "export": {"format": "onnx", "network": task.split(".")[1], "runs": True},
-    }
-    (folder / "model.json").write_text(json.dumps(sidecar))
+    onnx_file = corrupt_onnx_export(tmp_path / "export", task, source, task.split(".")[1])
     sample = str(VOLUME if task == SEGMENT else CUBE)
     argv = ["run", task, sample, "--out", str(tmp_path / "o"), "--device", "cpu"]
-    done = vlm_cli(*argv, "-p", f"weights={onnx_file}")
-    code, stderr = done.returncode, done.stderr
-    assert code == 2 and stderr.count("\n") == 1, stderr
-    assert "model.onnx is not an ONNX model" in stderr
-    onnx_file.write_bytes(onnx_file.read_bytes()[:100])  # cut short: its sha256 no longer fits
-    done = vlm_cli(*argv, "-p", f"weights={folder}")
-    code, stderr = done.returncode, done.stderr
-    assert code == 2 and stderr.count("\n") == 1 and "sha256 mismatch" in stderr, stderr
+    check_corrupt_exports_refused(vlm_cli, argv, onnx_file)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*/mask*"))
 
 
