@@ -2,8 +2,8 @@
 camera image coloured by their depth, and a bird's-eye view of the sweep with object footprints.
 
 Both are plain (H, W, 3) uint8 arrays, so the exporters write them as PNG or MP4 frames and the
-dashboard shows them as images. The depth colours are matplotlib's *turbo* map, sampled here as
-a 16-entry table (near red, far blue) so no plotting library is needed.
+dashboard shows them as images. The depth colours are matplotlib's *turbo* map (near red, far
+blue).
 """
 
 from __future__ import annotations
@@ -19,41 +19,19 @@ from vlm_core.types import Scene
 if TYPE_CHECKING:
     from PIL.ImageDraw import ImageDraw
 
-#: turbo, reversed (near = red, far = blue), 16 samples from 0.05 to 0.95
-_TURBO = np.array(
-    [
-        (144, 12, 0),
-        (194, 36, 3),
-        (229, 67, 9),
-        (250, 107, 25),
-        (253, 145, 43),
-        (238, 182, 54),
-        (211, 214, 55),
-        (175, 240, 56),
-        (134, 254, 76),
-        (88, 252, 121),
-        (42, 232, 167),
-        (27, 208, 213),
-        (46, 172, 247),
-        (62, 133, 254),
-        (70, 93, 225),
-        (59, 51, 176),
-    ],
-    dtype=np.float32,
-)
-
 #: depths (metres) the colour map spans; nearer and farther points take its end colours
 DEPTH_RANGE = (2.0, 80.0)
 
 
 def depth_colours(depth: np.ndarray, span: tuple[float, float] = DEPTH_RANGE) -> np.ndarray:
-    """(N, 3) uint8 colours of ``depth`` (metres) on the turbo map: near red, far blue."""
+    """(N, 3) uint8 colours of ``depth`` (metres) on matplotlib's turbo map, reversed and
+    without its darkest ends: near red, far blue."""
+    from matplotlib import colormaps
+
     lo, hi = span
-    t = np.clip((np.asarray(depth, np.float64) - lo) / (hi - lo), 0.0, 1.0) * (len(_TURBO) - 1)
-    low = np.floor(t).astype(np.int64)
-    high = np.minimum(low + 1, len(_TURBO) - 1)
-    frac = (t - low)[:, None]
-    return (_TURBO[low] * (1 - frac) + _TURBO[high] * frac).astype(np.uint8)
+    t = np.clip((np.asarray(depth, np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    rgba = colormaps["turbo"](0.95 - 0.9 * t)
+    return (np.asarray(rgba)[:, :3] * 255).astype(np.uint8)
 
 
 def _dots(
