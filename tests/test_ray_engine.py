@@ -2,7 +2,7 @@
 
 The default tier checks the refusals and that one worker, in this process, answers a batch as
 the local loop does. The slow tier starts Ray (about 10 s on 2 cores): 200 images of
-driving.detect and 40 volumes of medical.classify give a local run's files byte for byte, and
+driving.detect and 200 volumes of medical.classify give a local run's files byte for byte, and
 a worker killed mid-run leaves every input's result exactly once.
 
     .venv/bin/pytest -m slow tests/test_ray_engine.py
@@ -125,7 +125,7 @@ def _volumes(folder: Path, count: int) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "make", "count"),
-    [("driving.detect", _images, 200), ("medical.classify", _volumes, 40)],
+    [("driving.detect", _images, 200), ("medical.classify", _volumes, 200)],
 )
 def test_a_ray_run_writes_the_local_runs_files_byte_for_byte(vlm_home, tmp_path, task, make, count):
     from vlm_core.runstore import RunStore

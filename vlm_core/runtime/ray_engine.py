@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -161,17 +162,19 @@ def ray_results(
         items = [{"index": i, "probe": pickle.dumps(probe)} for i, probe in enumerate(probes)]
         blocks = math.ceil(len(items) / batch_size)
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
-        remote: dict[str, Any] = {"max_task_retries": TASK_RETRIES}
-        if options.gpus_per_worker:
-            remote["num_gpus"] = options.gpus_per_worker
-        mapped = dataset.map_batches(
-            TaskWorker,
-            fn_constructor_kwargs={"request": request, "base": base, "threads": threads},
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=min(options.workers, blocks)),
-            batch_format="numpy",
-            **remote,
-        )
+        with warnings.catch_warnings():
+            # Ray Data 2.60 names no parameter for an actor task's retries; its generic
+            # remote arguments are deprecated (removal in 2.64: the extra pins below it)
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            mapped = dataset.map_batches(
+                TaskWorker,
+                fn_constructor_kwargs={"request": request, "base": base, "threads": threads},
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=min(options.workers, blocks)),
+                batch_format="numpy",
+                num_gpus=options.gpus_per_worker or None,
+                max_task_retries=TASK_RETRIES,
+            )
         for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
             for blob in batch["done"]:
                 yield pickle.loads(blob)
