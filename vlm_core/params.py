@@ -77,3 +77,27 @@ def validate_params(
         raise ParameterError(
             f"bad value {value!r} for parameter '{loc}' of task '{spec.id}': {err['msg']}"
         ) from None
+
+
+def under_given(params: ModelT, defaults: Mapping[str, Any] | None, owner: str = "") -> ModelT:
+    """``params`` with ``defaults`` in place of the model's own defaults: a value the user
+    gave (one of ``params.model_fields_set``) wins; keys that are not fields are ignored.
+
+    How a run takes the settings its weights were made for (their card's ``inference``
+    entry: a window size, a threshold) unless the user says otherwise. ``owner`` names where
+    the defaults come from in the one-line error when one of them is not a valid value.
+    """
+    fields = type(params).model_fields
+    given = params.model_fields_set
+    update = {k: v for k, v in (defaults or {}).items() if k in fields and k not in given}
+    if not update:
+        return params
+    try:
+        return type(params).model_validate({**params.model_dump(include=given), **update})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "parameters"
+        raise ParameterError(
+            f"{owner or 'the weights'} set {loc}={err.get('input')!r}, which is not valid: "
+            f"{err['msg']}"
+        ) from None

@@ -270,6 +270,36 @@ class TinySettings:
 
 
 @dataclass(frozen=True)
+class EvalShifts:
+    """Named shifts of a trainable task's data, for `vlm eval TASK --shift NAME`: how the
+    task's own generator draws held-out data under each, so users see where a model breaks.
+
+    ``write`` is called as ``write(folder, shift=NAME, count=N, seed=S, params=P)`` with the
+    training parameters the evaluated weights record (under the user's), e.g. a 2D network's
+    ``spatial_dims``; it writes ``count`` items drawn from ``seed`` under the shift into
+    ``folder`` so that `vlm eval` measures every one of them (not a split of them), and returns
+    the path to evaluate (None: ``folder``).
+    """
+
+    #: the writer: a callable or ``"module:function"`` (imported on first use)
+    write: Callable[..., Path | None] | str
+    #: shift name -> what it changes, in the order `--shift all` measures them; ``"none"``
+    #: (the training distribution, from held-out seeds) should be one of them
+    names: Mapping[str, str] = field(hash=False)
+    #: the first held-out seed (no training or selection seed may reach it)
+    seed: int = 0
+    #: items per shift unless `--count` says (500 keeps a rate's standard error ≤ 0.023)
+    count: int = 500
+    #: `vlm eval --param` values the generated data needs (e.g. ``{"eval_all": True}``)
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def resolve_write(self) -> Callable[..., Path | None]:
+        """The data writer, importing ``"module:function"`` on first use."""
+        func: Callable[..., Path | None] = imported(self.write)
+        return func
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything the framework needs to list, document, validate and run a task."""
 
@@ -294,6 +324,8 @@ class TaskSpec:
     train: TrainFunction | str | None = None
     #: parameters of `vlm train --param` (None: the same model as ``params``)
     train_params: type[TaskParams] | None = None
+    #: the named shifts `vlm eval --shift` draws held-out data under (None: only --data)
+    shifts: EvalShifts | None = None
     #: shown wherever the task's results are (e.g. "Research use only: not for diagnosis.")
     notice: str = ""
     #: trainer settings this task trains best with (``TrainConfig`` fields, e.g. a GAN's
@@ -499,6 +531,31 @@ def tiny_problems(spec: TaskSpec) -> list[str]:
     return problems
 
 
+def shifts_problems(spec: TaskSpec) -> list[str]:
+    """Problems with a task's :class:`EvalShifts` (``spec.shifts``); None has none."""
+    shifts = spec.shifts
+    if shifts is None:
+        return []
+    if not isinstance(shifts, EvalShifts):
+        return ["shifts must be a vlm_core.tasks.EvalShifts"]
+    problems: list[str] = []
+    if spec.train is None:
+        problems.append("shifts need a train builder (`vlm eval` measures through it)")
+    if isinstance(shifts.write, str) and not re.match(r"^[\w.]+:[\w]+$", shifts.write):
+        problems.append(f"shifts.write must be 'module:function', got '{shifts.write}'")
+    elif not isinstance(shifts.write, str) and not callable(shifts.write):
+        problems.append("shifts.write is neither callable nor 'module:function'")
+    names = list(shifts.names)
+    if not names:
+        problems.append("shifts.names is empty")
+    bad = [n for n in names if not re.match(r"^[a-z][a-z0-9_-]*$", str(n)) or n == "all"]
+    if bad:
+        problems.append(f"shift names must be lowercase words other than 'all', got {bad}")
+    if shifts.count < 1 or shifts.seed < 0:
+        problems.append("shifts.count must be at least 1 and shifts.seed not negative")
+    return problems
+
+
 def merge_train_settings(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """The task's ``train_defaults`` under the settings the user gave; a length the user gives
     (``epochs`` or ``max_steps``) replaces the default length whichever form it has."""
@@ -560,6 +617,7 @@ def validate_spec(
     if spec.train_defaults:
         problems += [f"task '{spec.id}': {p}" for p in train_defaults_problems(spec.train_defaults)]
     problems += [f"task '{spec.id}': {p}" for p in tiny_problems(spec)]
+    problems += [f"task '{spec.id}': {p}" for p in shifts_problems(spec)]
     if not isinstance(spec.image_limits, ImageLimits):
         problems.append(f"task '{spec.id}': image_limits must be a vlm_core.tasks.ImageLimits")
     else:

@@ -218,7 +218,30 @@ def _fit_ood_only(
 
 @click.command("eval")
 @click.argument("task")
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Data to evaluate on.")
+@click.option(
+    "--data", type=click.Path(path_type=Path), default=None,
+    help="Data to evaluate on (or --shift: data the task draws itself).",
+)  # fmt: skip
+@click.option(
+    "--shift",
+    "shifts",
+    multiple=True,
+    metavar="NAME",
+    help="Evaluate on held-out data the task's generator draws under this named shift "
+    "(repeatable; 'all': every shift the task declares; see `vlm eval TASK --shift list`).",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None,
+    help="With --shift: items per shift (default: the task's, 500 for the built-in tasks).",
+)  # fmt: skip
+@click.option(
+    "--shift-seed", type=click.IntRange(min=0), default=None,
+    help="With --shift: the seed the data are drawn from (default: the task's held-out seed).",
+)  # fmt: skip
+@click.option(
+    "--keep-data", type=click.Path(path_type=Path), default=None,
+    help="With --shift: keep the drawn data under this folder (one sub-folder per shift).",
+)  # fmt: skip
 @click.option(
     "--weights",
     default=None,
@@ -238,7 +261,11 @@ def _fit_ood_only(
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_cmd(
     task: str,
-    data: Path,
+    data: Path | None,
+    shifts: tuple[str, ...],
+    count: int | None,
+    shift_seed: int | None,
+    keep_data: Path | None,
     weights: str | None,
     params: tuple[str, ...],
     seed: int | None,
@@ -247,11 +274,25 @@ def eval_cmd(
     as_json: bool,
 ) -> None:
     """Measure TASK's validation metrics on --data, say which data, seed and sample count
-    gave them, and compare them with the metrics the checkpoint recorded in training."""
+    gave them, and compare them with the metrics the checkpoint recorded in training; or,
+    with --shift, on held-out data the task draws under named shifts, one row per shift."""
+    from vlm_core.errors import UsageError
     from vlm_core.params import parse_pairs
     from vlm_core.training.api import evaluate_task
     from vlm_core.training.eval_setting import describe_data
 
+    if shifts and data is not None:
+        raise UsageError("give --data or --shift, not both")
+    if not shifts:
+        if data is None:
+            raise UsageError("vlm eval needs --data DATA, or --shift NAME for generated data")
+        if count is not None or shift_seed is not None or keep_data is not None:
+            raise UsageError("--count, --shift-seed and --keep-data go with --shift")
+    else:
+        _eval_shifts(task, shifts, count, shift_seed, keep_data, weights, parse_pairs(params),
+                     device, batch_size, as_json)  # fmt: skip
+        return
+    assert data is not None
     result = evaluate_task(
         task,
         data,
@@ -285,3 +326,54 @@ def eval_cmd(
     )
     if result.comparison:
         click.echo(result.comparison)
+
+
+def _eval_shifts(
+    task: str,
+    shifts: tuple[str, ...],
+    count: int | None,
+    seed: int | None,
+    keep: Path | None,
+    weights: str | None,
+    params: dict[str, Any],
+    device: str,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """`vlm eval TASK --shift ...`: one line per shift as it is measured, then a table."""
+    from vlm_core.plugins import get_registry
+    from vlm_core.training.api import trainable_spec
+    from vlm_core.training.shifts import evaluate_shifts, task_shifts
+
+    if "list" in shifts:
+        suite = task_shifts(trainable_spec(task, get_registry(), purpose="evaluate"))
+        for name, what in suite.names.items():
+            click.echo(f"{name:<10} {what}")
+        click.echo(f"({suite.count} items per shift from seed {suite.seed} unless --count and "
+                   "--shift-seed say)")  # fmt: skip
+        return
+
+    def measured(found: Any) -> None:
+        click.echo(f"{found.shift}: {found.result.samples} items measured", err=True)
+
+    results = evaluate_shifts(task, shifts, count=count, seed=seed, weights=weights,
+                              params=params, device=device, batch_size=batch_size, keep=keep,
+                              on_result=measured)  # fmt: skip
+    if as_json:
+        emit_json([r.to_dict() for r in results])
+        return
+    first = results[0]
+    names = sorted({k for r in results for k in r.result.metrics})
+    click.echo(f"{task}: {first.count} items per shift, seed {first.seed}, weights "
+               f"{first.result.weights or 'bundled'}")  # fmt: skip
+    width = max(len(r.shift) for r in results) + 2
+    click.echo(f"{'shift':<{width}}{'N':>6}  " + "  ".join(f"{n:>12}" for n in names))
+    for r in results:
+        values = [r.result.metrics.get(n) for n in names]
+        cells = "  ".join(f"{v:>12.4f}" if v is not None else f"{'-':>12}" for v in values)
+        click.echo(f"{r.shift:<{width}}{r.result.samples:>6}  {cells}")
+    for r in results:
+        found = r.result.familiarity
+        if found is not None:
+            click.echo(f"{r.shift}: {found['flagged']} of {found['samples']} flagged as unlike "
+                       f"the training data ({100 * found['rate']:.1f}%)")  # fmt: skip

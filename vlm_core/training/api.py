@@ -356,6 +356,22 @@ def _existing(data: Path) -> Path:
     return data
 
 
+def recorded_params(
+    spec: TaskSpec, weights: str | None, params: Mapping[str, Any] | None
+) -> tuple[str, Any, dict[str, Any], TaskParams]:
+    """``(reference, trained weights, sidecar, training parameters)`` of ``weights`` (None: the
+    bundled ones): the parameters they were trained with under those given."""
+    from vlm_core.weights.trained import load_trained
+
+    ref = weights or bundled_weights(spec)
+    trained = load_trained(ref, plugin=spec.plugin, task=spec.id)
+    sidecar = dict(trained.sidecar) if trained else {}
+    known = spec.training_params.model_fields
+    base = {k: v for k, v in dict(sidecar.get("params") or {}).items() if k in known}
+    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
+    return ref, trained, sidecar, params_model
+
+
 @dataclass
 class _WeightsSetup:
     """A task's training setup with trained weights in its model, on its device."""
@@ -385,14 +401,8 @@ def _setup_with_weights(
     import torch
 
     from vlm_core.devices import resolve_device
-    from vlm_core.weights.trained import load_trained
 
-    ref = weights or bundled_weights(spec)
-    trained = load_trained(ref, plugin=spec.plugin, task=spec.id)
-    sidecar = dict(trained.sidecar) if trained else {}
-    known = spec.training_params.model_fields
-    base = {k: v for k, v in dict(sidecar.get("params") or {}).items() if k in known}
-    params_model = validate_params(spec, {**base, **dict(params or {})}, spec.training_params)
+    ref, trained, sidecar, params_model = recorded_params(spec, weights, params)
     seed = int(sidecar.get("seed", 0)) if seed is None else seed
     resolved = resolve_device(device)
     torch.manual_seed(seed)

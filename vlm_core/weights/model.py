@@ -47,7 +47,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vlm_core.deploy.formats import format_of
 from vlm_core.errors import ParameterError, VLMError
@@ -60,6 +60,7 @@ from vlm_core.weights.resolve import resolve
 
 if TYPE_CHECKING:
     import torch
+    from pydantic import BaseModel
     from torch import nn
 
     from vlm_core.familiarity import Familiarity, Ood
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
     from vlm_core.tasks import RunContext
 
 log = logging.getLogger(__name__)
+
+ParamsT = TypeVar("ParamsT", bound="BaseModel")
 
 #: ``build(card) -> nn.Module``: a fresh module (random weights) of the card's architecture.
 ModelBuilder = Callable[[Mapping[str, Any]], "nn.Module"]
@@ -158,6 +161,14 @@ class LoadedModel:
     def params(self) -> dict[str, Any]:
         """The task parameters the weights were trained with (empty when not recorded)."""
         return dict(self.sidecar.get("params") or {})
+
+    def run_params(self, params: ParamsT) -> ParamsT:
+        """The run's ``params`` with the settings these weights were made for (their card's
+        ``inference`` entry, e.g. a sliding window's ``roi``) wherever the user gave none:
+        what `vlm run` uses, so that it gives what `vlm eval` measured."""
+        from vlm_core.params import under_given
+
+        return under_given(params, self.card.get("inference"), owner=f"weights {self.path}")
 
     @property
     def exported(self) -> str:
