@@ -96,7 +96,8 @@ def _load_segmenter(weights: str, params: TaskParams) -> LoadedModel:
 
 
 def _segment_example(loaded: LoadedModel) -> tuple[torch.Tensor, ...]:
-    """Two windows of the run's default side (64; its ``roi``), rounded to the stride."""
+    """Two windows of the side a run of these weights uses (its ``roi``, from their card
+    unless set), rounded to the stride."""
     import torch
 
     from vlm_medical.networks import spatial_dims
@@ -104,7 +105,7 @@ def _segment_example(loaded: LoadedModel) -> tuple[torch.Tensor, ...]:
 
     arch = loaded.card["architecture"]
     multiple = unet_stride(arch)
-    side = max(multiple, SegmentParams().roi // multiple * multiple)
+    side = max(multiple, loaded.run_params(SegmentParams()).roi // multiple * multiple)
     return (torch.zeros((2, 1) + (side,) * spatial_dims(arch)),)
 
 
@@ -173,7 +174,7 @@ def _segment_cases(loaded: LoadedModel, count: int, seed: int) -> ParityCases:
         held = [(image[:, :, None], label[:, :, None]) for image, label in held]
     inputs = _windows(rng, dims, count, unet_stride(arch))
     model = _segmenter(loaded)
-    params = SegmentParams()
+    params = loaded.run_params(SegmentParams())  # a run of these weights at its defaults
 
     def mean_dice(network: Network) -> float:
         candidate = dataclasses.replace(model, network=network, trained=None)

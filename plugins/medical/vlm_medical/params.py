@@ -80,6 +80,12 @@ class SegmentTrainParams(TaskParams):
     preset: Preset = Field("auto", description="Intensity preset used in training and inference.")
     cache_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of volumes cached in RAM.")
     roi: int = Field(64, ge=16, le=512, description="Sliding-window side for validation.")
+    augment: Literal["flip", "wide"] = Field(
+        "wide",
+        description="Training augmentation: 'flip' (flips, small intensity scale and shift), or "
+        "'wide' (those, plus MONAI's random zoom, bias field, contrast, blur and Gaussian "
+        "noise, so the network holds up on noisier scans and smaller lesions than it saw).",
+    )
     init: str = Field(
         "",
         max_length=4096,

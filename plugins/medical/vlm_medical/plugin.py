@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskSpec, TinySettings, WeightsRef, package_file
+from vlm_core.tasks import EvalShifts, Sample, TaskSpec, TinySettings, WeightsRef, package_file
 from vlm_medical import bundle
 from vlm_medical.classify_params import IMAGE_LIMITS
 from vlm_medical.classify_params import spec as classify_spec
 from vlm_medical.params import SegmentParams, SegmentTrainParams
+from vlm_medical.shifts import EVAL_SEED, SHIFTS
 
 
 def _segment() -> TaskSpec:
@@ -59,6 +60,11 @@ def _segment() -> TaskSpec:
         notice="Research use only: not a medical device, not for diagnosis.",
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # `vlm eval medical.segment --shift noise|small|both|none`: volumes (images for 2D
+        # weights) drawn past the training ranges from held-out seeds
+        shifts=EvalShifts(
+            write="vlm_medical.shift_data:write_eval_set", names=SHIFTS, seed=EVAL_SEED
+        ),
         # 32-voxel windows; and the 3D UNet trained 2 steps on 16-voxel patches of 4 volumes of
         # 24 voxels, for the conformance check
         tiny=TinySettings(

@@ -250,23 +250,24 @@ def run(
     # refuse before any work: with dicom_seg, every input must have a DICOM series
     sources = _dicom_sources(inputs) if params.dicom_seg else []
     device = torch.device(ctx.device)
-    models: dict[int, LoadedModel] = {}
+    models: dict[int, tuple[LoadedModel, SegmentParams]] = {}
 
-    def model_for(flat: bool) -> LoadedModel:
+    def model_for(flat: bool) -> tuple[LoadedModel, SegmentParams]:
         """The ``weights`` model; without one, the bundled 2D UNet for a single slice and the
-        3D UNet for a volume."""
+        3D UNet for a volume; with the window its card records unless the request sets one."""
         dims = 3 if params.weights or not flat else 2
         if dims not in models:
-            models[dims] = _segmenter(load_trained_model(params.weights, SEGMENTERS[dims], ctx=ctx))
+            loaded = load_trained_model(params.weights, SEGMENTERS[dims], ctx=ctx)
+            models[dims] = _segmenter(loaded), loaded.run_params(params)
         return models[dims]
 
     outputs: list[dict[str, Any]] = []
     for n, item in enumerate(inputs):
         array, affine, flat = _as_volume(item)
-        model = model_for(flat)
+        model, settings = model_for(flat)
         tap = model.familiarity_tap()
         with model.holding(tap):
-            labels = segment_array(model, array, affine, params, device, flat, tap=tap)
+            labels = segment_array(model, array, affine, settings, device, flat, tap=tap)
         ctx.record_ood(n, model.judge(tap))
         labels = postprocess(
             labels,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlm_medical.shifts import NOISE, shift_settings
+
 SIZE = 64
 
 
@@ -28,9 +30,17 @@ def _scanner(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
 
 
 def _blobs(
-    rng: np.random.RandomState, size: int, dims: int, rad_max: int, rad_min: int
+    rng: np.random.RandomState,
+    size: int,
+    dims: int,
+    rad_max: int,
+    rad_min: int,
+    *,
+    noisy: bool = False,
+    small: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """MONAI's test image of ``dims`` dimensions with 3-8 blobs, through :func:`_scanner`."""
+    """MONAI's test image of ``dims`` dimensions with 3-8 blobs, through :func:`_scanner`;
+    ``noisy``/``small``: the "noise" and "small" shifts of :data:`SHIFTS`."""
     from monai.data.synthetic import create_test_image_2d, create_test_image_3d
 
     create: Callable[..., tuple[np.ndarray, np.ndarray]] = (
@@ -39,23 +49,30 @@ def _blobs(
     image, label = create(
         *(size,) * dims,
         num_objs=int(rng.randint(3, 9)),
-        rad_max=rad_max,
-        rad_min=rad_min,
-        noise_max=float(rng.uniform(0.2, 0.5)),
+        rad_max=max(2, rad_max // 2) if small else rad_max,
+        rad_min=max(1, rad_min // 2) if small else rad_min,
+        noise_max=2 * NOISE[1] if noisy else float(rng.uniform(*NOISE)),
         num_seg_classes=1,
         random_state=rng,
     )
     return _scanner(image, rng), (label > 0).astype(np.uint8)
 
 
-def make_volume(rng: np.random.RandomState, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``."""
-    return _blobs(rng, size, 3, rad_max=max(4, size // 6), rad_min=max(2, size // 16))
+def make_volume(
+    rng: np.random.RandomState, size: int = SIZE, shift: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``,
+    drawn as in training or under a ``shift`` of :data:`SHIFTS`."""
+    return _blobs(rng, size, 3, rad_max=max(4, size // 6), rad_min=max(2, size // 16),
+                  **shift_settings(shift))  # fmt: skip
 
 
-def make_image(rng: np.random.RandomState, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def make_image(
+    rng: np.random.RandomState, size: int = 128, shift: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
     """One 2D ``(image, label)`` pair of shape ``(size, size)``, as :func:`make_volume` in 2D."""
-    return _blobs(rng, size, 2, rad_max=max(5, size // 8), rad_min=max(3, size // 24))
+    return _blobs(rng, size, 2, rad_max=max(5, size // 8), rad_min=max(3, size // 24),
+                  **shift_settings(shift))  # fmt: skip
 
 
 def write_dataset(
@@ -67,10 +84,12 @@ def write_dataset(
     split: str = "training",
     spacing: float = 1.0,
     dims: int = 3,
+    shift: str = "none",
 ) -> Path:
     """Write ``n`` volumes (``dims=2``: 2D images, ``size`` 128 unless given) as NIfTI under
     ``folder/imagesTr`` and ``folder/labelsTr`` with a ``dataset.json`` listing them under
-    ``split`` ("training" or "validation")."""
+    ``split`` ("training" or "validation"), drawn under ``shift`` (:data:`SHIFTS`)."""
+    shift_settings(shift)  # an unknown name fails before anything is written
     import nibabel as nib
 
     size = size or (SIZE if dims == 3 else 128)
@@ -80,14 +99,14 @@ def write_dataset(
     affine = np.diag([spacing, spacing, spacing, 1.0])
     entries = []
     for i in range(n):
-        image, label = make_volume(rng, size) if dims == 3 else make_image(rng, size)
+        image, label = (make_volume if dims == 3 else make_image)(rng, size, shift)
         name = f"synth_{seed:04d}_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / name)
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     manifest = {
         "name": "vlm synthetic lesions",
-        "description": f"MONAI create_test_image_{dims}d blobs, seed {seed}",
+        "description": f"MONAI create_test_image_{dims}d blobs, seed {seed}, shift {shift}",
         "modality": {"0": "synthetic"},
         "labels": {"0": "background", "1": "lesion"},
         "numTraining": n if split == "training" else 0,

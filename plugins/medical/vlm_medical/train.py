@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from vlm_core.params import under_given
 from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 from vlm_medical._quiet import quiet_monai
@@ -108,7 +109,33 @@ def _transforms(params: SegmentTrainParams, train: bool) -> Any:
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         ]  # fmt: skip
+        if params.augment == "wide":
+            steps += _wide_augmentation(dims)
     return Compose(steps)
+
+
+def _wide_augmentation(dims: int) -> list[Any]:
+    """MONAI's random transforms that widen what a patch can look like (after the crop, on
+    intensities normalised to about 0..1): lesions zoomed down to 0.6 of their size, a
+    scanner's bias field, gamma, blur, and Gaussian noise up to a standard deviation of 0.3."""
+    from monai.transforms import (
+        RandAdjustContrastd,
+        RandBiasFieldd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandZoomd,
+    )
+
+    smooth = (0.25, 1.0)
+    return [
+        RandZoomd(keys=["image", "label"], prob=0.3, min_zoom=0.6, max_zoom=1.2,
+                  mode=("trilinear" if dims == 3 else "bilinear", "nearest"), keep_size=True),
+        RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),
+        RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
+        RandGaussianSmoothd(keys="image", prob=0.2, sigma_x=smooth, sigma_y=smooth,
+                            sigma_z=smooth),
+        RandGaussianNoised(keys="image", prob=0.5, mean=0.0, std=0.3),
+    ]  # fmt: skip
 
 
 def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSetup:
@@ -178,11 +205,13 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
         return logits_of(model, batch["image"]).argmax(dim=1, keepdim=True), batch["label"]
 
     # the familiarity model: each whole training volume (no crops) through the run's own
-    # sliding window at the run's default settings, the tapped rows averaged over windows
+    # sliding window at the run's settings for these weights, the rows averaged over windows
     from vlm_medical.segment import window_features
 
     layers = recorded_layers(ctx.weights_card, segment_layers(arch))
-    run_windows = SegmentParams.model_validate({})  # the run's defaults
+    # what `vlm run` takes from the card unless told otherwise: the window validation uses
+    inference = {"roi": roi[0], "overlap": 0.25, "blend": "gaussian"}
+    run_windows = under_given(SegmentParams(), inference)  # a run at its defaults
 
     def features(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return window_features(model, layers, batch["image"], run_windows)
@@ -213,7 +242,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
                 "channels": 1,
                 "axes": "ijk (NIfTI voxel order)" if dims == 3 else "ij (2D image)",
             },
-            "inference": {"roi": roi[0], "sliding_window_overlap": 0.25, "blend": "gaussian"},
+            "inference": inference,
             "notice": "Research use only: not a medical device, not for diagnosis.",
             **(_provenance(init) if init is not None else {}),
         },
