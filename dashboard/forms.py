@@ -235,10 +235,16 @@ def decode(spec: TaskSpec, raw: Mapping[str, Any]) -> dict[str, Any]:
 def validated_params(
     spec: TaskSpec, raw: Mapping[str, Any], model: type[TaskParams] | None = None
 ) -> dict[str, Any] | None:
-    """Validate the form's values; the parameters as a dict, or ``None`` after an error box."""
+    """Validate the form's values; the parameters as a dict, or ``None`` after an error box.
+
+    Only the values that differ from their parameter's default are returned: the form shows
+    every field, and a field left at its default must not count as the user's choice, so that
+    the settings the weights were made for (their card's ``inference``, which a run takes
+    wherever the user gave none) stay in force, as in `vlm run`.
+    """
     try:
         params = validate_params(spec, decode(spec, raw), model)
     except ParameterError as exc:
         st.error(str(exc), icon="⚠️")
         return None
-    return params.model_dump(mode="json")
+    return params.model_dump(mode="json", exclude_defaults=True)

@@ -28,7 +28,7 @@ class ShiftResult:
     result: EvalResult
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shift": self.shift, "description": self.description, "seed": self.seed,
+        return {"shift": self.shift, "description": self.description, "shift_seed": self.seed,
                 "count": self.count, **self.result.to_dict()}  # fmt: skip
 
 
