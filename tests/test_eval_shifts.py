@@ -103,7 +103,6 @@ def test_two_shifts_measure_count_items_each_and_keep_what_they_drew(vlm_cli, tm
 
 def test_the_noise_shift_draws_other_images_than_the_training_distribution(tmp_path) -> None:
     import numpy as np
-
     from vlm_medical.synthetic import make_image
 
     plain, _ = make_image(np.random.RandomState(TEST_SEED), 64)
