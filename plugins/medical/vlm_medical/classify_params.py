@@ -9,6 +9,7 @@ from pydantic import Field
 
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import (
+    EvalShifts,
     ImageLimits,
     Sample,
     TaskParams,
@@ -17,6 +18,7 @@ from vlm_core.tasks import (
     WeightsRef,
     package_file,
 )
+from vlm_medical.classify_shifts import EVAL_SEED, SHIFTS
 from vlm_medical.params import Preset
 
 NOTICE = "Research use only: not a medical device, not for diagnosis."
@@ -151,6 +153,11 @@ def spec() -> TaskSpec:
         notice=NOTICE,
         image_limits=IMAGE_LIMITS,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # `vlm eval medical.classify --shift none|noise|small|both`: volumes drawn past the
+        # training noise and lesion sizes from held-out seeds (7,700,000 on)
+        shifts=EvalShifts(
+            write="vlm_medical.classify_shifts_data:write_eval_set", names=SHIFTS, seed=EVAL_SEED
+        ),
         # the slim DenseNet at its smallest size, trained 2 steps on 6 volumes of 12 voxels, for
         # the conformance check
         tiny=TinySettings(

@@ -11,7 +11,9 @@ voxels.
 
 The data set is written as one sub-folder per class, the layout ``vlm train
 medical.classify`` reads; ``split="val"`` writes under ``val/`` so that the whole set is a
-validation (held-out) set.
+validation (held-out) set. ``shift`` draws the volumes under a named shift of
+:data:`vlm_medical.classify_shifts.SHIFTS` (`vlm eval medical.classify --shift`): the same random
+draws as in training, then noise at twice the largest training sigma and/or lesion radii halved.
 """
 
 from __future__ import annotations
@@ -26,13 +28,24 @@ CLASSES = ("lesion", "normal")
 
 
 def make_case(
-    rng: np.random.RandomState, lesion: bool, size: int = SIZE
+    rng: np.random.RandomState, lesion: bool, size: int = SIZE, shift: str = "none"
 ) -> tuple[np.ndarray, np.ndarray]:
     """One ``(image, lesion_mask)``: float32 image and uint8 mask of shape ``(size,)*3``.
 
-    The mask marks the lesion voxels (all zeros for a "normal" volume).
+    The mask marks the lesion voxels (all zeros for a "normal" volume). ``shift`` (a name of
+    :data:`~vlm_medical.classify_shifts.SHIFTS`) changes the volume after the same random draws
+    as in training: "noise" adds the noise at twice the largest training sigma (the lesion's
+    contrast stays the multiple of the sigma drawn for it), "small" halves the lesions' radius
+    range, "both" does both.
     """
     from monai.data.synthetic import create_test_image_3d
+
+    from vlm_medical.classify_shifts import NOISE, shift_settings
+
+    settings = shift_settings(shift)
+    rad_min, rad_max = max(2, size // 16), max(3, size // 8) + 1  # radii rad_min..rad_max - 1
+    if settings["small"]:
+        rad_min, rad_max = max(1, rad_min // 2), max(2, (rad_max - 1) // 2 + 1)
 
     organs, _ = create_test_image_3d(
         size, size, size,
@@ -44,20 +57,21 @@ def make_case(
     )  # fmt: skip
     image = 0.5 * organs  # organs at 0.25..0.5 over a background of 0
     mask = np.zeros((size,) * 3, np.uint8)
-    sigma = float(rng.uniform(0.06, 0.12))
+    sigma = float(rng.uniform(*NOISE))
     if lesion:
         blobs, labels = create_test_image_3d(
             size, size, size,
             num_objs=int(rng.randint(1, 3)),
-            rad_max=max(3, size // 8) + 1,
-            rad_min=max(2, size // 16),
+            rad_max=rad_max,
+            rad_min=rad_min,
             num_seg_classes=1,
             random_state=rng,
         )  # fmt: skip
         mask = (labels > 0).astype(np.uint8)
         contrast = float(rng.uniform(2.5, 6.0)) * sigma
         image = image + contrast * (blobs > 0)
-    image = image + rng.normal(0.0, sigma, image.shape)
+    noise = 2 * NOISE[1] if settings["noisy"] else sigma
+    image = image + rng.normal(0.0, noise, image.shape)
     grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, size),) * 3, indexing="ij"))
     bias = 1.0 + 0.2 * np.tensordot(rng.uniform(-1, 1, 3), grid, axes=1)
     gain, offset = rng.uniform(50, 400), rng.uniform(-200, 200)
@@ -72,12 +86,31 @@ def write_class_dataset(
     size: int = SIZE,
     split: Literal["", "val"] = "",
     masks: bool = False,
+    shift: str = "none",
 ) -> Path:
     """Write ``per_class`` NIfTI volumes of each class under ``folder/<class>/`` (or
     ``folder/val/<class>/`` with ``split="val"``); with ``masks``, each lesion's mask goes to
     ``folder/masks/`` under the same name (outside the class folders, so training ignores it).
-    Volumes alternate between the classes, all drawn from one generator seeded with ``seed``.
+    Volumes alternate between the classes, all drawn from one generator seeded with ``seed``,
+    under ``shift`` (see :func:`make_case`).
     """
+    return write_cases(folder, 2 * per_class, seed=seed, size=size, split=split, masks=masks,
+                       shift=shift)  # fmt: skip
+
+
+def write_cases(
+    folder: Path,
+    count: int,
+    *,
+    seed: int = 0,
+    size: int = SIZE,
+    split: Literal["", "val"] = "",
+    masks: bool = False,
+    shift: str = "none",
+) -> Path:
+    """``count`` volumes as :func:`write_class_dataset` writes them, alternating "lesion" and
+    "normal" (an odd count has one lesion volume more): the first ``2 n`` are exactly
+    ``write_class_dataset(folder, n, ...)``'s."""
     import nibabel as nib
 
     rng = np.random.RandomState(seed)
@@ -86,11 +119,11 @@ def write_class_dataset(
         (root / name).mkdir(parents=True, exist_ok=True)
     if masks:
         (folder / "masks").mkdir(parents=True, exist_ok=True)
-    for i in range(per_class):
-        for name in CLASSES:
-            image, mask = make_case(rng, lesion=name == "lesion", size=size)
-            file = f"case_{seed:04d}_{i:04d}.nii.gz"
-            nib.save(nib.Nifti1Image(image, np.eye(4)), root / name / file)
-            if masks and name == "lesion":
-                nib.save(nib.Nifti1Image(mask, np.eye(4)), folder / "masks" / file)
+    for n in range(count):
+        name = CLASSES[n % len(CLASSES)]
+        image, mask = make_case(rng, lesion=name == "lesion", size=size, shift=shift)
+        file = f"case_{seed:04d}_{n // len(CLASSES):04d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, np.eye(4)), root / name / file)
+        if masks and name == "lesion":
+            nib.save(nib.Nifti1Image(mask, np.eye(4)), folder / "masks" / file)
     return folder
