@@ -7,6 +7,7 @@ from vlm_core.io.readers import InputReader
 from vlm_core.kinds import Capability, Kind
 from vlm_core.outputs import OutputKind
 from vlm_core.tasks import (
+    EvalShifts,
     ImageLimits,
     Sample,
     TaskSpec,
@@ -15,6 +16,7 @@ from vlm_core.tasks import (
     package_file,
 )
 from vlm_driving.params import DetectParams, DetectTrainParams, FuseParams
+from vlm_driving.shifts import EVAL_SEED, SHIFTS
 
 #: Road photographs and video frames: the detector scales the shorter side to its input size
 #: (224 px for the bundled weights) within a cap on the longer one (400 px), so a strip more
@@ -68,6 +70,15 @@ def _detect() -> TaskSpec:
         # `vlm export`: backbone + FCOS head convolutions; decoding and NMS stay in Python
         deploy="vlm_driving.deploy:deploy_spec",
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
+        # `vlm eval driving.detect --shift NAME`: held-out scenes of the generator under a
+        # shift, every one measured (eval_all: not the validation split of them)
+        shifts=EvalShifts(
+            write="vlm_driving.shift_data:write_eval_set",
+            names=SHIFTS,
+            seed=EVAL_SEED,
+            count=500,
+            params={"eval_all": True},
+        ),
         # the trainer settings of the default weights (weights/detector/TRAINING.md)
         train_defaults={
             "max_steps": 4000,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -252,9 +252,14 @@ def random_look(rng: np.random.Generator) -> Look:
 
 
 def random_world(
-    rng: np.random.Generator, counter: list[int] | None = None, look: Look | None = None
+    rng: np.random.Generator,
+    counter: list[int] | None = None,
+    look: Look | None = None,
+    crowd: Mapping[str, tuple[int, int, float, float]] | None = None,
 ) -> World:
-    """A random street with a random crowd (``counter[0]``: the last object id used)."""
+    """A random street with a random crowd (``counter[0]``: the last object id used);
+    ``crowd`` replaces :data:`CROWD` (how many of each class, how far: a denser or farther
+    crowd for shifted held-out scenes)."""
     counter = counter if counter is not None else [0]
     lanes_right = int(rng.integers(1, 3))
     lanes_left = int(rng.integers(1, 3))
@@ -272,7 +277,7 @@ def random_world(
         ground=((90, 120, 70) if rng.random() < 0.5 else (120, 118, 112)),
     )
     world.blocks = _blocks(world, rng, 0.0, 220.0)
-    for cls, (lo, hi, z0, z1) in CROWD.items():
+    for cls, (lo, hi, z0, z1) in (CROWD if crowd is None else crowd).items():
         for _ in range(int(rng.integers(lo, hi + 1))):
             thing = spawn(world, rng, counter, cls, (z0, z1), speed=10.0)
             if thing is not None:
