@@ -125,6 +125,8 @@ def _merged(seen: Recognition) -> dict[str, float]:
 
 def run(inputs: Sequence[Image], params: DescribeParams, ctx: RunContext) -> list[dict[str, Any]]:
     loaded = load_captioner(params.weights, ctx=ctx)
+    if loaded.trained is not None:  # the decoding the weights were evaluated with, unless given
+        params = loaded.trained.run_params(params)
     images = list(inputs)
     kb = load_knowledge_base()
     texts: list[str]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlm_caption.params import AnswerParams, CaptionTrainParams, DescribeParams, SearchParams
+from vlm_caption.shifts import EVAL_SEED, SHIFTS
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import (
+    EvalShifts,
     ImageLimits,
     Sample,
     TaskSpec,
@@ -75,6 +77,11 @@ def _describe() -> TaskSpec:
         deploy="vlm_caption.deploy:spec",
         # the trainer settings of the bundled captioner (weights/captioner/TRAINING.md)
         train_defaults={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "val_every": 2000},
+        # `vlm eval caption.describe --shift NAME`: held-out photos under exposure, blur and JPEG
+        # shifts (README, "Robustness under shift"), every one measured
+        shifts=EvalShifts(
+            write="vlm_caption.shift_data:write_eval_set", names=SHIFTS, seed=EVAL_SEED
+        ),
         # greedy decoding; and a one-block captioner trained 2 steps on 4 photos of 32 px, for
         # the conformance check
         tiny=TinySettings(

@@ -2,6 +2,12 @@
 :class:`~vlm_core.crossmodal.Captioner` on a caption / visual-QA CSV or a COCO captions JSON,
 split by image, validated by BLEU, ROUGE-L and CIDEr of its captions.
 
+`vlm eval` decodes the captions as `vlm run caption.describe` writes them at its defaults
+(:func:`run_decoding`: the beam width and caption length the weights' card records under
+``inference``, else the task's), so the two give the same figure on the same photos; training
+validates with ``val_beam`` (greedy by default, for speed). A held-out list
+(``heldout.csv``, what `vlm eval --shift` writes) is evaluated whole, without a split.
+
 The setup also declares the familiarity features (:func:`vlm_caption.model.image_features`:
 what a run taps), so training ends by fitting the captioner's model of its training photos:
 a Gaussian of those features (Mahalanobis distance) over one item per training image, its
@@ -11,10 +17,11 @@ threshold calibrated on the validation images. ``purpose="fit"`` (``vlm train
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from vlm_caption.params import CaptionTrainParams
+from vlm_caption.params import CaptionTrainParams, DescribeParams
 from vlm_core.crossmodal import (
     CaptionDataset,
     Captioner,
@@ -30,7 +37,21 @@ from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 
 #: the file `vlm train caption.describe --data FOLDER` reads in a folder
-DATA_FILES = ("captions.csv", "captions.json")
+DATA_FILES = ("captions.csv", "captions.json", "heldout.csv")
+#: a caption list of this name is held-out data (`vlm eval --shift` writes it,
+#: :mod:`vlm_caption.shift_data`): `vlm eval` measures every image of it, nothing trains on it
+HELD_OUT_FILE = "heldout.csv"
+#: the run settings the captions of new weights are evaluated with, recorded in their card
+#: (``inference``) so that `vlm run` keeps using them: `caption.describe`'s defaults
+INFERENCE_KEYS = ("beam", "max_words")
+
+
+def run_decoding(card: Mapping[str, Any]) -> DescribeParams:
+    """`caption.describe`'s parameters at its defaults for weights with ``card``: the card's
+    ``inference`` settings in place of the task's defaults (what `vlm run` decodes with)."""
+    from vlm_core.params import under_given
+
+    return under_given(DescribeParams(), card.get("inference"), owner="the weights' card")
 
 
 def data_file(data: Path) -> Path:
@@ -49,8 +70,17 @@ def data_file(data: Path) -> Path:
 
 def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSetup:
     """The TrainSetup of `vlm train caption.describe --data FILE_OR_FOLDER`."""
-    items = read_captions(data_file(data))
-    train, val = split_items(items, params.val_fraction, seed=ctx.seed)
+    path = data_file(data)
+    items = read_captions(path)
+    if path.name == HELD_OUT_FILE:
+        if ctx.purpose != "eval":
+            raise InputError(
+                f"{path} is held-out evaluation data (written for `vlm eval --shift`); "
+                "train or fit on another caption list"
+            )
+        train, val = items, list(items)  # measured whole; nothing trains in an evaluation
+    else:
+        train, val = split_items(items, params.val_fraction, seed=ctx.seed)
     if not train:
         raise InputError(f"{data}: no training images after holding out {params.val_fraction}")
     if params.val_captions_only:
@@ -82,12 +112,19 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
         "captioner: %d training items, %d validation items, vocabulary %d, %.2f M parameters",
         len(train), len(val), len(model.vocab), sum(p.numel() for p in model.parameters()) / 1e6,
     )  # fmt: skip
+    if ctx.purpose == "eval":  # the captions `vlm run` writes with these weights
+        decoding = run_decoding(card)
+        val_beam, val_max_len = decoding.beam, decoding.max_words + 1
+    else:
+        val_beam, val_max_len = params.val_beam, None
     setup = captioner_setup(
         model,
         train,
         val or None,
         label_smoothing=params.label_smoothing,
-        val_beam=params.val_beam,
+        val_beam=val_beam,
+        val_max_len=val_max_len,
+        card={"inference": run_decoding({}).model_dump(include=set(INFERENCE_KEYS))},
     )
     return familiar(setup, model, train)
 
