@@ -7,11 +7,14 @@
 - :func:`support_scores` — `caption.answer`'s decisions on the support cases of
   :mod:`vlm_caption.cases`: how often the reply names the right problem and policy, how often
   unknown products and unclear cases get a clarifying question, and how many replies are
-  confidently wrong.
+  confidently wrong; with ``shift``, on the same cases with their photos under a named shift
+  of :mod:`vlm_caption.shifts` (``benchmarks/shift_support.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,15 +107,21 @@ def caption_scores(
 def _judge(cases: Sequence[Case], decided: Sequence[Any]) -> dict[str, Any]:
     right = clarified = wrong = 0
     failures = []
+    reasons: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    right_kinds: Counter[str] = Counter()
     for case, done in zip(cases, decided, strict=True):
         decision = done.decision
+        kinds[case.kind] += 1
         if decision.action == "clarify":
             clarified += 1
+            reasons[decision.reason] += 1
             ok = case.expect == "clarify"
         else:
             ok = decision.problem == case.problem and decision.policy == case.policy
             right += ok
             wrong += not ok
+            right_kinds[case.kind] += ok
         if not ok:
             failures.append(
                 {
@@ -130,22 +139,33 @@ def _judge(cases: Sequence[Case], decided: Sequence[Any]) -> dict[str, Any]:
         "right_reply_rate": round(right / n, 4),
         "clarify_rate": round(clarified / n, 4),
         "wrong_replies": wrong,
+        # which clarifying questions were asked (``unfamiliar_photo``: the familiarity check)
+        "clarify_reasons": dict(sorted(reasons.items())),
+        "right_by_kind": {k: f"{right_kinds[k]}/{kinds[k]}" for k in sorted(kinds)},
         "failures": failures,
     }
 
 
 def support_scores(
     loaded: Loaded, kb: KnowledgeBase, *, min_confidence: float = 0.6, seed: int = 1,
-    n: int = 50, n_hard: int = 20,
+    n: int = 50, n_hard: int = 20, shift: str = "none", size: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """``caption.answer`` on the three case sets of :mod:`vlm_caption.cases`."""
+    """``caption.answer`` on the three case sets of :mod:`vlm_caption.cases` (``n_hard=0``:
+    the answerable ones only), their photos of ``size`` px (default: the captioner's input
+    side) under ``shift`` (:data:`vlm_caption.shifts.SHIFTS`)."""
+    from vlm_caption.shift_data import shifted_photo
+
     out = {}
-    size = loaded.captioner.arch.image_size
-    for name, cases in (
-        ("answerable", answerable_cases(n, size, seed=seed)),
-        ("unknown_product", unknown_cases(n_hard, size, seed=seed)),
-        ("unclear", unclear_cases(n_hard, size, seed=seed)),
-    ):
+    size = size or loaded.captioner.arch.image_size
+    sets = [("answerable", answerable_cases(n, size, seed=seed))]
+    if n_hard:
+        sets += [
+            ("unknown_product", unknown_cases(n_hard, size, seed=seed)),
+            ("unclear", unclear_cases(n_hard, size, seed=seed)),
+        ]
+    for name, cases in sets:
+        if shift != "none":
+            cases = [dataclasses.replace(c, photo=shifted_photo(c.photo, shift)) for c in cases]
         images = [Image(c.photo.pixels) for c in cases]
         decided = answer(loaded, images, [c.message for c in cases], kb=kb,
                          min_confidence=min_confidence)  # fmt: skip
