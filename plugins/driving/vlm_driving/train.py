@@ -19,15 +19,35 @@ from vlm_core.errors import InputError
 from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 from vlm_driving.augment import AugmentConfig, DetectionDataset, collate
+from vlm_driving.calibration import raw_threshold
 from vlm_driving.classes import COCO_TO_DRIVING
 from vlm_driving.datasets import read_detection_data, read_train_val
-from vlm_driving.evaluation import DetectionMAP
+from vlm_driving.evaluation import detection_metrics
 from vlm_driving.features import detect_with_features
 from vlm_driving.models import build_detector, coco_detector, set_postprocess, state_from_card
-from vlm_driving.params import DetectTrainParams
+from vlm_driving.params import DetectParams, DetectTrainParams
 
 #: Validation keeps every box above this score, as COCO evaluation expects.
 VAL_SCORE = 0.05
+#: The run parameters a detector's weights decide for `vlm run` (their card's ``inference``)
+#: and that validation measures at: the NMS IoU, the most boxes per image, and the score
+#: threshold of the run's boxes (the ``*_at_run`` metrics; mAP itself ranks every box down to
+#: VAL_SCORE). The input size is the weights' own already (their architecture's min/max size).
+RUN_SETTINGS = ("score_threshold", "nms_iou", "max_detections")
+
+
+def run_settings(card: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings of :data:`RUN_SETTINGS` a run of weights with ``card`` uses by default:
+    the card's ``inference`` entry where it has one, else the run parameters' defaults."""
+    recorded = dict((card or {}).get("inference") or {})
+    defaults = DetectParams()
+    return {key: recorded.get(key, getattr(defaults, key)) for key in RUN_SETTINGS}
+
+
+def score_temperature(card: dict[str, Any] | None) -> float:
+    """The temperature of the card's score calibration (1: scores are raw)."""
+    fitted = (card or {}).get("score_calibration")
+    return float(fitted.get("temperature", 1.0)) if isinstance(fitted, dict) else 1.0
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -170,7 +190,11 @@ def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetu
     if isinstance(preprocessing, dict) and "image_size" in preprocessing:
         size = tuple(preprocessing["image_size"])  # type: ignore[assignment]
     model = _model(params, class_names, size, ctx)
-    set_postprocess(model, score=VAL_SCORE, nms_iou=0.5, max_detections=100)
+    run = run_settings(ctx.weights_card)
+    set_postprocess(model, score=VAL_SCORE, nms_iou=run["nms_iou"],
+                    max_detections=run["max_detections"])  # fmt: skip
+    # the run's threshold is on the calibrated scale; validation sees the network's raw scores
+    run_score = raw_threshold(run["score_threshold"], score_temperature(ctx.weights_card))
     augment = (
         AugmentConfig()
         if params.augment
@@ -200,7 +224,7 @@ def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetu
         val_data=val_set,
         loss=detection_loss,
         predict=detection_predict,
-        metrics=lambda: DetectionMAP(class_names),
+        metrics=lambda: detection_metrics(class_names, run_score),
         monitor="val_map",
         mode="max",
         collate=collate,
@@ -210,5 +234,7 @@ def build(data: Path, params: DetectTrainParams, ctx: TrainContext) -> TrainSetu
             "architecture": getattr(model, "arch", {}),
             "class_names": list(class_names),
             "preprocessing": {"image_size": list(size), "range": [0.0, 1.0]},
+            # what validation measured at: a run of these weights takes them by default
+            "inference": run,
         },
     )
