@@ -51,3 +51,13 @@ def test_run_at_its_defaults_gives_the_figures_eval_gives(tmp_path: Path, shift:
     if shift == "photometric":  # greedy captions differ here: what the user gives still wins
         greedy = run_metrics(listing, tmp_path / "greedy", beam=1)
         assert greedy["val_cider"] != pytest.approx(evaluated.metrics["val_cider"], abs=1e-3)
+
+
+def test_eval_decodes_with_the_cards_inference_settings_else_the_runs_defaults() -> None:
+    from vlm_caption.params import DescribeParams
+    from vlm_caption.train import run_decoding
+
+    defaults = DescribeParams()
+    assert (run_decoding({}).beam, run_decoding({}).max_words) == (defaults.beam, 20)
+    recorded = run_decoding({"inference": {"beam": 1, "max_words": 12}})
+    assert (recorded.beam, recorded.max_words) == (1, 12)
