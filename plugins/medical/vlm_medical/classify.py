@@ -280,7 +280,7 @@ def _transforms(params: ClassifyTrainParams, train: bool) -> Any:
 
     load = functools.partial(_load_prepared, preset=params.preset, size=params.size)
     steps: list[Any] = [Lambdad(keys="image", func=load)]
-    if train and params.augment:
+    if train and params.augment != "none":
         steps += [
             RandFlipd(keys="image", prob=0.5, spatial_axis=0),
             RandFlipd(keys="image", prob=0.5, spatial_axis=1),
@@ -289,8 +289,54 @@ def _transforms(params: ClassifyTrainParams, train: bool) -> Any:
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         ]
+        if params.augment == "wide":
+            steps += _wide_augmentation()
     steps.append(EnsureTyped(keys="image", data_type="tensor", track_meta=False))
     return Compose(steps)
+
+
+def _wide_augmentation() -> list[Any]:
+    """MONAI's random transforms that widen what a volume can look like (on the network's
+    cube, intensities scaled to 0..1): everything zoomed to 0.6-1.1 of its size (smaller
+    lesions), a scanner's bias field, gamma, blur, and Gaussian noise of a standard deviation
+    up to 0.15 (about twice the largest training noise on that scale)."""
+    from monai.transforms import (
+        RandAdjustContrastd,
+        RandBiasFieldd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandZoomd,
+    )
+
+    smooth = (0.25, 0.8)
+    return [
+        RandZoomd(keys="image", prob=0.3, min_zoom=0.6, max_zoom=1.1, mode="trilinear",
+                  keep_size=True),
+        RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),
+        RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
+        RandGaussianSmoothd(keys="image", prob=0.15, sigma_x=smooth, sigma_y=smooth,
+                            sigma_z=smooth),
+        RandGaussianNoised(keys="image", prob=0.4, mean=0.0, std=0.15),
+    ]  # fmt: skip
+
+
+def _initial(params: ClassifyTrainParams, class_names: Sequence[str]) -> TrainedModel:
+    """The weights ``params.init`` names ('bundled': the shipped ones), loaded to fine-tune
+    (the core's ``LoadedModel``, a private copy of the module): their classes and
+    pre-processing must be this run's."""
+    loaded = load_trained_model(
+        "" if params.init == "bundled" else params.init, CLASSIFIER, fresh=True, param="init"
+    )
+    names = [str(c) for c in loaded.card.get("class_names") or ()]
+    if names != list(class_names):
+        raise InputError(f"init {loaded.path} has classes {names} and the data {list(class_names)}")
+    made = loaded.card.get("preprocessing") or {}
+    for key, name, mine in (("size", "size", params.size), ("intensity", "preset", params.preset)):
+        if key in made and made[key] != mine:
+            raise InputError(
+                f"init {loaded.path} sees {key} {made[key]!r}; train with -p {name}={made[key]}"
+            )
+    return loaded
 
 
 def _load_prepared(path: str, *, preset: str, size: int) -> torch.Tensor:
@@ -325,8 +371,11 @@ def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSe
         return model(batch["image"]).softmax(1), batch["label"].long()
 
     recorded = ctx.weights_card.get("architecture")
+    init = _initial(params, found.class_names) if params.init and ctx.purpose == "train" else None
     if ctx.purpose != "train" and isinstance(recorded, dict):  # the network as trained
         arch = dict(recorded)
+    elif init is not None:  # the network the init weights describe, with their tensors
+        arch = dict(init.card["architecture"])
     else:
         arch = architecture(params.network, classes, params.dropout)
     layers = recorded_layers(ctx.weights_card, classify_layers(arch))
@@ -341,7 +390,7 @@ def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSe
         return tap.features()
 
     return TrainSetup(
-        model=build_network(arch),
+        model=init.module.train() if init is not None else build_network(arch),
         train_data=dataset(train_items, True),
         val_data=dataset(found.val, False) if found.val else None,
         loss=loss,
@@ -367,6 +416,7 @@ def build(data: Path, params: ClassifyTrainParams, ctx: TrainContext) -> TrainSe
             },
             "explain": {"method": "gradcam", "layer": "auto"},
             "notice": NOTICE,
+            **({"init": {"path": str(init.path), "sha256": init.sha256}} if init else {}),
         },
     )
 
@@ -640,7 +690,9 @@ def run(
 
     quiet_monai()
     device = torch.device(ctx.device)
-    model = _classifier(load_trained_model(params.weights, CLASSIFIER, ctx=ctx), device)
+    loaded = load_trained_model(params.weights, CLASSIFIER, ctx=ctx)
+    params = loaded.run_params(params)  # the card's `inference` settings the user did not set
+    model = _classifier(loaded, device)
     if model.exported:
         return _run_exported(model, inputs, params, device, ctx)
     volumes = [_as_volume(item) for item in inputs]

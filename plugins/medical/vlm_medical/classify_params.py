@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vlm_core.kinds import Capability, Kind
 from vlm_core.tasks import (
@@ -66,6 +66,12 @@ class ClassifyParams(TaskParams):
 
 
 class ClassifyTrainParams(TaskParams):
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_flag(cls, value: object) -> object:
+        """Weights trained before 'wide' record ``augment`` as true / false."""
+        return {True: "flip", False: "none"}.get(value, value) if isinstance(value, bool) else value
+
     network: Literal["densenet121", "densenet121-slim", "densenet121-tiny"] = Field(
         "densenet121",
         description="MONAI DenseNet121 (64 initial features, growth 32, blocks 6-12-24-16), "
@@ -87,11 +93,23 @@ class ClassifyTrainParams(TaskParams):
         description="Share of each class held out for validation when the data names no split.",
     )
     preset: Preset = Field("auto", description="Intensity preset used in training and inference.")
-    augment: bool = Field(
-        True, description="Random flips, 90° rotations and intensity jitter in training."
+    augment: Literal["none", "flip", "wide"] = Field(
+        "flip",
+        description="Training augmentation: 'flip' (random flips, 90° rotations, intensity "
+        "jitter; true means it, false 'none'), or 'wide' (those, plus MONAI's random zoom, "
+        "bias field, contrast, blur and Gaussian noise, so the network holds up on noisier "
+        "scans and smaller lesions than it saw).",
     )
     dropout: float = Field(0.0, ge=0.0, le=0.9, description="Dropout after each dense layer.")
     cache_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of volumes cached in RAM.")
+    init: str = Field(
+        "",
+        max_length=4096,
+        description="Start from these weights (a `vlm train medical.classify` folder, "
+        "checkpoint or file; 'bundled': the shipped ones), fine-tuned: the network their card "
+        "describes, with their tensors; their classes must be the data's (empty: a new "
+        "network).",
+    )
     teacher: str = Field(
         "",
         max_length=4096,

@@ -36,3 +36,36 @@ def write_training_set(
         for index, shift in enumerate(SHIFTS):
             write_cases(folder, val_per_shift, seed=val_seed + index, shift=shift, split="val")
     return folder
+
+
+def write_wide_training_set(
+    folder: Path, per_class: int, seed: int, *, wide: float = 0.5, noise_max: float = 0.3,
+    val_per_shift: int = 0, val_seed: int = 0,
+) -> Path:  # fmt: skip
+    """A wider training set under ``folder/train/``: ``per_class`` volumes of each class from
+    ``seed``, a share ``wide`` of them drawn with Gaussian noise of a sigma between the smallest
+    training one and ``noise_max`` (the lesion's contrast still the training multiple of the
+    sigma drawn for it: faint lesions in more noise), and, independently, a share ``wide`` with
+    lesion radii 1-4 voxels instead of 2-4. A second generator (``seed`` + 1) draws those
+    choices, so the volumes' own draws are those of ``seed``. With ``val_per_shift``: the
+    validation volumes of :func:`write_training_set` (every shift, from ``val_seed``)."""
+    import nibabel as nib
+    import numpy as np
+
+    from vlm_medical.classify_shifts import NOISE
+    from vlm_medical.synthetic_classes import CLASSES, make_case
+
+    rng, choices = np.random.RandomState(seed), np.random.RandomState(seed + 1)
+    for name in CLASSES:
+        (folder / "train" / name).mkdir(parents=True, exist_ok=True)
+    for n in range(2 * per_class):
+        name = CLASSES[n % 2]
+        noise = float(choices.uniform(NOISE[0], noise_max)) if choices.rand() < wide else None
+        radii = (1, 4) if choices.rand() < wide else None
+        image, _ = make_case(rng, lesion=name == "lesion", noise=noise, radii=radii)
+        file = folder / "train" / name / f"case_{seed:04d}_{n // 2:04d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, np.eye(4)), file)
+    if val_per_shift:
+        for index, shift in enumerate(SHIFTS):
+            write_cases(folder, val_per_shift, seed=val_seed + index, shift=shift, split="val")
+    return folder

@@ -28,7 +28,13 @@ CLASSES = ("lesion", "normal")
 
 
 def make_case(
-    rng: np.random.RandomState, lesion: bool, size: int = SIZE, shift: str = "none"
+    rng: np.random.RandomState,
+    lesion: bool,
+    size: int = SIZE,
+    shift: str = "none",
+    *,
+    noise: float | None = None,
+    radii: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One ``(image, lesion_mask)``: float32 image and uint8 mask of shape ``(size,)*3``.
 
@@ -36,7 +42,9 @@ def make_case(
     :data:`~vlm_medical.classify_shifts.SHIFTS`) changes the volume after the same random draws
     as in training: "noise" adds the noise at twice the largest training sigma (the lesion's
     contrast stays the multiple of the sigma drawn for it), "small" halves the lesions' radius
-    range, "both" does both.
+    range, "both" does both. ``noise`` (the sigma of the noise added) and ``radii`` (the lesions'
+    smallest and largest radius in voxels) replace what training and ``shift`` would use, for
+    wider training sets (:func:`vlm_medical.classify_shifts_data.write_wide_training_set`).
     """
     from monai.data.synthetic import create_test_image_3d
 
@@ -46,6 +54,8 @@ def make_case(
     rad_min, rad_max = max(2, size // 16), max(3, size // 8) + 1  # radii rad_min..rad_max - 1
     if settings["small"]:
         rad_min, rad_max = max(1, rad_min // 2), max(2, (rad_max - 1) // 2 + 1)
+    if radii is not None:
+        rad_min, rad_max = radii[0], radii[1] + 1
 
     organs, _ = create_test_image_3d(
         size, size, size,
@@ -70,7 +80,8 @@ def make_case(
         mask = (labels > 0).astype(np.uint8)
         contrast = float(rng.uniform(2.5, 6.0)) * sigma
         image = image + contrast * (blobs > 0)
-    noise = 2 * NOISE[1] if settings["noisy"] else sigma
+    if noise is None:
+        noise = 2 * NOISE[1] if settings["noisy"] else sigma
     image = image + rng.normal(0.0, noise, image.shape)
     grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, size),) * 3, indexing="ij"))
     bias = 1.0 + 0.2 * np.tensordot(rng.uniform(-1, 1, 3), grid, axes=1)
