@@ -11,9 +11,16 @@ from vlm_art.params import (
     TransferTrainParams,
     network_file,
 )
+from vlm_art.shifts import (
+    ACCEPTANCE_SEED,
+    GENERATE_COUNT,
+    GENERATE_SHIFTS,
+    TRANSFER_COUNT,
+    TRANSFER_SHIFTS,
+)
 from vlm_core import hookimpl
 from vlm_core.kinds import Capability, Kind
-from vlm_core.tasks import Sample, TaskSpec, TinySettings, WeightsRef, package_file
+from vlm_core.tasks import EvalShifts, Sample, TaskSpec, TinySettings, WeightsRef, package_file
 
 
 def _generate() -> TaskSpec:
@@ -53,6 +60,15 @@ def _generate() -> TaskSpec:
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         # `vlm export art.generate`: the sampling generator (z, y) -> images (README, "Deploy")
         deploy="vlm_art.deploy:spec",
+        # `vlm eval art.generate --shift none|truncation-1|truncation-05`: real images of the
+        # styles from held-out seeds against generated ones drawn as `vlm run` draws them, with
+        # the truncation a user may set (README, "Robustness under shift")
+        shifts=EvalShifts(
+            write="vlm_art.shift_data:write_generate_set",
+            names=GENERATE_SHIFTS,
+            seed=ACCEPTANCE_SEED,
+            count=GENERATE_COUNT,
+        ),
         # the trainer settings of the default weights (weights/cgan32/TRAINING.md)
         train_defaults={
             "max_steps": 10_000,
@@ -128,6 +144,14 @@ def _style_transfer() -> TaskSpec:
         memory_mb=800,
         capabilities=frozenset({Capability.RUN, Capability.TRAIN, Capability.EVAL}),
         bench="vlm_art.pipeline_bench:case",
+        # `vlm eval art.style_transfer --shift none|dark|noise|blur|lowres`: crops of the
+        # held-out photographs as cameras shift them (README, "Robustness under shift")
+        shifts=EvalShifts(
+            write="vlm_art.shift_data:write_transfer_set",
+            names=TRANSFER_SHIFTS,
+            seed=ACCEPTANCE_SEED,
+            count=TRANSFER_COUNT,
+        ),
         # the trainer settings of the bundled style networks (README, "Style networks")
         train_defaults={
             "max_steps": 400,

@@ -4,6 +4,7 @@ against the held-out split, measured with a small CNN fitted to the training spl
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from torchmetrics import Metric
 from vlm_art import classifier
 from vlm_art.classifier import StyleNet
 from vlm_art.classifier import fit as fit_style_net
-from vlm_art.data import read_folder
+from vlm_art.data import ImageFolder, read_folder
 from vlm_art.params import GenerateTrainParams
+from vlm_art.shifts import SAMPLING_FILE
 from vlm_art.styles import STYLES
 from vlm_core.errors import InputError
 from vlm_core.gan import ConvFeatures, SampleGrid, build_gan, gan_setup, to_unit
 from vlm_core.gan.metrics import fid_from_features, kid_from_features
+from vlm_core.gan.sampling import truncated_latents
 from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 
@@ -34,17 +37,22 @@ DIFFAUGMENT = ("color", "translation", "cutout")
 class GANQuality(Metric):
     """FID and KID of generated against real images in ``network``'s feature space, and (for a
     classifier network and labelled data) the share of generated images it puts in their
-    requested class. ``update(fake, (real, labels))`` with images in [0, 1]."""
+    requested class: over all (``style_acc``), per class (``style_acc_<name>`` for each of
+    ``class_names``) and their mean (``style_acc_mean``). ``update(fake, (real, labels))``
+    with images in [0, 1]."""
 
     full_state_update = False
 
-    def __init__(self, network: Any, *, labelled: bool) -> None:
+    def __init__(self, network: Any, *, labelled: bool, class_names: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.network, self.labelled = network, labelled
+        self.network, self.labelled, self.class_names = network, labelled, tuple(class_names)
+        classes = max(1, len(self.class_names))
         self.add_state("real", default=[], dist_reduce_fx="cat")
         self.add_state("fake", default=[], dist_reduce_fx="cat")
-        self.add_state("hits", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hits", default=torch.zeros(classes, dtype=torch.float64),
+                       dist_reduce_fx="sum")  # fmt: skip
+        self.add_state("count", default=torch.zeros(classes, dtype=torch.float64),
+                       dist_reduce_fx="sum")  # fmt: skip
 
     def update(self, fake: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> None:
         real, labels = target
@@ -55,8 +63,9 @@ class GANQuality(Metric):
             self.fake.append(fake_features.double())
             if self.labelled and net.head is not None:
                 preds = net.head(fake_features).argmax(dim=1)
-                self.hits += (preds == labels).sum().double()
-                self.count += len(labels)
+                where = labels.long().clamp(max=len(self.hits) - 1)
+                self.hits.index_add_(0, where, (preds == labels).double())
+                self.count.index_add_(0, where, torch.ones_like(where, dtype=torch.float64))
 
     def compute(self) -> dict[str, torch.Tensor]:
         def cat(x: Any) -> torch.Tensor:
@@ -68,8 +77,17 @@ class GANQuality(Metric):
             "fid": torch.tensor(fid_from_features(real, fake)),
             "kid": torch.tensor(kid_mean),
         }
-        if self.labelled and self.count > 0:
-            values["style_acc"] = (self.hits / self.count).float()
+        if self.labelled and self.count.sum() > 0:
+            values["style_acc"] = (self.hits.sum() / self.count.sum()).float()
+            if len(self.class_names) > 1:
+                seen = self.count > 0
+                rates = self.hits[seen] / self.count[seen]
+                for name, rate in zip(
+                    [n for n, s in zip(self.class_names, seen.tolist(), strict=True) if s],
+                    rates, strict=True,
+                ):  # fmt: skip
+                    values[f"style_acc_{name}"] = rate.float()
+                values["style_acc_mean"] = rates.mean().float()
         return values
 
 
@@ -103,24 +121,93 @@ def _power_of_two(side: int) -> int:
     return side
 
 
-def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSetup:
-    """The TrainSetup of `vlm train art.generate --data FOLDER` (sub-folders: styles)."""
-    size = _power_of_two(params.image_size)
-    folder = read_folder(data, size, labelled=params.conditional)
+def _procedural(class_names: tuple[str, ...]) -> bool:
+    return len(class_names) > 1 and set(class_names) <= set(STYLES)
+
+
+def _read(root: Path, size: int, params: GenerateTrainParams) -> ImageFolder:
+    """``root`` read with its styles (sub-folders) when the GAN is conditional, or when they
+    are procedural styles the bundled classifier can judge an unconditional GAN's FID with
+    (the GAN ignores them); otherwise as one unlabelled set."""
+    folder = read_folder(root, size, labelled=True)
+    if params.conditional or not folder.class_names:
+        return folder
+    if params.feature_network != "fit" and _procedural(folder.class_names):
+        return folder
+    return read_folder(root, size, labelled=False)
+
+
+def _splits(
+    data: Path, size: int, params: GenerateTrainParams, ctx: TrainContext
+) -> tuple[ImageFolder, np.ndarray, np.ndarray]:
+    """The images, and the indices of the training and validation split: ``data/train`` and
+    ``data/val`` when ``data`` has a ``val/`` folder (and a ``train/`` one, or it is
+    evaluated: `vlm eval --shift` writes ``val/`` only, every image measured); otherwise
+    ``val_fraction`` of the images, drawn with the seed."""
+    data = Path(data)
+    val_dir, train_dir = data / "val", data / "train"
+    if val_dir.is_dir() and (train_dir.is_dir() or ctx.purpose != "train"):
+        val = _read(val_dir, size, params)
+        if not train_dir.is_dir():
+            return val, np.arange(0), np.arange(len(val.images))
+        train = _read(train_dir, size, params)
+        if train.class_names != val.class_names:
+            raise InputError(
+                f"{data}: train/ has styles {', '.join(train.class_names) or 'none'} but val/ "
+                f"has {', '.join(val.class_names) or 'none'}"
+            )
+        both = ImageFolder(np.concatenate([train.images, val.images]),
+                           np.concatenate([train.labels, val.labels]), val.class_names)  # fmt: skip
+        n_train = len(train.images)
+        return both, np.arange(n_train), np.arange(n_train, len(both.images))
+    folder = _read(data, size, params)
     n = len(folder.images)
     if n < 4:
         raise InputError(f"{data} holds {n} images; training needs at least 4")
-    classes = len(folder.class_names)
     order = np.random.default_rng(ctx.seed).permutation(n)
     n_val = max(2, round(n * params.val_fraction))
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    return folder, order[n_val:], order[:n_val]
+
+
+def sampling_of(data: Path, seed: int) -> tuple[int, float | None]:
+    """How validation draws its generated images: ``(seed, truncation)`` from the folder's
+    ``sampling.json`` (written by `vlm eval art.generate --shift`), else the run's seed and no
+    truncation (`vlm run art.generate`'s default)."""
+    path = Path(data) / SAMPLING_FILE
+    if not path.is_file():
+        return seed, None
+    found = json.loads(path.read_text())
+    truncation = found.get("truncation")
+    return int(found.get("seed", seed)), None if truncation is None else float(truncation)
+
+
+def validation_latents(
+    labels: torch.Tensor, dim: int, *, seed: int, truncation: float | None
+) -> torch.Tensor:
+    """The latent of each validation image's generated counterpart: the ``j``-th image of class
+    ``k`` gets latent ``j`` of ``truncated_latents(n_k, seed=seed + k)`` — the latents of
+    `vlm run art.generate -p styles=<class k> -p count=n_k -p seed=<seed + k> -p
+    truncation=...`, so a run at those parameters makes exactly the images judged here."""
+    z = torch.empty(len(labels), dim)
+    for k in labels.unique().tolist():
+        where = (labels == k).nonzero().flatten()
+        z[where] = truncated_latents(len(where), dim, truncation=truncation, seed=seed + int(k))
+    return z
+
+
+def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSetup:
+    """The TrainSetup of `vlm train art.generate --data FOLDER` (sub-folders: styles)."""
+    size = _power_of_two(params.image_size)
+    folder, train_idx, val_idx = _splits(data, size, params, ctx)
+    if ctx.purpose == "train" and len(train_idx) < 2:
+        raise InputError(f"{data} holds {len(train_idx)} training images; training needs 2")
+    classes = len(folder.class_names)
     images = torch.from_numpy(folder.images)
     labels = torch.from_numpy(folder.labels)
     train_set = TensorDataset(images[train_idx], labels[train_idx])
-    val_set = TensorDataset(images[val_idx], labels[val_idx])
 
     network: Any
-    procedural = classes > 1 and set(folder.class_names) <= set(STYLES)
+    procedural = _procedural(folder.class_names)
     if params.feature_network == "bundled" or (params.feature_network == "auto" and procedural):
         if not procedural:
             found = ", ".join(folder.class_names) or "none"
@@ -131,6 +218,8 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
         network = _InFolderOrder(classifier.load(fresh=True), folder.class_names)
         ctx.logger.info("feature network: the bundled %s", classifier.NAME)
     elif classes > 1 and params.classifier_steps > 0:
+        if len(train_idx) == 0:
+            raise InputError(f"{data} has no train/ images to fit the feature network on")
         # the plugin's style CNN, fitted to the training split: FID/KID features and the judge
         # of val_style_acc (the core's three-layer ConvFeatures separates these styles worse)
         torch.manual_seed(ctx.seed)
@@ -149,10 +238,10 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
         "image_size": size,
         "channels": 3,
         "latent_dim": params.latent_dim,
-        "num_classes": classes if classes > 1 else 0,
+        "num_classes": classes if params.conditional and classes > 1 else 0,
         "width": params.width,
         "ema": True,
-        "aux_classes": params.aux_weight > 0 and classes > 1,
+        "aux_classes": params.aux_weight > 0 and params.conditional and classes > 1,
     }
     gan = build_gan(arch)
     cond = gan.num_classes > 0
@@ -163,7 +252,7 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
         r1_gamma=params.r1_gamma,
         n_critic=params.n_critic,
         d_lr_ratio=params.d_lr_ratio,
-        aux_weight=params.aux_weight if classes > 1 else 0.0,
+        aux_weight=params.aux_weight if gan.num_classes > 1 else 0.0,
         diffaugment=DIFFAUGMENT if params.diffaugment else None,
         ema_decay=params.ema_decay,
         betas=(0.0, 0.99) if params.loss == "hinge" else (0.5, 0.999),
@@ -175,13 +264,16 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
         },
     )
 
+    seed, truncation = sampling_of(data, ctx.seed)
+    val_labels = labels[val_idx]
+    z_val = validation_latents(val_labels, gan.latent_dim, seed=seed, truncation=truncation)
+    val_set = TensorDataset(images[val_idx], val_labels, z_val)
+
     def predict(model: Any, batch: Any) -> tuple[torch.Tensor, Any]:
-        real, y = batch[0], batch[1]
+        real, y, z = batch[0], batch[1], batch[2]
         if gan.ema_stats_stale:  # the EMA generator's own batch-norm statistics
             gan.refresh_ema_stats()
-        generator = gan.generator
-        z = torch.randn(len(real), gan.latent_dim, device=real.device)
-        fake = generator(z, y if cond else None)
+        fake = gan.generator(z.to(real.device), y if cond else None)
         return to_unit(fake), (to_unit(real), y)
 
     # sample grids at fixed latents, one run of rows per style: OUT/samples/step-NNNNNN.png
@@ -189,6 +281,6 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
         setup.callbacks = (*setup.callbacks, SampleGrid(gan, ctx.out, n=64, seed=0))
     setup.val_data = val_set
     setup.predict = predict
-    setup.metrics = lambda: GANQuality(network, labelled=cond)
+    setup.metrics = lambda: GANQuality(network, labelled=cond, class_names=folder.class_names)
     setup.monitor, setup.mode = "val_fid", "min"
     return setup

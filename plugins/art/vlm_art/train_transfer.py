@@ -61,13 +61,16 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def read_splits(
-    data: Path, *, longer: int, val_fraction: float, seed: int
+    data: Path, *, longer: int, val_fraction: float, seed: int, need_train: bool = True
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The training and held-out content images of ``data`` as (H, W, 3) uint8, each with its
-    longer edge at most ``longer``."""
+    longer edge at most ``longer``. Without ``need_train`` (evaluating) a ``val/`` folder alone
+    is all held out (`vlm eval --shift` writes one)."""
     data = Path(data)
     if not data.is_dir():
         raise InputError(f"--data {data} is not a folder of content images")
+    if (data / "val").is_dir() and not need_train and not (data / "train").is_dir():
+        return [], [_read(p, longer) for p in _images_in(data / "val")]
     if (data / "train").is_dir() and (data / "val").is_dir():
         train, val = _images_in(data / "train"), _images_in(data / "val")
     else:
@@ -146,10 +149,18 @@ class PerceptualLoss:
     content loss and the relative Gram style loss of each output, per image, on the loss network
     (moved to the batch's device on first use; not part of the trained model)."""
 
-    def __init__(self, network: StyleTransfer, style: torch.Tensor, *, content_weight: float,
-                 style_weight: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        network: StyleTransfer,
+        style: torch.Tensor,
+        *,
+        content_weight: float,
+        style_weight: float,
+        judge: tuple[nn.Module, int] | None = None,
+    ) -> None:
         self.network = network
         self.content_weight, self.style_weight = content_weight, style_weight
+        self.judge = judge  # (the bundled style classifier, the style's index) in validation
         with torch.no_grad():
             self.grams = [gram(f) for f in network.features(tile_to(style, network.min_side))]
 
@@ -167,8 +178,13 @@ class PerceptualLoss:
         return content_loss(features[CONTENT_LEVEL], target), style_loss(features, self.grams)
 
     def __call__(self, model: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        c, s = self.losses(model(batch), batch)
-        per_image = torch.stack([c, s], 1).detach()
+        output = model(batch)
+        c, s = self.losses(output, batch)
+        columns = [c, s]
+        if self.judge is not None and not model.training:
+            net, label = self.judge
+            columns.append((judged_styles(net.to(output.device), output) == label).to(c))
+        per_image = torch.stack(columns, 1).detach()
         return {
             "loss": self.content_weight * c.mean() + self.style_weight * s.mean(),
             "content": c.mean().detach(),
@@ -178,24 +194,45 @@ class PerceptualLoss:
         }
 
 
+def judged_styles(judge: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The bundled style classifier's verdict (style indices of :data:`vlm_art.styles.STYLES`)
+    on each image's centre square (N, 3, H, W in [0, 1]) reduced to its 32 px by averaging, as
+    it was trained to see styles."""
+    side = min(images.shape[-2:])
+    top, left = (images.shape[-2] - side) // 2, (images.shape[-1] - side) // 2
+    square = images[..., top : top + side, left : left + side].float()
+    with torch.no_grad():
+        logits: torch.Tensor = judge.logits(nn.functional.adaptive_avg_pool2d(square, 32))
+    return logits.argmax(dim=1)
+
+
 class LossMeans(Metric):
     """The mean content and style losses over the validation split (``update(preds, _)`` with
-    (N, 2) per-image losses), logged as ``val_content`` and ``val_style``."""
+    (N, 2) per-image losses), logged as ``val_content`` and ``val_style``; with a third column
+    (a procedural style's network), the share the style classifier calls that style,
+    ``val_style_judged``."""
 
     full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("sums", default=torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("sums", default=torch.zeros(3, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("judged", default=torch.zeros((), dtype=torch.float64),
+                       dist_reduce_fx="sum")  # fmt: skip
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.sums += preds.double().sum(0)
+        self.sums[: preds.shape[1]] += preds.double().sum(0)
         self.count += len(preds)
+        if preds.shape[1] > 2:
+            self.judged += len(preds)
 
     def compute(self) -> dict[str, torch.Tensor]:
         means = self.sums / self.count.clamp_min(1)
-        return {"content": means[0].float(), "style": means[1].float()}
+        values = {"content": means[0].float(), "style": means[1].float()}
+        if self.judged > 0:
+            values["style_judged"] = (self.sums[2] / self.judged).float()
+        return values
 
 
 def _architecture(params: TransferTrainParams, card: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,10 +246,16 @@ def build(data: Path, params: TransferTrainParams, ctx: TrainContext) -> TrainSe
     style = style_images.choose(params.style)
     style_rgb = style_images.pixels(style, params.style_size)
     train, val = read_splits(data, longer=MAX_CROPS_ACROSS * params.crop,
-                             val_fraction=params.val_fraction, seed=ctx.seed)  # fmt: skip
+                             val_fraction=params.val_fraction, seed=ctx.seed,
+                             need_train=ctx.purpose != "eval")  # fmt: skip
     network = StyleTransfer(params.backbone, params.backbone_weights, seed=params.backbone_seed)
+    judge = None
+    if style.builtin and style.name in STYLES:  # the bundled classifier knows these styles
+        from vlm_art import classifier
+
+        judge = (classifier.load(fresh=True), STYLES.index(style.name))
     loss = PerceptualLoss(network, to_tensor(style_rgb), content_weight=params.content_weight,
-                          style_weight=params.style_weight)  # fmt: skip
+                          style_weight=params.style_weight, judge=judge)  # fmt: skip
     model = stylenet.StyleNet(_architecture(params, ctx.weights_card))
     ctx.logger.info(
         "style network for '%s' (%s, %.2f M parameters): %d training and %d held-out images",
