@@ -26,12 +26,13 @@ def write_eval_set(folder: Path, *, shift: str, count: int, seed: int, params: A
 
 def write_training_set(
     folder: Path, count: int, seed: int, *, dims: int = 3, val_per_shift: int = 0,
-    val_seed: int = 0,
+    val_seed: int = 0, wide: bool = False,
 ) -> Path:  # fmt: skip
-    """``count`` training volumes from ``seed``; with ``val_per_shift``, a validation list of
+    """``count`` training volumes from ``seed`` (``wide``: from the wider training range of
+    :func:`vlm_medical.synthetic.make_volume`); with ``val_per_shift``, a validation list of
     that many volumes per shift of :data:`SHIFTS` from ``val_seed`` + the shift's index, so
     that the checkpoint the trainer keeps is chosen on shifted data too."""
-    write_dataset(folder, count, seed=seed, dims=dims)
+    write_dataset(folder, count, seed=seed, dims=dims, wide=wide)
     if not val_per_shift:
         return folder
     manifest = json.loads((folder / "dataset.json").read_text())

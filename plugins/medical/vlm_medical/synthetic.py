@@ -19,6 +19,12 @@ from vlm_medical.shifts import NOISE, shift_settings
 
 SIZE = 64
 
+#: The default weights' training range since issue 21 (``wide=True``): noise up to 0.75 (the
+#: nominal :data:`NOISE` stops at 0.5, the "noise" shift draws 1.0) and lesion radii down to
+#: three quarters of the nominal smallest (the "small" shift halves them).
+WIDE_NOISE = (NOISE[0], 0.75)
+WIDE_RADIUS = 0.75
+
 
 def _scanner(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     """``image`` (values 0..1, any dimension) as a scanner might give it: a smooth linear bias
@@ -38,9 +44,14 @@ def _blobs(
     *,
     noisy: bool = False,
     small: bool = False,
+    wide: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MONAI's test image of ``dims`` dimensions with 3-8 blobs, through :func:`_scanner`;
-    ``noisy``/``small``: the "noise" and "small" shifts of :data:`SHIFTS`."""
+    ``noisy``/``small``: the "noise" and "small" shifts of :data:`SHIFTS`; ``wide``: the
+    wider training range (:data:`WIDE_NOISE`, radii down to :data:`WIDE_RADIUS` of the
+    smallest), which still stops short of every shift."""
+    if wide:
+        rad_min = max(1, int(rad_min * WIDE_RADIUS))
     from monai.data.synthetic import create_test_image_2d, create_test_image_3d
 
     create: Callable[..., tuple[np.ndarray, np.ndarray]] = (
@@ -51,7 +62,7 @@ def _blobs(
         num_objs=int(rng.randint(3, 9)),
         rad_max=max(2, rad_max // 2) if small else rad_max,
         rad_min=max(1, rad_min // 2) if small else rad_min,
-        noise_max=2 * NOISE[1] if noisy else float(rng.uniform(*NOISE)),
+        noise_max=2 * NOISE[1] if noisy else float(rng.uniform(*(WIDE_NOISE if wide else NOISE))),
         num_seg_classes=1,
         random_state=rng,
     )
@@ -59,20 +70,21 @@ def _blobs(
 
 
 def make_volume(
-    rng: np.random.RandomState, size: int = SIZE, shift: str = "none"
+    rng: np.random.RandomState, size: int = SIZE, shift: str = "none", wide: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``,
-    drawn as in training or under a ``shift`` of :data:`SHIFTS`."""
+    drawn from the nominal (or ``wide``) training range or under a ``shift`` of
+    :data:`SHIFTS`."""
     return _blobs(rng, size, 3, rad_max=max(4, size // 6), rad_min=max(2, size // 16),
-                  **shift_settings(shift))  # fmt: skip
+                  wide=wide, **shift_settings(shift))  # fmt: skip
 
 
 def make_image(
-    rng: np.random.RandomState, size: int = 128, shift: str = "none"
+    rng: np.random.RandomState, size: int = 128, shift: str = "none", wide: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """One 2D ``(image, label)`` pair of shape ``(size, size)``, as :func:`make_volume` in 2D."""
     return _blobs(rng, size, 2, rad_max=max(5, size // 8), rad_min=max(3, size // 24),
-                  **shift_settings(shift))  # fmt: skip
+                  wide=wide, **shift_settings(shift))  # fmt: skip
 
 
 def write_dataset(
@@ -85,10 +97,14 @@ def write_dataset(
     spacing: float = 1.0,
     dims: int = 3,
     shift: str = "none",
+    wide: bool = False,
 ) -> Path:
     """Write ``n`` volumes (``dims=2``: 2D images, ``size`` 128 unless given) as NIfTI under
     ``folder/imagesTr`` and ``folder/labelsTr`` with a ``dataset.json`` listing them under
-    ``split`` ("training" or "validation"), drawn under ``shift`` (:data:`SHIFTS`)."""
+    ``split`` ("training" or "validation"), drawn under ``shift`` (:data:`SHIFTS`), or from
+    the ``wide`` training range."""
+    if wide and shift != "none":
+        raise ValueError("a shift is drawn from the nominal range, not the wide one")
     shift_settings(shift)  # an unknown name fails before anything is written
     import nibabel as nib
 
@@ -99,14 +115,15 @@ def write_dataset(
     affine = np.diag([spacing, spacing, spacing, 1.0])
     entries = []
     for i in range(n):
-        image, label = (make_volume if dims == 3 else make_image)(rng, size, shift)
+        image, label = (make_volume if dims == 3 else make_image)(rng, size, shift, wide)
         name = f"synth_{seed:04d}_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / name)
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     manifest = {
         "name": "vlm synthetic lesions",
-        "description": f"MONAI create_test_image_{dims}d blobs, seed {seed}, shift {shift}",
+        "description": f"MONAI create_test_image_{dims}d blobs, seed {seed}, shift {shift}"
+        + (", wide training range" if wide else ""),
         "modality": {"0": "synthetic"},
         "labels": {"0": "background", "1": "lesion"},
         "numTraining": n if split == "training" else 0,
