@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from vlm_core.tasks import TaskParams
@@ -127,6 +129,13 @@ class CaptionTrainParams(TaskParams):
         description="Start from these captioner weights (a `vlm train caption.describe` output, "
         "checkpoint or file; 'bundled': the bundled captioner) and keep their architecture and "
         "vocabulary: fine-tuning. Empty: a new model from the parameters below.",
+    )
+    augment: Literal["none", "photometric"] = Field(
+        "none",
+        description="Training photo augmentation (vlm_caption.augment): 'photometric' draws a "
+        "random exposure (up to ±1.3 stops), colour jitter, Gaussian blur (sigma 0.3-2 px) and "
+        "JPEG quality (20-90) per photo each time it is read, leaving a quarter as generated; "
+        "the familiarity model is then fitted on such photos too.",
     )
     backbone: str = Field(
         "lcnet_050", max_length=100, description="timm architecture of the image tower."

@@ -126,7 +126,33 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
         val_max_len=val_max_len,
         card={"inference": run_decoding({}).model_dump(include=set(INFERENCE_KEYS))},
     )
-    return familiar(setup, model, train)
+    if params.augment != "none" and ctx.purpose != "eval":
+        setup = augmented_setup(setup, model, train, val, params.augment, ctx.purpose)
+    return familiar(setup, model, train, params.augment if ctx.purpose != "eval" else "none")
+
+
+def augmented_setup(
+    setup: TrainSetup,
+    model: Captioner,
+    train: list[CaptionItem],
+    val: list[CaptionItem],
+    augment: str,
+    purpose: str,
+) -> TrainSetup:
+    """``setup`` training on ``augment``-ed photos (:mod:`vlm_caption.augment`). Validation
+    stays on the photos as generated, except when only the familiarity model is fitted
+    (``purpose="fit"``): its threshold is then calibrated on validation photos drawn like the
+    ones it is fitted on."""
+    from vlm_caption.augment import augmented
+
+    transform = augmented(model.transform, augment)
+    positions = model.arch.max_positions
+    train_data = CaptionDataset(train, model.vocab, transform, max_positions=positions)
+    val_data = setup.val_data
+    if purpose == "fit" and val:
+        val_data = CaptionDataset(val, model.vocab, transform, max_positions=positions,
+                                  per_caption=False)  # fmt: skip
+    return dataclasses.replace(setup, train_data=train_data, val_data=val_data)
 
 
 def one_per_image(items: list[CaptionItem]) -> list[CaptionItem]:
@@ -138,12 +164,18 @@ def one_per_image(items: list[CaptionItem]) -> list[CaptionItem]:
     return list(chosen.values())
 
 
-def familiar(setup: TrainSetup, model: Captioner, train: list[CaptionItem]) -> TrainSetup:
+def familiar(
+    setup: TrainSetup, model: Captioner, train: list[CaptionItem], augment: str = "none"
+) -> TrainSetup:
     """``setup`` with the familiarity features of a run, fitted on each training image once
-    (not once per caption) by Mahalanobis distance (README, "Knowing its limits")."""
+    (not once per caption) by Mahalanobis distance (README, "Knowing its limits"), drawn
+    under ``augment`` as the captioner trains on them: a photo it was trained to read is not
+    refused as unfamiliar."""
+    from vlm_caption.augment import augmented
     from vlm_caption.model import image_features
 
-    images = CaptionDataset(one_per_image(train), model.vocab, model.transform,
+    transform = augmented(model.transform, augment)
+    images = CaptionDataset(one_per_image(train), model.vocab, transform,
                             max_positions=model.arch.max_positions, per_caption=False)  # fmt: skip
     return dataclasses.replace(setup, features=image_features, fit_data=images,
                                familiarity_method="mahalanobis")  # fmt: skip
