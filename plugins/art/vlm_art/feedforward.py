@@ -71,6 +71,7 @@ def run(
 
     recipe = USER_NETWORK if style is None else bundled_recipe(style)
     loaded = load_model(params.weights if style is None else "", recipe, ctx=ctx)
+    params = loaded.run_params(params)  # the card's `inference` settings the user did not set
     painted = str(loaded.card["style"]["name"])
     contents = [content_tensor(item, params.size) for item in inputs]
     # images of one size go through the network together (instance norm keeps each its own)

@@ -215,7 +215,9 @@ def to_images(batch: torch.Tensor, upscale: int, names: Sequence[str]) -> list[I
 
 
 def run(inputs: Sequence[Any], params: GenerateParams, ctx: RunContext) -> list[dict[str, Any]]:
-    gen = _generator(load_model(params.weights, GENERATOR, ctx=ctx))
+    loaded = load_model(params.weights, GENERATOR, ctx=ctx)
+    params = loaded.run_params(params)  # the card's `inference` settings the user did not set
+    gen = _generator(loaded)
     if params.mode == "interpolate" and params.between == "styles":
         _blendable(gen)  # refuses an exported generator before any work
     styles = style_list(gen, params.styles)
