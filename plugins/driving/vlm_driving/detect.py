@@ -216,6 +216,7 @@ def run(inputs: Sequence[Input], params: DetectParams, ctx: RunContext) -> list[
         if not isinstance(item, Image | Video):
             raise InputError(f"driving.detect takes images and videos, not {type(item).__name__}")
     detector = detector_of(params, ctx)
+    params = detector.loaded.run_params(params)  # the card's inference settings unless given
     images = detect_images(detector, [i for i in inputs if isinstance(i, Image)], params)
     results: list[dict[str, Output]] = []
     for index, item in enumerate(inputs):

@@ -83,6 +83,7 @@ def run(inputs: Sequence[Input], params: FuseParams, ctx: RunContext) -> list[di
         if not isinstance(item, Scene):
             raise InputError(f"driving.fuse takes camera + LiDAR scenes, not {type(item).__name__}")
     detector = detector_of(params, ctx)
+    params = detector.loaded.run_params(params)  # the card's inference settings unless given
     settings = fusion_settings(params)
     results: list[dict[str, Output]] = []
     for index, scene in enumerate(inputs):
