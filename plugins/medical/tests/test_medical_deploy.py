@@ -119,7 +119,7 @@ def test_loading_2d_weights_gives_2d_windows() -> None:
     assert sorted(spec.input_specs(loaded)[0].dynamic) == [0, 2, 3]
     assert loaded.recipe.name == "segment"  # the recipe a run with -p weights=... loads with
     (example,) = spec.example(loaded)
-    assert example.shape == (2, 1, 64, 64)
+    assert example.shape == (2, 1, 128, 128)  # the window its card records, as a run uses
 
 
 def test_prune_and_distill_call_the_compression_modules(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,7 +55,8 @@ def lesion_volume() -> tuple[Volume, np.ndarray]:
 def classify_small() -> Any:
     """The target of a 24³ volume: the cube is 32³, the map comes back to 24³."""
     image, _ = make_case(np.random.RandomState(6901), lesion=True, size=24)
-    return classify_target(Volume(array=image), {}, ClassifyParams(), _ctx("medical.classify"))
+    params = ClassifyParams(explain="lesion")  # the class explained, whatever the verdict
+    return classify_target(Volume(array=image), {}, params, _ctx("medical.classify"))
 
 
 @pytest.fixture(scope="module")
