@@ -30,7 +30,7 @@ from __future__ import annotations
 import colorsys
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -511,12 +511,20 @@ def answers(photo: Photo) -> dict[str, str]:
 
 
 def write_dataset(
-    folder: Path, n: int, *, size: int = 96, seed: int = 0, unknown_rate: float = 0.1
+    folder: Path,
+    n: int,
+    *,
+    size: int = 96,
+    seed: int = 0,
+    unknown_rate: float = 0.1,
+    change: Callable[[Photo], Photo] | None = None,
+    listing: str = "captions.csv",
 ) -> Path:
     """Write ``n`` photos to ``folder/NNNNN.png`` and ``folder/captions.csv`` (header
     ``image,caption,question,answer``: five caption rows and one row per question kind for each
     photo) and ``folder/attributes.csv`` (image,product,colour,defect). Photo ``i`` is
-    ``render_photo(size, seed * 1_000_003 + i)``. Returns the CSV's path."""
+    ``render_photo(size, seed * 1_000_003 + i)``, passed through ``change`` when given (a
+    shift of its pixels); ``listing`` names the list. Returns the list's path."""
     from PIL import Image
 
     folder = Path(folder)
@@ -526,13 +534,14 @@ def write_dataset(
     attributes: list[tuple[str, str, str, str]] = []
     for i in range(n):
         photo = render_photo(size, seed * 1_000_003 + i, unknown_rate=unknown_rate)
+        photo = change(photo) if change is not None else photo
         name = f"{i:05d}.png"
         Image.fromarray(photo.pixels).save(folder / name)
         rows.extend((name, caption, "", "") for caption in captions(photo, 5, rng))
         for kind, answer in answers(photo).items():
             rows.append((name, "", str(rng.choice(QUESTIONS[kind])), answer))
         attributes.append((name, photo.product, photo.colour, photo.defect))
-    target = folder / "captions.csv"
+    target = folder / listing
     with open(target, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("image", "caption", "question", "answer"))

@@ -10,14 +10,13 @@ at white), then a Gaussian blur, then a JPEG round trip. The photos are written 
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlm_caption.products import QUESTIONS, Photo, answers, captions, render_photo
+from vlm_caption.products import Photo, write_dataset
 from vlm_caption.shifts import (
     BLUR_SIGMA,
     EXPOSURE_STOPS,
@@ -70,31 +69,13 @@ def write_shift_set(folder: Path, shift: str, count: int, seed: int) -> Path:
     ``render_photo(PHOTO_SIZE, seed * 1_000_003 + i)``, as :func:`write_dataset` draws them)
     under ``shift``: ``NNNNN.png``, ``attributes.csv`` and :data:`HELD_OUT_FILE` (five
     reference captions and the three questions per photo). Returns the list's path."""
-    from PIL import Image
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows: list[tuple[str, str, str, str]] = []
-    attributes: list[tuple[str, str, str, str]] = []
-    for i in range(count):
-        photo = shifted_photo(render_photo(PHOTO_SIZE, seed * 1_000_003 + i), shift)
-        name = f"{i:05d}.png"
-        Image.fromarray(photo.pixels).save(folder / name)
-        rows.extend((name, caption, "", "") for caption in captions(photo, 5, rng))
-        for kind, answer in answers(photo).items():
-            rows.append((name, "", str(rng.choice(QUESTIONS[kind])), answer))
-        attributes.append((name, photo.product, photo.colour, photo.defect))
-    target = folder / HELD_OUT_FILE
-    with open(target, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("image", "caption", "question", "answer"))
-        writer.writerows(rows)
-    with open(folder / "attributes.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("image", "product", "colour", "defect"))
-        writer.writerows(attributes)
-    return target
+    def change(photo: Photo) -> Photo:
+        return shifted_photo(photo, shift)
+
+    return write_dataset(
+        folder, count, size=PHOTO_SIZE, seed=seed, change=change, listing=HELD_OUT_FILE
+    )
 
 
 def write_eval_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
