@@ -274,11 +274,12 @@ class EvalShifts:
     """Named shifts of a trainable task's data, for `vlm eval TASK --shift NAME`: how the
     task's own generator draws held-out data under each, so users see where a model breaks.
 
-    ``write`` is called as ``write(folder, shift=NAME, count=N, seed=S, params=P)`` with the
-    training parameters the evaluated weights record (under the user's), e.g. a 2D network's
-    ``spatial_dims``; it writes ``count`` items drawn from ``seed`` under the shift into
-    ``folder`` so that `vlm eval` measures every one of them (not a split of them), and returns
-    the path to evaluate (None: ``folder``).
+    ``write`` is called as ``write(folder, shift=NAME, count=N, seed=S, params=P, card=C)``
+    with the training parameters the evaluated weights record (under the user's), e.g. a 2D
+    network's ``spatial_dims``, and their card (e.g. the classes they know); it writes
+    ``count`` items drawn from ``seed`` under the shift into ``folder`` so that `vlm eval`
+    measures every one of them (not a split of them), and returns the path to evaluate
+    (None: ``folder``).
     """
 
     #: the writer: a callable or ``"module:function"`` (imported on first use)

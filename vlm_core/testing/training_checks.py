@@ -228,6 +228,16 @@ def training_checks(spec: TaskSpec, registry: Registry, work: Path, store: Any) 
             lambda: _trained(train_task(request, registry=registry, on_trainer=trainers.append)),
         ),
         ("evaluates (vlm eval)", lambda: _evaluate(spec, data, out, registry)),
+        *(
+            [
+                (
+                    "evaluates under its shifts (vlm eval --shift)",
+                    lambda: _evaluate_shifts(spec, out, registry),
+                )
+            ]
+            if spec.shifts is not None
+            else []
+        ),
         (
             "save/load round trip",
             lambda: _round_trip(spec, data, out, trainers[0].setup.model if trainers else None),
@@ -244,6 +254,27 @@ def training_checks(spec: TaskSpec, registry: Registry, work: Path, store: Any) 
             yield f"{name}: {step}", False, str(exc)
             return
         yield f"{name}: {step}", True, detail
+
+
+def _evaluate_shifts(spec: TaskSpec, out: Path, registry: Registry) -> str:
+    """Each declared shift's writer draws two items and `vlm eval` measures them with the fresh
+    weights: finite metrics for every shift, on exactly the items drawn."""
+    from vlm_core.training.shifts import evaluate_shifts
+
+    batch = int(spec.tiny.train_config.get("batch_size", 2))
+    results = evaluate_shifts(spec.id, ["all"], count=2, weights=str(out), device="cpu",
+                              batch_size=batch, registry=registry)  # fmt: skip
+    for found in results:
+        metrics = found.result.metrics
+        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        if not metrics or bad:
+            raise StepFailed(f"shift '{found.shift}': evaluation gave no finite metrics {bad}")
+        if found.result.samples != 2:
+            raise StepFailed(
+                f"shift '{found.shift}': the writer drew 2 items and eval measured "
+                f"{found.result.samples}: write the items so that eval measures all of them"
+            )
+    return f"{len(results)} shifts ({', '.join(r.shift for r in results)}), 2 items each"
 
 
 def _trained(result: Any) -> str:

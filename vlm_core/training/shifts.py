@@ -87,7 +87,8 @@ def evaluate_shifts(
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     given = {**suite.params, **dict(params or {})}
-    _, _, _, trained_params = recorded_params(spec, weights, given)  # what the writer needs
+    _, trained, _, trained_params = recorded_params(spec, weights, given)  # for the writer
+    card = dict(trained.card) if trained is not None else {}
     write = suite.resolve_write()
     results = []
     with tempfile.TemporaryDirectory(prefix="vlm-shift-") as scratch:
@@ -95,7 +96,8 @@ def evaluate_shifts(
             folder = (keep or Path(scratch)) / name
             if keep is not None and folder.exists():
                 raise UsageError(f"--keep-data {keep}: {folder} exists already")
-            made = write(folder, shift=name, count=count, seed=seed, params=trained_params)
+            made = write(folder, shift=name, count=count, seed=seed, params=trained_params,
+                         card=card)  # fmt: skip
             result = evaluate_task(
                 spec.id, Path(made or folder), weights=weights, params=given, device=device,
                 batch_size=batch_size, registry=registry,

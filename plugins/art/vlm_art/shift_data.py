@@ -24,19 +24,24 @@ def per_style_counts(count: int, styles: int) -> list[int]:
     return [count // styles + (1 if k < count % styles else 0) for k in range(styles)]
 
 
-def write_generate_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
+def write_generate_set(
+    folder: Path, *, shift: str, count: int, seed: int, params: Any, card: Any = None
+) -> Path:
     """``count`` real images of the procedural styles in ``folder/val/<style>/`` (image ``i``
     of a style is ``render(style, size, seed * 1_000_003 + i)``, as :mod:`vlm_art.styles`
     writes data sets), and ``folder/sampling.json`` saying how `art.generate`'s builder draws
     the generated images it compares with them: from ``seed`` (style ``k`` of the weights from
     ``seed + k``, as `vlm run art.generate -p styles=STYLE -p seed=SEED+k` does) with the
-    shift's truncation."""
+    shift's truncation. The styles are the ones the weights' ``card`` names (a conditional
+    generator's classes; all the procedural styles for an unconditional one)."""
     from PIL import Image
 
     _check(shift, GENERATE_SHIFTS)
     size = int(getattr(params, "image_size", 32))
+    named = [str(s) for s in (card or {}).get("class_names") or () if s in STYLES]
+    styles = named or list(STYLES)
     folder = Path(folder)
-    for style, n in zip(STYLES, per_style_counts(count, len(STYLES)), strict=True):
+    for style, n in zip(styles, per_style_counts(count, len(styles)), strict=True):
         target = folder / "val" / style
         target.mkdir(parents=True, exist_ok=True)
         for i in range(n):
@@ -112,7 +117,9 @@ def held_out_photographs(longer: int = 512) -> dict[str, np.ndarray]:
     return photos
 
 
-def write_transfer_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
+def write_transfer_set(
+    folder: Path, *, shift: str, count: int, seed: int, params: Any, card: Any = None
+) -> Path:
     """``count`` content images in ``folder/val/`` at the network's validation size
     (``params.val_size``, square, so the builder's centre square is the whole image): crops of
     the held-out photographs (:func:`content_crop`) under ``shift``; the noise of item ``i``

@@ -78,7 +78,9 @@ def write_shift_set(folder: Path, shift: str, count: int, seed: int) -> Path:
     )
 
 
-def write_eval_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
+def write_eval_set(
+    folder: Path, *, shift: str, count: int, seed: int, params: Any, card: Any = None
+) -> Path:
     """The writer of `caption.describe`'s :class:`vlm_core.tasks.EvalShifts`. The photos are
     of the bundled captioner's training size whatever ``params`` record (the captioner squashes
     every photo to its own side, as a run does)."""

@@ -64,7 +64,9 @@ def write_shift_set(
     return write_coco(items, CLASSES, Path(folder) / "annotations.json")
 
 
-def write_eval_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
+def write_eval_set(
+    folder: Path, *, shift: str, count: int, seed: int, params: Any, card: Any = None
+) -> Path:
     """The writer of the task's :class:`vlm_core.tasks.EvalShifts`: scenes at the size the
     evaluated weights were trained at (their ``image_width`` x ``image_height``)."""
     size = (int(params.image_width), int(params.image_height))

@@ -11,7 +11,9 @@ from vlm_medical.classify_shifts import SHIFTS
 from vlm_medical.synthetic_classes import write_cases, write_class_dataset
 
 
-def write_eval_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
+def write_eval_set(
+    folder: Path, *, shift: str, count: int, seed: int, params: Any, card: Any = None
+) -> Path:
     """The writer of the task's :class:`vlm_core.tasks.EvalShifts`: ``count`` volumes drawn
     from ``seed`` under ``shift``, alternating the classes, all under ``val/`` so that `vlm
     eval` measures every one of them (the network resizes them to the cube its weights'

@@ -18,7 +18,9 @@ def write_shift_set(folder: Path, shift: str, count: int, seed: int, dims: int =
     return write_dataset(folder, count, seed=seed, dims=dims, shift=shift, split="validation")
 
 
-def write_eval_set(folder: Path, *, shift: str, count: int, seed: int, params: Any) -> Path:
+def write_eval_set(
+    folder: Path, *, shift: str, count: int, seed: int, params: Any, card: Any = None
+) -> Path:
     """The writer of the task's :class:`vlm_core.tasks.EvalShifts`: volumes for 3D weights,
     2D images for 2D weights (their ``spatial_dims``)."""
     return write_shift_set(folder, shift, count, seed, dims=int(params.spatial_dims))
