@@ -109,6 +109,14 @@ class GenerateTrainParams(TaskParams):
         "(a small CNN fitted to the training split), 'auto' (bundled for the procedural "
         "styles, otherwise fit).",
     )
+    init: str = Field(
+        "",
+        max_length=4096,
+        description="Start the generator from these weights (a `vlm train art.generate` "
+        "folder, checkpoint or shipped weights folder; their generator's tensors go into both "
+        "G and its EMA, D starts new), to fine-tune them; the architecture (family, width, "
+        "latent, size, styles) must match theirs (empty: a new generator).",
+    )
     classifier_steps: int = Field(
         1000,
         ge=0,

@@ -195,6 +195,30 @@ def validation_latents(
     return z
 
 
+def _start_from(gan: Any, init: str, class_names: tuple[str, ...]) -> None:
+    """Load the generator of the weights ``init`` names into ``gan``'s G and EMA G (a
+    fine-tune: the shipped weights hold only the EMA generator, so D starts new). Their
+    architecture and styles must be this run's."""
+    from vlm_art.generate import GENERATOR
+    from vlm_core.weights import load_model
+
+    loaded = load_model(init, GENERATOR, fresh=True, param="init")
+    theirs = dict(loaded.card.get("architecture") or {})
+    ours = gan.arch.to_dict()
+    differ = sorted(k for k in ours if k in theirs and theirs[k] != ours[k])
+    if differ:
+        raise InputError(
+            f"init {loaded.path} differs from this run in {', '.join(differ)}: "
+            + ", ".join(f"{k} {theirs[k]} (run: {ours[k]})" for k in differ)
+        )
+    names = tuple(loaded.card.get("class_names") or ())
+    if names and names != tuple(class_names):
+        raise InputError(f"init {loaded.path} has styles {names}; the data {class_names}")
+    state = loaded.module.generator.state_dict()
+    gan["g"].load_state_dict(state)
+    gan["g_ema"].load_state_dict(state)
+
+
 def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSetup:
     """The TrainSetup of `vlm train art.generate --data FOLDER` (sub-folders: styles)."""
     size = _power_of_two(params.image_size)
@@ -244,6 +268,9 @@ def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSe
         "aux_classes": params.aux_weight > 0 and params.conditional and classes > 1,
     }
     gan = build_gan(arch)
+    if params.init and ctx.purpose == "train":
+        _start_from(gan, params.init, folder.class_names)
+        ctx.logger.info("generator started from %s (D new)", params.init)
     cond = gan.num_classes > 0
     setup = gan_setup(
         gan,
