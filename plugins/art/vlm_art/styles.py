@@ -230,15 +230,17 @@ def write_dataset(
 
 def main() -> None:
     """``python -m vlm_art.styles OUT [PER_STYLE] [SIZE] [SEED]``: write a data set."""
-    import sys
+    import argparse
 
-    args = sys.argv[1:]
-    if not args:
-        raise SystemExit("usage: python -m vlm_art.styles OUT [PER_STYLE] [SIZE] [SEED]")
-    per_style = int(args[1]) if len(args) > 1 else 400
-    size = int(args[2]) if len(args) > 2 else 32
-    seed = int(args[3]) if len(args) > 3 else 0
-    write_dataset(Path(args[0]), per_style, size=size, seed=seed)
+    parser = argparse.ArgumentParser(
+        prog="python -m vlm_art.styles", description="Write a data set of the procedural styles."
+    )
+    parser.add_argument("out", type=Path, help="the folder to write (one sub-folder per style)")
+    parser.add_argument("per_style", type=int, nargs="?", default=400)
+    parser.add_argument("size", type=int, nargs="?", default=32)
+    parser.add_argument("seed", type=int, nargs="?", default=0)
+    args = parser.parse_args()
+    write_dataset(args.out, args.per_style, size=args.size, seed=args.seed)
 
 
 if __name__ == "__main__":
