@@ -300,24 +300,10 @@ def _wide_augmentation() -> list[Any]:
     cube, intensities scaled to 0..1): everything zoomed to 0.6-1.1 of its size (smaller
     lesions), a scanner's bias field, gamma, blur, and Gaussian noise of a standard deviation
     up to 0.15 (about twice the largest training noise on that scale)."""
-    from monai.transforms import (
-        RandAdjustContrastd,
-        RandBiasFieldd,
-        RandGaussianNoised,
-        RandGaussianSmoothd,
-        RandZoomd,
-    )
+    from vlm_medical.augment import wide_augmentation
 
-    smooth = (0.25, 0.8)
-    return [
-        RandZoomd(keys="image", prob=0.3, min_zoom=0.6, max_zoom=1.1, mode="trilinear",
-                  keep_size=True),
-        RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),
-        RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
-        RandGaussianSmoothd(keys="image", prob=0.15, sigma_x=smooth, sigma_y=smooth,
-                            sigma_z=smooth),
-        RandGaussianNoised(keys="image", prob=0.4, mean=0.0, std=0.15),
-    ]  # fmt: skip
+    return wide_augmentation(label=False, zoom=(0.6, 1.1), smooth=(0.25, 0.8), smooth_prob=0.15,
+                             noise_std=0.15, noise_prob=0.4)  # fmt: skip
 
 
 def _initial(params: ClassifyTrainParams, class_names: Sequence[str]) -> TrainedModel:

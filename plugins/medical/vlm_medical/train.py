@@ -115,27 +115,13 @@ def _transforms(params: SegmentTrainParams, train: bool) -> Any:
 
 
 def _wide_augmentation(dims: int) -> list[Any]:
-    """MONAI's random transforms that widen what a patch can look like (after the crop, on
-    intensities normalised to about 0..1): lesions zoomed down to 0.6 of their size, a
-    scanner's bias field, gamma, blur, and Gaussian noise up to a standard deviation of 0.3."""
-    from monai.transforms import (
-        RandAdjustContrastd,
-        RandBiasFieldd,
-        RandGaussianNoised,
-        RandGaussianSmoothd,
-        RandZoomd,
-    )
+    """The wide augmentation of a segmentation patch (after the crop): lesions zoomed to
+    0.6-1.2 of their size (the label with them), a bias field, gamma, blur, and Gaussian noise
+    up to a standard deviation of 0.3."""
+    from vlm_medical.augment import wide_augmentation
 
-    smooth = (0.25, 1.0)
-    return [
-        RandZoomd(keys=["image", "label"], prob=0.3, min_zoom=0.6, max_zoom=1.2,
-                  mode=("trilinear" if dims == 3 else "bilinear", "nearest"), keep_size=True),
-        RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),
-        RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
-        RandGaussianSmoothd(keys="image", prob=0.2, sigma_x=smooth, sigma_y=smooth,
-                            sigma_z=smooth),
-        RandGaussianNoised(keys="image", prob=0.5, mean=0.0, std=0.3),
-    ]  # fmt: skip
+    return wide_augmentation(label=True, dims=dims, zoom=(0.6, 1.2), smooth=(0.25, 1.0),
+                             smooth_prob=0.2, noise_std=0.3, noise_prob=0.5)  # fmt: skip
 
 
 def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSetup:
