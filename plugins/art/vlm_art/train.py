@@ -200,7 +200,7 @@ def _start_from(gan: Any, init: str, class_names: tuple[str, ...]) -> None:
     fine-tune: the shipped weights hold only the EMA generator, so D starts new). Their
     architecture and styles must be this run's."""
     from vlm_art.generate import GENERATOR
-    from vlm_core.weights import load_model
+    from vlm_core.weights import load_into, load_model
 
     loaded = load_model(init, GENERATOR, fresh=True, param="init")
     theirs = dict(loaded.card.get("architecture") or {})
@@ -215,8 +215,8 @@ def _start_from(gan: Any, init: str, class_names: tuple[str, ...]) -> None:
     if names and names != tuple(class_names):
         raise InputError(f"init {loaded.path} has styles {names}; the data {class_names}")
     state = loaded.module.generator.state_dict()
-    gan["g"].load_state_dict(state)
-    gan["g_ema"].load_state_dict(state)
+    for name in ("g", "g_ema"):  # the core's strict load: a mismatch names the weights
+        load_into(gan[name], state, plugin="art", source=loaded.path)
 
 
 def build(data: Path, params: GenerateTrainParams, ctx: TrainContext) -> TrainSetup:
