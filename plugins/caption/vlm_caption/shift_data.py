@@ -20,14 +20,11 @@ from vlm_caption.products import Photo, write_dataset
 from vlm_caption.shifts import (
     BLUR_SIGMA,
     EXPOSURE_STOPS,
+    HELD_OUT_FILE,
     JPEG_QUALITY,
     PHOTO_SIZE,
     shift_parts,
 )
-
-#: the file the writer lists the photos in: all of it is held-out data, which `vlm eval`
-#: measures whole (:mod:`vlm_caption.train`, ``HELD_OUT_FILE``)
-HELD_OUT_FILE = "heldout.csv"
 
 
 def exposure_stops(photo_seed: int) -> float:

@@ -49,3 +49,8 @@ def shift_parts(shift: str) -> tuple[str, ...]:
     if shift not in PARTS:
         raise ValueError(f"unknown shift '{shift}' (shifts: {', '.join(SHIFTS)})")
     return PARTS[shift]
+
+
+#: the caption list the shift writer fills: held-out data, which `vlm eval` measures whole and
+#: nothing trains on (:mod:`vlm_caption.train`)
+HELD_OUT_FILE = "heldout.csv"

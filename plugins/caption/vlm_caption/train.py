@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from vlm_caption.params import CaptionTrainParams, DescribeParams
+from vlm_caption.shifts import HELD_OUT_FILE
 from vlm_core.crossmodal import (
     CaptionDataset,
     Captioner,
@@ -37,10 +38,7 @@ from vlm_core.tasks import TrainContext
 from vlm_core.training import TrainSetup
 
 #: the file `vlm train caption.describe --data FOLDER` reads in a folder
-DATA_FILES = ("captions.csv", "captions.json", "heldout.csv")
-#: a caption list of this name is held-out data (`vlm eval --shift` writes it,
-#: :mod:`vlm_caption.shift_data`): `vlm eval` measures every image of it, nothing trains on it
-HELD_OUT_FILE = "heldout.csv"
+DATA_FILES = ("captions.csv", "captions.json", HELD_OUT_FILE)
 #: the run settings the captions of new weights are evaluated with, recorded in their card
 #: (``inference``) so that `vlm run` keeps using them: `caption.describe`'s defaults
 INFERENCE_KEYS = ("beam", "max_words")
@@ -124,7 +122,7 @@ def build(data: Path, params: CaptionTrainParams, ctx: TrainContext) -> TrainSet
         label_smoothing=params.label_smoothing,
         val_beam=val_beam,
         val_max_len=val_max_len,
-        card={"inference": run_decoding({}).model_dump(include=set(INFERENCE_KEYS))},
+        card={"inference": DescribeParams().model_dump(include=set(INFERENCE_KEYS))},
     )
     if params.augment != "none" and ctx.purpose != "eval":
         setup = augmented_setup(setup, model, train, val, params.augment, ctx.purpose)
