@@ -84,3 +84,26 @@ def test_evaluation_never_augments(data: Path) -> None:
     setup = _build(data, "eval")
     assert not _differs(setup.val_data) and not _differs(setup.fit_data)
     assert np.isfinite(setup.val_data[0]["image"].numpy()).all()
+
+
+def test_calibration_photos_can_be_drawn_under_the_training_augmentation() -> None:
+    """`python -m vlm_caption.calibration --augment photometric`: the same photos and labels,
+    their pixels under a draw of the augmentation seeded by the data seed (the same on every
+    call, some photos changed), and the global torch generator left where it was."""
+    from vlm_caption.calibration import photos
+
+    clean = photos(12, TEST_SEED + 3)
+    torch.manual_seed(5)
+    before = torch.rand(())
+    torch.manual_seed(5)
+    first = photos(12, TEST_SEED + 3, "photometric")
+    assert torch.rand(()) == before  # the caller's random stream is untouched
+    second = photos(12, TEST_SEED + 3, "photometric")
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, second, strict=True))
+    changed = [not np.array_equal(a.pixels, c.pixels) for a, c in zip(first, clean, strict=True)]
+    assert any(changed)  # drawn: a quarter stay as generated, so not necessarily all
+    for a, c in zip(first, clean, strict=True):
+        assert a.pixels.shape == c.pixels.shape and a.pixels.dtype == np.uint8
+        assert (a.product, a.colour, a.defect) == (c.product, c.colour, c.defect)
+    with pytest.raises(ValueError, match="unknown augment"):
+        photos(2, TEST_SEED, "sepia")
