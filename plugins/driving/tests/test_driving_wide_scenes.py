@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from PIL import Image
 from vlm_driving import wide_scenes
 from vlm_driving.datasets import read_train_val
@@ -25,6 +26,20 @@ def test_mix_shares_follow_the_declared_ones() -> None:
     counts, distances = np.array(dense).T
     assert counts.min() >= wide_scenes.COUNT_RANGE[0] and counts.max() <= wide_scenes.COUNT_RANGE[1]
     assert distances.min() >= 1.0 and distances.max() <= wide_scenes.DISTANCE_RANGE[1]
+
+
+def test_dense_share_is_a_choice_and_the_default_keeps_the_shipped_mix() -> None:
+    """`--dense 0.7` (stage 4 of the detector's fine-tune) gives about that share of denser
+    crowds; the default share draws exactly the mix the earlier stages trained on."""
+    seeds = range(7_421_000, 7_422_000)
+    heavy = [wide_scenes.scene_mix(s, 0.7)[1] is not None for s in seeds]
+    assert abs(sum(heavy) / len(heavy) - 0.7) < 0.05
+    assert all(
+        wide_scenes.scene_mix(s) == wide_scenes.scene_mix(s, wide_scenes.DENSE) for s in seeds
+    )
+    assert not any(wide_scenes.scene_mix(s, 0.0)[1] for s in seeds)
+    with pytest.raises(SystemExit):  # a share outside 0..1 is refused by the CLI
+        wide_scenes.main(["/tmp/never-written", "--seed", "1", "--dense", "1.5"])
 
 
 def test_dense_crowd_scales_every_class() -> None:

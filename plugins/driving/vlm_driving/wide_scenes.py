@@ -46,13 +46,14 @@ def _crowd(count: float, distance: float) -> dict[str, tuple[int, int, float, fl
     }
 
 
-def scene_mix(seed: int) -> tuple[str, tuple[float, float] | None, float]:
+def scene_mix(seed: int, dense: float = DENSE) -> tuple[str, tuple[float, float] | None, float]:
     """What the mix draws for ``seed``: the look (``"night"``, ``"fog"``, ``"rain"`` or
     ``"random"``: the generator's own), the crowd's (count, distance) factors (None: the
-    training crowd) and a fog visibility (used only in fog)."""
+    training crowd; drawn for a share ``dense`` of the seeds) and a fog visibility (used only
+    in fog). The default ``dense`` gives the scenes the shipped detector trained on."""
     mix = np.random.default_rng([seed, 2])
     factors = None
-    if mix.random() < DENSE:
+    if mix.random() < dense:
         factors = (float(mix.uniform(*COUNT_RANGE)), float(mix.uniform(*DISTANCE_RANGE)))
     pick = mix.random()
     visibility = float(mix.uniform(*VISIBILITY))
@@ -65,10 +66,10 @@ def scene_mix(seed: int) -> tuple[str, tuple[float, float] | None, float]:
     return look, factors, visibility
 
 
-def wide_scene(seed: int, width: int = 400, height: int = 224) -> Frame:
+def wide_scene(seed: int, width: int = 400, height: int = 224, dense: float = DENSE) -> Frame:
     """The mixed training scene of ``seed`` (:func:`scene_mix`; the shares are :data:`NIGHT`,
-    :data:`FOG`, :data:`RAIN` and :data:`DENSE`)."""
-    kind, factors, visibility = scene_mix(seed)
+    :data:`FOG`, :data:`RAIN` and ``dense``)."""
+    kind, factors, visibility = scene_mix(seed, dense)
     rng = np.random.default_rng(seed)
     world = random_world(rng, crowd=_crowd(*factors) if factors else None)
     if kind == "night":
@@ -97,12 +98,14 @@ def _write(folder: Path, name: str, frames: Sequence[tuple[int, Frame]]) -> Path
 
 
 def write_wide_set(
-    folder: Path, count: int, seed: int, sizes: Sequence[tuple[int, int]] = ((400, 224),)
-) -> Path:
+    folder: Path, count: int, seed: int, sizes: Sequence[tuple[int, int]] = ((400, 224),),
+    dense: float = DENSE,
+) -> Path:  # fmt: skip
     """``count`` mixed scenes (seeds ``seed``..) as ``folder/instances_train.json``; the
-    scenes take the (width, height) ``sizes`` in turn."""
+    scenes take the (width, height) ``sizes`` in turn, a share ``dense`` with a denser crowd."""
     frames = [
-        (s, wide_scene(s, *sizes[(s - seed) % len(sizes)])) for s in range(seed, seed + count)
+        (s, wide_scene(s, *sizes[(s - seed) % len(sizes)], dense=dense))
+        for s in range(seed, seed + count)
     ]
     return _write(Path(folder), "train", frames)
 
@@ -124,6 +127,13 @@ def write_shift_val(
     return _write(Path(folder), "val", frames)
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1, not {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m vlm_driving.wide_scenes",
@@ -139,11 +149,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[(400, 224)],
         help="WIDTHxHEIGHT[,WxH..] that the training scenes take in turn",
     )
+    parser.add_argument(
+        "--dense", type=_share, default=DENSE,
+        help=f"share of the training scenes with a denser, farther crowd (default {DENSE:.3f})",
+    )  # fmt: skip
     parser.add_argument("--val-count", type=int, default=0, help="validation scenes (shifts)")
     parser.add_argument("--val-seed", type=int, default=None, help="the first validation seed")
     args = parser.parse_args(argv)
     if args.count:
-        print(write_wide_set(args.out, args.count, args.seed, args.size))
+        print(write_wide_set(args.out, args.count, args.seed, args.size, args.dense))
     if args.val_count:
         if args.val_seed is None:
             parser.error("--val-count needs --val-seed")
