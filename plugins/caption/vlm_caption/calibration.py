@@ -49,6 +49,8 @@ def photos(n: int, seed: int, augment: str = "none") -> list[Photo]:
     it), alternately :data:`SIZES` px; with ``augment`` (a name of
     :data:`vlm_caption.augment.AUGMENTS`) each under its own draw of that augmentation, seeded
     by ``seed`` (the global torch generator is left as it was)."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment '{augment}' (augments: {', '.join(AUGMENTS)})")
     shots = [render_photo(SIZES[i % len(SIZES)], seed * 1_000_003 + i) for i in range(n)]
     if augment == "none":
         return shots
@@ -57,10 +59,8 @@ def photos(n: int, seed: int, augment: str = "none") -> list[Photo]:
     import torch
     from torchvision.transforms.v2 import functional as F
 
-    from vlm_caption.augment import AUGMENTS, photometric
+    from vlm_caption.augment import photometric
 
-    if augment not in AUGMENTS:
-        raise ValueError(f"unknown augment '{augment}' (augments: {', '.join(AUGMENTS)})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return [
