@@ -37,3 +37,17 @@ def test_run_at_its_defaults_gives_the_dice_eval_gives(tmp_path: Path, dims: int
         assert card_roi == 128
         smaller, _ = run_dice(data, tmp_path / "out64", store=store, roi=64)
         assert smaller != ran  # a window the user gives still wins
+
+
+def test_a_volume_smaller_than_the_window_is_measured_as_the_run_segments_it(tmp_path: Path):
+    """A 48³ volume under the 3D card's 64³ window: the run cuts the window to the volume, and
+    eval windows through the same function (it used to pad to 64³ with zeros, and measured
+    Dice about 0.5 where the run's masks had 0.97)."""
+    from vlm_medical.synthetic import write_dataset
+
+    data = write_dataset(tmp_path / "data", 1, seed=TEST_SEED + 48, size=48, wide=True,
+                         split="validation")  # fmt: skip
+    evaluated = evaluate_task("medical.segment", data, device="cpu")
+    ran, images = run_dice(data, tmp_path / "out", store=RunStore(tmp_path / "runs.sqlite"))
+    assert images == 1 and ran > 0.9
+    assert ran == pytest.approx(evaluated.metrics["val_dice"], abs=0.005)

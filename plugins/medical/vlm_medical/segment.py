@@ -120,11 +120,16 @@ def window_logits(
 ) -> torch.Tensor:
     """MONAI's sliding-window inference of ``batch`` ((1, 1, i, j, k) for a 3D network;
     (slices, 1, i, j) for a 2D one) with the request's window, overlap and blending; the
-    window is cut to the input and rounded to what the UNet takes."""
+    window is cut to the input and rounded to what the network takes (a UNet: a multiple of
+    8, at least 16; SwinUNETR: of 32, at least 64). `vlm run` and `vlm eval` both window
+    through here, so they agree on inputs smaller than the window too."""
     from monai.inferers import sliding_window_inference
+    from monai.networks.nets import SwinUNETR
 
-    roi = [min(params.roi, max(s, 16)) for s in batch.shape[2:]]
-    roi = [max(16, r - r % 8) for r in roi]
+    bare = getattr(network, "module", network)  # DistributedDataParallel in training
+    multiple, smallest = (32, 64) if isinstance(bare, SwinUNETR) else (8, 16)
+    roi = [min(params.roi, max(s, smallest)) for s in batch.shape[2:]]
+    roi = [max(smallest, r - r % multiple) for r in roi]
     logits = sliding_window_inference(
         batch, roi, params.sw_batch, network, overlap=params.overlap, mode=params.blend
     )

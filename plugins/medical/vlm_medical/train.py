@@ -126,8 +126,9 @@ def _wide_augmentation(dims: int) -> list[Any]:
 
 def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSetup:
     from monai.data import CacheDataset, Dataset, list_data_collate
-    from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
+
+    from vlm_medical.segment import window_features, window_logits
 
     quiet_monai()
     found = read_dataset(data, val_fraction=params.val_fraction, seed=ctx.seed)
@@ -175,14 +176,17 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     # the network halves each side per level: windows (like patches) are a multiple of that
     roi = [max(smallest, params.roi - params.roi % divisor)] * dims
+    # what `vlm run` takes from the card unless told otherwise: the window validation uses
+    inference = {"roi": roi[0], "overlap": 0.25, "blend": "gaussian"}
+    run_windows = under_given(SegmentParams(), inference)  # a run at its defaults
 
     def logits_of(model: Any, image: torch.Tensor) -> torch.Tensor:
         if model.training:  # random patches of the patch size
             return model(image)
-        # whole validation volumes, of any size: windowed as the run path does
-        logits = sliding_window_inference(image, roi, 4, model, overlap=0.25, mode="gaussian")
-        assert isinstance(logits, torch.Tensor)  # a network of one output gives one tensor
-        return logits
+        # whole validation volumes, of any size: windowed by the run's own function, at the
+        # run's defaults for these weights (a volume smaller than the window gets a smaller
+        # window there, not zero padding)
+        return window_logits(model, image, run_windows)
 
     def loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_fn(logits_of(model, batch["image"]), batch["label"])
@@ -192,12 +196,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
 
     # the familiarity model: each whole training volume (no crops) through the run's own
     # sliding window at the run's settings for these weights, the rows averaged over windows
-    from vlm_medical.segment import window_features
-
     layers = recorded_layers(ctx.weights_card, segment_layers(arch))
-    # what `vlm run` takes from the card unless told otherwise: the window validation uses
-    inference = {"roi": roi[0], "overlap": 0.25, "blend": "gaussian"}
-    run_windows = under_given(SegmentParams(), inference)  # a run at its defaults
 
     def features(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return window_features(model, layers, batch["image"], run_windows)
