@@ -28,13 +28,14 @@ def write_eval_set(
 
 def write_training_set(
     folder: Path, count: int, seed: int, *, dims: int = 3, val_per_shift: int = 0,
-    val_seed: int = 0, wide: bool = False,
+    val_seed: int = 0, wide: bool = False, wider: float = 0.0,
 ) -> Path:  # fmt: skip
     """``count`` training volumes from ``seed`` (``wide``: from the wider training range of
-    :func:`vlm_medical.synthetic.make_volume`); with ``val_per_shift``, a validation list of
-    that many volumes per shift of :data:`SHIFTS` from ``val_seed`` + the shift's index, so
-    that the checkpoint the trainer keeps is chosen on shifted data too."""
-    write_dataset(folder, count, seed=seed, dims=dims, wide=wide)
+    :func:`vlm_medical.synthetic.make_volume`; ``wider``: that share from its widest); with
+    ``val_per_shift``, a validation list of that many volumes per shift of :data:`SHIFTS` from
+    ``val_seed`` + the shift's index, so that the checkpoint the trainer keeps is chosen on
+    shifted data too."""
+    write_dataset(folder, count, seed=seed, dims=dims, wide=wide, wider=wider)
     if not val_per_shift:
         return folder
     manifest = json.loads((folder / "dataset.json").read_text())

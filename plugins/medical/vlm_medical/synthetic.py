@@ -24,6 +24,12 @@ SIZE = 64
 #: three quarters of the nominal smallest (the "small" shift halves them).
 WIDE_NOISE = (NOISE[0], 0.75)
 WIDE_RADIUS = 0.75
+#: The widest range (``wider=True``, a share of the volumes of a second fine-tune): noise up to
+#: the "noise" shift's 1.0 and radii down to the "small" shift's half of the nominal smallest,
+#: so the shifted rows of `vlm eval --shift` lie inside it (their draws are fixed at the edge:
+#: noise 1.0 for every volume, radii halved at both ends).
+WIDER_NOISE = (NOISE[0], 2 * NOISE[1])
+WIDER_RADIUS = 0.5
 
 
 def _scanner(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
@@ -45,13 +51,18 @@ def _blobs(
     noisy: bool = False,
     small: bool = False,
     wide: bool = False,
+    wider: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MONAI's test image of ``dims`` dimensions with 3-8 blobs, through :func:`_scanner`;
     ``noisy``/``small``: the "noise" and "small" shifts of :data:`SHIFTS`; ``wide``: the
     wider training range (:data:`WIDE_NOISE`, radii down to :data:`WIDE_RADIUS` of the
-    smallest), which still stops short of every shift."""
-    if wide:
-        rad_min = max(1, int(rad_min * WIDE_RADIUS))
+    smallest), which still stops short of every shift; ``wider``: the widest
+    (:data:`WIDER_NOISE`, :data:`WIDER_RADIUS`), which reaches them."""
+    if wide and wider:
+        raise ValueError("draw from the wide range or the wider one, not both")
+    noise_range = WIDER_NOISE if wider else WIDE_NOISE if wide else NOISE
+    if wide or wider:
+        rad_min = max(1, int(rad_min * (WIDER_RADIUS if wider else WIDE_RADIUS)))
     from monai.data.synthetic import create_test_image_2d, create_test_image_3d
 
     create: Callable[..., tuple[np.ndarray, np.ndarray]] = (
@@ -62,7 +73,7 @@ def _blobs(
         num_objs=int(rng.randint(3, 9)),
         rad_max=max(2, rad_max // 2) if small else rad_max,
         rad_min=max(1, rad_min // 2) if small else rad_min,
-        noise_max=2 * NOISE[1] if noisy else float(rng.uniform(*(WIDE_NOISE if wide else NOISE))),
+        noise_max=2 * NOISE[1] if noisy else float(rng.uniform(*noise_range)),
         num_seg_classes=1,
         random_state=rng,
     )
@@ -70,21 +81,23 @@ def _blobs(
 
 
 def make_volume(
-    rng: np.random.RandomState, size: int = SIZE, shift: str = "none", wide: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+    rng: np.random.RandomState, size: int = SIZE, shift: str = "none", wide: bool = False,
+    wider: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One ``(image, label)`` pair: float32 image and uint8 label of shape ``(size,)*3``,
-    drawn from the nominal (or ``wide``) training range or under a ``shift`` of
+    drawn from the nominal (or ``wide``, or ``wider``) training range or under a ``shift`` of
     :data:`SHIFTS`."""
     return _blobs(rng, size, 3, rad_max=max(4, size // 6), rad_min=max(2, size // 16),
-                  wide=wide, **shift_settings(shift))  # fmt: skip
+                  wide=wide, wider=wider, **shift_settings(shift))  # fmt: skip
 
 
 def make_image(
-    rng: np.random.RandomState, size: int = 128, shift: str = "none", wide: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+    rng: np.random.RandomState, size: int = 128, shift: str = "none", wide: bool = False,
+    wider: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One 2D ``(image, label)`` pair of shape ``(size, size)``, as :func:`make_volume` in 2D."""
     return _blobs(rng, size, 2, rad_max=max(5, size // 8), rad_min=max(3, size // 24),
-                  wide=wide, **shift_settings(shift))  # fmt: skip
+                  wide=wide, wider=wider, **shift_settings(shift))  # fmt: skip
 
 
 def write_dataset(
@@ -98,24 +111,32 @@ def write_dataset(
     dims: int = 3,
     shift: str = "none",
     wide: bool = False,
+    wider: float = 0.0,
 ) -> Path:
     """Write ``n`` volumes (``dims=2``: 2D images, ``size`` 128 unless given) as NIfTI under
     ``folder/imagesTr`` and ``folder/labelsTr`` with a ``dataset.json`` listing them under
     ``split`` ("training" or "validation"), drawn under ``shift`` (:data:`SHIFTS`), or from
-    the ``wide`` training range."""
-    if wide and shift != "none":
-        raise ValueError("a shift is drawn from the nominal range, not the wide one")
+    the ``wide`` training range; ``wider``: the share of them drawn from the widest range
+    instead (which volumes: a second generator seeded ``seed + 1``)."""
+    if (wide or wider) and shift != "none":
+        raise ValueError("a shift is drawn from the nominal range, not a wider one")
+    if not 0.0 <= wider <= 1.0:
+        raise ValueError(f"wider is a share between 0 and 1, not {wider}")
     shift_settings(shift)  # an unknown name fails before anything is written
     import nibabel as nib
 
     size = size or (SIZE if dims == 3 else 128)
     rng = np.random.RandomState(seed)
+    picks = np.random.RandomState(seed + 1).uniform(size=n) < wider
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     affine = np.diag([spacing, spacing, spacing, 1.0])
     entries = []
     for i in range(n):
-        image, label = (make_volume if dims == 3 else make_image)(rng, size, shift, wide)
+        widest = bool(picks[i])
+        image, label = (make_volume if dims == 3 else make_image)(
+            rng, size, shift, wide and not widest, widest
+        )
         name = f"synth_{seed:04d}_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / name)
@@ -123,7 +144,8 @@ def write_dataset(
     manifest = {
         "name": "vlm synthetic lesions",
         "description": f"MONAI create_test_image_{dims}d blobs, seed {seed}, shift {shift}"
-        + (", wide training range" if wide else ""),
+        + (", wide training range" if wide else "")
+        + (f", {wider:.0%} from the wider range" if wider else ""),
         "modality": {"0": "synthetic"},
         "labels": {"0": "background", "1": "lesion"},
         "numTraining": n if split == "training" else 0,
