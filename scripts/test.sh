@@ -9,6 +9,10 @@ echo "== ruff check";  ruff check .
 echo "== ruff format"; ruff format --check .
 echo "== mypy";        mypy
 # bounded, so a test that hangs fails CI within 30 minutes instead of holding it (SIGINT: pytest
-# reports where it was); the default tier takes about 4 minutes, the slow tier under 20
+# reports where it was); one pytest-xdist worker per core, at most 4 (VLM_TEST_WORKERS=N to
+# choose, 0 for one process; `-n N` among the arguments wins too): the default tier takes about
+# 4 minutes on 2 cores, the slow tier under 20
+workers=(-n "${VLM_TEST_WORKERS:-logical}")
+if [ -z "${VLM_TEST_WORKERS:-}" ]; then workers+=(--maxprocesses 4); fi
 echo "== pytest";      timeout --signal=INT --kill-after=30 "${VLM_TEST_TIMEOUT:-1800}" \
-                           python -m pytest "$@"
+                           python -m pytest "${workers[@]}" "$@"

@@ -15,11 +15,13 @@
                      page (Streamlit's AppTest) and returns what it rendered
                      (:class:`~vlm_core.testing.dashboard.DashboardRun`)
 
-It also registers the ``slow`` and ``gpu`` markers and skips ``gpu`` tests without CUDA.
+It also registers the ``slow`` and ``gpu`` markers, skips ``gpu`` tests without CUDA and, under
+pytest-xdist, gives each worker its share of the CPU cores.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -147,6 +149,26 @@ def vlm_dashboard(vlm_home: Path) -> Callable[..., object]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped when none is present)")
+    _share_the_cores()
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``-n N``), each worker process takes its share of the CPU cores for
+    torch and for the subprocesses it starts (``OMP_NUM_THREADS``), instead of every worker
+    starting one thread per core and all of them waiting on each other. Left alone outside
+    xdist, and where the user set ``OMP_NUM_THREADS`` already."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2 or os.environ.get("OMP_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from vlm_core.devices import torch_available
+
+    if torch_available():
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
