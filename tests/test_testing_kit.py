@@ -53,3 +53,32 @@ def test_vlm_cli_runs_vlm_in_this_process(vlm_cli, fixture_site, monkeypatch):
     refused = vlm_cli("run", "good.nope", str(SQUARE))
     assert refused.returncode == 2 and refused.args[:2] == ["vlm", "run"]
     assert refused.stderr.startswith("error: unknown task 'good.nope'") and not refused.stdout
+
+
+@pytest.mark.parametrize(("workers", "preset", "expected"), [("2", None, "half"), ("2", "3", "3"),
+                                                             (None, None, None)])  # fmt: skip
+def test_xdist_workers_share_the_cores(monkeypatch, workers, preset, expected) -> None:
+    """Under `pytest -n N` each worker takes cores // N threads for torch and its subprocesses;
+    a user's OMP_NUM_THREADS, or no xdist at all, is left alone."""
+    import os
+
+    import torch
+
+    from vlm_core.testing.pytest_plugin import _share_the_cores
+
+    for name, value in (("PYTEST_XDIST_WORKER_COUNT", workers), ("OMP_NUM_THREADS", preset)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    before = torch.get_num_threads()
+    try:
+        _share_the_cores()
+        if expected == "half":
+            assert os.environ["OMP_NUM_THREADS"] == "4" and torch.get_num_threads() == 4
+        else:
+            assert os.environ.get("OMP_NUM_THREADS") == expected
+            assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
