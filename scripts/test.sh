@@ -11,7 +11,7 @@ echo "== mypy";        mypy
 # bounded, so a test that hangs fails CI within 30 minutes instead of holding it (SIGINT: pytest
 # reports where it was); one pytest-xdist worker per core, at most 4 (VLM_TEST_WORKERS=N to
 # choose, 0 for one process; `-n N` among the arguments wins too): the default tier takes about
-# 4 minutes on 2 cores, the slow tier under 20
+# 4 minutes on 2 cores; the slow tier, in one process (VLM_TEST_WORKERS=0), under 20
 workers=(-n "${VLM_TEST_WORKERS:-logical}")
 if [ -z "${VLM_TEST_WORKERS:-}" ]; then workers+=(--maxprocesses 4); fi
 echo "== pytest";      timeout --signal=INT --kill-after=30 "${VLM_TEST_TIMEOUT:-1800}" \

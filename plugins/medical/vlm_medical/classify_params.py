@@ -181,7 +181,7 @@ def spec() -> TaskSpec:
         tiny=TinySettings(
             train_data="vlm_medical.synthetic_classes:write_class_dataset",
             train_data_args={"per_class": 3, "seed": 7, "size": 12},
-            train_params={"network": "densenet121-slim", "size": 32, "augment": False},
+            train_params={"network": "densenet121-slim", "size": 32, "augment": "none"},
             train_config={"max_steps": 2, "batch_size": 2, "val_every": 2},
         ),
     )
