@@ -29,6 +29,19 @@ DEFAULT_SWIN: dict[str, Any] = {
 }
 
 
+#: The sides a network takes, by name: (a multiple of, at least). A UNet halves each side three
+#: times; SwinUNETR merges patches five times. Patches and sliding windows are rounded to these.
+SIDES: dict[str, tuple[int, int]] = {"unet": (8, 16), "swinunetr": (32, 64)}
+
+
+def sides_of(network: nn.Module) -> tuple[int, int]:
+    """:data:`SIDES` of a built network (unwrapped from DistributedDataParallel)."""
+    from monai.networks.nets import SwinUNETR
+
+    bare = getattr(network, "module", network)
+    return SIDES["swinunetr" if isinstance(bare, SwinUNETR) else "unet"]
+
+
 def architecture(name: str, out_channels: int = 2, spatial_dims: int = 3) -> dict[str, Any]:
     """The card's architecture of network ``name`` with ``out_channels`` classes, 2D or 3D."""
     base = DEFAULT_SWIN if name == "swinunetr" else DEFAULT_UNET

@@ -25,7 +25,7 @@ from vlm_medical._quiet import quiet_monai
 from vlm_medical.features import recorded_layers, segment_layers
 from vlm_medical.intensity import normalize_tensor
 from vlm_medical.measure import measure, postprocess
-from vlm_medical.networks import build_network, spatial_dims
+from vlm_medical.networks import build_network, sides_of, spatial_dims
 from vlm_medical.params import SegmentParams
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,8 @@ def window_logits(
     8, at least 16; SwinUNETR: of 32, at least 64). `vlm run` and `vlm eval` both window
     through here, so they agree on inputs smaller than the window too."""
     from monai.inferers import sliding_window_inference
-    from monai.networks.nets import SwinUNETR
 
-    bare = getattr(network, "module", network)  # DistributedDataParallel in training
-    multiple, smallest = (32, 64) if isinstance(bare, SwinUNETR) else (8, 16)
+    multiple, smallest = sides_of(network)
     roi = [min(params.roi, max(s, smallest)) for s in batch.shape[2:]]
     roi = [max(smallest, r - r % multiple) for r in roi]
     logits = sliding_window_inference(

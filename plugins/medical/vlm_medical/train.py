@@ -18,7 +18,7 @@ from vlm_medical._quiet import quiet_monai
 from vlm_medical.data import read_dataset, spatial_dims_of
 from vlm_medical.features import card_entry, recorded_layers, segment_layers
 from vlm_medical.intensity import normalize
-from vlm_medical.networks import architecture, build_network, spatial_dims
+from vlm_medical.networks import SIDES, architecture, build_network, spatial_dims
 from vlm_medical.params import SegmentParams, SegmentTrainParams
 
 
@@ -134,7 +134,7 @@ def build(data: Path, params: SegmentTrainParams, ctx: TrainContext) -> TrainSet
     found = read_dataset(data, val_fraction=params.val_fraction, seed=ctx.seed)
     classes = len(found.class_names)
     init = _initial(params, classes) if params.init and ctx.purpose == "train" else None
-    divisor, smallest = (32, 64) if params.network == "swinunetr" else (8, 16)
+    divisor, smallest = SIDES[params.network]
     if params.patch % divisor or params.patch < smallest:
         raise ValueError(
             f"patch {params.patch} does not fit {params.network}: it needs a multiple of "
